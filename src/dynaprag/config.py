@@ -1,0 +1,212 @@
+"""Typed configuration: dataclasses with help strings, a YAML/JSON file, then ``key=value`` overrides.
+
+Why: a typo in a threshold name must fail loudly, and every run stores its fully resolved
+config next to its results so any number can be traced to its settings.
+
+>>> from dataclasses import dataclass, field
+>>> @dataclass
+... class Knobs:
+...     theta: float = field(default=1.2, metadata={"help": "threshold"})
+>>> apply_overrides(Knobs(), ["theta=0.5"]).theta
+0.5
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, Mapping, Sequence, TypeVar
+
+import yaml
+
+C = TypeVar("C")
+
+
+class ConfigError(ValueError):
+    """A config key that does not exist, or a value of the wrong type; names the key."""
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Convert ``value`` (often a string from the command line) to ``annotation`` or raise."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(key, value, arg)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{key}: cannot be {value!r}")
+    if origin is typing.Literal:
+        for choice in args:
+            if str(choice) == str(value):
+                return choice
+        raise ConfigError(f"{key}: {value!r} is not one of {list(args)}")
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v != ""] if not value.startswith("[") else yaml.safe_load(value)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        inner = args[0] if args else Any
+        items = [_coerce(key, v, inner) for v in value]
+        return tuple(items) if origin is tuple else items
+    if origin is dict or annotation is dict:
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if annotation is Any:
+        return yaml.safe_load(value) if isinstance(value, str) else value
+    if dataclasses.is_dataclass(annotation):
+        if isinstance(value, annotation):
+            return value
+        if isinstance(value, Mapping):
+            return from_dict(annotation, value, prefix=f"{key}.")
+        raise ConfigError(f"{key}: expected a mapping for {annotation.__name__}, got {value!r}")
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        try:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
+    if annotation is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+    if annotation is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    if annotation is Path:
+        return Path(value)
+    return value
+
+
+def from_dict(cls: type[C], data: Mapping[str, Any], prefix: str = "") -> C:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys by name."""
+    hints = _field_types(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        raise ConfigError(
+            f"unknown config key {prefix}{unknown[0]!r}; valid keys: {', '.join(sorted(names))}"
+        )
+    kwargs = {k: _coerce(prefix + k, v, hints[k]) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a (nested) dataclass config."""
+    def convert(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, (list, tuple)):
+            return [convert(v) for v in value]
+        if isinstance(value, dict):
+            return {k: convert(v) for k, v in value.items()}
+        if isinstance(value, Path):
+            return str(value)
+        return value
+    return convert(obj)
+
+
+def parse_overrides(pairs: Sequence[str]) -> dict[str, str]:
+    """``["a.b=1", "c=x"]`` -> ``{"a.b": "1", "c": "x"}``; a pair without '=' is an error."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"override {pair!r} is not of the form key=value")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def apply_overrides(config: C, pairs: Sequence[str] | Mapping[str, Any]) -> C:
+    """Return a copy of ``config`` with dotted ``key=value`` overrides applied and type-checked."""
+    items = parse_overrides(pairs) if not isinstance(pairs, Mapping) else dict(pairs)
+    for dotted, raw in items.items():
+        config = _set(config, dotted.split("."), raw, dotted)
+    return config
+
+
+def _set(obj: Any, path: list[str], raw: Any, dotted: str) -> Any:
+    head, rest = path[0], path[1:]
+    if isinstance(obj, dict):
+        if rest:
+            return {**obj, head: _set_in_mapping(obj.get(head, {}), rest, raw)}
+        return {**obj, head: yaml.safe_load(raw) if isinstance(raw, str) else raw}
+    if not dataclasses.is_dataclass(obj):
+        raise ConfigError(f"unknown config key {dotted!r}")
+    names = {f.name for f in dataclasses.fields(obj)}
+    if head not in names:
+        raise ConfigError(f"unknown config key {dotted!r}; valid keys here: {', '.join(sorted(names))}")
+    hint = _field_types(type(obj))[head]
+    if rest:
+        value = _set(getattr(obj, head), rest, raw, dotted)
+    else:
+        value = _coerce(dotted, raw, hint)
+    return dataclasses.replace(obj, **{head: value})
+
+
+def _set_in_mapping(mapping: Any, path: list[str], raw: Any) -> dict:
+    mapping = dict(mapping or {})
+    if len(path) == 1:
+        mapping[path[0]] = yaml.safe_load(raw) if isinstance(raw, str) else raw
+    else:
+        mapping[path[0]] = _set_in_mapping(mapping.get(path[0], {}), path[1:], raw)
+    return mapping
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON config file into a mapping, naming the file on error."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
+    return data
+
+
+def help_table(cls: type) -> list[tuple[str, str, str]]:
+    """(name, default, help) for each field, for ``--help`` style listings."""
+    rows = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else "")
+        rows.append((f.name, repr(default), f.metadata.get("help", "")))
+    return rows

@@ -1,0 +1,373 @@
+"""White-box step-wise decoding with a KV cache: the one place the model is run token by token.
+
+Each generated token yields its id, text, log-prob, entropy of the full distribution and top
+alternatives, and on request the last layer's head-averaged attention row and hidden states
+of chosen layers, all from the forward pass that produced it (no extra pass to read signals).
+
+Attention is captured cheaply: only the last decoder layer is switched to eager attention
+(sdpa returns no weights) while the other layers keep sdpa; a forward hook keeps its weights.
+
+>>> from dynaprag.lm.models import load_model
+>>> gen = Generator(load_model())                                  # doctest: +SKIP
+>>> state = gen.start(gen.encode("The capital of France is"))      # doctest: +SKIP
+>>> gen.generate(state, GenerationConfig(max_new_tokens=5)).text   # doctest: +SKIP
+' Paris.'
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+
+from dynaprag.lm import signals
+from dynaprag.lm.models import LoadedModel
+
+
+@dataclass
+class GenerationConfig:
+    """Decoding knobs; greedy by default as the DRAGIN/FLARE line of work decodes."""
+
+    max_new_tokens: int = field(default=128, metadata={"help": "token budget for this call"})
+    do_sample: bool = field(default=False, metadata={"help": "sample instead of greedy"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass"})
+    seed: int | None = field(default=None, metadata={"help": "seed for sampling (determinism)"})
+    stop: tuple[str, ...] = field(default=(), metadata={"help": "stop strings; text is cut before them"})
+    top_alternatives: int = field(default=0, metadata={"help": "how many alternatives to report per token"})
+    capture_attention: bool = field(default=False, metadata={"help": "keep the last layer's attention row"})
+    hidden_layers: tuple[int, ...] = field(default=(), metadata={"help": "hidden_states indices to keep (0 = embeddings)"})
+    stop_at_eos: bool = field(default=True, metadata={"help": "stop at the model's end-of-turn tokens"})
+
+
+@dataclass
+class StepOutput:
+    """One generated token and the signals of the forward pass that predicted it.
+
+    ``attention`` and ``hidden`` belong to the *predicting* position (``position - 1``): the
+    attention row is how the model looked at positions ``0 .. position-1`` when choosing this
+    token. The row of a token's own position arrives with the next step.
+    """
+
+    position: int
+    token_id: int
+    text: str
+    logprob: float
+    entropy: float
+    top_ids: list[int] = field(default_factory=list)
+    top_logprobs: list[float] = field(default_factory=list)
+    attention: torch.Tensor | None = None
+    hidden: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def prob(self) -> float:
+        return float(torch.tensor(self.logprob).exp())
+
+
+@dataclass
+class DecodeCounters:
+    """Costs that traces and benchmarks report."""
+
+    forward_passes: int = 0
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+
+
+@dataclass
+class DecodeState:
+    """A sequence being decoded: token ids, the KV cache of its first ``fed`` tokens, the next logits."""
+
+    ids: list[int]
+    generated: list[bool]
+    cache: object
+    fed: int = 0
+    logits: torch.Tensor | None = None
+    attention: torch.Tensor | None = None
+    hidden: dict[int, torch.Tensor] = field(default_factory=dict)
+    counters: DecodeCounters = field(default_factory=DecodeCounters)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class PrefixCache:
+    """The KV cache of a fixed prompt prefix, computed once and copied for each new prompt."""
+
+    ids: list[int]
+    cache: object
+    logits: torch.Tensor
+
+
+@dataclass
+class Generation:
+    """The result of :meth:`Generator.generate`: steps in order and the text (stop string cut)."""
+
+    steps: list[StepOutput]
+    text: str
+    stopped_by: str
+
+    @property
+    def token_ids(self) -> list[int]:
+        return [s.token_id for s in self.steps]
+
+
+class _LastLayerAttentionTap:
+    """Switch only the last decoder layer to eager attention and keep its weights via a hook."""
+
+    def __init__(self, model):
+        self.module = None
+        self.weights: torch.Tensor | None = None
+        layers = getattr(getattr(model, "model", None), "layers", None)
+        if layers is not None and hasattr(layers[-1], "self_attn"):
+            self.module = layers[-1].self_attn
+            self._config = self.module.config
+            self._eager = copy.copy(self._config)
+            self._eager._attn_implementation = "eager"
+            self.module.register_forward_hook(self._hook)
+        self.active = False
+
+    def _hook(self, _module, _inputs, output):
+        if self.active and isinstance(output, tuple) and len(output) > 1 and output[1] is not None:
+            self.weights = output[1].detach()
+
+    def __enter__(self):
+        if self.module is None:
+            raise RuntimeError("attention capture needs a decoder with model.layers[-1].self_attn")
+        self.module.config = self._eager
+        self.active, self.weights = True, None
+        return self
+
+    def __exit__(self, *exc):
+        self.module.config = self._config
+        self.active = False
+
+
+class Generator:
+    """Step-wise decoder over a loaded model. One instance per model; not thread-safe."""
+
+    def __init__(self, lm: LoadedModel):
+        from transformers import DynamicCache
+
+        self.lm = lm
+        self.model = lm.model
+        self.tokenizer = lm.tokenizer
+        self._new_cache = lambda: DynamicCache(config=self.model.config)
+        self._tap = _LastLayerAttentionTap(self.model)
+        self.eos_ids = self._end_ids()
+        params = inspect.signature(self.model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+
+    def _end_ids(self) -> set[int]:
+        ids: set[int] = set()
+        eos = getattr(self.model.generation_config, "eos_token_id", None)
+        for value in (eos if isinstance(eos, list) else [eos]):
+            if value is not None:
+                ids.add(int(value))
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(int(self.tokenizer.eos_token_id))
+        for token in ("<|im_end|>", "<|endoftext|>", "<end_of_turn>", "<|eot_id|>"):
+            tid = self.tokenizer.convert_tokens_to_ids(token)
+            if isinstance(tid, int) and tid != self.tokenizer.unk_token_id and tid >= 0:
+                ids.add(tid)
+        return ids
+
+    # -- text <-> ids --------------------------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    # -- state management ----------------------------------------------------------------
+    def prefix(self, ids: list[int]) -> PrefixCache:
+        """Compute the KV cache of a fixed prefix once (instructions + few-shot exemplars)."""
+        state = self.start(ids)
+        self._feed(state, capture_attention=False, hidden_layers=())
+        return PrefixCache(ids=list(ids), cache=state.cache, logits=state.logits)
+
+    def start(self, ids: list[int], prefix: PrefixCache | None = None) -> DecodeState:
+        """A new state for ``ids``; reuses ``prefix``'s KV cache when ``ids`` starts with it."""
+        state = DecodeState(ids=list(ids), generated=[False] * len(ids), cache=self._new_cache())
+        if prefix is not None and len(prefix.ids) <= len(ids) and ids[: len(prefix.ids)] == prefix.ids:
+            state.cache = copy.deepcopy(prefix.cache)
+            state.fed = len(prefix.ids)
+            state.logits = prefix.logits if state.fed == len(ids) else None
+        return state
+
+    def extend(self, state: DecodeState, ids: list[int]) -> None:
+        """Append prompt tokens (e.g. passages after a retrieval); they are prefilled lazily."""
+        state.ids.extend(ids)
+        state.generated.extend([False] * len(ids))
+        if ids:
+            state.logits = None
+
+    def truncate(self, state: DecodeState, length: int) -> None:
+        """Cut the sequence to its first ``length`` tokens, cropping the KV cache to match."""
+        if length >= len(state.ids):
+            return
+        del state.ids[length:]
+        del state.generated[length:]
+        keep = max(0, min(state.fed, length - 1))
+        if state.fed > keep:
+            state.cache.crop(-(state.fed - keep))
+            state.fed = keep
+        state.logits, state.attention, state.hidden = None, None, {}
+
+    # -- forward passes ------------------------------------------------------------------
+    def _returned_cache(self, out):
+        cache = getattr(out, "cache", None)
+        return cache if cache is not None else out.past_key_values
+
+    @torch.inference_mode()
+    def _forward(self, state: DecodeState, ids: list[int], capture_attention: bool,
+                 hidden_layers: tuple[int, ...]) -> None:
+        input_ids = torch.tensor([ids], dtype=torch.long, device=self.lm.device)
+        want_hidden = bool(hidden_layers)
+        if capture_attention:
+            with self._tap as tap:
+                out = self.model(input_ids=input_ids, **{self._cache_kw: state.cache}, use_cache=True,
+                                 output_hidden_states=want_hidden,
+                                 logits_to_keep=1)
+                weights = tap.weights
+            state.attention = None if weights is None else weights[0, :, -1, :].float().mean(0)
+        else:
+            out = self.model(input_ids=input_ids, **{self._cache_kw: state.cache}, use_cache=True,
+                             output_hidden_states=want_hidden, logits_to_keep=1)
+            state.attention = None
+        state.cache = self._returned_cache(out)
+        state.logits = out.logits[0, -1].float()
+        state.hidden = {layer: out.hidden_states[layer][0, -1].float() for layer in hidden_layers}
+        state.counters.forward_passes += 1
+        state.counters.prompt_tokens += sum(1 for g in state.generated[state.fed: state.fed + len(ids)] if not g)
+        state.fed += len(ids)
+
+    def _feed(self, state: DecodeState, capture_attention: bool, hidden_layers: tuple[int, ...]) -> None:
+        """Bring the cache up to the end of ``state.ids`` so ``state.logits`` predicts the next token.
+
+        With attention capture, a multi-token prefill runs as sdpa for all but the last token and
+        eager for the last one alone, because the eager layer would need an explicit causal mask.
+        """
+        pending = state.ids[state.fed:]
+        if not pending:
+            if state.logits is None:
+                raise RuntimeError("empty sequence: nothing to predict from")
+            return
+        if capture_attention and len(pending) > 1:
+            self._forward(state, pending[:-1], False, ())
+            pending = pending[-1:]
+        self._forward(state, pending, capture_attention, hidden_layers)
+
+    # -- decoding ------------------------------------------------------------------------
+    def step(self, state: DecodeState, config: GenerationConfig,
+             rng: torch.Generator | None = None) -> StepOutput:
+        """Choose the next token (greedy or sampled), append it, and return it with its signals."""
+        if state.logits is None or state.fed < len(state.ids):
+            self._feed(state, config.capture_attention, tuple(config.hidden_layers))
+        logprobs = signals.log_softmax(state.logits)
+        if config.do_sample:
+            sample_lp = signals.apply_sampling(state.logits, config.temperature, config.top_p)
+            token = int(torch.multinomial(sample_lp.exp(), 1, generator=rng))
+        else:
+            token = int(torch.argmax(logprobs))
+        top_ids, top_lps = signals.top_alternatives(logprobs, config.top_alternatives)
+        out = StepOutput(
+            position=len(state.ids), token_id=token, text="",
+            logprob=float(logprobs[token]), entropy=float(signals.entropy(logprobs)),
+            top_ids=top_ids, top_logprobs=top_lps,
+            attention=state.attention, hidden=dict(state.hidden),
+        )
+        state.ids.append(token)
+        state.generated.append(True)
+        state.logits = None
+        state.counters.generated_tokens += 1
+        return out
+
+    def iter_steps(self, state: DecodeState, config: GenerationConfig) -> Iterator[StepOutput]:
+        """Yield steps with their ``text`` piece filled in, until EOS or the token budget."""
+        rng = torch.Generator().manual_seed(config.seed) if config.seed is not None else None
+        start = len(state.ids)
+        decoded = ""
+        for _ in range(config.max_new_tokens):
+            out = self.step(state, config, rng)
+            if config.stop_at_eos and out.token_id in self.eos_ids:
+                out.text = ""
+                yield out
+                return
+            full = self.decode(state.ids[start:])
+            out.text, decoded = full[len(decoded):], full
+            yield out
+
+    def generate(self, state: DecodeState, config: GenerationConfig,
+                 should_stop: Callable[[StepOutput, str], bool] | None = None) -> Generation:
+        """Decode until EOS, a stop string, the budget, or ``should_stop(step, text_so_far)``."""
+        steps: list[StepOutput] = []
+        text, stopped_by = "", "max_tokens"
+        for out in self.iter_steps(state, config):
+            steps.append(out)
+            if config.stop_at_eos and out.token_id in self.eos_ids:
+                stopped_by = "eos"
+                break
+            text += out.text
+            hit = next((s for s in config.stop if s in text), None)
+            if hit is not None:
+                text, stopped_by = text[: text.index(hit)], f"stop:{hit}"
+                break
+            if should_stop is not None and should_stop(out, text):
+                stopped_by = "callback"
+                break
+        return Generation(steps=steps, text=text, stopped_by=stopped_by)
+
+    @torch.inference_mode()
+    def sample_batch(self, state: DecodeState, k: int, config: GenerationConfig) -> list[Generation]:
+        """``k`` sampled continuations of ``state`` decoded as one batch (SeaKR's k samples).
+
+        The KV cache is repeated ``k`` times in the batch dimension; rows that finish keep
+        decoding padding (their outputs are ignored) so the batch stays rectangular.
+        """
+        if state.logits is None or state.fed < len(state.ids):
+            self._feed(state, False, tuple(config.hidden_layers))
+        rng = torch.Generator().manual_seed(config.seed) if config.seed is not None else None
+        cache = copy.deepcopy(state.cache)
+        cache.batch_repeat_interleave(k)
+        logits = state.logits.unsqueeze(0).repeat(k, 1)
+        hidden = {layer: h.unsqueeze(0).repeat(k, 1) for layer, h in state.hidden.items()}
+        rows: list[list[StepOutput]] = [[] for _ in range(k)]
+        done = [False] * k
+        position = len(state.ids)
+        for _ in range(config.max_new_tokens):
+            logprobs = signals.log_softmax(logits)
+            sample_lp = signals.apply_sampling(logits, config.temperature, config.top_p)
+            tokens = torch.multinomial(sample_lp.exp(), 1, generator=rng).squeeze(1)
+            ent = signals.entropy(logprobs)
+            for r in range(k):
+                if done[r]:
+                    continue
+                tid = int(tokens[r])
+                rows[r].append(StepOutput(position=position, token_id=tid, text="",
+                                          logprob=float(logprobs[r, tid]), entropy=float(ent[r]),
+                                          hidden={layer: h[r] for layer, h in hidden.items()}))
+                if config.stop_at_eos and tid in self.eos_ids:
+                    done[r] = True
+                elif config.stop and any(s in self.decode([s_.token_id for s_ in rows[r]]) for s in config.stop):
+                    done[r] = True
+            state.counters.generated_tokens += int(sum(1 for r in range(k) if rows[r] and rows[r][-1].position == position))
+            if all(done):
+                break
+            out = self.model(input_ids=tokens.unsqueeze(1), **{self._cache_kw: cache}, use_cache=True,
+                             output_hidden_states=bool(config.hidden_layers), logits_to_keep=1)
+            state.counters.forward_passes += 1
+            cache, logits = self._returned_cache(out), out.logits[:, -1].float()
+            hidden = {layer: out.hidden_states[layer][:, -1].float() for layer in config.hidden_layers}
+            position += 1
+        results = []
+        for row in rows:
+            ids = [s.token_id for s in row if s.token_id not in self.eos_ids]
+            text = self.decode(ids)
+            for s in config.stop:
+                if s in text:
+                    text = text[: text.index(s)]
+            results.append(Generation(steps=row, text=text, stopped_by="sampled"))
+        return results
