@@ -18,6 +18,11 @@ console = Console()
 err = Console(stderr=True)
 
 _COMMAND_MODULES: list[str] = [
+    "dynaprag.retrieval.cli",
+    "dynaprag.eval.cli",
+    "dynaprag.serve.cli",
+    "dynaprag.dynamic.cli",
+    "dynaprag.parametric.cli",
 ]
 
 
@@ -39,7 +44,7 @@ def models() -> None:
 
     table = Table(title="dynaprag model aliases")
     for col in ("alias", "installed", "size", "license", "install with"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col == "alias", overflow="fold")
     for name in MODELS:
         src = MODELS.get(name)
         table.add_row(name, "yes" if src.installed else "no", f"{src.size_mb} MB", src.license,

@@ -64,9 +64,10 @@ def format_passages(passages: Sequence[Passage]) -> str:
 def extract_answer(text: str) -> str:
     """The short answer in a generation: what follows the last "So the answer is", else the first line.
 
-    One function for every method, so methods are scored the same way.
+    One function for every method, so methods are scored the same way. "The answer is X" without
+    the "So" counts too (small models often open with it), matched case-insensitively.
     """
-    matches = list(re.finditer(re.escape(ANSWER_MARKER), text, flags=re.IGNORECASE))
+    matches = list(re.finditer(r"\bthe answer is\b", text, flags=re.IGNORECASE))
     if matches:
         tail = text[matches[-1].end():].lstrip(" :")
         tail = tail.split("\n")[0]

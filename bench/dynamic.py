@@ -1,0 +1,202 @@
+"""Every dynamic RAG method on the same questions: quality, retrieval counts, cost and time.
+
+Runs each method of :data:`dynaprag.dynamic.methods.METHODS` (those that run on an ordinary
+instruct model) on the first N questions of ``../shared/data`` HotpotQA and 2WikiMultihopQA with
+BM25 over the pooled Wikipedia paragraphs, and writes ``bench/results/dynamic.{json,md}``: EM,
+F1, retrievals/question, forward passes/question, tokens/question, s/question and s/question
+divided by sr-rag's on the same questions of the same run.
+
+Questions run question-major (every method on question 1, then question 2, ...) and each
+(method, dataset, question) is appended to a checkpoint as it finishes, so a kill loses at most
+one answer and a cut run still compares methods on the same questions: each row aggregates the
+questions that its method and sr-rag both finished (column ``n``). A slow method can run in a
+second process with its own checkpoint (``--methods seakr --checkpoint other.jsonl --no-tables``);
+``--aggregate --checkpoint a.jsonl,b.jsonl`` rewrites the tables from all checkpoints.
+
+    .venv/bin/python bench/dynamic.py            # N=50 per dataset, resumes from the checkpoint
+    .venv/bin/python bench/dynamic.py --quick    # 2 questions per dataset, 3 methods
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, SHARED_DATA, write_results  # noqa: E402
+
+DATASETS = ("hotpotqa", "2wikimultihopqa")
+SKIP = {"self-rag": "needs a model trained with Self-RAG reflection tokens (the default model has none)"}
+
+
+def load_questions(name: str, n: int) -> list[dict]:
+    path = SHARED_DATA / "questions" / f"{name}.jsonl"
+    out = []
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                out.append(json.loads(line))
+            if len(out) >= n:
+                break
+    return out
+
+
+def score(rec: dict) -> dict:
+    """EM/F1 of a checkpointed answer, re-extracted from its full text at aggregation time so a
+    fix to the shared answer extraction re-scores old runs consistently."""
+    from dynaprag.eval.metrics import exact_match, f1
+    from dynaprag.lm.prompts import extract_answer
+
+    short = extract_answer(rec["text"])
+    return {**rec, "short": short, "em": exact_match(short, rec["answers"]), "f1": f1(short, rec["answers"])}
+
+
+def read_checkpoint(path: Path) -> dict[tuple, dict]:
+    done = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut by a kill
+                done[(rec["method"], rec["dataset"], rec["id"])] = score(rec)
+    return done
+
+
+def aggregate(done: dict[tuple, dict], methods: list[str], questions: dict[str, list[dict]]) -> list[dict]:
+    from statistics import mean
+
+    rows = []
+    for ds, qs in questions.items():
+        for m in methods:
+            common = [q["id"] for q in qs if (m, ds, q["id"]) in done and ("sr-rag", ds, q["id"]) in done]
+            if not common:
+                continue
+            base = mean(done[("sr-rag", ds, i)]["seconds"] for i in common)
+            recs = [done[(m, ds, i)] for i in common]
+            s = mean(r["seconds"] for r in recs)
+            rows.append({
+                "method": m, "dataset": ds, "n": len(recs),
+                "em": mean(r["em"] for r in recs), "f1": mean(r["f1"] for r in recs),
+                "retrievals_per_question": mean(r["retrievals"] for r in recs),
+                "forward_passes_per_question": mean(r["forward_passes"] for r in recs),
+                "generated_tokens_per_question": mean(r["generated_tokens"] for r in recs),
+                "prompt_tokens_per_question": mean(r["prompt_tokens"] for r in recs),
+                "s_per_question": s,
+                "ratio_to_sr_rag": s / base if base else float("nan"),
+            })
+    return rows
+
+
+def summary(rows: list[dict]) -> str:
+    lines = []
+    for ds in DATASETS:
+        sr = next((r for r in rows if r["dataset"] == ds and r["method"] == "sr-rag"), None)
+        if sr is None:
+            continue
+        better = [r["method"] for r in rows if r["dataset"] == ds and r["f1"] > sr["f1"] and r["method"] != "sr-rag"]
+        lines.append(f"{ds} (n={sr['n']}): methods above sr-rag's F1 {sr['f1']:.3f}: "
+                     f"{', '.join(better) if better else 'none'}.")
+    return " ".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=50, help="questions per dataset")
+    ap.add_argument("--methods", default="", help="comma-separated methods (default: all that run here)")
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    ap.add_argument("--checkpoint", default=str(RESULTS / "dynamic.checkpoint.jsonl"))
+    ap.add_argument("--aggregate", action="store_true", help="only rewrite the tables from the checkpoint(s)")
+    ap.add_argument("--no-tables", action="store_true", help="only append to the checkpoint (secondary process)")
+    ap.add_argument("--quick", action="store_true", help="2 questions per dataset, wo-rag/sr-rag/dragin")
+    args = ap.parse_args()
+    if not (SHARED_DATA / "questions").is_dir():
+        sys.exit(f"evaluation data not found at {SHARED_DATA}")
+
+    from dynaprag.config import to_dict
+    from dynaprag.dynamic.methods import METHODS
+
+    n = 2 if args.quick else args.n
+    methods = ["wo-rag", "sr-rag", "dragin"] if args.quick else (
+        args.methods.split(",") if args.methods else [m for m in METHODS.names() if m not in SKIP])
+    if "sr-rag" not in methods and not args.methods:
+        methods.insert(0, "sr-rag")
+    questions = {ds: load_questions(ds, n) for ds in DATASETS}
+    paths = [Path(p) for p in args.checkpoint.split(",")]
+    ckpt = paths[0] if not args.quick else RESULTS / "dynamic.quick.checkpoint.jsonl"
+    done = {}
+    for path in ([ckpt] if args.quick else paths):
+        done.update(read_checkpoint(path))
+    all_methods = sorted({k[0] for k in done} | set(methods), key=lambda m: (m != "sr-rag", m))
+    corpus = SHARED_DATA / "corpus" / "wiki_paragraphs.jsonl"
+
+    from dynaprag.pipeline import PipelineConfig
+    from dynaprag.retrieval import RetrieverConfig
+
+    config = PipelineConfig(model=args.model, max_new_tokens=args.max_new_tokens,
+                            retrieval=RetrieverConfig(corpus=str(corpus)))
+    if not args.aggregate:
+        import torch
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        from dynaprag.pipeline import Pipeline
+
+        pipe = Pipeline.from_config(config)
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        with ckpt.open("a", encoding="utf-8") as out:
+            for i in range(n):
+                for ds in DATASETS:
+                    if i >= len(questions[ds]):
+                        continue
+                    q = questions[ds][i]
+                    for m in methods:
+                        if (m, ds, q["id"]) in done:
+                            continue
+                        t0 = time.perf_counter()
+                        ans = pipe.answer(q["question"], method=m)
+                        tr = ans.trace
+                        rec = {"method": m, "dataset": ds, "id": q["id"], "text": ans.text, "short": ans.short,
+                               "answers": q["answers"], "retrievals": len(tr.retrievals),
+                               "forward_passes": tr.forward_passes, "generated_tokens": tr.generated_tokens,
+                               "prompt_tokens": tr.prompt_tokens, "seconds": time.perf_counter() - t0,
+                               "queries": [r.query for r in tr.retrievals]}
+                        out.write(json.dumps(rec) + "\n")
+                        out.flush()
+                        os.fsync(out.fileno())
+                        done[(m, ds, q["id"])] = score(rec)
+                        print(f"[{i + 1}/{n}] {ds} {m}: {rec['seconds']:.1f}s f1={done[(m, ds, q['id'])]['f1']:.2f} "
+                              f"ret={rec['retrievals']} {ans.short[:40]!r}", flush=True)
+                rows = aggregate(done, all_methods, questions)
+                if rows and not args.no_tables:
+                    _write(rows, args, config, all_methods, questions, paths, to_dict)
+    rows = aggregate(done, all_methods, questions)
+    if not args.no_tables:
+        _write(rows, args, config, all_methods, questions, paths, to_dict)
+    print(summary(rows))
+
+
+def _write(rows, args, config, methods, questions, paths, to_dict) -> None:
+    n_done = {ds: max((r["n"] for r in rows if r["dataset"] == ds), default=0) for ds in questions}
+    notes = (f"Questions: the first N of ../shared/data/questions/{{hotpotqa,2wikimultihopqa}}.jsonl; each row "
+             f"aggregates the questions its method and sr-rag both finished (column n; target "
+             f"{args.n if not args.quick else 2} per dataset). BM25 (bm25s, Lucene) over "
+             f"corpus/wiki_paragraphs.jsonl, k=3, max_new_tokens={args.max_new_tokens}, paper-default thresholds, "
+             f"greedy decoding. ratio_to_sr_rag = s/question over sr-rag's on the same questions in this run. "
+             f"{summary(rows)} At 135M parameters differences between methods are mostly noise (MODELS.md). "
+             f"Skipped: {', '.join(f'{k} ({v})' for k, v in SKIP.items())}.")
+    write_results("dynamic" if not args.quick else "dynamic.quick", rows, model=args.model,
+                  data={ds: {"file": f"questions/{ds}.jsonl", "questions_requested": len(qs),
+                             "questions_finished": n_done.get(ds, 0)} for ds, qs in questions.items()},
+                  notes=notes, extra={"config": to_dict(config), "methods": methods,
+                                      "checkpoints": [str(p) for p in paths]})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""``dynaprag ask`` and ``dynaprag demo``: answer a question with any method and show the trace.
+
+Thin layer over :class:`dynaprag.pipeline.Pipeline`; the trace printout says where retrieval
+fired, why, with what query and which passages came back.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+DEMO_QUESTION = "q01"
+
+
+def load_config(config_file: Optional[Path], overrides: list[str], **explicit):
+    """A :class:`PipelineConfig` from an optional YAML/JSON file, then ``key=value`` overrides."""
+    from dynaprag.config import apply_overrides, from_dict, load_file
+    from dynaprag.pipeline import PipelineConfig
+
+    config = from_dict(PipelineConfig, load_file(config_file)) if config_file else PipelineConfig()
+    config = apply_overrides(config, {k: v for k, v in explicit.items() if v is not None})
+    return apply_overrides(config, overrides)
+
+
+def render_answer(answer, console) -> None:
+    """Print the answer and a readable trace with rich."""
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+
+    tr = answer.trace
+    console.print(Panel(Text(answer.text or "(empty)"), title=f"answer ({tr.method})",
+                        subtitle=f"short: {answer.short!r}"))
+    if not tr.retrievals:
+        console.print("[dim]no retrieval fired[/]")
+    for n, ev in enumerate(tr.retrievals, 1):
+        before = "".join(t.text for t in tr.tokens[: ev.position])[-60:] if ev.position else ""
+        console.print(f"[bold cyan]retrieval {n}[/] after {ev.position} answer tokens"
+                      + (f" ([dim]…{before!r}[/])" if before else " (before generating)"))
+        console.print(f"  [bold]why[/]: {ev.reason}")
+        if ev.scores:
+            top = sorted(ev.scores.items(), key=lambda kv: -abs(kv[1]))[:8]
+            console.print("  [bold]scores[/]: " + ", ".join(f"{k!r}={v:.3g}" for k, v in top))
+        console.print(f"  [bold]query[/]: {ev.query}")
+        table = Table(show_header=True, header_style="bold", box=None, padding=(0, 2))
+        table.add_column("#")
+        table.add_column("id")
+        table.add_column("passage")
+        for i, (pid, title, text) in enumerate(zip(ev.hit_ids, ev.hit_titles, ev.hit_texts), 1):
+            table.add_row(str(i), pid, f"{title}: {text[:110]}{'…' if len(text) > 110 else ''}")
+        console.print(table)
+        console.print(f"  [dim]{ev.injection}, {ev.seconds:.2f} s[/]")
+    console.print(f"[dim]{tr.forward_passes} forward passes, {tr.prompt_tokens} prompt tokens prefilled, "
+                  f"{tr.generated_tokens} tokens generated ({len(tr.tokens)} kept), {tr.seconds:.1f} s[/]")
+    for note in tr.notes:
+        console.print(f"[dim]note: {note}[/]")
+
+
+def register(app: typer.Typer) -> None:
+    from dynaprag.cli import console, fail
+
+    @app.command()
+    def ask(question: str = typer.Argument(..., help="the question to answer"),
+            model: Optional[str] = typer.Option(None, help="model alias, Hugging Face id or local folder"),
+            method: Optional[str] = typer.Option(None, help="method name, e.g. dragin, flare, sr-rag"),
+            config: Optional[Path] = typer.Option(None, help="YAML/JSON PipelineConfig file"),
+            json_out: bool = typer.Option(False, "--json", help="print the answer and trace as JSON"),
+            overrides: Optional[list[str]] = typer.Argument(None, help="key=value config overrides")) -> None:
+        """Answer QUESTION with a method and print the answer with a readable trace."""
+        import json
+
+        from dynaprag.config import ConfigError
+        from dynaprag.pipeline import Pipeline
+        from dynaprag.registry import UnknownNameError
+
+        try:
+            cfg = load_config(config, overrides or [], model=model, method=method)
+            answer = Pipeline.from_config(cfg).answer(question)
+        except (ConfigError, UnknownNameError, ValueError) as exc:
+            fail(str(exc))
+        if json_out:
+            console.print_json(json.dumps(answer.to_dict()))
+        else:
+            render_answer(answer, console)
+
+    @app.command()
+    def demo(method: str = typer.Option("dragin", help="method to run"),
+             overrides: Optional[list[str]] = typer.Argument(None, help="key=value config overrides")) -> None:
+        """Answer a multi-hop demo question with DRAGIN over the packaged demo corpus; print the trace."""
+        import json
+
+        from dynaprag.pipeline import Pipeline
+        from dynaprag.retrieval import demo_questions_path
+
+        records = [json.loads(line) for line in demo_questions_path().read_text().splitlines() if line.strip()]
+        record = next(r for r in records if r["id"] == DEMO_QUESTION)
+        cfg = load_config(None, overrides or [], method=method)
+        console.print(f"[bold]question[/]: {record['question']}  [dim](gold: {', '.join(record['answers'])}; "
+                      f"model {cfg.model}, method {cfg.method}, BM25 over the demo corpus)[/]")
+        render_answer(Pipeline.from_config(cfg).answer(record["question"]), console)

@@ -1,0 +1,123 @@
+"""Pure scoring functions of the dynamic methods, over plain tensors (unit-tested by hand).
+
+Each function is the equation of one paper; the triggers in :mod:`dynaprag.dynamic.triggers`
+only gather the tensors from the decoding steps and call these.
+
+>>> import torch
+>>> rind_scores(torch.tensor([2.0, 1.0]), torch.tensor([0.5, 0.9]), torch.tensor([1.0, 0.0])).tolist()
+[1.0, 0.0]
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+from dynaprag.lm.signals import entropy as _entropy_of_logprobs
+
+
+def token_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy (nats) of the next-token distribution, DRAGIN Eq. (2): ``-Σ p log p``."""
+    return _entropy_of_logprobs(torch.log_softmax(logits.float(), dim=-1))
+
+
+def max_attention_received(attention: torch.Tensor) -> torch.Tensor:
+    """DRAGIN's ``a_max(i) = max_{j>i} A_{j,i}``: the largest attention any *later* token pays to ``i``.
+
+    ``attention`` is a square ``[n, n]`` matrix whose row ``j`` is how token ``j`` attends to
+    tokens ``0..n-1`` (rows are causal, so only ``i < j`` matters). The last token has no later
+    token and scores 0.
+    """
+    n = attention.shape[0]
+    strictly_later = torch.tril(torch.ones(n, n, dtype=torch.bool), diagonal=-1)  # j > i
+    masked = torch.where(strictly_later, attention.float(), torch.zeros((), dtype=torch.float32))
+    return masked.max(dim=0).values if n else masked.new_zeros(0)
+
+
+def rind_scores(entropies: torch.Tensor, attention_max: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    """DRAGIN's RIND, Eq. (4): ``S_RIND(t_i) = H_i · a_max(i) · s_i``.
+
+    ``H_i`` token entropy (Eq. 2), ``a_max(i)`` the maximum attention later tokens pay to it
+    (Eq. 3), ``s_i`` 1 for content words and 0 for stop words. Retrieval fires when ``S > θ``.
+    """
+    return entropies.float() * attention_max.float() * content.float()
+
+
+def rind_scores_reference(entropies: torch.Tensor, attention: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    """RIND as the DRAGIN reference code computes it for one sentence (not the paper's Eq. 4).
+
+    The attention a token receives is normalised over the sentence and multiplied by the
+    sentence length, so a token scores ``H_i · n · a_i / Σ_s a_s · s_i``: a scale-free score
+    whose mean over the sentence is the mean entropy. ``attention`` holds ``a_i`` (e.g. the
+    max attention received, or any positive per-token weight).
+    """
+    a = attention.float()
+    total = a.sum()
+    if total <= 0:
+        return torch.zeros_like(a)
+    return entropies.float() * (a / total) * a.numel() * content.float()
+
+
+def flare_needs_retrieval(probs: Sequence[float] | torch.Tensor, theta: float) -> bool:
+    """FLARE (Jiang et al. 2023, §3.2 "FLARE_direct"): retrieve if any token has ``p ≤ θ``."""
+    p = torch.as_tensor(probs, dtype=torch.float32)
+    return bool((p <= theta).any()) if p.numel() else False
+
+
+def flare_mask(probs: Sequence[float] | torch.Tensor, beta: float) -> list[bool]:
+    """FLARE's masked query (§3.2, "implicit query by masking"): True where ``p ≤ β`` (masked out)."""
+    return [bool(v) for v in (torch.as_tensor(probs, dtype=torch.float32) <= beta).tolist()]
+
+
+def eigen_score(embeddings: torch.Tensor, alpha: float = 1e-3) -> float:
+    """SeaKR / INSIDE eigen score: ``(1/k) · logdet(Z J Zᵀ + α I_k)``.
+
+    ``embeddings`` is ``Z`` of shape ``[k, d]`` (one hidden state per sampled continuation);
+    ``J = I_d - (1/d) 1 1ᵀ`` centres each embedding over its features (INSIDE, Chen et al.
+    2024, Eq. 4-5; SeaKR, Yao et al. 2024, Eq. 2). Consistent samples (the model "knows")
+    give a near-singular Gram matrix and a very negative score; diverse samples a higher one.
+    """
+    z = embeddings.double()
+    k, d = z.shape
+    centred = z - z.mean(dim=1, keepdim=True)  # Z J, since J is symmetric and idempotent
+    gram = centred @ centred.T + alpha * torch.eye(k, dtype=torch.float64)
+    return float(torch.linalg.slogdet(gram).logabsdet) / k
+
+
+def normalised_probability(logprobs: torch.Tensor, positive: Sequence[int], negative: Sequence[int]) -> float:
+    """``Σ p(positive) / (Σ p(positive) + Σ p(negative))`` over token ids (Self-RAG's retrieve score)."""
+    p = logprobs.float().exp()
+    pos = float(p[list(positive)].sum())
+    neg = float(p[list(negative)].sum())
+    return pos / (pos + neg) if pos + neg > 0 else 0.0
+
+
+UTILITY_WEIGHTS = (-1.0, -0.5, 0.0, 0.5, 1.0)
+
+
+def selfrag_segment_score(sequence_logprob: float, relevance: Sequence[float], support: Sequence[float],
+                          utility: Sequence[float], w_rel: float = 1.0, w_sup: float = 1.0,
+                          w_use: float = 0.5) -> float:
+    """Self-RAG short-form segment score (Asai et al. 2024, §3.3 Eq. 4 and the released inference).
+
+    ``exp(mean log-prob) + w_rel·s_rel + w_sup·s_sup + w_use·s_use`` where each critique score is
+    a normalised probability over its reflection tokens:
+    ``relevance`` = p([Relevant]), p([Irrelevant]) → ``s_rel = p(Relevant)/Σ``;
+    ``support`` = p([Fully supported]), p([Partially supported]), p([No support]) →
+    ``s_sup = (p_full + 0.5·p_partial)/Σ``; ``utility`` = p([Utility:1..5]) →
+    ``s_use = Σ_i u_i p_i / Σ`` with ``u = (-1, -0.5, 0, 0.5, 1)``. Paper weights 1, 1, 0.5.
+    """
+    rel = torch.as_tensor(relevance, dtype=torch.float64)
+    sup = torch.as_tensor(support, dtype=torch.float64)
+    use = torch.as_tensor(utility, dtype=torch.float64)
+    s_rel = float(rel[0] / rel.sum()) if rel.sum() > 0 else 0.0
+    s_sup = float((sup[0] + 0.5 * sup[1]) / sup.sum()) if sup.sum() > 0 else 0.0
+    s_use = float((use * torch.tensor(UTILITY_WEIGHTS, dtype=torch.float64)).sum() / use.sum()) if use.sum() > 0 else 0.0
+    return math.exp(sequence_logprob) + w_rel * s_rel + w_sup * s_sup + w_use * s_use
+
+
+def top_n_in_order(weights: Sequence[float], n: int) -> list[int]:
+    """Indices of the ``n`` largest weights, returned in their original order (DRAGIN's QFS, §3.2)."""
+    order = sorted(range(len(weights)), key=lambda i: (-weights[i], i))[:n]
+    return sorted(order)

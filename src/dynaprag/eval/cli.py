@@ -1,0 +1,113 @@
+"""``dynaprag eval``, ``dynaprag report`` and ``dynaprag data download``: thin commands over the eval API."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the evaluation commands to the ``dynaprag`` command."""
+
+    @app.command("eval", context_settings={"help_option_names": ["-h", "--help"]})
+    def eval_(
+        overrides: Optional[list[str]] = typer.Argument(
+            None, help="key=value overrides: pipeline keys (k=5, prompt.shots=4, retrieval.backend=dense) "
+                       "or run keys (limit=20)"),
+        dataset: Optional[str] = typer.Option(None, "--dataset", help="hotpotqa | 2wikimultihopqa | strategyqa | "
+                                                                      "iirc | popqa | cwq | demo"),
+        data_dir: Optional[str] = typer.Option(None, "--data-dir", help="folder with questions/ and corpus/"),
+        questions: Optional[str] = typer.Option(None, "--questions", help="question file (JSONL or official release)"),
+        method: Optional[str] = typer.Option(None, "--method", help="wo-rag, sr-rag, flare, dragin, ..."),
+        limit: Optional[int] = typer.Option(None, "--limit", help="first N questions only"),
+        out: Path = typer.Option(..., "--out", help="run folder (created; an existing run resumes)"),
+        config: Optional[str] = typer.Option(None, "--config", help="YAML/JSON config file"),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
+    ) -> None:
+        """Evaluate one method on one dataset into a resumable run folder."""
+        import json
+
+        from dynaprag.cli import fail
+        from dynaprag.config import ConfigError
+        from dynaprag.eval.datasets import DatasetError
+        from dynaprag.eval.experiment import resolve, run
+        from dynaprag.eval.runner import RunError
+        from dynaprag.registry import UnknownNameError
+
+        try:
+            run_cfg, pipe_cfg = resolve(dataset, data_dir=data_dir, questions=questions, method=method,
+                                        limit=limit, config_file=config, overrides=overrides or [])
+            summary = run(run_cfg, pipe_cfg, out, progress=progress)
+        except (ConfigError, DatasetError, RunError, UnknownNameError, FileNotFoundError, ImportError) as exc:
+            fail(str(exc))
+            return
+        typer.echo(json.dumps(summary, indent=2))
+        typer.echo(f"records, summary and config in {out}; compare runs with: dynaprag report {out} ...")
+
+    @app.command("report")
+    def report(
+        runs: list[Path] = typer.Argument(..., help="run folders written by dynaprag eval"),
+        out: Optional[Path] = typer.Option(None, "--out", help="where report.md and the PNGs go "
+                                                               "(default: <first run's parent>/report)"),
+        plots: bool = typer.Option(True, "--plots/--no-plots", help="write PNG plots"),
+    ) -> None:
+        """Print a markdown table of methods x datasets and write plots."""
+        from dynaprag.cli import fail
+        from dynaprag.eval.report import write_report
+        from dynaprag.eval.runner import RunError
+
+        target = out or runs[0].resolve().parent / "report"
+        try:
+            table, files = write_report(runs, target, plots=plots)
+        except (RunError, ImportError) as exc:
+            fail(str(exc))
+            return
+        typer.echo(table)
+        typer.echo("wrote " + ", ".join(str(f) for f in files))
+
+    data_app = typer.Typer(no_args_is_help=True, help="Official dataset releases.")
+    app.add_typer(data_app, name="data")
+
+    @data_app.command("download")
+    def download_(
+        name: str = typer.Argument(..., help="hotpotqa | 2wikimultihopqa | strategyqa | iirc | popqa | cwq"),
+        dest: Path = typer.Option(Path("data/raw"), "--dest", help="folder to download into (NAME/ is appended)"),
+        url: Optional[str] = typer.Option(None, "--url", help="a mirror or file:// URL instead of the official one"),
+        sha256: Optional[str] = typer.Option(None, "--sha256", help="expected SHA-256 (overrides the recorded one)"),
+        allow_unverified: bool = typer.Option(False, "--allow-unverified",
+                                              help="fetch without a checksum and print the hash"),
+    ) -> None:
+        """Fetch an official release, verify its SHA-256, unpack it; print how to evaluate it."""
+        from dynaprag.cli import console, fail
+        from dynaprag.eval.download import ChecksumError, download
+        from dynaprag.registry import UnknownNameError
+
+        try:
+            path = download(name, dest / name, url=url, sha256=sha256, allow_unverified=allow_unverified,
+                            log=lambda m: console.print(m, markup=False))
+        except (ChecksumError, UnknownNameError, ValueError, OSError) as exc:
+            fail(str(exc))
+            return
+        console.print(f"questions: {path}")
+        console.print(f"evaluate: dynaprag eval --dataset {name} --questions {path} retrieval.corpus=YOUR_CORPUS "
+                      "--method sr-rag --out runs/NAME", markup=False)
+
+    @data_app.command("list")
+    def list_() -> None:
+        """Datasets, their corpora in a data dir, and the recorded official releases."""
+        from rich.table import Table
+
+        from dynaprag.cli import console
+        from dynaprag.eval.datasets import DATASETS
+        from dynaprag.eval.download import RELEASES
+
+        table = Table(title="datasets")
+        for col in ("name", "corpus (DATA_DIR/corpus/)", "yes/no", "official release", "sha256"):
+            table.add_column(col)
+        for name in DATASETS:
+            spec = DATASETS.get(name)
+            rel = RELEASES.get(name) if name in RELEASES else None
+            table.add_row(name, spec.corpus or "-", "yes" if spec.yes_no else "", rel.url if rel else "-",
+                          (rel.sha256 or "not recorded")[:16] if rel else "-")
+        console.print(table)

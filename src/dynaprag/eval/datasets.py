@@ -1,0 +1,323 @@
+"""Benchmark datasets: one :class:`Example` type, a registry of datasets, loaders per file format.
+
+Two kinds of files load into the same :class:`Example`:
+
+* **JSONL** (``id, question, answers`` plus optional fields), the schema of
+  ``../shared/data/questions/*.jsonl`` and of any user file (the generic loader);
+* the **official release formats** of HotpotQA (Yang et al., 2018), 2WikiMultihopQA (Ho et al.,
+  2020), StrategyQA (Geva et al., 2021), IIRC (Ferguson et al., 2020), PopQA (Mallen et al.,
+  2023) and ComplexWebQuestions (Talmor and Berant, 2018), so a user holding those files can
+  run them without converting anything.
+
+Oracle fields (gold facts, decompositions, supporting ids and titles, context paragraphs) are
+kept on the example for scoring only: the runner passes a method nothing but
+``example.question``.
+
+>>> ex = Example.from_record({"id": "q1", "question": "Is water wet?", "answers": ["yes"]})
+>>> ex.yes_no, ex.answers
+(True, ('yes',))
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+from dynaprag.eval.metrics import normalize_answer
+from dynaprag.registry import Registry
+
+__all__ = ["DATASETS", "FORMATS", "DatasetError", "DatasetSpec", "Example", "corpus_path",
+           "detect_format", "link_gold_facts", "load_examples", "questions_path"]
+
+
+class DatasetError(ValueError):
+    """A malformed question file; the message names the file (and the line or record)."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One benchmark question with its gold answers and the oracle data used only for scoring."""
+
+    id: str
+    question: str
+    answers: tuple[str, ...]
+    dataset: str = ""
+    type: str | None = None
+    gold_ids: tuple[str, ...] = ()  # supporting passages' ids in the dataset's corpus
+    gold_titles: tuple[str, ...] = ()  # supporting passages' titles (official files have no ids)
+    oracle: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def yes_no(self) -> bool:
+        """True when every gold answer is yes or no (scored by accuracy as well as EM/F1)."""
+        return bool(self.answers) and all(normalize_answer(a) in ("yes", "no") for a in self.answers)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], dataset: str = "") -> "Example":
+        """Build from a JSONL record: ``id``, ``question``, ``answers`` (list or string; ``answer``
+        is accepted too), optional ``dataset``, ``type``, ``supporting_doc_ids``,
+        ``supporting_titles``; every other field goes to ``oracle``."""
+        missing = [k for k in ("id", "question") if k not in record]
+        if missing:
+            raise KeyError(f"missing field {missing[0]!r} (a question needs id, question, answers)")
+        answers = record.get("answers", record.get("answer"))
+        if answers is None:
+            raise KeyError("missing field 'answers'")
+        answers = [answers] if isinstance(answers, (str, bool, int, float)) else list(answers)
+        answers = [_answer_text(a) for a in answers]
+        if not answers or not all(a.strip() for a in answers):
+            raise ValueError("'answers' must hold at least one non-empty answer")
+        question = record["question"]
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError("'question' must be a non-empty string")
+        known = {"id", "question", "answers", "answer", "dataset", "type", "supporting_doc_ids",
+                 "supporting_titles"}
+        return cls(id=str(record["id"]), question=question.strip(), answers=tuple(answers),
+                   dataset=str(record.get("dataset") or dataset), type=record.get("type"),
+                   gold_ids=tuple(str(i) for i in record.get("supporting_doc_ids") or ()),
+                   gold_titles=tuple(record.get("supporting_titles") or ()),
+                   oracle={k: v for k, v in record.items() if k not in known})
+
+
+def _answer_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A benchmark: where its files sit in a data dir, how it is scored, which exemplars it uses."""
+
+    name: str
+    title: str
+    corpus: str | None  # file under DATA_DIR/corpus/ to retrieve from
+    exemplars: str  # exemplar set in data/exemplars.yaml
+    official_format: str  # loader in FORMATS for the official release file
+    yes_no: bool = False
+    gold_passages: bool = True  # whether recall of gold passages can be computed
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+FORMATS: Registry[Callable[[Path, str], Iterator[Example]]] = Registry("dataset format")
+
+
+def questions_path(data_dir: str | Path, name: str) -> Path:
+    """``DATA_DIR/questions/NAME.jsonl``."""
+    DATASETS.get(name)
+    return Path(data_dir) / "questions" / f"{name}.jsonl"
+
+
+def corpus_path(data_dir: str | Path, name: str) -> Path | None:
+    """The retrieval corpus of dataset ``name`` inside ``data_dir`` (None if it has none)."""
+    spec = DATASETS.get(name)
+    return Path(data_dir) / "corpus" / spec.corpus if spec.corpus else None
+
+
+def load_jsonl(path: Path, dataset: str = "") -> Iterator[Example]:
+    """The generic loader: one JSON object per line with ``id, question, answers``."""
+    with open(path, encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise ValueError("a line must hold a JSON object")
+                yield Example.from_record(record, dataset)
+            except (json.JSONDecodeError, KeyError, ValueError, TypeError) as exc:
+                message = exc.args[0] if isinstance(exc, KeyError) else str(exc)
+                raise DatasetError(f"{path}:{line_no}: {message}") from None
+
+
+def _read_json_list(path: Path) -> list[dict]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path}: not valid JSON ({exc})") from None
+    if isinstance(data, dict):  # some releases wrap the list, e.g. {"data": [...]}
+        data = next((v for v in data.values() if isinstance(v, list)), None)
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise DatasetError(f"{path}: expected a JSON list of objects")
+    return data
+
+
+def _field(path: Path, index: int, record: Mapping, key: str) -> Any:
+    if key not in record:
+        raise DatasetError(f"{path}: record {index}: missing field {key!r}")
+    return record[key]
+
+
+def _unique(items) -> tuple:
+    return tuple(dict.fromkeys(items))
+
+
+def load_hotpot_style(path: Path, dataset: str = "hotpotqa") -> Iterator[Example]:
+    """HotpotQA and 2WikiMultihopQA official JSON: ``_id, question, answer, type,
+    supporting_facts [[title, sent]], context [[title, [sentences]]]`` (2Wiki adds ``evidences``).
+
+    Gold passages are the supporting-fact titles; the context paragraphs stay in ``oracle``.
+    """
+    for i, rec in enumerate(_read_json_list(path)):
+        facts = _field(path, i, rec, "supporting_facts")
+        yield Example(id=str(_field(path, i, rec, "_id")), question=_field(path, i, rec, "question").strip(),
+                      answers=(_answer_text(_field(path, i, rec, "answer")),), dataset=dataset,
+                      type=rec.get("type"), gold_titles=_unique(f[0] for f in facts),
+                      oracle={k: v for k, v in rec.items() if k not in ("_id", "question", "answer", "type")})
+
+
+def load_strategyqa(path: Path, dataset: str = "strategyqa") -> Iterator[Example]:
+    """StrategyQA official JSON: ``qid, question, answer (bool), facts, decomposition, evidence``."""
+    for i, rec in enumerate(_read_json_list(path)):
+        answer = _field(path, i, rec, "answer")
+        if not isinstance(answer, bool):
+            raise DatasetError(f"{path}: record {i}: 'answer' must be true or false, got {answer!r}")
+        oracle = {k: v for k, v in rec.items() if k not in ("qid", "question", "answer")}
+        if "facts" in oracle:
+            oracle["gold_facts"] = oracle.pop("facts")
+        yield Example(id=str(_field(path, i, rec, "qid")), question=_field(path, i, rec, "question").strip(),
+                      answers=(_answer_text(answer),), dataset=dataset, type="implicit_yes_no", oracle=oracle)
+
+
+def load_iirc(path: Path, dataset: str = "iirc") -> Iterator[Example]:
+    """IIRC official JSON: a list of passages, each with ``title, text, links, questions``.
+
+    Answers follow the answer type: ``span`` (several spans joined with ", ", as the IIRC
+    baseline's DROP-style conversion orders them), ``value`` (number with its unit, and the bare
+    number as an alias), ``binary`` (yes/no). ``none`` (unanswerable) and ``bad`` questions are
+    skipped: the methods here always answer, so they would only measure refusal. Gold passages
+    are the titles of the question's context passages (``main`` is the passage's own title).
+    """
+    for i, passage in enumerate(_read_json_list(path)):
+        title = _field(path, i, passage, "title")
+        for q in _field(path, i, passage, "questions"):
+            info = q.get("answer") or {}
+            kind = info.get("type")
+            if kind == "span":
+                answers = [", ".join(s["text"].strip() for s in info.get("answer_spans", []))]
+            elif kind == "value":
+                value = str(info.get("answer_value", "")).strip()
+                unit = str(info.get("answer_unit") or "").strip()
+                answers = [f"{value} {unit}".strip(), value] if unit else [value]
+            elif kind == "binary":
+                answers = [str(info.get("answer_value", "")).strip().lower()]
+            else:
+                continue
+            if not answers[0]:
+                continue
+            titles = _unique(title if c.get("passage") == "main" else c.get("passage")
+                             for c in q.get("context", []))
+            yield Example(id=str(q.get("qid")), question=q["question"].strip(), answers=tuple(answers),
+                          dataset=dataset, type=kind, gold_titles=tuple(t for t in titles if t),
+                          oracle={"context": q.get("context", []), "main_title": title})
+
+
+def load_popqa(path: Path, dataset: str = "popqa") -> Iterator[Example]:
+    """PopQA's ``popQA.tsv``: ``id, subj, prop, obj, ..., question, possible_answers`` (a JSON list).
+
+    The subject's Wikipedia title (``s_wiki_title``) is the gold passage title.
+    """
+    with open(path, encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle, delimiter="\t")
+        for line_no, row in enumerate(reader, 2):
+            try:
+                answers = json.loads(row["possible_answers"])
+                question, qid = row["question"], row["id"]
+            except (KeyError, TypeError, json.JSONDecodeError) as exc:
+                raise DatasetError(f"{path}:{line_no}: bad PopQA row ({exc})") from None
+            title = row.get("s_wiki_title") or ""
+            yield Example(id=str(qid), question=question.strip(), answers=tuple(answers), dataset=dataset,
+                          type=row.get("prop"), gold_titles=(title,) if title else (),
+                          oracle={k: v for k, v in row.items() if k not in ("id", "question", "possible_answers")})
+
+
+def load_cwq(path: Path, dataset: str = "cwq") -> Iterator[Example]:
+    """ComplexWebQuestions official JSON: ``ID, question, answers [{answer, aliases}], sparql, ...``.
+
+    Every answer and alias is a gold answer (scores take the maximum). CWQ has no gold passages.
+    """
+    for i, rec in enumerate(_read_json_list(path)):
+        answers: list[str] = []
+        for a in _field(path, i, rec, "answers"):
+            answers += [a.get("answer") or ""] + list(a.get("aliases") or [])
+        answers = [a for a in _unique(answers) if a]
+        if not answers:
+            continue
+        yield Example(id=str(_field(path, i, rec, "ID")), question=_field(path, i, rec, "question").strip(),
+                      answers=tuple(answers), dataset=dataset, type=rec.get("compositionality_type"),
+                      oracle={k: v for k, v in rec.items() if k not in ("ID", "question", "answers")})
+
+
+def detect_format(path: str | Path) -> str:
+    """Guess a file's format from its suffix and, for ``.json``, the keys of its first record."""
+    path = Path(path)
+    if path.suffix in (".jsonl", ".ndjson"):
+        return "jsonl"
+    if path.suffix == ".tsv":
+        return "popqa"
+    records = _read_json_list(path)
+    keys = set(records[0]) if records else set()
+    for fmt, needed in (("2wikimultihopqa", {"_id", "evidences"}), ("hotpotqa", {"_id", "supporting_facts"}),
+                        ("strategyqa", {"qid", "answer"}), ("iirc", {"questions", "links"}),
+                        ("cwq", {"ID", "answers"})):
+        if needed <= keys:
+            return fmt
+    raise DatasetError(f"{path}: cannot tell the dataset format; pass format= (one of {', '.join(FORMATS)})")
+
+
+def load_examples(path: str | Path, *, format: str = "auto", dataset: str = "",
+                  limit: int | None = None) -> list[Example]:
+    """Load a question file in any registered format; ids must be unique.
+
+    ``format="auto"`` detects the format (see :func:`detect_format`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"question file not found: {path}")
+    fmt = detect_format(path) if format == "auto" else format
+    loader = FORMATS.get(fmt)
+    examples, seen = [], set()
+    for ex in loader(path, dataset or ("" if fmt == "jsonl" else fmt)):
+        if ex.id in seen:
+            raise DatasetError(f"{path}: duplicate question id {ex.id!r}")
+        seen.add(ex.id)
+        examples.append(ex)
+        if limit is not None and len(examples) >= limit:
+            break
+    return examples
+
+
+def link_gold_facts(examples: list[Example], passages: Mapping[str, str]) -> list[Example]:
+    """Attach gold passage ids to examples whose oracle ``gold_facts`` are passages of the corpus.
+
+    StrategyQA's retrieval corpus pools the annotators' facts, so a question's gold passages
+    are the corpus passages whose text equals one of its facts. ``passages`` maps text -> id.
+    """
+    out = []
+    for ex in examples:
+        facts = ex.oracle.get("gold_facts") or ()
+        ids = _unique(passages[f.strip()] for f in facts if f.strip() in passages)
+        out.append(ex if ex.gold_ids or not ids else
+                   Example(ex.id, ex.question, ex.answers, ex.dataset, ex.type, ids, ex.gold_titles, ex.oracle))
+    return out
+
+
+FORMATS.register("jsonl", load_jsonl)
+FORMATS.register("hotpotqa", load_hotpot_style)
+FORMATS.register("2wikimultihopqa", load_hotpot_style)
+FORMATS.register("strategyqa", load_strategyqa)
+FORMATS.register("iirc", load_iirc)
+FORMATS.register("popqa", load_popqa)
+FORMATS.register("cwq", load_cwq)
+
+DATASETS.register("hotpotqa", DatasetSpec("hotpotqa", "HotpotQA", "wiki_paragraphs.jsonl", "hotpotqa", "hotpotqa"))
+DATASETS.register("2wikimultihopqa", DatasetSpec("2wikimultihopqa", "2WikiMultihopQA", "wiki_paragraphs.jsonl",
+                                                 "2wikimultihopqa", "2wikimultihopqa"))
+DATASETS.register("strategyqa", DatasetSpec("strategyqa", "StrategyQA", "strategyqa_facts.jsonl", "strategyqa",
+                                            "strategyqa", yes_no=True))
+DATASETS.register("iirc", DatasetSpec("iirc", "IIRC", None, "iirc", "iirc"))
+DATASETS.register("popqa", DatasetSpec("popqa", "PopQA", None, "popqa", "popqa"))
+DATASETS.register("cwq", DatasetSpec("cwq", "ComplexWebQuestions", None, "cwq", "cwq", gold_passages=False))
+DATASETS.register("demo", DatasetSpec("demo", "dynaprag demo", None, "default", "jsonl"))

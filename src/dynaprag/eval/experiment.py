@@ -1,0 +1,147 @@
+"""Resolve what a ``dynaprag eval`` run means, then run it through the real :class:`Pipeline`.
+
+Settings resolve in one fixed order, each step overriding the previous one:
+
+1. the pipeline's defaults (:class:`dynaprag.pipeline.PipelineConfig`);
+2. the dataset's defaults: its exemplar set (``prompt.exemplars``) and, with a data dir, its
+   corpus (``retrieval.corpus = DATA_DIR/corpus/...``);
+3. the ``--config`` file (YAML/JSON; run keys such as ``limit`` at the top level, pipeline keys
+   at the top level or nested, e.g. ``retrieval: {backend: dense}``);
+4. command-line flags (``--method``, ``--limit``);
+5. ``key=value`` overrides (``k=5``, ``prompt.shots=4``, ``limit=20``).
+
+Every key is type-checked by :mod:`dynaprag.config`; an unknown key or a wrong type is an error
+naming the key. The resolved result is what ``config.json`` of the run folder records.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from dynaprag.config import ConfigError, apply_overrides, load_file, parse_overrides, to_dict
+from dynaprag.eval.datasets import DATASETS, Example, corpus_path, link_gold_facts, load_examples, questions_path
+
+__all__ = ["RunConfig", "load_run_examples", "resolve", "run"]
+
+
+@dataclass
+class RunConfig:
+    """What to evaluate on; everything about *how* to answer lives in ``PipelineConfig``."""
+
+    dataset: str = field(default="demo", metadata={"help": "dataset name (hotpotqa, 2wikimultihopqa, strategyqa, "
+                                                           "iirc, popqa, cwq, demo)"})
+    data_dir: str | None = field(default=None, metadata={
+        "help": "folder with questions/NAME.jsonl and corpus/*.jsonl (e.g. ../shared/data)"})
+    questions: str | None = field(default=None, metadata={
+        "help": "question file (JSONL or an official release file); overrides data_dir's"})
+    format: str = field(default="auto", metadata={"help": "question file format: auto, jsonl, or a dataset name"})
+    limit: int | None = field(default=None, metadata={"help": "evaluate the first N questions only"})
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping) and key != "options":
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _split(items: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Route keys to the run config (its field names) or to the pipeline config (the rest)."""
+    run_keys = {f.name for f in dataclasses.fields(RunConfig)}
+    run, pipe = {}, {}
+    for key, value in items.items():
+        head = key.split(".", 1)[0]
+        if head == "pipeline":
+            pipe[key.split(".", 1)[1]] = value
+        elif head in run_keys:
+            run[key] = value
+        else:
+            pipe[key] = value
+    return run, pipe
+
+
+def resolve(dataset: str | None = None, *, data_dir: str | None = None, questions: str | None = None,
+            method: str | None = None, limit: int | None = None, config_file: str | None = None,
+            overrides: Sequence[str] = ()) -> tuple[RunConfig, Any]:
+    """(RunConfig, PipelineConfig) after applying every layer; see the module docstring."""
+    from dynaprag.pipeline import PipelineConfig
+
+    file_items = _flatten(load_file(config_file)) if config_file else {}
+    flag_items = {k: v for k, v in (("dataset", dataset), ("data_dir", data_dir), ("questions", questions),
+                                    ("limit", limit)) if v is not None}
+    cli_items = parse_overrides(list(overrides))
+    file_run, file_pipe = _split(file_items)
+    cli_run, cli_pipe = _split(cli_items)
+    run_cfg = apply_overrides(RunConfig(), {**file_run, **flag_items, **cli_run})
+    spec = DATASETS.get(run_cfg.dataset)
+    if run_cfg.data_dir:
+        run_cfg.data_dir = str(Path(run_cfg.data_dir).resolve())
+    if run_cfg.questions:
+        run_cfg.questions = str(Path(run_cfg.questions).resolve())
+
+    pipe_cfg = PipelineConfig()
+    defaults: dict[str, Any] = {"prompt.exemplars": spec.exemplars}
+    corpus = corpus_path(run_cfg.data_dir, spec.name) if run_cfg.data_dir else None
+    if corpus is not None:
+        defaults["retrieval.corpus"] = str(corpus)
+    pipe_cfg = apply_overrides(pipe_cfg, defaults)
+    pipe_cfg = apply_overrides(pipe_cfg, file_pipe)
+    if method is not None:
+        pipe_cfg = apply_overrides(pipe_cfg, {"method": method})
+    pipe_cfg = apply_overrides(pipe_cfg, cli_pipe)
+    if pipe_cfg.retrieval.corpus:
+        pipe_cfg = apply_overrides(pipe_cfg, {"retrieval.corpus": str(Path(pipe_cfg.retrieval.corpus).resolve())})
+    if run_cfg.dataset != "demo" and not pipe_cfg.retrieval.corpus and pipe_cfg.method != "wo-rag":
+        raise ConfigError(f"dataset {run_cfg.dataset!r} needs a retrieval corpus: pass --data-dir DIR "
+                          f"(with DIR/corpus/) or retrieval.corpus=FILE")
+    return run_cfg, pipe_cfg
+
+
+def question_file(run_cfg: RunConfig) -> Path:
+    """The question file a run reads: explicit, from the data dir, or the packaged demo."""
+    if run_cfg.questions:
+        return Path(run_cfg.questions)
+    if run_cfg.data_dir:
+        return questions_path(run_cfg.data_dir, run_cfg.dataset)
+    if run_cfg.dataset == "demo":
+        from dynaprag.retrieval import demo_questions_path
+
+        return demo_questions_path()
+    raise ConfigError(f"dataset {run_cfg.dataset!r}: pass --data-dir DIR or questions=FILE")
+
+
+def load_run_examples(run_cfg: RunConfig, corpus: str | None = None) -> list[Example]:
+    """The run's questions (first ``limit``), with StrategyQA-style gold facts linked to corpus ids."""
+    examples = load_examples(question_file(run_cfg), format=run_cfg.format, dataset=run_cfg.dataset,
+                             limit=run_cfg.limit)
+    if corpus and Path(corpus).is_file() and any(ex.oracle.get("gold_facts") for ex in examples):
+        from dynaprag.corpora import read_passages
+
+        texts = {p.text.strip(): p.id for p in read_passages(corpus)}
+        examples = link_gold_facts(examples, texts)
+    return examples
+
+
+def resolved_dict(run_cfg: RunConfig, pipe_cfg: Any) -> dict[str, Any]:
+    """The JSON written to ``config.json``: every run and pipeline knob, resolved."""
+    spec = DATASETS.get(run_cfg.dataset)
+    return {**to_dict(run_cfg), "question_file": str(question_file(run_cfg)), "yes_no_task": spec.yes_no,
+            "pipeline": to_dict(pipe_cfg)}
+
+
+def run(run_cfg: RunConfig, pipe_cfg: Any, out: str | Path, *, lm: Any = None, retriever: Any = None,
+        progress: bool = True) -> dict:
+    """Evaluate ``pipe_cfg`` on ``run_cfg``'s questions into run folder ``out``; return the summary."""
+    from dynaprag.eval.runner import evaluate
+    from dynaprag.pipeline import Pipeline
+
+    config = resolved_dict(run_cfg, pipe_cfg)
+    examples = load_run_examples(run_cfg, pipe_cfg.retrieval.corpus)
+    pipeline = Pipeline.from_config(pipe_cfg, lm=lm, retriever=retriever)
+    return evaluate(examples, pipeline.answer, out, config=config, yes_no_task=config["yes_no_task"],
+                    progress=progress)

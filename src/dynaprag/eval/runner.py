@@ -1,0 +1,270 @@
+"""The resumable evaluation runner: one method on one dataset into a run folder.
+
+A run folder holds
+
+* ``config.json``: the fully resolved configuration (dataset, files, the pipeline's every knob);
+* ``records.jsonl``: one record per question (prediction, gold, scores, the method's full trace
+  with every retrieval's position, trigger scores, query and hit ids, token counts, forward
+  passes, wall seconds, peak memory);
+* ``summary.json``: averages over all records, rewritten atomically after every question.
+
+Each record is appended as one complete line, then flushed and fsynced, so a run killed at any
+moment leaves at most a torn last line. On restart the runner drops a torn line, skips the
+question ids already recorded and continues: nothing is lost and nothing is duplicated. A
+restart with a different configuration is refused (the keys that differ are named) unless only
+``limit`` changed, which extends or shortens the run.
+
+>>> summary = evaluate(examples, pipeline.answer, "runs/hotpot-dragin", config=cfg)  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import resource
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from dynaprag.eval.datasets import Example
+from dynaprag.eval.metrics import normalize_answer, recall_at_k, score_answer
+from dynaprag.trace import Answer
+
+__all__ = ["RECORDS", "SUMMARY", "CONFIG", "RunError", "evaluate", "make_record", "read_records",
+           "summarize", "write_json_atomic"]
+
+RECORDS, SUMMARY, CONFIG = "records.jsonl", "summary.json", "config.json"
+#: config keys that may change between a run and its resumption
+RESUMABLE_KEYS = ("limit",)
+
+
+class RunError(RuntimeError):
+    """A run folder that cannot be (re)used as asked; the message says why and what to do."""
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to a temp file in the same folder, fsync, then ``os.replace`` it into place."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def read_records(path: Path, *, repair: bool = False) -> list[dict]:
+    """Records of a ``records.jsonl``; a torn (unterminated or unparsable) last line is dropped.
+
+    With ``repair`` the file is truncated to its last complete record so appends continue
+    cleanly. A bad line anywhere but the end is corruption, not a kill, and raises.
+    """
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    records, good_end, start = [], 0, 0
+    while start < len(data):
+        end = data.find(b"\n", start)
+        if end == -1:
+            break  # unterminated tail: torn by a kill
+        line = data[start:end]
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                if data[end + 1:].strip():
+                    raise RunError(f"{path}:{len(records) + 1}: corrupt record in the middle of the file") from None
+                break
+        good_end, start = end + 1, end + 1
+    if repair and good_end < len(data):
+        with open(path, "r+b") as handle:
+            handle.truncate(good_end)
+            handle.flush()
+            os.fsync(handle.fileno())
+    return records
+
+
+def _append(handle, record: dict) -> None:
+    handle.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def retrieved_ids(trace: Mapping) -> list[str]:
+    """Hit ids of every retrieval in firing order, first occurrence kept."""
+    return list(dict.fromkeys(h for r in trace.get("retrievals", []) for h in r.get("hit_ids", [])))
+
+
+def gold_recall(example: Example, trace: Mapping) -> float | None:
+    """Recall of the example's gold passages among everything the method retrieved.
+
+    Uses passage ids when the dataset gives them, else titles (official files name supporting
+    passages by title). ``None`` when the dataset has no gold passages for this question.
+    """
+    if example.gold_ids:
+        return recall_at_k(retrieved_ids(trace), example.gold_ids)
+    if example.gold_titles:
+        titles = [normalize_answer(t) for r in trace.get("retrievals", []) for t in r.get("hit_titles", [])]
+        return recall_at_k(titles, [normalize_answer(t) for t in example.gold_titles])
+    return None
+
+
+def make_record(example: Example, answer: Answer, seconds: float, *, yes_no_task: bool) -> dict:
+    """The JSONL record of one answered question."""
+    trace = answer.trace.to_dict()
+    scores = score_answer(answer.short, example.answers, yes_no_task=yes_no_task)
+    recall = gold_recall(example, trace)
+    if recall is not None:
+        scores["recall"] = recall
+    return {
+        "id": example.id, "dataset": example.dataset, "type": example.type, "question": example.question,
+        "prediction": answer.short, "text": answer.text, "gold": list(example.answers),
+        "gold_ids": list(example.gold_ids), "scores": scores,
+        "retrievals": len(trace["retrievals"]), "retrieved_ids": retrieved_ids(trace),
+        "generated_tokens": trace["generated_tokens"], "prompt_tokens": trace["prompt_tokens"],
+        "forward_passes": trace["forward_passes"], "seconds": round(seconds, 4),
+        "peak_rss_mb": round(peak_rss_mb(), 1), "trace": trace,
+    }
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def summarize(records: Sequence[dict], config: Mapping | None = None) -> dict:
+    """Averages over records: answer metrics, retrieval recall, and per-question costs."""
+    config = config or {}
+    pipeline = config.get("pipeline", {})
+    out: dict[str, Any] = {
+        "method": pipeline.get("method"), "model": pipeline.get("model"), "dataset": config.get("dataset"),
+        "questions": len(records),
+    }
+    for metric in ("em", "f1", "acc", "recall"):
+        values = [r["scores"][metric] for r in records if r["scores"].get(metric) is not None]
+        if values and (metric != "recall" or any(r["retrievals"] for r in records)):
+            out[metric] = _mean(values)
+    for key, name in (("retrievals", "retrievals_per_question"), ("generated_tokens", "generated_tokens_per_question"),
+                      ("prompt_tokens", "prompt_tokens_per_question"),
+                      ("forward_passes", "forward_passes_per_question"), ("seconds", "s_per_question")):
+        out[name] = _mean([r[key] for r in records])
+    out["peak_rss_mb"] = max((r["peak_rss_mb"] for r in records), default=None)
+    out["total_seconds"] = sum(r["seconds"] for r in records)
+    return out
+
+
+@contextlib.contextmanager
+def _locked(run_dir: Path) -> Iterator[None]:
+    """Refuse a second runner on the same folder (two writers would interleave records)."""
+    with open(run_dir / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunError(f"{run_dir} is in use by another dynaprag eval") from None
+        yield
+
+
+def _check_config(run_dir: Path, config: Mapping) -> None:
+    path = run_dir / CONFIG
+    if not path.exists():
+        write_json_atomic(path, dict(config))
+        return
+    old = json.loads(path.read_text(encoding="utf-8"))
+    differing = _diff(old, json.loads(json.dumps(dict(config))))
+    blocking = [k for k in differing if k not in RESUMABLE_KEYS]
+    if blocking:
+        raise RunError(f"{run_dir} holds a run with a different config ({', '.join(blocking)} differ); "
+                       "use a new --out folder to run other settings")
+    if differing:
+        write_json_atomic(path, dict(config))
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = sorted(set(a) | set(b))
+        return [d for k in keys for d in _diff(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [prefix.rstrip(".")] if a != b else []
+
+
+def evaluate(examples: Sequence[Example], answer_fn: Callable[[str], Answer], run_dir: str | Path, *,
+             config: Mapping[str, Any], yes_no_task: bool = False, progress: bool = True) -> dict:
+    """Answer every example not yet recorded in ``run_dir``; return the summary of all records.
+
+    ``answer_fn`` receives the question text only: no oracle field reaches the method.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(run_dir):
+        _check_config(run_dir, config)
+        records_path = run_dir / RECORDS
+        records = read_records(records_path, repair=True)
+        done = {r["id"] for r in records}
+        todo = [ex for ex in examples if ex.id not in done]
+        bar = _progress(len(examples), len(examples) - len(todo), enabled=progress)
+        _postfix(bar, records)
+        with open(records_path, "ab") as handle:
+            for example in todo:
+                start = time.perf_counter()
+                answer = answer_fn(example.question)
+                record = make_record(example, answer, time.perf_counter() - start, yes_no_task=yes_no_task)
+                _append(handle, record)
+                records.append(record)
+                write_json_atomic(run_dir / SUMMARY, summarize(records, config))
+                _postfix(bar, records)
+                bar.update(1)
+        bar.close()
+        summary = summarize(records, config)
+        write_json_atomic(run_dir / SUMMARY, summary)
+        return summary
+
+
+def _progress(total: int, initial: int, *, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, unit="q", dynamic_ncols=True)
+
+
+def _postfix(bar, records: Sequence[dict]) -> None:
+    if records:
+        em = _mean([r["scores"]["em"] for r in records])
+        f1 = _mean([r["scores"]["f1"] for r in records])
+        bar.set_postfix_str(f"EM {em:.3f} F1 {f1:.3f}")
+
+
+def read_predictions(path: str | Path) -> dict[str, str]:
+    """Predictions by question id from JSONL (``{"id", "prediction"}`` per line, e.g. a run's
+    ``records.jsonl``), a JSON mapping ``{id: answer}``, or HotpotQA's ``{"answer": {id: answer}}``."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        out = {}
+        for line_no, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    record = json.loads(line)
+                    out[str(record["id"])] = str(record["prediction"])
+                except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                    raise RunError(f"{path}:{line_no}: expected {{\"id\", \"prediction\"}} ({exc})") from None
+        return out
+    data = json.loads(text)
+    if isinstance(data, dict) and isinstance(data.get("answer"), dict):
+        data = data["answer"]
+    if not isinstance(data, dict):
+        raise RunError(f"{path}: expected a mapping of question id to answer")
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def score_predictions(examples: Sequence[Example], predictions: Mapping[str, str], *,
+                      yes_no_task: bool = False) -> dict:
+    """Average EM/F1 (and accuracy) of fixed predictions; a missing prediction scores as empty."""
+    rows = [score_answer(predictions.get(ex.id, ""), ex.answers, yes_no_task=yes_no_task) for ex in examples]
+    out: dict[str, Any] = {"questions": len(rows), "missing": sum(ex.id not in predictions for ex in examples)}
+    for metric in ("em", "f1", "acc"):
+        if rows and metric in rows[0]:
+            out[metric] = _mean([r[metric] for r in rows])
+    return out

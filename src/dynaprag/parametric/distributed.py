@@ -1,0 +1,124 @@
+"""Offline encoding on a Ray cluster: augmentation + LoRA training fanned out over workers.
+
+PRAG's offline phase is embarrassingly parallel over documents (each adapter depends only on
+its own document and the shared initialisation). Each Ray actor loads the model once and
+encodes the documents it is handed; the driver writes every finished adapter into the same
+:class:`~dynaprag.parametric.adapters.AdapterStore` as results arrive, so a killed run keeps
+what finished and a re-run skips it. Adapters travel back as safetensors bytes (no pickled
+tensors). The same code runs on a local cluster (``ray.init(num_cpus=2)``) or a real one
+(``address="ray://head:10001"``); workers need the model reachable under the same name.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterable
+
+from dynaprag.corpus import Passage
+from dynaprag.parametric.adapters import AdapterStore
+from dynaprag.parametric.encode import EncodeConfig, EncodeReport
+
+_ENV = ("DYNAPRAG_CACHE", "HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM", "HF_HOME")
+
+
+@dataclass
+class RayConfig:
+    """Where and how wide to run."""
+
+    address: str | None = field(default=None, metadata={"help": "Ray address (ray://head:10001, auto); None = a new local cluster"})
+    workers: int = field(default=2, metadata={"help": "encoding actors (each loads the model once)"})
+    cpus_per_worker: float = field(default=1.0, metadata={"help": "CPUs reserved per actor (also its torch threads)"})
+
+
+class EncodeWorker:
+    """A Ray actor: one loaded model and a peft session, encoding documents one at a time."""
+
+    def __init__(self, model: str, dtype: str, config: dict, threads: int):
+        import torch
+
+        from dynaprag.config import from_dict
+        from dynaprag.lm import load_model
+        from dynaprag.parametric.encode import encoding_session
+
+        torch.set_num_threads(max(1, threads))
+        self.config = from_dict(EncodeConfig, config)
+        self.lm = load_model(model, dtype=dtype)
+        self._session = encoding_session(self.lm, self.config)
+        self.encoder, self.augmenter = self._session.__enter__()
+
+    def fingerprint(self) -> str:
+        return self.lm.fingerprint
+
+    def encode(self, doc: dict) -> tuple[str, bytes, dict]:
+        from safetensors.torch import save
+
+        from dynaprag.parametric.encode import encode_one
+
+        passage = Passage(doc["id"], doc["title"], doc["text"])
+        adapter, info = encode_one(self.lm, passage, self.config, self.encoder, self.augmenter)
+        info["worker_pid"] = os.getpid()
+        return passage.content_hash, save(adapter), info
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("`dynaprag encode --ray` needs Ray: pip install 'dynaprag[ray]'") from exc
+    return ray
+
+
+def encode_with_ray(model: str, dtype: str, fingerprint: str, passages: Iterable[Passage], store: AdapterStore,
+                    config: EncodeConfig | None = None, ray_config: RayConfig | None = None,
+                    progress: Callable[[Passage, str], None] | None = None) -> EncodeReport:
+    """Encode the passages that have no finished adapter in ``store`` on Ray actors."""
+    from safetensors.torch import load
+
+    ray = _import_ray()
+    config, ray_config = config or EncodeConfig(), ray_config or RayConfig()
+    report, todo = EncodeReport(), []
+    for passage in passages:
+        if store.has(passage.content_hash):
+            report.skipped += 1
+            if progress:
+                progress(passage, "skipped")
+        else:
+            todo.append(passage)
+    if not todo:
+        return report
+    if not ray.is_initialized():
+        env = {k: os.environ[k] for k in _ENV if k in os.environ}
+        ray.init(address=ray_config.address or "local", include_dashboard=False, runtime_env={"env_vars": env},
+                 log_to_driver=False)
+    actor_cls = ray.remote(num_cpus=ray_config.cpus_per_worker)(EncodeWorker)
+    n = max(1, min(ray_config.workers, len(todo)))
+    actors = [actor_cls.remote(model, dtype, asdict(config), int(ray_config.cpus_per_worker)) for _ in range(n)]
+    try:
+        remote_fps = set(ray.get([a.fingerprint.remote() for a in actors]))
+        if remote_fps != {fingerprint}:
+            raise RuntimeError(f"Ray workers loaded model(s) {sorted(remote_fps)}, but the store is for "
+                               f"{fingerprint}: make the same model available on every node")
+        queue = list(reversed(todo))
+        pending: dict = {}
+        for actor in actors:
+            if queue:
+                passage = queue.pop()
+                pending[actor.encode.remote(_doc(passage))] = (actor, passage)
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            actor, passage = pending.pop(done[0])
+            content_hash, blob, info = ray.get(done[0])
+            report.add(store.put(content_hash, load(blob), info))
+            if progress:
+                progress(passage, "encoded")
+            if queue:
+                nxt = queue.pop()
+                pending[actor.encode.remote(_doc(nxt))] = (actor, nxt)
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+    return report
+
+
+def _doc(passage: Passage) -> dict:
+    return {"id": passage.id, "title": passage.title, "text": passage.text}

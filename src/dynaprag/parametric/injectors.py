@@ -1,0 +1,182 @@
+"""Parametric injectors: PRAG (adapters from the store) and DyPRAG (adapters from the translator).
+
+Each turns the retrieved passages into a weight change applied through forward hooks on the
+FFN projections (:mod:`dynaprag.parametric.lora`), optionally with the passages also in context
+("-combine" variants, PRAG §4 "PRAG Combine" / DyPRAG-Combine). They plug into the same
+decoding loop as in-context injection, so any trigger can drive them (e.g. DRAGIN's RIND with
+DyPRAG's injector: ``PipelineConfig(method="dragin", injector="dyprag")``).
+
+The loop constructs injectors without arguments, so every knob has a usable default:
+the adapter store is ``$DYNAPRAG_ADAPTERS`` or ``$DYNAPRAG_CACHE/adapters`` (what
+``dynaprag encode`` writes by default), the translator ``$DYNAPRAG_TRANSLATOR`` or
+``$DYNAPRAG_CACHE/translators/<model fingerprint>.safetensors`` (what ``dynaprag translator
+train`` writes). Stores and translators are loaded once per process and shared.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from dynaprag.corpus import Passage
+from dynaprag.inject import INJECTORS, Injection, Injector
+from dynaprag.parametric.adapters import AdapterStore
+from dynaprag.parametric.encode import EncodeConfig, encode_one, encoding_session
+from dynaprag.parametric.lora import LoraInjection, combine, suspended
+
+_STORES: dict[tuple, AdapterStore] = {}
+_TRANSLATORS: dict[tuple, tuple] = {}
+
+
+def default_store_root() -> Path:
+    from dynaprag.lm.models import cache_root
+
+    return Path(os.environ.get("DYNAPRAG_ADAPTERS") or cache_root() / "adapters")
+
+
+def default_translator_path(fingerprint: str) -> Path:
+    from dynaprag.lm.models import cache_root
+
+    env = os.environ.get("DYNAPRAG_TRANSLATOR")
+    return Path(env) if env else cache_root() / "translators" / f"{fingerprint}.safetensors"
+
+
+def open_store(root: str | Path, lm, config: EncodeConfig) -> AdapterStore:
+    """The process-wide store for (root, model, config), created on first use."""
+    key = (str(Path(root).resolve()), lm.fingerprint, repr(config.store_config()))
+    if key not in _STORES:
+        _STORES[key] = AdapterStore(root, lm.fingerprint, config.store_config())
+    return _STORES[key]
+
+
+def load_translator(path: str | Path, lm):
+    """A translator checked against the model it was trained for (cached per process)."""
+    from dynaprag.parametric.translator import ParameterTranslator
+
+    path = Path(path)
+    key = (str(path.resolve()), lm.fingerprint)
+    if key not in _TRANSLATORS:
+        if not path.is_file():
+            raise FileNotFoundError(f"no DyPRAG translator at {path}: train one with "
+                                    f"`dynaprag translator train --store DIR --out DIR` (or set $DYNAPRAG_TRANSLATOR)")
+        net, meta = ParameterTranslator.load(path)
+        if meta.get("model_fingerprint") not in (None, lm.fingerprint):
+            raise ValueError(f"translator {path} was trained for model {meta['model_fingerprint']}, "
+                             f"not {lm.fingerprint} ({lm.name})")
+        _TRANSLATORS[key] = (net.to(lm.device), meta)
+    return _TRANSLATORS[key]
+
+
+@dataclass
+class PragInjector(Injector):
+    """PRAG: sum the retrieved documents' LoRAs (one rank k·r adapter) and answer without context."""
+
+    store: str | None = field(default=None, metadata={"help": "adapter store root; None = default_store_root()"})
+    on_missing: str = field(default="encode", metadata={
+        "help": "a retrieved document without an adapter: encode it now, or put it in context"})
+    with_context: bool = field(default=False, metadata={"help": "also put the passages in context (PRAG-Combine)"})
+    encode: EncodeConfig = field(default_factory=EncodeConfig, metadata={"help": "LoRA/training settings (store key)"})
+
+    name = "prag"
+
+    def __post_init__(self) -> None:
+        if self.on_missing not in ("encode", "context"):
+            raise ValueError(f"on_missing must be 'encode' or 'context', not {self.on_missing!r}")
+        self.lm = None
+
+    def bind(self, generator) -> None:
+        self.lm = generator.lm
+
+    def _store(self) -> AdapterStore:
+        return open_store(self.store or default_store_root(), self.lm, self.encode)
+
+    def adapters_for(self, passages: Sequence[Passage]) -> tuple[list[dict], list[Passage], list[str]]:
+        """(adapters, passages that fell back to context, notes) for the retrieved passages."""
+        store, adapters, fallback, notes = self._store(), [], [], []
+        for passage in passages:
+            if store.has(passage.content_hash):
+                adapters.append(store.get(passage.content_hash))
+            elif self.on_missing == "encode":
+                start = time.perf_counter()
+                with suspended(), encoding_session(self.lm, self.encode) as (encoder, augmenter):
+                    adapter, info = encode_one(self.lm, passage, self.encode, encoder, augmenter)
+                store.put(passage.content_hash, adapter, info)
+                adapters.append(adapter)
+                notes.append(f"doc {passage.id}: no adapter, encoded on demand ({time.perf_counter() - start:.1f} s)")
+            else:
+                fallback.append(passage)
+                notes.append(f"doc {passage.id}: no adapter, fell back to in-context")
+        return adapters, fallback, notes
+
+    def inject(self, passages: Sequence[Passage], question: str) -> Injection:
+        if self.lm is None:
+            raise RuntimeError(f"{self.name} injector used before bind(generator)")
+        adapters, fallback, notes = self.adapters_for(passages)
+        context = list(passages) if self.with_context else fallback
+        if not adapters:
+            return Injection(context=context, kind="in-context", notes=notes)
+        weights = LoraInjection(self.lm.model, combine(adapters, self.encode.scaling))
+        notes.append(f"{len(adapters)} adapters as one rank-{weights.rank} LoRA")
+        return Injection(context=context, weights=weights, kind="combined" if context else "parametric",
+                         notes=notes)
+
+
+@dataclass
+class PragCombineInjector(PragInjector):
+    """PRAG-Combine: the summed adapters and the passages in context."""
+
+    with_context: bool = field(default=True, metadata={"help": "also put the passages in context"})
+    name = "prag-combine"
+
+
+@dataclass
+class DyPragInjector(Injector):
+    """DyPRAG: the translator turns each passage into a LoRA at question time; no store needed."""
+
+    translator: str | None = field(default=None, metadata={"help": "translator file; None = default_translator_path()"})
+    with_context: bool = field(default=False, metadata={"help": "also put the passages in context (DyPRAG-Combine)"})
+    max_tokens: int = field(default=512, metadata={"help": "passage tokens embedded"})
+
+    name = "dyprag"
+
+    def __post_init__(self) -> None:
+        self.lm = None
+
+    def bind(self, generator) -> None:
+        self.lm = generator.lm
+
+    def inject(self, passages: Sequence[Passage], question: str) -> Injection:
+        import torch
+
+        from dynaprag.parametric.translator import average_adapters, embed_passages
+
+        if self.lm is None:
+            raise RuntimeError(f"{self.name} injector used before bind(generator)")
+        context = list(passages) if self.with_context else []
+        if not passages:
+            return Injection(context=context, kind="in-context")
+        net, meta = load_translator(self.translator or default_translator_path(self.lm.fingerprint), self.lm)
+        start = time.perf_counter()
+        with suspended(), torch.inference_mode():
+            embeddings = embed_passages(self.lm, passages, self.max_tokens)
+            adapter = average_adapters([net(e) for e in embeddings])
+        weights = LoraInjection(self.lm.model, combine([adapter], float(meta["scaling"])))
+        notes = [f"{len(passages)} adapters generated and averaged ({time.perf_counter() - start:.2f} s)"]
+        return Injection(context=context, weights=weights, kind="combined" if context else "parametric",
+                         notes=notes)
+
+
+@dataclass
+class DyPragCombineInjector(DyPragInjector):
+    """DyPRAG-Combine: generated adapters plus the passages in context."""
+
+    with_context: bool = field(default=True, metadata={"help": "also put the passages in context"})
+    name = "dyprag-combine"
+
+
+INJECTORS.register("prag", PragInjector)
+INJECTORS.register("prag-combine", PragCombineInjector)
+INJECTORS.register("dyprag", DyPragInjector)
+INJECTORS.register("dyprag-combine", DyPragCombineInjector)

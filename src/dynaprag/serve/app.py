@@ -1,0 +1,327 @@
+"""The HTTP app: OpenAI-compatible completions, search, health, and the trace viewer page.
+
+``create_app(pipeline)`` wraps one loaded :class:`~dynaprag.pipeline.Pipeline` (the model is
+loaded once, by the caller). Every model call goes through one :class:`Worker` thread with a
+bounded queue: requests run one at a time, a full queue answers 503 with ``Retry-After``.
+
+Errors are answered in OpenAI's shape (``{"error": {"message", "type", "param", "code"}}``):
+400 for malformed JSON, wrong types, unknown methods or knobs, 404 for an unknown model id,
+413 for a body or question over the limits, 503 when busy, 500 for a failure inside the
+pipeline (the server keeps serving in every case).
+
+>>> from dynaprag.pipeline import Pipeline, PipelineConfig                # doctest: +SKIP
+>>> app = create_app(Pipeline.from_config(PipelineConfig()))             # doctest: +SKIP
+>>> import uvicorn; uvicorn.run(app, host="127.0.0.1", port=8000)          # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import json
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, AsyncIterator, Callable
+
+from dynaprag.serve.schemas import (AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionRequest,
+                                    Completion, CompletionChoice, CompletionRequest, ModelCard, ModelList,
+                                    RetrieveRequest, Usage, error_body, new_id, now)
+from dynaprag.serve.stream import CommitStream
+from dynaprag.serve.worker import Cancelled, QueueFull, Worker
+
+_DONE = object()
+
+
+@dataclass
+class Limits:
+    """Input bounds that keep one request from exhausting memory or the model's context."""
+
+    max_body_bytes: int = 1 << 20
+    max_question_chars: int = 4000
+    max_tokens: int = 512
+
+
+class ApiError(Exception):
+    """An error with its HTTP status, answered in OpenAI's error shape."""
+
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
+                 type: str = "invalid_request_error", headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+        self.type, self.headers = type, headers or {}
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    """Exceptions from the pipeline that mean "bad request" (a 400), not a server fault.
+
+    ``ConfigError`` (an unknown or mistyped knob) and ``UnknownNameError`` come from config
+    resolution; the pipeline raises ``ValueError`` for inputs it cannot answer (an empty
+    question, a method the model cannot run).
+    """
+    from dynaprag.config import ConfigError
+    from dynaprag.registry import UnknownNameError
+
+    return (ConfigError, UnknownNameError, ValueError)
+
+
+def _method_names() -> list[str]:
+    from dynaprag.dynamic.methods import METHODS
+    from dynaprag.pipeline import _load_parametric_presets
+
+    _load_parametric_presets()
+    return METHODS.names()
+
+
+#: Triggers that only retrieve up front or keep the whole draft (``Decision.keep == len(draft)``):
+#: their tokens can be streamed as they come. Any other trigger is assumed to roll back.
+NO_ROLLBACK_TRIGGERS = frozenset({"never", "once", "every-n-tokens", "every-sentence", "seakr",
+                                  "self-rag", "self-rag-prompted"})
+
+
+def _trigger_of(pipeline, method: str) -> str:
+    from dynaprag.dynamic.methods import METHODS
+
+    if method == pipeline.config.method and pipeline.config.trigger:
+        return pipeline.config.trigger
+    return METHODS.get(method).trigger
+
+
+def _stop_strings() -> tuple[str, ...]:
+    """The strings the loop cuts the answer at (its ``clean``), so streaming can hold them back."""
+    from dynaprag.dynamic import loop
+
+    return tuple(getattr(loop, "STOP_STRINGS", None) or loop._STOPS)
+
+
+def _answer(pipeline, question: str, method: str, options: dict[str, Any], max_new_tokens: int,
+            on_event: Callable[[dict], None]):
+    """``pipeline.answer`` with a per-request token budget.
+
+    When ``Pipeline.answer`` takes no ``max_new_tokens`` argument, the budget is a pipeline
+    setting and the config is swapped for the duration of the call; this is safe because the
+    one worker thread is the only user of the pipeline.
+    """
+    if "max_new_tokens" in inspect.signature(pipeline.answer).parameters:
+        return pipeline.answer(question, method=method, options=options, on_event=on_event,
+                               max_new_tokens=max_new_tokens)
+    config = pipeline.config
+    pipeline.config = dataclasses.replace(config, max_new_tokens=max_new_tokens)
+    try:
+        return pipeline.answer(question, method=method, options=options, on_event=on_event)
+    finally:
+        pipeline.config = config
+
+
+class Service:
+    """The request logic behind the routes: validation, queueing, answer -> OpenAI body."""
+
+    def __init__(self, pipeline, worker: Worker, limits: Limits, model_id: str):
+        self.pipeline = pipeline
+        self.worker = worker
+        self.limits = limits
+        self.model_id = model_id
+        self.default_method = pipeline.config.method
+
+    # --- validation ---------------------------------------------------------------------
+    def check(self, req: ChatCompletionRequest | CompletionRequest) -> tuple[str, str, dict[str, Any], int]:
+        if req.model != self.model_id:
+            raise ApiError(404, f"model {req.model!r} does not exist; this server serves {self.model_id!r} "
+                           "(see GET /v1/models)", param="model", code="model_not_found")
+        question = req.question().strip()
+        if len(question) > self.limits.max_question_chars:
+            raise ApiError(413, f"the question has {len(question)} characters; the limit is "
+                           f"{self.limits.max_question_chars}", param="messages", code="input_too_long")
+        budget = req.token_budget() or min(self.pipeline.config.max_new_tokens, self.limits.max_tokens)
+        if budget > self.limits.max_tokens:
+            raise ApiError(400, f"max_tokens={budget} is over this server's limit of {self.limits.max_tokens}",
+                           param="max_tokens")
+        method = req.dynaprag.method or self.default_method
+        names = _method_names()
+        if method not in names:
+            raise ApiError(400, f"unknown method {method!r}; choose one of: {', '.join(names)}",
+                           param="dynaprag.method", code="unknown_method")
+        if req.stop:
+            raise ApiError(400, "stop strings are not supported: every method stops after its answer "
+                           "sentence ('So the answer is ...') or at max_tokens", param="stop")
+        return question, method, dict(req.dynaprag.options), budget
+
+    # --- running ------------------------------------------------------------------------
+    def submit(self, fn: Callable) -> Any:
+        try:
+            return self.worker.submit(fn)
+        except QueueFull as exc:
+            raise ApiError(503, str(exc), type="server_busy", code="queue_full",
+                           headers={"Retry-After": str(exc.retry_after)}) from None
+
+    def answer_job(self, question: str, method: str, options: dict[str, Any], budget: int,
+                   sink: Callable[[Any], None] | None = None):
+        def run(job):
+            def on_event(event: dict) -> None:
+                job.check()
+                if sink is not None:
+                    sink(event)
+            try:
+                return _answer(self.pipeline, question, method, options, budget, on_event)
+            finally:
+                if sink is not None:
+                    sink(_DONE)
+        return self.submit(run)
+
+    async def result(self, job) -> Any:
+        try:
+            return await asyncio.wrap_future(job.future)
+        except asyncio.CancelledError:
+            job.cancel()
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise self.as_api_error(exc) from exc
+
+    @staticmethod
+    def as_api_error(exc: BaseException) -> ApiError:
+        if isinstance(exc, ApiError):
+            return exc
+        if isinstance(exc, _user_error_types()):
+            return ApiError(400, str(exc), code="invalid_options")
+        if isinstance(exc, Cancelled):
+            return ApiError(499, "the request was cancelled", type="cancelled")
+        return ApiError(500, f"the pipeline failed: {type(exc).__name__}: {exc}", type="server_error")
+
+    # --- shaping ------------------------------------------------------------------------
+    def extension(self, answer, method: str, question: str, include_tokens: bool,
+                  notes: list[str] = ()) -> dict[str, Any]:
+        trace = answer.trace.to_dict()
+        trace["notes"] = list(trace.get("notes", [])) + list(notes)
+        if not include_tokens:
+            trace["tokens"] = []
+        return {"method": method, "question": question, "short": answer.short, "trace": trace}
+
+    def usage(self, answer) -> Usage:
+        completion = len(answer.trace.tokens)
+        return Usage(prompt_tokens=answer.trace.prompt_tokens, completion_tokens=completion,
+                     total_tokens=answer.trace.prompt_tokens + completion)
+
+    @staticmethod
+    def finish_reason(answer, budget: int) -> str:
+        return "length" if len(answer.trace.tokens) >= budget else "stop"
+
+    def chat_body(self, answer, req, method, question, budget) -> dict[str, Any]:
+        return ChatCompletion(
+            id=new_id("chatcmpl"), created=now(), model=self.model_id,
+            choices=[ChatChoice(message=AssistantMessage(content=answer.text),
+                                finish_reason=self.finish_reason(answer, budget))],
+            usage=self.usage(answer),
+            dynaprag=self.extension(answer, method, question, req.dynaprag.include_tokens),
+        ).model_dump()
+
+    def completion_body(self, answer, req, method, question, budget) -> dict[str, Any]:
+        return Completion(
+            id=new_id("cmpl"), created=now(), model=self.model_id,
+            choices=[CompletionChoice(text=answer.text, finish_reason=self.finish_reason(answer, budget))],
+            usage=self.usage(answer),
+            dynaprag=self.extension(answer, method, question, req.dynaprag.include_tokens),
+        ).model_dump()
+
+    # --- streaming ----------------------------------------------------------------------
+    async def open_stream(self, req, chat: bool) -> AsyncIterator[str]:
+        """Queue the job and wait for its first event, so errors before decoding are plain 4xx.
+
+        Returns an async iterator of SSE lines; the job is cancelled if the client leaves.
+        """
+        question, method, options, budget = self.check(req)
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+        job = self.answer_job(question, method, options, budget,
+                              sink=lambda e: loop.call_soon_threadsafe(events.put_nowait, e))
+        try:
+            first = await events.get()
+        except asyncio.CancelledError:
+            job.cancel()
+            raise
+        if first is _DONE:  # finished or failed before any event: a failure is still a plain 4xx/5xx
+            await self.result(job)
+        return self._sse(job, first, events, req, chat, question, method, budget)
+
+    async def _sse(self, job, first, events, req, chat, question, method, budget) -> AsyncIterator[str]:
+        cid, created = new_id("chatcmpl" if chat else "cmpl"), now()
+        kind = "chat.completion.chunk" if chat else "text_completion"
+
+        def chunk(text: str | None, finish: str | None = None, extra: dict | None = None,
+                  role: bool = False) -> str:
+            if chat:
+                delta: dict[str, Any] = {}
+                if role:
+                    delta["role"] = "assistant"
+                if text is not None:
+                    delta["content"] = text
+                choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+            else:
+                choice = {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
+            body: dict[str, Any] = {"id": cid, "object": kind, "created": created, "model": self.model_id,
+                                    "choices": [choice]}
+            if extra is not None:
+                body["dynaprag"] = extra
+            return f"data: {json.dumps(body)}\n\n"
+
+        commit = CommitStream(may_roll_back=_trigger_of(self.pipeline, method) not in NO_ROLLBACK_TRIGGERS,
+                              stops=_stop_strings())
+        try:
+            if chat:
+                yield chunk("", role=True)
+            event = first
+            while event is not _DONE:
+                delta = commit.feed(event)
+                if delta:
+                    yield chunk(delta)
+                if event.get("type") == "retrieval":
+                    yield chunk(None if chat else "", extra={"event": event})
+                event = await events.get()
+            try:
+                answer = await asyncio.wrap_future(job.future)
+            except Exception as exc:  # noqa: BLE001 - reported in-band: the headers are sent
+                err = self.as_api_error(exc)
+                yield f"data: {json.dumps(error_body(err.message, type=err.type, code=err.code))}\n\n"
+                return
+            rest = commit.finish(answer.text)
+            if rest:
+                yield chunk(rest)
+            ext = self.extension(answer, method, question, req.dynaprag.include_tokens, commit.notes)
+            yield chunk(None if chat else "", finish=self.finish_reason(answer, budget), extra=ext)
+            if req.stream_options is not None and req.stream_options.include_usage:
+                usage = {"id": cid, "object": kind, "created": created, "model": self.model_id,
+                         "choices": [], "usage": self.usage(answer).model_dump()}
+                yield f"data: {json.dumps(usage)}\n\n"
+            yield "data: [DONE]\n\n"
+        finally:
+            job.cancel()
+
+    # --- search -------------------------------------------------------------------------
+    async def retrieve(self, req: RetrieveRequest) -> dict[str, Any]:
+        try:
+            queries = req.queries()
+        except ValueError as exc:
+            raise ApiError(400, str(exc), param="query") from None
+        if any(len(q) > self.limits.max_question_chars for q in queries):
+            raise ApiError(413, f"a query is over {self.limits.max_question_chars} characters", param="query")
+        retriever = self.pipeline.retriever
+        job = self.submit(lambda _job: retriever.search(queries, req.k))
+        hits = await self.result(job)
+        return {"object": "list", "data": [
+            {"query": q, "hits": [{"id": h.id, "title": h.title, "text": h.text, "score": float(h.score)}
+                                  for h in row]} for q, row in zip(queries, hits)]}
+
+    def models(self) -> dict[str, Any]:
+        return ModelList(data=[ModelCard(id=self.model_id, created=now())]).model_dump()
+
+
+def _static_dir():
+    return resources.files("dynaprag") / "serve" / "static"
+
+
+def create_app(pipeline, *, max_queue: int = 8, limits: Limits | None = None, model_id: str | None = None):
+    """The FastAPI app serving ``pipeline``; its worker thread starts and stops with the app."""
+    from dynaprag.serve.routes import build
+
+    limits = limits or Limits()
+    worker = Worker(max_queue=max_queue)
+    service = Service(pipeline, worker, limits, model_id or pipeline.config.model)
+    return build(service, static_dir=_static_dir())

@@ -1,0 +1,60 @@
+"""``dynaprag serve``: load the pipeline once and serve the HTTP API and the trace viewer.
+
+Same configuration path as every other command: a YAML/JSON file, then ``key=value``
+overrides (unknown keys fail loudly); with neither, the embedded defaults of ``make demo``
+(SmolLM2-135M, BM25 over the packaged demo corpus).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def serve(
+        overrides: Optional[list[str]] = typer.Argument(None, help="config overrides: key=value (e.g. k=5)"),
+        method: Optional[str] = typer.Option(None, "--method", help="default method (e.g. dragin, flare, sr-rag)"),
+        host: str = typer.Option("127.0.0.1", "--host", help="interface to listen on"),
+        port: int = typer.Option(8000, "--port", help="TCP port (0 = any free port)"),
+        config: Optional[str] = typer.Option(None, "--config", help="YAML/JSON pipeline config file"),
+        max_queue: int = typer.Option(8, "--max-queue", help="requests that may wait; more get 503"),
+        max_tokens: int = typer.Option(512, "--max-tokens-limit", help="largest max_tokens a request may ask"),
+        log_level: str = typer.Option("info", "--log-level", help="uvicorn log level"),
+    ) -> None:
+        """Serve an OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/models,
+        /v1/retrieve, /health) and the trace viewer at /."""
+        from dynaprag.cli import console, fail
+        from dynaprag.config import ConfigError
+        from dynaprag.registry import UnknownNameError
+
+        try:
+            import uvicorn
+
+            from dynaprag.serve.app import Limits, create_app
+        except ImportError as exc:
+            fail(f"{exc}; install the serve extra: pip install 'dynaprag[serve]'")
+        try:
+            pipeline_config = build_config(config, method, overrides or [])
+            from dynaprag.pipeline import Pipeline
+
+            console.print(f"loading {pipeline_config.model} with method {pipeline_config.method}…")
+            pipeline = Pipeline.from_config(pipeline_config)
+        except (ConfigError, UnknownNameError, FileNotFoundError) as exc:
+            fail(str(exc))
+        app_ = create_app(pipeline, max_queue=max_queue, limits=Limits(max_tokens=max_tokens))
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        console.print(f"serving on http://{shown}:{port}/ (viewer) and http://{shown}:{port}/v1 (API)")
+        uvicorn.run(app_, host=host, port=port, log_level=log_level)
+
+
+def build_config(path: str | None, method: str | None, overrides: list[str]):
+    """PipelineConfig from an optional file, ``--method`` and ``key=value`` overrides."""
+    from dynaprag.config import apply_overrides, from_dict, load_file
+    from dynaprag.pipeline import PipelineConfig
+
+    config = from_dict(PipelineConfig, load_file(path)) if path else PipelineConfig()
+    if method:
+        config = apply_overrides(config, {"method": method})
+    return apply_overrides(config, overrides)

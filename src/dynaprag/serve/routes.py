@@ -1,0 +1,166 @@
+"""FastAPI wiring: routes, error handlers in OpenAI's shape, the body-size guard, the viewer page.
+
+Kept apart from :mod:`dynaprag.serve.app` (the request logic) so that the logic reads without
+framework noise and FastAPI is imported only when a server is actually built.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+from dynaprag.serve.schemas import ChatCompletionRequest, CompletionRequest, RetrieveRequest, error_body
+
+
+def _require_fastapi():
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("serving needs FastAPI and uvicorn: pip install 'dynaprag[serve]'") from exc
+
+
+class BodyLimit:
+    """ASGI middleware: answer 413 to a request body over ``max_bytes`` (declared or streamed)."""
+
+    class _TooLarge(Exception):
+        pass
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await self._refuse(send)
+        seen, started = 0, False
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise self._TooLarge
+            return message
+
+        async def tracking_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except self._TooLarge:
+            if not started:
+                await self._refuse(send)
+
+    async def _refuse(self, send):
+        body = json.dumps(error_body(f"the request body is over the limit of {self.max_bytes} bytes",
+                                     code="body_too_large")).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _describe_validation(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
+    """One readable sentence from pydantic's error list, and the offending field."""
+    first = errors[0]
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    if first.get("type") == "json_invalid":
+        detail = first.get("ctx", {}).get("error", "")
+        return f"the request body is not valid JSON ({detail})", None
+    if not loc and first.get("type") in ("model_attributes_type", "dict_type"):
+        return "the request body must be a JSON object", None
+    param = ".".join(loc) or None
+    msg = first.get("msg", "invalid value")
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    return (f"{param}: {msg}" if param else msg) + more, param
+
+
+def build(service, static_dir) -> Any:
+    """The FastAPI application for a :class:`~dynaprag.serve.app.Service`."""
+    _require_fastapi()
+    from fastapi import FastAPI
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+    from fastapi.staticfiles import StaticFiles
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    from dynaprag.serve.app import ApiError
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        service.worker.start()
+        try:
+            yield
+        finally:
+            service.worker.stop()
+
+    app = FastAPI(title="dynaprag", version="0.1.0", lifespan=lifespan,
+                  description="OpenAI-compatible dynamic RAG with per-token traces")
+    app.state.service = service
+    app.add_middleware(BodyLimit, max_bytes=service.limits.max_body_bytes)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request, exc: ApiError):
+        return JSONResponse(error_body(exc.message, type=exc.type, param=exc.param, code=exc.code),
+                            status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request, exc: RequestValidationError):
+        message, param = _describe_validation(list(exc.errors()))
+        return JSONResponse(error_body(message, param=param), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request, exc: StarletteHTTPException):
+        return JSONResponse(error_body(str(exc.detail), type="not_found" if exc.status_code == 404 else
+                                       "invalid_request_error"), status_code=exc.status_code)
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "model": service.model_id, "method": service.default_method,
+                "queue": service.worker.stats()}
+
+    @app.get("/v1/models")
+    def models() -> dict[str, Any]:
+        return service.models()
+
+    @app.get("/v1/methods")
+    def methods() -> dict[str, Any]:
+        from dynaprag.serve.app import _method_names
+
+        return {"object": "list", "default": service.default_method, "data": _method_names()}
+
+    @app.post("/v1/retrieve")
+    async def retrieve(req: RetrieveRequest) -> dict[str, Any]:
+        return await service.retrieve(req)
+
+    async def complete(req, chat: bool):
+        if req.stream:
+            lines = await service.open_stream(req, chat)
+            return StreamingResponse(lines, media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        question, method, options, budget = service.check(req)
+        job = service.answer_job(question, method, options, budget)
+        answer = await service.result(job)
+        shape = service.chat_body if chat else service.completion_body
+        return JSONResponse(shape(answer, req, method, question, budget))
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(req: ChatCompletionRequest):
+        return await complete(req, chat=True)
+
+    @app.post("/v1/completions")
+    async def completions(req: CompletionRequest):
+        return await complete(req, chat=False)
+
+    @app.get("/", include_in_schema=False)
+    def index():
+        return FileResponse(str(static_dir / "index.html"), media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=str(static_dir)), name="static")
+    return app

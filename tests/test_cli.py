@@ -1,0 +1,22 @@
+"""The command line: a thin layer whose errors are one line that says what to do."""
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from dynaprag.cli import app
+
+runner = CliRunner()
+
+
+def test_models_lists_aliases_and_install_state():
+    result = runner.invoke(app, ["models"])
+    assert result.exit_code == 0, result.output
+    for alias in ("smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"):
+        assert alias in result.output
+
+
+def test_console_script_help_lists_commands():
+    out = subprocess.run([sys.executable, "-m", "dynaprag.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    assert "models" in out.stdout

@@ -1,0 +1,57 @@
+"""Augmentation output parsing: well-formed and malformed model outputs (PRAG §3.2.1)."""
+from __future__ import annotations
+
+from dynaprag.parametric.augment import parse_qa_pairs, parse_rewrite
+
+PASSAGE = ("Zorblat Lake is a freshwater lake in northern Finland, discovered in 1873 by the explorer "
+           "Anna Virtanen. It covers 42 square kilometres.")
+
+
+def test_qa_pairs_plain_format():
+    text = "Q: Who discovered Zorblat Lake?\nA: Anna Virtanen\nQ: When was it discovered?\nA: 1873.\n"
+    assert parse_qa_pairs(text) == [("Who discovered Zorblat Lake?", "Anna Virtanen"),
+                                     ("When was it discovered?", "1873")]
+
+
+def test_qa_pairs_numbered_bold_and_inline_variants():
+    text = ("Here are the questions:\n"
+            "1. **Question 1:** Where is Zorblat Lake?\n   **Answer 1:** Northern Finland\n"
+            "- Question 2: How large is the lake? Answer: 42 square kilometres\n"
+            "3) Q3. Who found it?\n3) A3. Anna Virtanen\n")
+    assert parse_qa_pairs(text) == [("Where is Zorblat Lake?", "Northern Finland"),
+                                    ("How large is the lake?", "42 square kilometres"),
+                                    ("Who found it?", "Anna Virtanen")]
+
+
+def test_qa_pairs_json_list():
+    text = 'Sure!\n[{"question": "Who discovered the lake?", "answer": "Anna Virtanen"}, {"question": "x"}]'
+    assert parse_qa_pairs(text) == [("Who discovered the lake?", "Anna Virtanen")]
+
+
+def test_qa_pairs_malformed_outputs_yield_nothing_usable():
+    assert parse_qa_pairs("") == []
+    assert parse_qa_pairs("The lake is in Finland. It is big.") == []
+    assert parse_qa_pairs("Q: What is the answer to the question: What is the answer to") == []  # no answer
+    assert parse_qa_pairs("A: Anna Virtanen\nA: 1873") == []  # answers without questions
+    long_answer = "A: " + " ".join(["word"] * 40)
+    assert parse_qa_pairs("Q: Who found it?\n" + long_answer) == []  # rambling, not an answer
+    assert parse_qa_pairs("[not json at all") == []
+
+
+def test_qa_pairs_deduplicates_questions():
+    text = "Q: Who found it?\nA: Anna\nQ: who found it?\nA: Anna Virtanen\n"
+    assert parse_qa_pairs(text) == [("Who found it?", "Anna")]
+
+
+def test_rewrite_strips_lead_in_and_quotes():
+    out = ('Here is the rewritten passage:\n\n"Discovered in 1873 by Anna Virtanen, Zorblat Lake is a '
+           'freshwater lake of 42 square kilometres in the north of Finland."')
+    assert parse_rewrite(out, PASSAGE).startswith("Discovered in 1873 by Anna Virtanen")
+
+
+def test_rewrite_rejects_copies_truncations_and_repetition():
+    assert parse_rewrite(PASSAGE, PASSAGE) is None
+    assert parse_rewrite("Zorblat Lake.", PASSAGE) is None
+    assert parse_rewrite("", PASSAGE) is None
+    assert parse_rewrite("Zorblat Lake: " * 12, PASSAGE) is None
+    assert parse_rewrite("lake " * 200, PASSAGE) is None

@@ -1,0 +1,85 @@
+"""The Pipeline API other components code against: config, per-call method/options, events, CLI."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dynaprag.config import ConfigError, apply_overrides
+from dynaprag.dynamic.methods import METHODS, MethodSpec, build_method
+from dynaprag.pipeline import Pipeline, PipelineConfig
+
+QUESTION = "Who directed the film Inception?"
+
+
+def test_config_overrides_are_typed_and_checked():
+    cfg = apply_overrides(PipelineConfig(), ["k=2", "method=flare", "options.theta=0.5", "retrieval.k1=0.9",
+                                             "prompt.shots=1", "trigger=rind"])
+    assert (cfg.k, cfg.method, cfg.options, cfg.retrieval.k1, cfg.prompt.shots, cfg.trigger) == \
+        (2, "flare", {"theta": 0.5}, 0.9, 1, "rind")
+    with pytest.raises(ConfigError, match="max_new_token"):
+        apply_overrides(PipelineConfig(), ["max_new_token=3"])
+
+
+def test_methods_registry_and_composition():
+    for name in ("wo-rag", "sr-rag", "fl-rag", "fs-rag", "token-rag", "entity-rag", "flare", "flare-flashrag",
+                 "dragin", "dragin-reference", "seakr", "self-rag", "self-rag-prompted"):
+        assert name in METHODS
+    spec, trigger, formulator, _ = build_method("flare", options={"theta": 0.5})
+    assert (trigger.theta, trigger.beta) == (0.5, 0.4)
+    spec, trigger, formulator, _ = build_method("sr-rag", trigger="rind", formulator="qfs", options={"n": 7})
+    assert type(trigger).__name__ == "RindTrigger" and formulator.n == 7
+    with pytest.raises(ConfigError, match="thetta"):
+        build_method("dragin", options={"thetta": 1})
+    with pytest.raises(KeyError, match="dragon"):
+        build_method("dragon")
+    with pytest.raises(ValueError, match="already registered"):
+        METHODS.register("dragin", MethodSpec("rind"))
+
+
+@pytest.fixture(scope="module")
+def pipe(lm):
+    from dynaprag.retrieval import RetrieverConfig, build_retriever
+
+    retriever = build_retriever(RetrieverConfig(), progress=False)  # the packaged demo corpus
+    return Pipeline.from_config(PipelineConfig(method="wo-rag", max_new_tokens=12), lm=lm, retriever=retriever)
+
+
+@pytest.mark.slow
+def test_answer_with_per_call_method_and_events(pipe):
+    events = []
+    answer = pipe.answer(QUESTION, method="sr-rag", on_event=events.append)
+    assert answer.trace.method == "sr-rag" and len(answer.trace.retrievals) == 1
+    ev = answer.trace.retrievals[0]
+    assert ev.query == QUESTION and "inception" in ev.hit_ids and len(ev.hit_ids) == 3
+    retrieval_events = [e for e in events if e["type"] == "retrieval"]
+    assert retrieval_events and retrieval_events[0]["hit_ids"] == ev.hit_ids
+    tokens = [e for e in events if e["type"] == "token"]
+    assert "".join(e["text"] for e in tokens).strip().startswith(answer.text[:5])
+    assert {"text", "logprob", "entropy", "score"} <= set(tokens[0])
+    json.dumps(answer.to_dict())
+    plain = pipe.answer(QUESTION)  # back to the configured method, same loaded model and prefix
+    assert plain.trace.method == "wo-rag" and not plain.trace.retrievals
+    assert pipe.prefix_computations == 1
+
+
+@pytest.mark.slow
+def test_per_call_options_override_knobs(pipe):
+    fired = pipe.answer(QUESTION, method="flare", options={"theta": 1.0})
+    assert fired.trace.retrievals and "p ≤ 1" in fired.trace.retrievals[0].reason
+    with pytest.raises(ConfigError):
+        pipe.answer(QUESTION, method="flare", options={"nope": 1})
+
+
+@pytest.mark.slow
+def test_cli_ask_prints_answer_and_trace():
+    from typer.testing import CliRunner
+
+    from dynaprag.cli import app
+
+    result = CliRunner().invoke(app, ["ask", QUESTION, "--method", "sr-rag", "--model", "smollm2-135m",
+                                      "dtype=float32", "max_new_tokens=8"])
+    assert result.exit_code == 0, result.output
+    assert "retrieval 1" in result.output and "query" in result.output and "forward passes" in result.output
+    bad = CliRunner().invoke(app, ["ask", QUESTION, "--method", "nope"])
+    assert bad.exit_code != 0 and "unknown method" in bad.output

@@ -1,0 +1,82 @@
+"""Pure scoring functions of the dynamic methods against hand-computed values on small arrays."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from dynaprag.dynamic import scoring
+from dynaprag.dynamic.draft import content_flags, is_sentence_end, word_groups
+from dynaprag.dynamic.loop import finished
+from dynaprag.dynamic.triggers import entity_spans
+
+
+def test_token_entropy_hand_values():
+    assert scoring.token_entropy(torch.tensor([0.0, 0.0])).item() == pytest.approx(math.log(2), abs=1e-6)
+    logits = torch.log(torch.tensor([0.5, 0.25, 0.25]))
+    assert scoring.token_entropy(logits).item() == pytest.approx(0.5 * math.log(2) + 0.5 * math.log(4), abs=1e-6)
+    assert scoring.token_entropy(torch.tensor([0.0, -1e9])).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_max_attention_received_uses_only_later_tokens():
+    att = torch.tensor([[1.0, 0.0, 0.0],
+                        [0.6, 0.4, 0.0],
+                        [0.2, 0.5, 0.3]])
+    assert scoring.max_attention_received(att).tolist() == pytest.approx([0.6, 0.5, 0.0])
+
+
+def test_rind_paper_equation():
+    s = scoring.rind_scores(torch.tensor([2.0, 1.0, 3.0]), torch.tensor([0.6, 0.5, 0.0]), torch.tensor([1.0, 0.0, 1.0]))
+    assert s.tolist() == pytest.approx([1.2, 0.0, 0.0])
+
+
+def test_rind_reference_normalises_over_sentence():
+    s = scoring.rind_scores_reference(torch.tensor([1.0, 2.0]), torch.tensor([0.2, 0.6]), torch.tensor([1.0, 1.0]))
+    assert s.tolist() == pytest.approx([0.5, 3.0])
+    assert scoring.rind_scores_reference(torch.tensor([1.0]), torch.tensor([0.0]), torch.tensor([1.0])).tolist() == [0.0]
+
+
+def test_flare_confidence_and_mask():
+    assert not scoring.flare_needs_retrieval([0.9, 0.85, 0.81], 0.8)
+    assert scoring.flare_needs_retrieval([0.9, 0.8], 0.8)  # p <= theta fires
+    assert scoring.flare_mask([0.5, 0.4, 0.3], 0.4) == [False, True, True]
+
+
+def test_eigen_score_hand_values():
+    same = torch.tensor([[1.0, -1.0], [2.0, 0.0]])  # identical after centring: rank one
+    expected = (math.log(4.001) + math.log(0.001)) / 2
+    assert scoring.eigen_score(same, alpha=1e-3) == pytest.approx(expected, rel=1e-6)
+    diverse = torch.tensor([[1.0, -1.0, 0.0], [0.0, 1.0, -1.0]])  # Gram [[2,-1],[-1,2]]
+    assert scoring.eigen_score(diverse, alpha=1e-3) == pytest.approx((math.log(1.001) + math.log(3.001)) / 2, rel=1e-6)
+    assert scoring.eigen_score(diverse) > scoring.eigen_score(same)
+
+
+def test_selfrag_segment_score_paper_weights():
+    score = scoring.selfrag_segment_score(math.log(0.5), [0.6, 0.2], [0.5, 0.3, 0.2], [0, 0, 0, 0.5, 0.5])
+    assert score == pytest.approx(0.5 + 0.75 + 0.65 + 0.5 * 0.75)
+    lp = torch.log(torch.tensor([0.1, 0.3, 0.6]))
+    assert scoring.normalised_probability(lp, [1], [2]) == pytest.approx(1 / 3)
+
+
+def test_top_n_in_order_keeps_original_order():
+    assert scoring.top_n_in_order([0.1, 0.9, 0.5, 0.7], 2) == [1, 3]
+    assert scoring.top_n_in_order([0.3, 0.3, 0.3], 2) == [0, 1]
+
+
+def test_text_helpers():
+    assert is_sentence_end("He was born in 1946.")
+    assert not is_sentence_end("He lived in the U.")
+    assert not is_sentence_end("He was born in")
+    assert word_groups([" Steven", " Spiel", "berg", ".", " He"]) == [[0], [1, 2], [3], [4]]
+    assert content_flags([" the", " direct", "or", " of", " Jaws", "."]) == [0.0, 1.0, 1.0, 0.0, 1.0, 0.0]
+    assert finished("X. So the answer is 1946.")
+    assert not finished("So the answer is 19")
+    assert finished("Paris\n\nQuestion: next")
+
+
+def test_entity_spans_fallback_finds_capitalised_runs():
+    pieces = [" The", " film", " was", " directed", " by", " Steven", " Spielberg", " in", " 1975", "."]
+    spans = entity_spans(pieces)
+    assert [5, 6] in spans and [8] in spans
+    assert all(0 not in s for s in spans)
