@@ -88,6 +88,7 @@ def aggregate(done: dict[tuple, dict], methods: list[str], questions: dict[str, 
                 "prompt_tokens_per_question": mean(r["prompt_tokens"] for r in recs),
                 "s_per_question": s,
                 "ratio_to_sr_rag": s / base if base else float("nan"),
+                "sr_rag_f1_same_questions": mean(done[("sr-rag", ds, i)]["f1"] for i in common),
             })
     return rows
 
@@ -98,8 +99,9 @@ def summary(rows: list[dict]) -> str:
         sr = next((r for r in rows if r["dataset"] == ds and r["method"] == "sr-rag"), None)
         if sr is None:
             continue
-        better = [r["method"] for r in rows if r["dataset"] == ds and r["f1"] > sr["f1"] and r["method"] != "sr-rag"]
-        lines.append(f"{ds} (n={sr['n']}): methods above sr-rag's F1 {sr['f1']:.3f}: "
+        better = [f"{r['method']} (n={r['n']})" for r in rows if r["dataset"] == ds and r["method"] != "sr-rag"
+                  and r["f1"] > r["sr_rag_f1_same_questions"]]
+        lines.append(f"{ds}: methods above sr-rag's F1 on the same questions: "
                      f"{', '.join(better) if better else 'none'}.")
     return " ".join(lines)
 

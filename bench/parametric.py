@@ -103,9 +103,10 @@ def main() -> None:
     }
 
     # -- DyPRAG translator ------------------------------------------------------------------
-    tpath = work / "translator.safetensors"
+    tag = f"n{args.n}-lr{args.translator_lr:g}-e{args.translator_epochs}"  # trained on this run's pairs
+    tpath = work / f"translator-{tag}.safetensors"
     tcfg = TranslatorConfig(learning_rate=args.translator_lr, epochs=args.translator_epochs)
-    curve_path = work / "translator_curve.json"
+    curve_path = work / f"translator-{tag}-curve.json"
     if not tpath.is_file() or not curve_path.is_file():
         with DocumentEncoder(lm, config) as enc:
             init = enc.initial_adapter()

@@ -41,7 +41,8 @@ QUESTIONS = [
      "supporting_doc_ids": ["p4"]},
     {"id": "f4", "question": "Is ice colder than liquid water?", "answers": ["yes"], "supporting_doc_ids": ["p6"]},
 ]
-FAST = ["max_new_tokens=16", "prompt.shots=1", "dtype=float32"]
+MAX_NEW_TOKENS = 16
+FAST = [f"max_new_tokens={MAX_NEW_TOKENS}", "prompt.shots=1", "dtype=float32"]
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +82,7 @@ def test_records_summary_and_config(runs, data_dir):
         config = json.loads((folder / CONFIG).read_text())
         assert config["pipeline"]["method"] == method and config["dataset"] == "hotpotqa"
         assert config["pipeline"]["prompt"]["exemplars"] == "hotpotqa"  # the dataset's default set
-        assert config["pipeline"]["max_new_tokens"] == 24
+        assert config["pipeline"]["max_new_tokens"] == MAX_NEW_TOKENS
         assert config["pipeline"]["retrieval"]["corpus"] == str(data_dir / "corpus" / "wiki_paragraphs.jsonl")
         for record, question in zip(records, QUESTIONS):
             assert record["gold"] == question["answers"] and record["gold_ids"] == question["supporting_doc_ids"]

@@ -86,7 +86,8 @@ def encode_with_ray(model: str, dtype: str, fingerprint: str, passages: Iterable
             todo.append(passage)
     if not todo:
         return report
-    if not ray.is_initialized():
+    started = not ray.is_initialized()
+    if started:
         env = {k: os.environ[k] for k in _ENV if k in os.environ}
         ray.init(address=ray_config.address or "local", include_dashboard=False, runtime_env={"env_vars": env},
                  log_to_driver=False)
@@ -117,6 +118,8 @@ def encode_with_ray(model: str, dtype: str, fingerprint: str, passages: Iterable
     finally:
         for actor in actors:
             ray.kill(actor)
+        if started:  # a cluster we started ourselves is ours to stop
+            ray.shutdown()
     return report
 
 

@@ -160,7 +160,7 @@ class DocumentEncoder:
                     loss = model(input_ids=input_ids, labels=input_ids).loss
                     loss.backward()
                     optimizer.step()
-                    losses.append(float(loss))
+                    losses.append(float(loss.detach()))
         model.eval()
         adapter = {k: v.float() for k, v in from_peft_state_dict(get_peft_model_state_dict(model)).items()}
         stats = TrainStats(samples=len(samples), tokens=sum(len(s) for s in samples), steps=len(losses),

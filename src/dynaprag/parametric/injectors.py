@@ -56,6 +56,8 @@ def load_translator(path: str | Path, lm):
     from dynaprag.parametric.translator import ParameterTranslator
 
     path = Path(path)
+    if path.is_dir():  # the --out folder of `dynaprag translator train`
+        path = path / "translator.safetensors"
     key = (str(path.resolve()), lm.fingerprint)
     if key not in _TRANSLATORS:
         if not path.is_file():
@@ -135,7 +137,8 @@ class PragCombineInjector(PragInjector):
 class DyPragInjector(Injector):
     """DyPRAG: the translator turns each passage into a LoRA at question time; no store needed."""
 
-    translator: str | None = field(default=None, metadata={"help": "translator file; None = default_translator_path()"})
+    translator: str | None = field(default=None, metadata={
+        "help": "translator file or `translator train --out` folder; None = default_translator_path()"})
     with_context: bool = field(default=False, metadata={"help": "also put the passages in context (DyPRAG-Combine)"})
     max_tokens: int = field(default=512, metadata={"help": "passage tokens embedded"})
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import asdict, dataclass, field
 from typing import Mapping, Sequence
 
 import torch
@@ -135,7 +136,6 @@ def average_adapters(adapters: Sequence[Adapter]) -> dict[str, torch.Tensor]:
 
 
 # -- training -------------------------------------------------------------------------------
-from dataclasses import asdict, dataclass, field  # noqa: E402
 
 
 @dataclass
@@ -223,7 +223,7 @@ def train_translator(lm, pairs: Sequence[TrainingPair], scaling: float, targets:
                     optimizer.step()
                     row = {"step": len(curve) + 1, "epoch": epoch + 1, "doc": pair.passage.id,
                            "seconds": time.perf_counter() - start,
-                           **{f"{k}_loss": float(v) for k, v in losses.items()}}
+                           **{f"{k}_loss": float(v.detach()) for k, v in losses.items()}}
                     curve.append(row)
                     if progress:
                         progress(row)

@@ -76,12 +76,12 @@ class MilvusRetriever(Retriever):
 
     def __init__(self, uri: str, collection: str, *, search: str = "bm25", token: str | None = None,
                  dense_model: str = "all-MiniLM-L6-v2", rrf_k: int = 60, rrf_depth: int = 100,
-                 batch_size: int = 64):
+                 batch_size: int = 64, query_threads: int = 1):
         if search not in SEARCH_MODES:
             raise ValueError(f"milvus_search must be one of {SEARCH_MODES}, got {search!r}")
         self.uri, self.collection, self.mode = uri, collection, search
         self.dense_model, self.rrf_k, self.batch_size = dense_model, rrf_k, batch_size
-        self.rrf_depth = rrf_depth
+        self.rrf_depth, self.query_threads = rrf_depth, query_threads
         self.client = _client(uri, token)
         if not self.client.has_collection(collection):
             raise FileNotFoundError(f"Milvus at {uri} has no collection {collection!r}; "
@@ -147,9 +147,10 @@ class MilvusRetriever(Retriever):
             # milvus-lite reports BM25 as a negated distance, a server as the score: use |distance|.
             return [[self._hit(r, abs(float(r["distance"]))) for r in rows if r["distance"] != 0]
                     for rows in results]
-        from dynaprag.retrieval.dense import encode, load_encoder
+        from dynaprag.retrieval.dense import encode, load_encoder, torch_threads
 
-        vectors = encode(load_encoder(self.dense_model), list(queries), self.batch_size).tolist()
+        with torch_threads(self.query_threads):
+            vectors = encode(load_encoder(self.dense_model), list(queries), self.batch_size).tolist()
         if self.mode == "dense":
             results = self.client.search(self.collection, data=vectors, anns_field="dense", limit=k,
                                          output_fields=fields, search_params={"metric_type": "IP"})
@@ -191,7 +192,8 @@ def build_or_load(config: RetrieverConfig, progress: bool = True) -> MilvusRetri
                                        "read": stats.summary(), "skipped_lines": stats.skipped}})
     retriever = MilvusRetriever(uri, collection, search=config.milvus_search, token=token,
                                 dense_model=config.dense_model, rrf_k=config.rrf_k,
-                                rrf_depth=config.rrf_depth, batch_size=config.dense_batch_size)
+                                rrf_depth=config.rrf_depth, batch_size=config.dense_batch_size,
+                                query_threads=config.dense_query_threads)
     retriever.meta = read_meta(folder) if (folder / META).is_file() else {}
     return retriever
 
