@@ -115,6 +115,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     ap.add_argument("--checkpoint", default=str(RESULTS / "dynamic.checkpoint.jsonl"))
     ap.add_argument("--aggregate", action="store_true", help="only rewrite the tables from the checkpoint(s)")
+    ap.add_argument("--note", default="", help="a sentence about this run added to the tables' notes")
     ap.add_argument("--no-tables", action="store_true", help="only append to the checkpoint (secondary process)")
     ap.add_argument("--quick", action="store_true", help="2 questions per dataset, wo-rag/sr-rag/dragin")
     args = ap.parse_args()
@@ -184,6 +185,12 @@ def main() -> None:
     print(summary(rows))
 
 
+def _dragin_note(rows: list[dict]) -> str:
+    parts = [f"{r['dataset']}: {r['ratio_to_sr_rag']:.2f}x sr-rag time with {r['retrievals_per_question']:.2g} "
+             f"retrievals/question" for r in rows if r["method"] == "dragin"]
+    return ("dragin (paper RIND, theta=1.2): " + "; ".join(parts) + ".") if parts else ""
+
+
 def _write(rows, args, config, methods, questions, paths, to_dict) -> None:
     n_done = {ds: max((r["n"] for r in rows if r["dataset"] == ds), default=0) for ds in questions}
     notes = (f"Questions: the first N of ../shared/data/questions/{{hotpotqa,2wikimultihopqa}}.jsonl; each row "
@@ -191,7 +198,7 @@ def _write(rows, args, config, methods, questions, paths, to_dict) -> None:
              f"{args.n if not args.quick else 2} per dataset). BM25 (bm25s, Lucene) over "
              f"corpus/wiki_paragraphs.jsonl, k=3, max_new_tokens={args.max_new_tokens}, paper-default thresholds, "
              f"greedy decoding. ratio_to_sr_rag = s/question over sr-rag's on the same questions in this run. "
-             f"{summary(rows)} At 135M parameters differences between methods are mostly noise (MODELS.md). "
+             f"{summary(rows)} {_dragin_note(rows)} {args.note} At 135M parameters differences between methods are mostly noise (MODELS.md). "
              f"Skipped: {', '.join(f'{k} ({v})' for k, v in SKIP.items())}.")
     write_results("dynamic" if not args.quick else "dynamic.quick", rows, model=args.model,
                   data={ds: {"file": f"questions/{ds}.jsonl", "questions_requested": len(qs),

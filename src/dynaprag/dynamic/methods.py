@@ -37,15 +37,22 @@ class MethodSpec:
 METHODS: Registry[MethodSpec] = Registry("method")
 
 
-def _split(options: Mapping[str, Any], trigger_cls: type, formulator_cls: type) -> tuple[dict, dict]:
-    t_names = {f.name for f in dataclasses.fields(trigger_cls)}
-    f_names = {f.name for f in dataclasses.fields(formulator_cls)}
-    unknown = [k for k in options if k not in t_names | f_names]
+def _fields(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+
+
+def _split(options: Mapping[str, Any], *classes: type) -> list[dict]:
+    """Route each option to the first axis (trigger, formulator, injector) that has a knob of that name."""
+    names = [_fields(cls) for cls in classes]
+    known = set().union(*names)
+    unknown = [k for k in options if k not in known]
     if unknown:
-        valid = ", ".join(sorted(t_names | f_names)) or "(none)"
+        valid = ", ".join(sorted(known)) or "(none)"
         raise ConfigError(f"unknown method option {unknown[0]!r}; valid options here: {valid}")
-    return ({k: v for k, v in options.items() if k in t_names},
-            {k: v for k, v in options.items() if k in f_names and k not in t_names})
+    routed: list[dict] = [{} for _ in classes]
+    for key, value in options.items():
+        routed[next(i for i, n in enumerate(names) if key in n)][key] = value
+    return routed
 
 
 def build_method(name: str | None = None, *, trigger: str | None = None, formulator: str | None = None,
@@ -58,8 +65,9 @@ def build_method(name: str | None = None, *, trigger: str | None = None, formula
                                options={**spec.options, **(options or {})})
     t_cls, f_cls = TRIGGERS.get(spec.trigger), FORMULATORS.get(spec.formulator)
     i_cls = INJECTORS.get(spec.injector)
-    t_opts, f_opts = _split(spec.options, t_cls, f_cls)
-    return spec, from_dict(t_cls, t_opts), from_dict(f_cls, f_opts), i_cls()
+    t_opts, f_opts, i_opts = _split(spec.options, t_cls, f_cls, i_cls)
+    injector_obj = from_dict(i_cls, i_opts) if dataclasses.is_dataclass(i_cls) else i_cls()
+    return spec, from_dict(t_cls, t_opts), from_dict(f_cls, f_opts), injector_obj
 
 
 METHODS.register("wo-rag", MethodSpec("never", paper="no retrieval"))

@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 
 from dynaprag.corpus import Passage
 from dynaprag.parametric.adapters import AdapterStore
-from dynaprag.parametric.encode import EncodeConfig, EncodeReport
+from dynaprag.parametric.encode import EncodeConfig, EncodeReport, pending_passages
 
 _ENV = ("DYNAPRAG_CACHE", "HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM", "HF_HOME")
 
@@ -76,14 +76,7 @@ def encode_with_ray(model: str, dtype: str, fingerprint: str, passages: Iterable
 
     ray = _import_ray()
     config, ray_config = config or EncodeConfig(), ray_config or RayConfig()
-    report, todo = EncodeReport(), []
-    for passage in passages:
-        if store.has(passage.content_hash):
-            report.skipped += 1
-            if progress:
-                progress(passage, "skipped")
-        else:
-            todo.append(passage)
+    report, todo = pending_passages(passages, store, progress)
     if not todo:
         return report
     started = not ray.is_initialized()

@@ -212,12 +212,10 @@ def encoding_session(lm, config: EncodeConfig) -> Iterator[tuple[DocumentEncoder
         yield encoder, Augmenter(lm, config.augment)
 
 
-def encode_corpus(lm, passages: Iterable[Passage], store: AdapterStore, config: EncodeConfig | None = None,
-                  progress: Callable[[Passage, str], None] | None = None) -> EncodeReport:
-    """Encode every passage without a finished adapter in ``store`` (resumable: finished ones skip)."""
-    config = config or EncodeConfig()
-    report = EncodeReport()
-    todo = []
+def pending_passages(passages: Iterable[Passage], store: AdapterStore,
+                     progress: Callable[[Passage, str], None] | None = None) -> tuple[EncodeReport, list[Passage]]:
+    """Split passages into finished (counted as skipped) and still to encode: what makes encoding resumable."""
+    report, todo = EncodeReport(), []
     for passage in passages:
         if store.has(passage.content_hash):
             report.skipped += 1
@@ -225,6 +223,14 @@ def encode_corpus(lm, passages: Iterable[Passage], store: AdapterStore, config: 
                 progress(passage, "skipped")
         else:
             todo.append(passage)
+    return report, todo
+
+
+def encode_corpus(lm, passages: Iterable[Passage], store: AdapterStore, config: EncodeConfig | None = None,
+                  progress: Callable[[Passage, str], None] | None = None) -> EncodeReport:
+    """Encode every passage without a finished adapter in ``store`` (resumable: finished ones skip)."""
+    config = config or EncodeConfig()
+    report, todo = pending_passages(passages, store, progress)
     if not todo:
         return report
     with encoding_session(lm, config) as (encoder, augmenter):
