@@ -27,7 +27,7 @@ test: setup
 	$(BIN)/python -m pytest -q -ra
 
 bench: setup
-	@set -e; for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script; done
+	@set -e; for script in bench/[!_]*.py; do echo "== $$script"; $(BIN)/python $$script; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -84,6 +84,9 @@ def test_dragin_truncates_at_trigger_and_queries_by_attention(pipe):
     assert 0 < len(words) <= 35
     assert any(w.strip("?.,").lower() in QUESTION.lower() for w in words)
     assert tr.generated_tokens > len(tr.tokens)  # discarded draft tokens were counted
+    repeats = [(a.position, a.query) for a, b in zip(tr.retrievals, tr.retrievals[1:])
+               if (a.position, a.query) == (b.position, b.query)]
+    assert not repeats, "an identical retrieval at the same cut must be skipped, not re-run"
 
 
 @pytest.mark.slow

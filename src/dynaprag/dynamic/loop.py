@@ -115,9 +115,16 @@ class DynamicLoop:
         try:
             decision = self.trigger(draft)
             while True:
-                if decision is not None and draft.retrievals < self.config.max_retrievals:
+                if decision is not None and draft.retrievals >= self.config.max_retrievals:
+                    decision = None
+                query = None if decision is None else self.formulator(draft, decision)
+                if decision is not None and self._repeats(decision, query, trace):
+                    draft.notes.append(f"retrieval at token {decision.keep} would repeat the previous one "
+                                       f"(same query {query!r}); sentence accepted instead")
+                    accepting, decision = True, None
+                if decision is not None:
                     state, weighted, accepting = self._retrieve(
-                        decision, draft, question, q_ids, answer, state, weights, weighted, trace, emit)
+                        decision, query, draft, question, answer, state, weights, weighted, trace, emit)
                     del answer[decision.keep:]
                     layout = {"ans": len(state.ids) - len(answer), "q": len(state.ids) - len(answer) - len(q_ids)}
                     self._bind(draft, question, lambda: state, lambda: answer, lambda: weighted)
@@ -176,11 +183,21 @@ class DynamicLoop:
             draft.rows[i - 1] = row[a: a + i].clone()
             draft.question_rows[i - 1] = row[q: a].clone()
 
-    def _retrieve(self, decision: Decision, draft: Draft, question: str, q_ids: list[int], answer: list[int],
+    @staticmethod
+    def _repeats(decision: Decision, query: str | None, trace: Trace) -> bool:
+        """Would this retrieval exactly repeat the previous one (same cut, same query)?
+
+        Then it brings back the same passages and the same draft, so the loop accepts the sentence
+        instead of spending its retrieval budget re-running it (a deviation from the reference
+        code, which loops until its budget is spent).
+        """
+        last = trace.retrievals[-1] if trace.retrievals else None
+        return last is not None and last.position == decision.keep and last.query == query
+
+    def _retrieve(self, decision: Decision, query: str, draft: Draft, question: str, answer: list[int],
                   state: DecodeState, weights: contextlib.ExitStack, weighted: bool, trace: Trace,
                   emit: EventSink):
         t0 = time.perf_counter()
-        query = self.formulator(draft, decision)
         hits = self.retriever.search_one(query, self.config.k)
         hits = self.trigger.select(hits, draft)
         injection: Injection = self.injector.inject([h.passage for h in hits], question)
