@@ -37,7 +37,8 @@ def render_answer(answer, console) -> None:
         best = max(scored, key=lambda t: t.score, default=None)
         console.print("[dim]no retrieval fired[/]" + (
             f" [dim](highest trigger score {best.score:.3g} at {best.text!r}; see docs/dynamic.md on "
-            f"thresholds at this model size)[/]" if best is not None else ""))
+            f"thresholds at this model size; a lower one shows the mechanism, e.g. "
+            f"options.theta={best.score / 2:.2g})[/]" if best is not None else ""))
     for n, ev in enumerate(tr.retrievals, 1):
         before = "".join(t.text for t in tr.tokens[: ev.position])[-60:] if ev.position else ""
         console.print(f"[bold cyan]retrieval {n}[/] after {ev.position} answer tokens"
