@@ -63,7 +63,6 @@ class Pipeline:
         self._builders: dict[tuple, PromptBuilder] = {}
         self._prefixes: dict[tuple, Any] = {}
         self.prefix_computations = 0
-        self._injectors: dict[str, Any] = {}
         _load_parametric_presets()
 
     @classmethod
