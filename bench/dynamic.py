@@ -9,9 +9,15 @@ divided by sr-rag's on the same questions of the same run.
 Questions run question-major (every method on question 1, then question 2, ...) and each
 (method, dataset, question) is appended to a checkpoint as it finishes, so a kill loses at most
 one answer and a cut run still compares methods on the same questions: each row aggregates the
-questions that its method and sr-rag both finished (column ``n``). A slow method can run in a
-second process with its own checkpoint (``--methods seakr --checkpoint other.jsonl --no-tables``);
-``--aggregate --checkpoint a.jsonl,b.jsonl`` rewrites the tables from all checkpoints.
+questions that its method and sr-rag both finished (column ``n``). Each record names the process
+(run) that measured it, and ``ratio_to_sr_rag`` only compares an answer's time with sr-rag's
+time on the same question *in the same run*: a process re-runs sr-rag on any question where it
+answers a method, so a method added later, or run in a second process for speed
+(``--methods sr-rag,seakr --checkpoint other.jsonl --no-tables``), is still timed side by side;
+``--aggregate --checkpoint a.jsonl,b.jsonl`` rewrites the tables from all checkpoints. A method
+may carry option overrides, ``dragin@theta=0.05``: it is run and reported under that label.
+Without ``--methods`` the list adds ``dragin@theta=θ`` when ``bench/dragin_theta.py`` has chosen a
+θ for the model on a disjoint split (the paper's θ never fires at 135M).
 
     .venv/bin/python bench/dynamic.py            # N=50 per dataset, resumes from the checkpoint
     .venv/bin/python bench/dynamic.py --quick    # 2 questions per dataset, 3 methods
@@ -44,6 +50,14 @@ def load_questions(name: str, n: int) -> list[dict]:
     return out
 
 
+def split_label(label: str) -> tuple[str, dict[str, str]]:
+    """``"dragin@theta=0.05"`` -> ``("dragin", {"theta": "0.05"})``: a preset plus option overrides."""
+    from dynaprag.config import parse_overrides
+
+    name, *pairs = label.split("@")
+    return name, parse_overrides(pairs)
+
+
 def score(rec: dict) -> dict:
     """EM/F1 of a checkpointed answer, re-extracted from its full text at aggregation time so a
     fix to the shared answer extraction re-scores old runs consistently."""
@@ -54,20 +68,26 @@ def score(rec: dict) -> dict:
     return {**rec, "short": short, "em": exact_match(short, rec["answers"]), "f1": f1(short, rec["answers"])}
 
 
-def read_checkpoint(path: Path) -> dict[tuple, dict]:
-    done = {}
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut by a kill
-                done[(rec["method"], rec["dataset"], rec["id"])] = score(rec)
-    return done
+def read_checkpoint(path: Path, done: dict[tuple, dict], sr_seconds: dict[tuple, float]) -> None:
+    """Add a checkpoint's answers to ``done`` (first record of a key wins; sr-rag is deterministic)
+    and every sr-rag timing to ``sr_seconds`` keyed by (dataset, id, run)."""
+    if not path.exists():
+        return
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill
+        rec.setdefault("run", "legacy")  # records written before runs were named
+        done.setdefault((rec["method"], rec["dataset"], rec["id"]), score(rec))
+        if rec["method"] == "sr-rag":
+            sr_seconds.setdefault((rec["dataset"], rec["id"], rec["run"]), rec["seconds"])
 
 
-def aggregate(done: dict[tuple, dict], methods: list[str], questions: dict[str, list[dict]]) -> list[dict]:
+def aggregate(done: dict[tuple, dict], sr_seconds: dict[tuple, float], methods: list[str],
+              questions: dict[str, list[dict]]) -> list[dict]:
     from statistics import mean
 
     rows = []
@@ -76,8 +96,9 @@ def aggregate(done: dict[tuple, dict], methods: list[str], questions: dict[str, 
             common = [q["id"] for q in qs if (m, ds, q["id"]) in done and ("sr-rag", ds, q["id"]) in done]
             if not common:
                 continue
-            base = mean(done[("sr-rag", ds, i)]["seconds"] for i in common)
             recs = [done[(m, ds, i)] for i in common]
+            timed = [(r["seconds"], sr_seconds[(ds, r["id"], r["run"])]) for r in recs
+                     if (ds, r["id"], r["run"]) in sr_seconds]
             s = mean(r["seconds"] for r in recs)
             rows.append({
                 "method": m, "dataset": ds, "n": len(recs),
@@ -87,7 +108,8 @@ def aggregate(done: dict[tuple, dict], methods: list[str], questions: dict[str, 
                 "generated_tokens_per_question": mean(r["generated_tokens"] for r in recs),
                 "prompt_tokens_per_question": mean(r["prompt_tokens"] for r in recs),
                 "s_per_question": s,
-                "ratio_to_sr_rag": s / base if base else float("nan"),
+                "ratio_to_sr_rag": (sum(t for t, _ in timed) / sum(b for _, b in timed)) if timed else float("nan"),
+                "n_timed_with_sr_rag": len(timed),
                 "sr_rag_f1_same_questions": mean(done[("sr-rag", ds, i)]["f1"] for i in common),
             })
     return rows
@@ -122,20 +144,25 @@ def main() -> None:
     if not (SHARED_DATA / "questions").is_dir():
         sys.exit(f"evaluation data not found at {SHARED_DATA}")
 
+    from dragin_theta import tuned_theta
+
     from dynaprag.config import to_dict
     from dynaprag.dynamic.methods import METHODS
 
     n = 2 if args.quick else args.n
     methods = ["wo-rag", "sr-rag", "dragin"] if args.quick else (
         args.methods.split(",") if args.methods else [m for m in METHODS.names() if m not in SKIP])
+    if not args.methods and not args.quick and tuned_theta() is not None:
+        methods.insert(methods.index("dragin") + 1, f"dragin@theta={tuned_theta():.4g}")
     if "sr-rag" not in methods and not args.methods:
         methods.insert(0, "sr-rag")
     questions = {ds: load_questions(ds, n) for ds in DATASETS}
     paths = [Path(p) for p in args.checkpoint.split(",")]
     ckpt = paths[0] if not args.quick else RESULTS / "dynamic.quick.checkpoint.jsonl"
-    done = {}
+    done: dict[tuple, dict] = {}
+    sr_seconds: dict[tuple, float] = {}
     for path in ([ckpt] if args.quick else paths):
-        done.update(read_checkpoint(path))
+        read_checkpoint(path, done, sr_seconds)
     all_methods = sorted({k[0] for k in done} | set(methods), key=lambda m: (m != "sr-rag", m))
     corpus = SHARED_DATA / "corpus" / "wiki_paragraphs.jsonl"
 
@@ -152,6 +179,7 @@ def main() -> None:
         from dynaprag.pipeline import Pipeline
 
         pipe = Pipeline.from_config(config)
+        run = f"{os.uname().nodename}-{os.getpid()}-{int(time.time())}"
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         with ckpt.open("a", encoding="utf-8") as out:
             for i in range(n):
@@ -159,36 +187,44 @@ def main() -> None:
                     if i >= len(questions[ds]):
                         continue
                     q = questions[ds][i]
-                    for m in methods:
-                        if (m, ds, q["id"]) in done:
-                            continue
+                    pending = [m for m in methods if (m, ds, q["id"]) not in done]
+                    if pending and "sr-rag" not in pending and (ds, q["id"], run) not in sr_seconds:
+                        pending.insert(0, "sr-rag")  # this run's timing reference for the question
+                    for m in pending:
                         t0 = time.perf_counter()
-                        ans = pipe.answer(q["question"], method=m)
+                        name, options = split_label(m)
+                        ans = pipe.answer(q["question"], method=name, options=options)
                         tr = ans.trace
                         rec = {"method": m, "dataset": ds, "id": q["id"], "text": ans.text, "short": ans.short,
                                "answers": q["answers"], "retrievals": len(tr.retrievals),
                                "forward_passes": tr.forward_passes, "generated_tokens": tr.generated_tokens,
                                "prompt_tokens": tr.prompt_tokens, "seconds": time.perf_counter() - t0,
-                               "queries": [r.query for r in tr.retrievals]}
+                               "queries": [r.query for r in tr.retrievals], "run": run}
                         out.write(json.dumps(rec) + "\n")
                         out.flush()
                         os.fsync(out.fileno())
-                        done[(m, ds, q["id"])] = score(rec)
+                        done.setdefault((m, ds, q["id"]), score(rec))
+                        if m == "sr-rag":
+                            sr_seconds[(ds, q["id"], run)] = rec["seconds"]
                         print(f"[{i + 1}/{n}] {ds} {m}: {rec['seconds']:.1f}s f1={done[(m, ds, q['id'])]['f1']:.2f} "
                               f"ret={rec['retrievals']} {ans.short[:40]!r}", flush=True)
-                rows = aggregate(done, all_methods, questions)
+                rows = aggregate(done, sr_seconds, all_methods, questions)
                 if rows and not args.no_tables:
                     _write(rows, args, config, all_methods, questions, paths, to_dict)
-    rows = aggregate(done, all_methods, questions)
+    rows = aggregate(done, sr_seconds, all_methods, questions)
     if not args.no_tables:
         _write(rows, args, config, all_methods, questions, paths, to_dict)
     print(summary(rows))
 
 
 def _dragin_note(rows: list[dict]) -> str:
-    parts = [f"{r['dataset']}: {r['ratio_to_sr_rag']:.2f}x sr-rag time with {r['retrievals_per_question']:.2g} "
-             f"retrievals/question" for r in rows if r["method"] == "dragin"]
-    return ("dragin (paper RIND, theta=1.2): " + "; ".join(parts) + ".") if parts else ""
+    """DRAGIN's time against the issue's target (<= 1.5x sr-rag), for each DRAGIN row."""
+    out = []
+    for label in dict.fromkeys(r["method"] for r in rows if r["method"].startswith("dragin")):
+        parts = [f"{r['dataset']} {r['ratio_to_sr_rag']:.2f}x sr-rag time, {r['retrievals_per_question']:.2g} "
+                 f"retrievals/question" for r in rows if r["method"] == label]
+        out.append(f"{label}: " + "; ".join(parts) + ".")
+    return " ".join(out)
 
 
 def _write(rows, args, config, methods, questions, paths, to_dict) -> None:
@@ -197,7 +233,7 @@ def _write(rows, args, config, methods, questions, paths, to_dict) -> None:
              f"aggregates the questions its method and sr-rag both finished (column n; target "
              f"{args.n if not args.quick else 2} per dataset). BM25 (bm25s, Lucene) over "
              f"corpus/wiki_paragraphs.jsonl, k=3, max_new_tokens={args.max_new_tokens}, paper-default thresholds, "
-             f"greedy decoding. ratio_to_sr_rag = s/question over sr-rag's on the same questions in this run. "
+             f"greedy decoding. ratio_to_sr_rag = time over sr-rag's on the same questions measured in the same run (n_timed_with_sr_rag questions). "
              f"{summary(rows)} {_dragin_note(rows)} {args.note} At 135M parameters differences between methods are mostly noise (MODELS.md). "
              f"Skipped: {', '.join(f'{k} ({v})' for k, v in SKIP.items())}.")
     write_results("dynamic" if not args.quick else "dynamic.quick", rows, model=args.model,

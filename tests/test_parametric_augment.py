@@ -1,5 +1,8 @@
-"""Augmentation output parsing: well-formed and malformed model outputs (PRAG §3.2.1)."""
+"""Augmentation output parsing (well-formed and malformed model outputs, PRAG §3.2.1) and batched
+generation on the real default model."""
 from __future__ import annotations
+
+import pytest
 
 from dynaprag.parametric.augment import parse_qa_pairs, parse_rewrite
 
@@ -55,3 +58,17 @@ def test_rewrite_rejects_copies_truncations_and_repetition():
     assert parse_rewrite("", PASSAGE) is None
     assert parse_rewrite("Zorblat Lake: " * 12, PASSAGE) is None
     assert parse_rewrite("lake " * 200, PASSAGE) is None
+
+
+@pytest.mark.slow
+def test_batched_greedy_generation_matches_one_at_a_time(lm):
+    """Left-padded batching (documents augment together) must not change greedy outputs."""
+    from dynaprag.parametric.augment import QA_PROMPT, REWRITE_PROMPT, Augmenter
+
+    passage = "Title: Zorblat Lake\nZorblat Lake is a lake in Finland found in 1873 by Anna Virtanen."
+    texts = [REWRITE_PROMPT.format(passage=passage), QA_PROMPT.format(n=3, passage=passage + " It is deep.")]
+    budgets = [12, 20]
+    augmenter = Augmenter(lm)
+    alone = [augmenter.complete_many([t], [b], 0)[0] for t, b in zip(texts, budgets)]
+    assert augmenter.complete_many(texts, budgets, 0) == alone
+    assert all(alone)

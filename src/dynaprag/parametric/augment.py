@@ -7,6 +7,11 @@ the requested format, so the parser accepts the usual variants (``Q:``/``Questio
 numbering, markdown bold, one-line ``Q: … A: …``, JSON) and each part is retried a bounded number
 of times (greedy first, then sampling) and the failures are counted in the record: a document
 whose augmentation failed keeps its failure list and is still encoded from what was obtained.
+
+Why batched: decoding a 135M model on a CPU costs about as much per step for a few sequences as
+for one (the step is bound by per-layer overhead, not arithmetic), so the prompts of several
+documents, rewrite and QA alike, decode as one left-padded batch per attempt round
+(``bench/results/augment.md`` measures it).
 """
 from __future__ import annotations
 
@@ -43,6 +48,7 @@ class AugmentConfig:
     max_retries: int = field(default=2, metadata={"help": "extra sampled attempts after a failed parse"})
     retry_temperature: float = field(default=0.8, metadata={"help": "sampling temperature of retries"})
     max_answer_words: int = field(default=20, metadata={"help": "longer 'answers' are rejected as malformed"})
+    batch_docs: int = field(default=4, metadata={"help": "documents whose prompts decode as one batch"})
 
 
 @dataclass
@@ -141,6 +147,17 @@ def parse_rewrite(text: str, passage: str) -> str | None:
     return body
 
 
+@dataclass
+class _Job:
+    """One generation an attempt round needs: a part of one document's augmentation."""
+
+    doc: int
+    kind: str  # "rewrite" | "qa"
+    prompt: str
+    budget: int
+    attempt: int  # 0 = greedy, later = sampled
+
+
 class Augmenter:
     """Runs the augmentation prompts on a loaded model (HF ``generate``, greedy then sampled)."""
 
@@ -148,54 +165,84 @@ class Augmenter:
         self.lm = lm
         self.config = config or AugmentConfig()
 
-    def _prompt_ids(self, text: str) -> torch.Tensor:
+    def _prompt_ids(self, text: str) -> list[int]:
         tok = self.lm.tokenizer
         if self.lm.chat_template:
             rendered = tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
                                                add_generation_prompt=True)
-            ids = tok.encode(rendered, add_special_tokens=False)
-        else:
-            ids = tok.encode(text + "\n\nAnswer:\n", add_special_tokens=False)
-        return torch.tensor([ids], device=self.lm.device)
+            return tok.encode(rendered, add_special_tokens=False)
+        return tok.encode(text + "\n\nAnswer:\n", add_special_tokens=False)
 
     @torch.inference_mode()
-    def complete(self, text: str, max_new_tokens: int, attempt: int) -> str:
-        """One generation; attempt 0 is greedy, later attempts sample with a per-attempt seed."""
-        ids = self._prompt_ids(text)
+    def complete_many(self, texts: list[str], budgets: list[int], attempt: int) -> list[str]:
+        """One batched generation; attempt 0 is greedy, later attempts sample with a per-attempt seed.
+
+        Prompts are left-padded; each output is cut to its own token budget, which equals having
+        generated it alone with that budget (decoding is causal).
+        """
+        tok = self.lm.tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        prompts = [self._prompt_ids(t) for t in texts]
+        width = max(len(p) for p in prompts)
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.lm.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.lm.device)
         kwargs: dict[str, Any] = {"do_sample": False}
         if attempt > 0:
             torch.manual_seed(1000 + attempt)
             kwargs = {"do_sample": True, "temperature": self.config.retry_temperature, "top_p": 0.95}
-        out = self.lm.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                                     pad_token_id=self.lm.tokenizer.eos_token_id, top_k=None, **kwargs)
-        return self.lm.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+        out = self.lm.model.generate(ids, attention_mask=mask, max_new_tokens=max(budgets), pad_token_id=pad,
+                                     top_k=None, **kwargs)
+        return [tok.decode(row[width: width + budget], skip_special_tokens=True)
+                for row, budget in zip(out, budgets)]
 
     def augment(self, passage: Passage) -> Augmentation:
+        return self.augment_many([passage])[0]
+
+    def augment_many(self, passages: list[Passage]) -> list[Augmentation]:
+        """Augment several documents, every attempt round decoded as one batch per decoding mode."""
         cfg = self.config
-        record = Augmentation(passage={"id": passage.id, "title": passage.title, "text": passage.text})
-        text = passage.as_context()
-        n_tokens = len(self.lm.tokenizer.encode(passage.text, add_special_tokens=False))
-        budget = min(cfg.max_new_tokens_rewrite, int(1.3 * n_tokens) + 16)
-        for _ in range(cfg.rewrites):
-            for attempt in range(cfg.max_retries + 1):
-                record.attempts += 1
-                output = self.complete(REWRITE_PROMPT.format(passage=text), budget, attempt + len(record.rewrites))
-                rewrite = parse_rewrite(output, passage.text)
-                if rewrite and rewrite not in record.rewrites:
-                    record.rewrites.append(rewrite)
-                    break
-                record.failures.append(f"rewrite attempt {attempt + 1}: unparseable or copied output")
-        for attempt in range(cfg.max_retries + 1):
-            if len(record.qa) >= cfg.qa_pairs:
+        records = [Augmentation(passage={"id": p.id, "title": p.title, "text": p.text}) for p in passages]
+        budgets = [min(cfg.max_new_tokens_rewrite,
+                       int(1.3 * len(self.lm.tokenizer.encode(p.text, add_special_tokens=False))) + 16)
+                   for p in passages]
+        for round_ in range(cfg.max_retries + 1):
+            jobs = []
+            for i, (p, rec) in enumerate(zip(passages, records)):
+                text = p.as_context()
+                for j in range(cfg.rewrites - len(rec.rewrites)):
+                    jobs.append(_Job(i, "rewrite", REWRITE_PROMPT.format(passage=text), budgets[i],
+                                     round_ + len(rec.rewrites) + j))
+                if len(rec.qa) < cfg.qa_pairs:
+                    jobs.append(_Job(i, "qa", QA_PROMPT.format(n=cfg.qa_pairs, passage=text),
+                                     cfg.max_new_tokens_qa, round_))
+            if not jobs:
                 break
-            record.attempts += 1
-            output = self.complete(QA_PROMPT.format(n=cfg.qa_pairs, passage=text), cfg.max_new_tokens_qa, attempt)
-            pairs = parse_qa_pairs(output, cfg.max_answer_words)
-            known = {item["question"].lower() for item in record.qa}
-            for q, a in pairs:
-                if len(record.qa) < cfg.qa_pairs and q.lower() not in known:
-                    record.qa.append({"question": q, "answer": a})
-                    known.add(q.lower())
-            if len(record.qa) < cfg.qa_pairs:
-                record.failures.append(f"qa attempt {attempt + 1}: {len(pairs)} usable pairs parsed")
-        return record
+            for greedy in (True, False):
+                group = [job for job in jobs if (job.attempt == 0) == greedy]
+                if not group:
+                    continue
+                outputs = self.complete_many([job.prompt for job in group], [job.budget for job in group],
+                                             0 if greedy else max(job.attempt for job in group))
+                for job, output in zip(group, outputs):
+                    self._take(records[job.doc], passages[job.doc], job, output, round_)
+        return records
+
+    def _take(self, record: Augmentation, passage: Passage, job: _Job, output: str, round_: int) -> None:
+        """Parse one output into its record, or count the failure."""
+        cfg = self.config
+        record.attempts += 1
+        if job.kind == "rewrite":
+            rewrite = parse_rewrite(output, passage.text)
+            if rewrite and rewrite not in record.rewrites and len(record.rewrites) < cfg.rewrites:
+                record.rewrites.append(rewrite)
+            else:
+                record.failures.append(f"rewrite attempt {round_ + 1}: unparseable or copied output")
+            return
+        pairs = parse_qa_pairs(output, cfg.max_answer_words)
+        known = {item["question"].lower() for item in record.qa}
+        for q, a in pairs:
+            if len(record.qa) < cfg.qa_pairs and q.lower() not in known:
+                record.qa.append({"question": q, "answer": a})
+                known.add(q.lower())
+        if len(record.qa) < cfg.qa_pairs:
+            record.failures.append(f"qa attempt {round_ + 1}: {len(pairs)} usable pairs parsed")

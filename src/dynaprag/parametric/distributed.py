@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 
 from dynaprag.corpus import Passage
 from dynaprag.parametric.adapters import AdapterStore
-from dynaprag.parametric.encode import EncodeConfig, EncodeReport, pending_passages
+from dynaprag.parametric.encode import EncodeConfig, EncodeReport, chunks, pending_passages
 
 _ENV = ("DYNAPRAG_CACHE", "HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM", "HF_HOME")
 
@@ -31,7 +31,7 @@ class RayConfig:
 
 
 class EncodeWorker:
-    """A Ray actor: one loaded model and a peft session, encoding documents one at a time."""
+    """A Ray actor: one loaded model and a peft session, encoding a batch of documents per call."""
 
     def __init__(self, model: str, dtype: str, config: dict, threads: int):
         import torch
@@ -49,15 +49,18 @@ class EncodeWorker:
     def fingerprint(self) -> str:
         return self.lm.fingerprint
 
-    def encode(self, doc: dict) -> tuple[str, bytes, dict]:
+    def encode(self, docs: list[dict]) -> list[tuple[str, bytes, dict]]:
         from safetensors.torch import save
 
-        from dynaprag.parametric.encode import encode_one
+        from dynaprag.parametric.encode import encode_many
 
-        passage = Passage(doc["id"], doc["title"], doc["text"])
-        adapter, info = encode_one(self.lm, passage, self.config, self.encoder, self.augmenter)
-        info["worker_pid"] = os.getpid()
-        return passage.content_hash, save(adapter), info
+        passages = [Passage(d["id"], d["title"], d["text"]) for d in docs]
+        out = []
+        for passage, (adapter, info) in zip(passages, encode_many(self.lm, passages, self.config, self.encoder,
+                                                                  self.augmenter)):
+            info["worker_pid"] = os.getpid()
+            out.append((passage.content_hash, save(adapter), info))
+        return out
 
 
 def _import_ray():
@@ -92,22 +95,23 @@ def encode_with_ray(model: str, dtype: str, fingerprint: str, passages: Iterable
         if remote_fps != {fingerprint}:
             raise RuntimeError(f"Ray workers loaded model(s) {sorted(remote_fps)}, but the store is for "
                                f"{fingerprint}: make the same model available on every node")
-        queue = list(reversed(todo))
+        size = min(config.augment.batch_docs, -(-len(todo) // n))  # keep every actor busy
+        queue = list(reversed(list(chunks(todo, size))))
         pending: dict = {}
         for actor in actors:
             if queue:
-                passage = queue.pop()
-                pending[actor.encode.remote(_doc(passage))] = (actor, passage)
+                batch = queue.pop()
+                pending[actor.encode.remote([_doc(p) for p in batch])] = (actor, batch)
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
-            actor, passage = pending.pop(done[0])
-            content_hash, blob, info = ray.get(done[0])
-            report.add(store.put(content_hash, load(blob), info))
-            if progress:
-                progress(passage, "encoded")
+            actor, batch = pending.pop(done[0])
+            for passage, (content_hash, blob, info) in zip(batch, ray.get(done[0])):
+                report.add(store.put(content_hash, load(blob), info))
+                if progress:
+                    progress(passage, "encoded")
             if queue:
                 nxt = queue.pop()
-                pending[actor.encode.remote(_doc(nxt))] = (actor, nxt)
+                pending[actor.encode.remote([_doc(p) for p in nxt])] = (actor, nxt)
     finally:
         for actor in actors:
             ray.kill(actor)

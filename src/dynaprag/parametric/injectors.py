@@ -23,7 +23,7 @@ from typing import Sequence
 from dynaprag.corpus import Passage
 from dynaprag.inject import INJECTORS, Injection, Injector
 from dynaprag.parametric.adapters import AdapterStore
-from dynaprag.parametric.encode import EncodeConfig, encode_one, encoding_session
+from dynaprag.parametric.encode import EncodeConfig, encode_many, encoding_session
 from dynaprag.parametric.lora import LoraInjection, combine, suspended
 
 _STORES: dict[tuple, AdapterStore] = {}
@@ -97,16 +97,18 @@ class PragInjector(Injector):
     def adapters_for(self, passages: Sequence[Passage]) -> tuple[list[dict], list[Passage], list[str]]:
         """(adapters, passages that fell back to context, notes) for the retrieved passages."""
         store, adapters, fallback, notes = self._store(), [], [], []
+        missing = [p for p in passages if not store.has(p.content_hash)]
+        if missing and self.on_missing == "encode":  # the missing documents augment as one batch
+            start = time.perf_counter()
+            with suspended(), encoding_session(self.lm, self.encode) as (encoder, augmenter):
+                for passage, (adapter, info) in zip(missing, encode_many(self.lm, missing, self.encode, encoder,
+                                                                         augmenter)):
+                    store.put(passage.content_hash, adapter, info)
+            notes += [f"doc {p.id}: no adapter, encoded on demand ({time.perf_counter() - start:.1f} s for "
+                      f"{len(missing)} document(s))" for p in missing]
         for passage in passages:
             if store.has(passage.content_hash):
                 adapters.append(store.get(passage.content_hash))
-            elif self.on_missing == "encode":
-                start = time.perf_counter()
-                with suspended(), encoding_session(self.lm, self.encode) as (encoder, augmenter):
-                    adapter, info = encode_one(self.lm, passage, self.encode, encoder, augmenter)
-                store.put(passage.content_hash, adapter, info)
-                adapters.append(adapter)
-                notes.append(f"doc {passage.id}: no adapter, encoded on demand ({time.perf_counter() - start:.1f} s)")
             else:
                 fallback.append(passage)
                 notes.append(f"doc {passage.id}: no adapter, fell back to in-context")
