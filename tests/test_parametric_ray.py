@@ -22,17 +22,18 @@ def test_ray_encodes_documents_into_the_store(lm, tmp_path):
                 Passage("r2", "Tarn Hollow", "Tarn Hollow is a village in Wales with 412 inhabitants.")]
     store = AdapterStore(tmp_path / "adapters", lm.fingerprint, config.store_config())
     store.put(passages[1].content_hash, {"x.lora_A": __import__("torch").zeros(1, 1)}, {"doc": {"id": "r2"}})
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {k: os.environ[k] for k in ("DYNAPRAG_CACHE", "HF_HUB_OFFLINE")}})
-    try:
-        seen = []
+    seen = []
+    try:  # encode_with_ray starts a local cluster itself and stops it when done
         report = encode_with_ray("smollm2-135m", "float32", lm.fingerprint, passages, store, config,
                                  RayConfig(workers=2), lambda p, s: seen.append((p.id, s)))
     finally:
-        ray.shutdown()
+        if ray.is_initialized():
+            ray.shutdown()
+            pytest.fail("encode_with_ray left the Ray cluster it started running")
     assert report.skipped == 1 and report.encoded == 1  # the finished document is not redone
     assert sorted(seen) == [("r1", "encoded"), ("r2", "skipped")]
     entry = store.entries()[passages[0].content_hash]
     assert entry["worker_pid"] != os.getpid() and entry["doc"]["id"] == "r1"
+    assert entry["worker_niceness"] == os.nice(0)  # not Ray's default nice 15: the actors are the job
     adapter = store.get(passages[0].content_hash)
     assert len(adapter) == lm.model.config.num_hidden_layers * 6 and store.verify() == []

@@ -58,7 +58,7 @@ class EncodeWorker:
         out = []
         for passage, (adapter, info) in zip(passages, encode_many(self.lm, passages, self.config, self.encoder,
                                                                   self.augmenter)):
-            info["worker_pid"] = os.getpid()
+            info["worker_pid"], info["worker_niceness"] = os.getpid(), os.nice(0)
             out.append((passage.content_hash, save(adapter), info))
         return out
 
@@ -84,6 +84,8 @@ def encode_with_ray(model: str, dtype: str, fingerprint: str, passages: Iterable
         return report
     started = not ray.is_initialized()
     if started:
+        if not ray_config.address:  # Ray runs workers at nice 15; on our own cluster they are the job
+            os.environ.setdefault("RAY_worker_niceness", "0")
         env = {k: os.environ[k] for k in _ENV if k in os.environ}
         ray.init(address=ray_config.address or "local", include_dashboard=False, runtime_env={"env_vars": env},
                  log_to_driver=False)
