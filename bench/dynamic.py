@@ -12,9 +12,10 @@ one answer and a cut run still compares methods on the same questions: each row 
 questions that its method and sr-rag both finished (column ``n``). Each record names the process
 (run) that measured it, and ``ratio_to_sr_rag`` only compares an answer's time with sr-rag's
 time on the same question *in the same run*: a process re-runs sr-rag on any question where it
-answers a method, so a method added later, or run in a second process for speed
-(``--methods sr-rag,seakr --checkpoint other.jsonl --no-tables``), is still timed side by side;
-``--aggregate --checkpoint a.jsonl,b.jsonl`` rewrites the tables from all checkpoints. A method
+answers a method. So a method added later, or a slow one run in other processes (``--methods
+seakr --checkpoint other.jsonl --no-tables``, with ``--start 25`` in another process to split
+its questions), is still timed side by side; ``--aggregate --checkpoint a.jsonl,b.jsonl``
+rewrites the tables from all checkpoints. A method
 may carry option overrides, ``dragin@theta=0.05``: it is run and reported under that label.
 Without ``--methods`` the list adds ``dragin@theta=θ`` when ``bench/dragin_theta.py`` has chosen a
 θ for the model on a disjoint split (the paper's θ never fires at 135M).
@@ -132,6 +133,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=50, help="questions per dataset")
     ap.add_argument("--methods", default="", help="comma-separated methods (default: all that run here)")
+    ap.add_argument("--start", type=int, default=0,
+                    help="first question index this process answers (split a slow method over processes)")
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
@@ -182,7 +185,7 @@ def main() -> None:
         run = f"{os.uname().nodename}-{os.getpid()}-{int(time.time())}"
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         with ckpt.open("a", encoding="utf-8") as out:
-            for i in range(n):
+            for i in range(args.start, n):
                 for ds in DATASETS:
                     if i >= len(questions[ds]):
                         continue
