@@ -201,3 +201,19 @@ def test_dragin_trigger_with_dyprag_injector(encoded, lm, tmp_path, monkeypatch)
     answer = pipe.answer("Who first climbed Qwerty Pike?")
     assert answer.trace.retrievals, "RIND with theta=0 must trigger"
     assert all(event.injection == "parametric" for event in answer.trace.retrievals)
+
+
+def test_prag_encodes_missing_documents_on_demand(lm, generator, tmp_path):
+    """on_missing="encode": retrieved documents without adapters are augmented as one batch,
+    trained, stored, and injected; the trace notes say so."""
+    from dynaprag.parametric.injectors import PragInjector
+
+    injector = PragInjector(store=str(tmp_path / "adapters"), on_missing="encode", encode=_config())
+    injector.bind(generator)
+    passages = _passages()[:2]
+    injection = injector.inject(passages, "q")
+    assert injection.kind == "parametric" and not list(injection.context)
+    assert sum("encoded on demand" in note for note in injection.notes) == 2
+    store = AdapterStore(tmp_path / "adapters", lm.fingerprint, _config().store_config())
+    assert len(store) == 2 and store.verify() == []
+    assert {e["augment_batch"] for e in store.entries().values()} == {2}
