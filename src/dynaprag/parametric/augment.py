@@ -8,10 +8,10 @@ numbering, markdown bold, one-line ``Q: … A: …``, JSON) and each part is ret
 of times (greedy first, then sampling) and the failures are counted in the record: a document
 whose augmentation failed keeps its failure list and is still encoded from what was obtained.
 
-Why batched: decoding a 135M model on a CPU costs about as much per step for a few sequences as
-for one (the step is bound by per-layer overhead, not arithmetic), so the prompts of several
-documents, rewrite and QA alike, decode as one left-padded batch per attempt round
-(``bench/results/augment.md`` measures it).
+Why batched: on a CPU, a decoding step of a small model for a few sequences costs far less than
+that many single-sequence steps (much of a step is per-layer overhead), so the prompts of
+several documents, rewrite and QA alike, decode as one left-padded batch per attempt round
+(1.4x per document in ``bench/results/augment.md``; the batch runs as long as its longest row).
 """
 from __future__ import annotations
 
