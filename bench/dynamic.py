@@ -15,10 +15,10 @@ time on the same question *in the same run*: a process re-runs sr-rag on any que
 answers a method. So a method added later, or a slow one run in other processes (``--methods
 seakr --checkpoint other.jsonl --no-tables``, with ``--start 25`` in another process to split
 its questions), is still timed side by side; ``--aggregate --checkpoint a.jsonl,b.jsonl``
-rewrites the tables from all checkpoints. A method
-may carry option overrides, ``dragin@theta=0.05``: it is run and reported under that label.
-Without ``--methods`` the list adds ``dragin@theta=θ`` when ``bench/dragin_theta.py`` has chosen a
-θ for the model on a disjoint split (the paper's θ never fires at 135M).
+rewrites the tables from all checkpoints. A method may carry option overrides,
+``dragin@theta=0.05``: it is run and reported under that label. Without ``--methods`` the list
+adds ``dragin@theta=θ`` when ``bench/dragin_theta.py`` has chosen a θ for the model on a
+disjoint split (the paper's θ never fires at 135M).
 
     .venv/bin/python bench/dynamic.py            # N=50 per dataset, resumes from the checkpoint
     .venv/bin/python bench/dynamic.py --quick    # 2 questions per dataset, 3 methods
