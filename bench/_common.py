@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,15 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 os.environ.setdefault("DYNAPRAG_CACHE", str(ROOT / ".cache" / "dynaprag"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+DEFAULT_MODEL = "smollm2-135m"
+
+
+def result_name(base: str, model: str) -> str:
+    """``base`` for the default model, ``base.<model>`` otherwise, so a run on another model
+    (a quality comparison on 0.5B, say) never overwrites the default model's results."""
+    if model == DEFAULT_MODEL:
+        return base
+    return f"{base}.{re.sub(r'[^A-Za-z0-9._-]+', '-', model).strip('-.')}"
 
 
 def machine() -> dict[str, Any]:

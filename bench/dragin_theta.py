@@ -1,4 +1,4 @@
-"""Tune DRAGIN's RIND threshold θ for the default model on a split disjoint from the benchmark.
+"""Tune DRAGIN's RIND threshold θ for a model on a split disjoint from the benchmark.
 
 DRAGIN's θ (1.2 on 2Wiki, 1.4 on HotpotQA; Su et al. 2024) was set for 7B-13B models; the
 RIND scores of SmolLM2-135M are smaller (the per-question maximum is mostly 0.2-1.1), so the
@@ -8,9 +8,11 @@ dataset (``bench/dynamic.py`` reports on questions 0..N-1, so nothing is tuned o
 ``../shared/data/README.md`` asks) with retrieval disabled, records each question's largest
 RIND score, and takes their ``--quantile`` (default: the median) as θ, so DRAGIN fires before
 the end of the answer on about that share of questions. It writes
-``bench/results/dragin_theta.{json,md}``; ``bench/dynamic.py`` runs ``dragin@theta=<that θ>``.
+``bench/results/dragin_theta.{json,md}`` (``dragin_theta.<model>.*`` for another ``--model``);
+``bench/dynamic.py`` with the same model runs ``dragin@theta=<that θ>``.
 
     .venv/bin/python bench/dragin_theta.py
+    .venv/bin/python bench/dragin_theta.py --model qwen2.5-coder-0.5b --n 10
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, SHARED_DATA, write_results  # noqa: E402
+from _common import DEFAULT_MODEL, RESULTS, SHARED_DATA, result_name, write_results  # noqa: E402
 
 DATASETS = ("hotpotqa", "2wikimultihopqa")
 
@@ -39,10 +41,11 @@ def quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
-def tuned_theta(path: Path = RESULTS / "dragin_theta.json") -> float | None:
-    """The θ a previous run of this script chose, or None if it has not run."""
+def tuned_theta(model: str = DEFAULT_MODEL) -> float | None:
+    """The θ a previous run of this script chose for ``model``, or None if it has not run."""
     import json
 
+    path = RESULTS / f"{result_name('dragin_theta', model)}.json"
     return json.loads(path.read_text())["theta"] if path.is_file() else None
 
 
@@ -52,7 +55,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=25, help="tuning questions per dataset")
     ap.add_argument("--quantile", type=float, default=0.5, help="θ = this quantile of per-question max RIND")
     ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     args = ap.parse_args()
     import torch
@@ -85,7 +88,7 @@ def main() -> None:
              f"questions {args.start}..{args.start + args.n - 1} of each dataset (disjoint from bench/dynamic.py's "
              f"0..{args.start - 1}); max_new_tokens={args.max_new_tokens}, greedy. Chosen theta = the "
              f"{args.quantile:g}-quantile of the pooled maxima = {theta:.4g}.")
-    write_results("dragin_theta", rows, model=args.model,
+    write_results(result_name("dragin_theta", args.model), rows, model=args.model,
                   data={ds: {"file": f"questions/{ds}.jsonl", "first": args.start, "n": args.n} for ds in DATASETS},
                   notes=notes, extra={"theta": theta, "quantile": args.quantile})
     print(f"theta = {theta:.4g}")

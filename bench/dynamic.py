@@ -18,10 +18,13 @@ its questions), is still timed side by side; ``--aggregate --checkpoint a.jsonl,
 rewrites the tables from all checkpoints. A method may carry option overrides,
 ``dragin@theta=0.05``: it is run and reported under that label. Without ``--methods`` the list
 adds ``dragin@theta=θ`` when ``bench/dragin_theta.py`` has chosen a θ for the model on a
-disjoint split (the paper's θ never fires at 135M).
+disjoint split (the paper's θ never fires at 135M). Another ``--model`` writes
+``dynamic.<model>.*`` and its own checkpoint: the quality comparison on a 0.5B model sits beside
+the default model's speed table instead of replacing it.
 
     .venv/bin/python bench/dynamic.py            # N=50 per dataset, resumes from the checkpoint
     .venv/bin/python bench/dynamic.py --quick    # 2 questions per dataset, 3 methods
+    .venv/bin/python bench/dynamic.py --model qwen2.5-coder-0.5b --n 25 --methods wo-rag,sr-rag,flare,dragin
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, SHARED_DATA, write_results  # noqa: E402
+from _common import DEFAULT_MODEL, RESULTS, SHARED_DATA, result_name, write_results  # noqa: E402
 
 DATASETS = ("hotpotqa", "2wikimultihopqa")
 SKIP = {"self-rag": "needs a model trained with Self-RAG reflection tokens (the default model has none)"}
@@ -136,9 +139,10 @@ def main() -> None:
     ap.add_argument("--start", type=int, default=0,
                     help="first question index this process answers (split a slow method over processes)")
     ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
-    ap.add_argument("--checkpoint", default=str(RESULTS / "dynamic.checkpoint.jsonl"))
+    ap.add_argument("--checkpoint", default="",
+                    help="checkpoint(s), comma-separated; the first is written (default: by model)")
     ap.add_argument("--aggregate", action="store_true", help="only rewrite the tables from the checkpoint(s)")
     ap.add_argument("--note", default="", help="a sentence about this run added to the tables' notes")
     ap.add_argument("--no-tables", action="store_true", help="only append to the checkpoint (secondary process)")
@@ -155,13 +159,15 @@ def main() -> None:
     n = 2 if args.quick else args.n
     methods = ["wo-rag", "sr-rag", "dragin"] if args.quick else (
         args.methods.split(",") if args.methods else [m for m in METHODS.names() if m not in SKIP])
-    if not args.methods and not args.quick and tuned_theta() is not None:
-        methods.insert(methods.index("dragin") + 1, f"dragin@theta={tuned_theta():.4g}")
+    theta = tuned_theta(args.model)
+    if not args.methods and not args.quick and theta is not None:
+        methods.insert(methods.index("dragin") + 1, f"dragin@theta={theta:.4g}")
     if "sr-rag" not in methods and not args.methods:
         methods.insert(0, "sr-rag")
     questions = {ds: load_questions(ds, n) for ds in DATASETS}
-    paths = [Path(p) for p in args.checkpoint.split(",")]
-    ckpt = paths[0] if not args.quick else RESULTS / "dynamic.quick.checkpoint.jsonl"
+    table = result_name("dynamic" if not args.quick else "dynamic.quick", args.model)
+    paths = [Path(p) for p in (args.checkpoint or str(RESULTS / f"{table}.checkpoint.jsonl")).split(",")]
+    ckpt = paths[0] if not args.quick else RESULTS / f"{table}.checkpoint.jsonl"
     done: dict[tuple, dict] = {}
     sr_seconds: dict[tuple, float] = {}
     for path in ([ckpt] if args.quick else paths):
@@ -213,10 +219,10 @@ def main() -> None:
                               f"ret={rec['retrievals']} {ans.short[:40]!r}", flush=True)
                 rows = aggregate(done, sr_seconds, all_methods, questions)
                 if rows and not args.no_tables:
-                    _write(rows, args, config, all_methods, questions, paths, to_dict)
+                    _write(table, rows, args, config, all_methods, questions, paths, to_dict)
     rows = aggregate(done, sr_seconds, all_methods, questions)
     if not args.no_tables:
-        _write(rows, args, config, all_methods, questions, paths, to_dict)
+        _write(table, rows, args, config, all_methods, questions, paths, to_dict)
     print(summary(rows))
 
 
@@ -230,16 +236,22 @@ def _dragin_note(rows: list[dict]) -> str:
     return " ".join(out)
 
 
-def _write(rows, args, config, methods, questions, paths, to_dict) -> None:
+def _size_note(model: str) -> str:
+    if model == DEFAULT_MODEL:
+        return "At 135M parameters differences between methods are mostly noise (MODELS.md)."
+    return f"Model {model}: the quality comparison (MODELS.md: use 0.5B+ for quality, 135M for speed)."
+
+
+def _write(table, rows, args, config, methods, questions, paths, to_dict) -> None:
     n_done = {ds: max((r["n"] for r in rows if r["dataset"] == ds), default=0) for ds in questions}
     notes = (f"Questions: the first N of ../shared/data/questions/{{hotpotqa,2wikimultihopqa}}.jsonl; each row "
              f"aggregates the questions its method and sr-rag both finished (column n; target "
              f"{args.n if not args.quick else 2} per dataset). BM25 (bm25s, Lucene) over "
              f"corpus/wiki_paragraphs.jsonl, k=3, max_new_tokens={args.max_new_tokens}, paper-default thresholds, "
              f"greedy decoding. ratio_to_sr_rag = time over sr-rag's on the same questions measured in the same run (n_timed_with_sr_rag questions). "
-             f"{summary(rows)} {_dragin_note(rows)} {args.note} At 135M parameters differences between methods are mostly noise (MODELS.md). "
+             f"{summary(rows)} {_dragin_note(rows)} {args.note} {_size_note(args.model)} "
              f"Skipped: {', '.join(f'{k} ({v})' for k, v in SKIP.items())}.")
-    write_results("dynamic" if not args.quick else "dynamic.quick", rows, model=args.model,
+    write_results(table, rows, model=args.model,
                   data={ds: {"file": f"questions/{ds}.jsonl", "questions_requested": len(qs),
                              "questions_finished": n_done.get(ds, 0)} for ds, qs in questions.items()},
                   notes=notes, extra={"config": to_dict(config), "methods": methods,
