@@ -65,11 +65,13 @@ def split_label(label: str) -> tuple[str, dict[str, str]]:
 def score(rec: dict) -> dict:
     """EM/F1 of a checkpointed answer, re-extracted from its full text at aggregation time so a
     fix to the shared answer extraction re-scores old runs consistently."""
-    from dynaprag.eval.metrics import exact_match, f1
-    from dynaprag.lm.prompts import extract_answer
+    from dynaprag.eval.metrics import cover_exact_match, exact_match, f1
+    from dynaprag.lm.prompts import ANSWER_PATTERN, extract_answer
 
     short = extract_answer(rec["text"])
-    return {**rec, "short": short, "em": exact_match(short, rec["answers"]), "f1": f1(short, rec["answers"])}
+    return {**rec, "short": short, "em": exact_match(short, rec["answers"]), "f1": f1(short, rec["answers"]),
+            "cover_em": cover_exact_match(short, rec["answers"]),
+            "marked": ANSWER_PATTERN.search(rec["text"]) is not None}
 
 
 def read_checkpoint(path: Path, done: dict[tuple, dict], sr_seconds: dict[tuple, float]) -> None:
@@ -107,6 +109,8 @@ def aggregate(done: dict[tuple, dict], sr_seconds: dict[tuple, float], methods: 
             rows.append({
                 "method": m, "dataset": ds, "n": len(recs),
                 "em": mean(r["em"] for r in recs), "f1": mean(r["f1"] for r in recs),
+                "cover_em": mean(r["cover_em"] for r in recs),
+                "answer_marker_share": mean(r["marked"] for r in recs),
                 "retrievals_per_question": mean(r["retrievals"] for r in recs),
                 "forward_passes_per_question": mean(r["forward_passes"] for r in recs),
                 "generated_tokens_per_question": mean(r["generated_tokens"] for r in recs),
@@ -248,7 +252,10 @@ def _write(table, rows, args, config, methods, questions, paths, to_dict) -> Non
              f"aggregates the questions its method and sr-rag both finished (column n; target "
              f"{args.n if not args.quick else 2} per dataset). BM25 (bm25s, Lucene) over "
              f"corpus/wiki_paragraphs.jsonl, k=3, max_new_tokens={args.max_new_tokens}, paper-default thresholds, "
-             f"greedy decoding. ratio_to_sr_rag = time over sr-rag's on the same questions measured in the same run (n_timed_with_sr_rag questions). "
+             f"greedy decoding. cover_em = the gold answer occurs in the short answer (lenient to answers "
+             f"wrapped in a sentence). answer_marker_share = share of answers that end with 'So the answer is X' "
+             f"as the prompt asks (the others are scored on their first line). ratio_to_sr_rag = time over "
+             f"sr-rag's on the same questions measured in the same run (n_timed_with_sr_rag questions). "
              f"{summary(rows)} {_dragin_note(rows)} {args.note} {_size_note(args.model)} "
              f"Skipped: {', '.join(f'{k} ({v})' for k, v in SKIP.items())}.")
     write_results(table, rows, model=args.model,

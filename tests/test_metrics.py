@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from dynaprag.eval.metrics import (accuracy, exact_match, f1, f1_precision_recall, normalize_answer,
+from dynaprag.eval.metrics import (accuracy, cover_exact_match, exact_match, f1, f1_precision_recall, normalize_answer,
                                    recall_at_k, score_answer, yes_no)
 
 
@@ -89,3 +89,14 @@ def test_extract_answer(text, short):
     from dynaprag.lm.prompts import extract_answer
 
     assert extract_answer(text) == short
+
+
+@pytest.mark.parametrize("prediction, golds, expected", [
+    ("Based on the context provided, the director of Jaws was Steven Spielberg.", ["Steven Spielberg"], 1.0),
+    ("The Seine", ["the Seine", "Seine River"], 1.0),
+    ("Spielbergian cinema", ["Spielberg"], 0.0),  # whole words only
+    ("Steven", ["Steven Spielberg"], 0.0),  # the whole gold must be there
+    ("anything", [""], 0.0),  # an empty gold covers nothing
+])
+def test_cover_exact_match(prediction, golds, expected):
+    assert cover_exact_match(prediction, golds) == expected

@@ -27,7 +27,7 @@ from collections import Counter
 from typing import Iterable, Sequence
 
 __all__ = [
-    "normalize_answer", "exact_match", "f1", "f1_precision_recall", "yes_no", "accuracy",
+    "normalize_answer", "exact_match", "cover_exact_match", "f1", "f1_precision_recall", "yes_no", "accuracy",
     "recall_at_k", "score_answer",
 ]
 
@@ -52,6 +52,17 @@ def exact_match(prediction: str, golds: str | Sequence[str]) -> float:
     """1.0 if the normalised prediction equals any normalised gold answer, else 0.0."""
     pred = normalize_answer(prediction)
     return float(any(pred == normalize_answer(g) for g in _as_list(golds)))
+
+
+def cover_exact_match(prediction: str, golds: str | Sequence[str]) -> float:
+    """1.0 if a normalised gold answer occurs in the normalised prediction as a run of whole words.
+
+    The lenient "cover EM" (FlashRAG's ``acc``): it still credits an answer wrapped in a sentence
+    ("Based on the context, the film is Jaws"), which F1 dilutes and EM rejects, so a model that
+    ignores the answer format can be compared on what it knows.
+    """
+    pred = f" {normalize_answer(prediction)} "
+    return float(any(g and f" {g} " in pred for g in map(normalize_answer, _as_list(golds))))
 
 
 def f1_precision_recall(prediction: str, gold: str) -> tuple[float, float, float]:

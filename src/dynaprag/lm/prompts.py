@@ -21,6 +21,7 @@ import yaml
 from dynaprag.corpus import Passage
 
 ANSWER_MARKER = "So the answer is"
+ANSWER_PATTERN = re.compile(r"\bthe answer is\b", re.IGNORECASE)  # what extract_answer looks for
 _SYS, _USER = "\x00SYSTEM\x00", "\x00USER\x00"
 
 
@@ -67,7 +68,7 @@ def extract_answer(text: str) -> str:
     One function for every method, so methods are scored the same way. "The answer is X" without
     the "So" counts too (small models often open with it), matched case-insensitively.
     """
-    matches = list(re.finditer(r"\bthe answer is\b", text, flags=re.IGNORECASE))
+    matches = list(ANSWER_PATTERN.finditer(text))
     if matches:
         tail = text[matches[-1].end():].lstrip(" :")
         tail = tail.split("\n")[0]
