@@ -72,8 +72,8 @@ def test_recall_at_k():
 
 
 def test_score_answer():
-    assert score_answer("Seine", ["the Seine"]) == {"em": 1.0, "f1": 1.0}
-    assert score_answer("yes it is", ["yes"], yes_no_task=True) == {"em": 0.0, "f1": 0.0, "acc": 1.0}
+    assert score_answer("Seine", ["the Seine"]) == {"em": 1.0, "f1": 1.0, "cover_em": 1.0}
+    assert score_answer("yes it is", ["yes"], yes_no_task=True) == {"em": 0.0, "f1": 0.0, "cover_em": 1.0, "acc": 1.0}
 
 
 @pytest.mark.parametrize("text, short", [

@@ -126,8 +126,9 @@ def recall_at_k(retrieved_ids: Iterable[str], gold_ids: Iterable[str], k: int | 
 
 
 def score_answer(prediction: str, golds: Sequence[str], *, yes_no_task: bool = False) -> dict[str, float]:
-    """All answer metrics of one prediction: ``em`` and ``f1``, plus ``acc`` on yes/no tasks."""
-    scores = {"em": exact_match(prediction, golds), "f1": f1(prediction, golds)}
+    """All answer metrics of one prediction: ``em``, ``f1`` and ``cover_em``, plus ``acc`` on yes/no tasks."""
+    scores = {"em": exact_match(prediction, golds), "f1": f1(prediction, golds),
+              "cover_em": cover_exact_match(prediction, golds)}
     if yes_no_task:
         scores["acc"] = accuracy(prediction, golds)
     return scores

@@ -25,7 +25,7 @@ from dynaprag.eval.runner import CONFIG, RECORDS, RunError, read_records, summar
 
 __all__ = ["Run", "load_run", "plot_runs", "report_table", "retrieval_positions", "write_report"]
 
-COLUMNS = (("em", "EM"), ("f1", "F1"), ("acc", "Acc"), ("recall", "Recall"),
+COLUMNS = (("em", "EM"), ("f1", "F1"), ("cover_em", "Cover EM"), ("acc", "Acc"), ("recall", "Recall"),
            ("retrievals_per_question", "Retrievals/q"), ("generated_tokens_per_question", "Gen tok/q"),
            ("prompt_tokens_per_question", "Prompt tok/q"), ("s_per_question", "s/q"))
 

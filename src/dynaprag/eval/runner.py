@@ -145,7 +145,7 @@ def summarize(records: Sequence[dict], config: Mapping | None = None) -> dict:
         "method": pipeline.get("method"), "model": pipeline.get("model"), "dataset": config.get("dataset"),
         "questions": len(records),
     }
-    for metric in ("em", "f1", "acc", "recall"):
+    for metric in ("em", "f1", "cover_em", "acc", "recall"):
         values = [r["scores"][metric] for r in records if r["scores"].get(metric) is not None]
         if values and (metric != "recall" or any(r["retrievals"] for r in records)):
             out[metric] = _mean(values)
@@ -264,7 +264,7 @@ def score_predictions(examples: Sequence[Example], predictions: Mapping[str, str
     """Average EM/F1 (and accuracy) of fixed predictions; a missing prediction scores as empty."""
     rows = [score_answer(predictions.get(ex.id, ""), ex.answers, yes_no_task=yes_no_task) for ex in examples]
     out: dict[str, Any] = {"questions": len(rows), "missing": sum(ex.id not in predictions for ex in examples)}
-    for metric in ("em", "f1", "acc"):
+    for metric in ("em", "f1", "cover_em", "acc"):
         if rows and metric in rows[0]:
             out[metric] = _mean([r[metric] for r in rows])
     return out
