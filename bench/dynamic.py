@@ -63,8 +63,8 @@ def split_label(label: str) -> tuple[str, dict[str, str]]:
 
 
 def score(rec: dict) -> dict:
-    """EM/F1 of a checkpointed answer, re-extracted from its full text at aggregation time so a
-    fix to the shared answer extraction re-scores old runs consistently."""
+    """EM, F1, cover EM and answer-format flag of a checkpointed answer, re-extracted from its full
+    text at aggregation time so a fix to the shared answer extraction re-scores old runs consistently."""
     from dynaprag.eval.metrics import cover_exact_match, exact_match, f1
     from dynaprag.lm.prompts import ANSWER_PATTERN, extract_answer
 
