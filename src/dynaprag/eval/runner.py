@@ -261,7 +261,7 @@ def read_predictions(path: str | Path) -> dict[str, str]:
 
 def score_predictions(examples: Sequence[Example], predictions: Mapping[str, str], *,
                       yes_no_task: bool = False) -> dict:
-    """Average EM/F1 (and accuracy) of fixed predictions; a missing prediction scores as empty."""
+    """Average EM, F1, cover EM (and accuracy) of fixed predictions; a missing prediction scores as empty."""
     rows = [score_answer(predictions.get(ex.id, ""), ex.answers, yes_no_task=yes_no_task) for ex in examples]
     out: dict[str, Any] = {"questions": len(rows), "missing": sum(ex.id not in predictions for ex in examples)}
     for metric in ("em", "f1", "cover_em", "acc"):
