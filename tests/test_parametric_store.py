@@ -62,3 +62,53 @@ def test_lru_keeps_recent_adapters(tmp_path):
     assert (store.hits, store.misses) == (2, 0)
     store.get("h0")
     assert store.misses == 1
+
+
+def test_same_size_damage_is_not_a_finished_adapter(tmp_path):
+    """16 flipped bytes keep the file's size: `has()` must still refuse it (so encode redoes it)."""
+    store = AdapterStore(tmp_path, "m", {"r": 2}, cache_size=0)
+    store.put("h1", _adapter(1))
+    path = store.path("h1")
+    data = bytearray(path.read_bytes())
+    for i in range(len(data) // 2, len(data) // 2 + 16):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+    reopened = AdapterStore(tmp_path, "m", {"r": 2}, cache_size=0)
+    assert not reopened.has("h1")
+    assert reopened.status("h1").startswith("damaged")
+    with pytest.raises(AdapterIntegrityError) as err:
+        reopened.get("h1")
+    message = str(err.value)
+    assert str(path) in message and "manifest.json" in message and "'h1'" in message
+    assert isinstance(err.value, ValueError) and "\n" not in message
+
+
+@pytest.mark.parametrize("field", ["bytes", "sha256"])
+def test_manifest_entry_without_size_or_checksum(tmp_path, field):
+    store = AdapterStore(tmp_path, "m", {"r": 2}, cache_size=0)
+    store.put("h1", _adapter(1))
+    manifest_path = store.dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["entries"]["h1"][field]
+    manifest_path.write_text(json.dumps(manifest))
+    assert not store.has("h1")  # not a bare KeyError
+    assert store.verify() == ["h1"]
+    with pytest.raises(AdapterIntegrityError) as err:
+        store.get("h1")
+    message = str(err.value)
+    assert str(manifest_path) in message and "'h1'" in message and field in message
+    store.put("h1", _adapter(1))  # re-encoding repairs the entry
+    assert store.has("h1") and store.verify() == []
+
+
+def test_unknown_adapter_error_names_the_store(tmp_path):
+    store = AdapterStore(tmp_path, "m", {"r": 2})
+    with pytest.raises(KeyError, match="manifest.json"):
+        store.get("nope")
+
+
+def test_manifest_without_entries_is_named(tmp_path):
+    store = AdapterStore(tmp_path, "m", {"r": 2})
+    (store.dir / "manifest.json").write_text("{}")
+    with pytest.raises(AdapterIntegrityError, match="manifest.json.*entries"):
+        store.entries()

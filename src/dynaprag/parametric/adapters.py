@@ -9,31 +9,41 @@ settings, and the exact document text, so the store is namespaced as
 A changed document gets a new hash and is simply re-encoded.
 
 Integrity. Files are written to a temporary name and ``os.replace``-d into place; only then is
-the document added to ``manifest.json`` (under a file lock, so Ray workers or parallel
-encoders can share a store). A killed encoder therefore never leaves a file that counts as
-finished: ``has()`` requires a manifest entry. Loading re-computes the file's sha256 and
-refuses a mismatch (:class:`AdapterIntegrityError`). Weights are only ever read with
-``safetensors`` (never pickle).
+the document added to ``manifest.json`` with the file's sha256 and size (under a file lock,
+so Ray workers or parallel encoders can share a store). A document counts as finished only
+when its manifest entry is well formed and its file still has that size and that sha256
+(:meth:`AdapterStore.status`), so a killed encoder, a truncated or bit-flipped file, or a
+hand-edited entry all read as "not encoded": ``dynaprag encode`` redoes them and the PRAG
+injector re-encodes them or falls back to context (its ``on_missing``). Digests are cached
+per (size, mtime, inode), so checking a store does not re-read unchanged files. Loading
+verifies the bytes it actually parses and refuses a mismatch with an
+:class:`AdapterIntegrityError` that names the file, the manifest and the entry. Weights are
+only ever read with ``safetensors`` (never pickle).
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import torch
 
+from dynaprag.files import atomic_write_json, locked, sweep_stale, tmp_name
+
 MANIFEST = "manifest.json"
+OK = "ok"
 
 
-class AdapterIntegrityError(RuntimeError):
-    """An adapter file whose checksum does not match the manifest (corrupt or tampered)."""
+class AdapterStoreError(ValueError):
+    """A store the user can repair: the message names the file, the manifest entry and the fix."""
+
+
+class AdapterIntegrityError(AdapterStoreError):
+    """An adapter file or manifest entry that is damaged (checksum, size or fields do not match)."""
 
 
 def config_hash(config: Mapping[str, Any]) -> str:
@@ -47,12 +57,6 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 class AdapterStore:
@@ -72,52 +76,78 @@ class AdapterStore:
         self.dir = self.root / model_fingerprint / config_hash(self.config)
         self.files = self.dir / "adapters"
         self.files.mkdir(parents=True, exist_ok=True)
+        self.manifest_path = self.dir / MANIFEST
         self.cache_size = cache_size
         self._lru: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
+        self._digests: dict[str, tuple[tuple[int, int, int], str]] = {}
         self.hits = self.misses = 0
-        if not (self.dir / MANIFEST).exists():
-            with self._locked():
-                if not (self.dir / MANIFEST).exists():
-                    self._write_manifest({"model_fingerprint": model_fingerprint, "config": self.config,
-                                          "entries": {}})
-        for stale in self.files.glob(".*.tmp-*"):  # leftovers of a killed writer: never finished
-            if not _pid_alive(stale.name.rsplit("-", 1)[-1]):
-                stale.unlink(missing_ok=True)
+        if not self.manifest_path.exists():
+            with locked(self.manifest_path):
+                if not self.manifest_path.exists():
+                    atomic_write_json(self.manifest_path, {"model_fingerprint": model_fingerprint,
+                                                           "config": self.config, "entries": {}})
+        sweep_stale(self.files)  # partial files of killed writers never count as finished
 
     # -- manifest -------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        with (self.dir / "manifest.lock").open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-
     def _read_manifest(self) -> dict[str, Any]:
-        path = self.dir / MANIFEST
+        path = self.manifest_path
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            manifest = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
-            raise AdapterIntegrityError(f"{path}: not valid JSON (line {exc.lineno}): {exc.msg}") from None
-
-    def _write_manifest(self, manifest: dict[str, Any]) -> None:
-        _atomic_write_text(self.dir / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+            raise AdapterIntegrityError(f"{path}: not valid JSON (line {exc.lineno}): {exc.msg}; delete it and "
+                                        f"re-run `dynaprag encode` to rebuild the store") from None
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("entries"), dict):
+            raise AdapterIntegrityError(f"{path}: no 'entries' object; delete it and re-run `dynaprag encode` "
+                                        f"to rebuild the store")
+        return manifest
 
     def entries(self) -> dict[str, dict[str, Any]]:
-        """``content_hash -> entry`` (file, sha256, bytes, doc, training stats) of finished adapters."""
+        """``content_hash -> entry`` (file, sha256, bytes, doc, training stats) as recorded.
+
+        Recorded is not finished: use :meth:`has` / :meth:`status` before trusting an entry.
+        """
         return self._read_manifest()["entries"]
 
     def path(self, content_hash: str) -> Path:
         return self.files / f"{content_hash}.safetensors"
 
-    def has(self, content_hash: str) -> bool:
-        """True only for a finished adapter: a manifest entry whose file exists with its size."""
-        entry = self.entries().get(content_hash)
+    def _where(self, content_hash: str) -> str:
+        return f"{self.path(content_hash)} (entry {content_hash!r} of {self.manifest_path})"
+
+    def _digest(self, path: Path, stat: os.stat_result) -> str:
+        key = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        cached = self._digests.get(str(path))
+        if cached is None or cached[0] != key:
+            cached = (key, sha256_file(path))
+            self._digests[str(path)] = cached
+        return cached[1]
+
+    def status(self, content_hash: str, entry: Mapping[str, Any] | None = None) -> str:
+        """``"ok"`` for a finished adapter, else why not: ``"not encoded"``, ``"missing ..."``,
+        ``"damaged ..."`` (the reason names the field or check that failed)."""
         if entry is None:
-            return False
+            entry = self.entries().get(content_hash)
+        if entry is None:
+            return "not encoded"
+        if not isinstance(entry, Mapping):
+            return "damaged manifest entry (not an object)"
+        for name, kind in (("sha256", str), ("bytes", int)):
+            if not isinstance(entry.get(name), kind):
+                return f"damaged manifest entry (no valid '{name}' field)"
         path = self.path(content_hash)
-        return path.is_file() and path.stat().st_size == entry["bytes"]
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return "missing file"
+        if stat.st_size != entry["bytes"]:
+            return f"damaged file (size {stat.st_size} bytes, manifest says {entry['bytes']})"
+        if self._digest(path, stat) != entry["sha256"]:
+            return "damaged file (sha256 does not match the manifest)"
+        return OK
+
+    def has(self, content_hash: str) -> bool:
+        """True only for a finished adapter: a well-formed entry whose file has its size and sha256."""
+        return self.status(content_hash) == OK
 
     def __len__(self) -> int:
         return len(self.entries())
@@ -125,27 +155,41 @@ class AdapterStore:
     # -- read / write ---------------------------------------------------------------------
     def put(self, content_hash: str, adapter: Mapping[str, torch.Tensor],
             info: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Save ``adapter`` atomically, then record it (with its sha256) in the manifest."""
-        from safetensors.torch import save_file
+        """Save ``adapter`` atomically, then record it (with its sha256) in the manifest.
+
+        Replaces a damaged or outdated adapter of the same document.
+        """
+        from safetensors.torch import save
 
         path = self.path(content_hash)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in adapter.items()}
         metadata = {"content_hash": content_hash, "model_fingerprint": self.model_fingerprint,
                     "config": json.dumps(self.config, sort_keys=True, default=str)}
-        save_file(tensors, str(tmp), metadata=metadata)
-        entry = {"file": f"adapters/{path.name}", "sha256": sha256_file(tmp), "bytes": tmp.stat().st_size,
+        data = save(tensors, metadata=metadata)
+        entry = {"file": f"adapters/{path.name}", "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
                  "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **dict(info or {})}
-        os.replace(tmp, path)
-        with self._locked():
+        tmp = tmp_name(path)
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        with locked(self.manifest_path):
             manifest = self._read_manifest()
             manifest["entries"][content_hash] = entry
-            self._write_manifest(manifest)
+            atomic_write_json(self.manifest_path, manifest)
         self._remember(content_hash, tensors)
         return entry
 
     def get(self, content_hash: str) -> dict[str, torch.Tensor]:
-        """The adapter of a document (LRU-cached), checksum-verified when read from disk."""
+        """The adapter of a document (LRU-cached), checksum-verified when read from disk.
+
+        Raises ``KeyError`` for a document that was never encoded and
+        :class:`AdapterIntegrityError` for a damaged file or entry.
+        """
         if content_hash in self._lru:
             self._lru.move_to_end(content_hash)
             self.hits += 1
@@ -153,19 +197,35 @@ class AdapterStore:
         self.misses += 1
         entry = self.entries().get(content_hash)
         if entry is None:
-            raise KeyError(f"no adapter for document {content_hash[:12]}... in {self.dir}")
+            raise KeyError(f"no adapter for document {content_hash!r} in {self.manifest_path}: "
+                           f"run `dynaprag encode` on the corpus")
+        reason = self.status(content_hash, entry)
+        if reason == "missing file":
+            raise AdapterIntegrityError(f"{self._where(content_hash)}: the file is missing; "
+                                        f"re-run `dynaprag encode` to rebuild it")
+        if reason != OK and "manifest entry" in reason:
+            raise AdapterIntegrityError(f"{self._where(content_hash)}: {reason}; re-run `dynaprag encode` "
+                                        f"to rebuild it")
         path = self.path(content_hash)
         data = path.read_bytes()
         digest = hashlib.sha256(data).hexdigest()
-        if digest != entry["sha256"]:
+        if len(data) != entry["bytes"] or digest != entry["sha256"]:
             raise AdapterIntegrityError(
-                f"{path}: sha256 {digest[:12]}... does not match the manifest ({entry['sha256'][:12]}...); "
-                f"delete the file and re-run `dynaprag encode` to rebuild it")
+                f"{self._where(content_hash)}: damaged file (sha256 {digest[:12]}..., manifest "
+                f"{entry['sha256'][:12]}...); re-run `dynaprag encode` to rebuild it")
         from safetensors.torch import load
 
-        tensors = load(data)
+        try:
+            tensors = load(data)
+        except Exception as exc:  # a checksummed file that still does not parse: written by something else
+            raise AdapterIntegrityError(f"{self._where(content_hash)}: not a safetensors file ({exc}); "
+                                        f"delete it and re-run `dynaprag encode`") from None
         self._remember(content_hash, tensors)
         return tensors
+
+    def forget(self, content_hash: str) -> None:
+        """Drop a document from the in-memory cache (after its file was found damaged or replaced)."""
+        self._lru.pop(content_hash, None)
 
     def _remember(self, content_hash: str, tensors: dict[str, torch.Tensor]) -> None:
         if self.cache_size <= 0:
@@ -176,23 +236,5 @@ class AdapterStore:
             self._lru.popitem(last=False)
 
     def verify(self) -> list[str]:
-        """Content hashes whose files are missing or fail their checksum (empty = all good)."""
-        bad = []
-        for content_hash, entry in self.entries().items():
-            path = self.path(content_hash)
-            if not path.is_file() or sha256_file(path) != entry["sha256"]:
-                bad.append(content_hash)
-        return bad
-
-    def total_bytes(self) -> int:
-        return sum(e["bytes"] for e in self.entries().values())
-
-
-def _pid_alive(pid: str) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True
-    return True
+        """Content hashes whose entries are damaged or whose files are missing or fail their checksum."""
+        return [h for h, entry in self.entries().items() if self.status(h, entry) != OK]
