@@ -12,6 +12,14 @@ Attention is captured cheaply: only the last decoder layer is switched to eager 
 >>> state = gen.start(gen.encode("The capital of France is"))      # doctest: +SKIP
 >>> gen.generate(state, GenerationConfig(max_new_tokens=5)).text   # doctest: +SKIP
 ' Paris.'
+
+Sequences never outgrow the model's context (:func:`context_length`): :meth:`Generator.start`
+and :meth:`Generator.extend`, through which every prompt passes, refuse a longer prompt with
+:class:`PromptTooLong` before the model runs (a 20,000-word question once ran 400 s at 2.7 GB
+to no output). The answer budget ``max_new_tokens`` is deliberately *not* reserved: answers
+usually end at EOS far below the budget, so reserving it would refuse prompts that can be
+answered. Instead decoding stops at the context's end (``Generation.stopped_by == "context"``),
+and a :meth:`Generator.step` that would run past it raises :class:`PromptTooLong`.
 """
 from __future__ import annotations
 
@@ -24,6 +32,35 @@ import torch
 
 from dynaprag.lm import signals
 from dynaprag.lm.models import LoadedModel
+
+
+class PromptTooLong(ValueError):
+    """A prompt (or prompt + answer so far) that does not fit the model's context; says how to shorten it."""
+
+    def __init__(self, tokens: int, limit: int, model: str = "", what: str = "prompt"):
+        self.tokens, self.limit = tokens, limit
+        super().__init__(
+            f"{what} of {tokens} tokens exceeds the context of {limit} tokens of model {model or '?'}; "
+            "use a shorter question, fewer passages (k) or fewer shots (prompt.shots)")
+
+
+#: config attributes that hold a model's context length, most specific first
+_CONTEXT_ATTRIBUTES = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+
+
+def context_length(config) -> int | None:
+    """The longest sequence the model was built for (tokens), or ``None`` when its config says none.
+
+    Llama/SmolLM2, Qwen2 and Gemma store it as ``max_position_embeddings``; multimodal configs
+    (Gemma 3) keep it on their text config; GPT-2-style configs call it ``n_positions``.
+    """
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for source in (text, config):
+        for name in _CONTEXT_ATTRIBUTES:
+            value = getattr(source, name, None)
+            if isinstance(value, int) and value > 0:
+                return value
+    return None
 
 
 @dataclass
@@ -159,6 +196,15 @@ class Generator:
         self.eos_ids = self._end_ids()
         params = inspect.signature(self.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self.context_length = context_length(self.model.config)
+
+    def room(self, state: "DecodeState") -> int | None:
+        """How many more tokens ``state`` may generate before it outgrows the context (``None``: no limit)."""
+        return None if self.context_length is None else self.context_length - len(state.ids) + 1
+
+    def _check_fits(self, length: int, what: str) -> None:
+        if self.context_length is not None and length > self.context_length:
+            raise PromptTooLong(length, self.context_length, self.lm.name, what)
 
     def _end_ids(self) -> set[int]:
         ids: set[int] = set()
@@ -189,7 +235,11 @@ class Generator:
         return PrefixCache(ids=list(ids), cache=state.cache, logits=state.logits)
 
     def start(self, ids: list[int], prefix: PrefixCache | None = None) -> DecodeState:
-        """A new state for ``ids``; reuses ``prefix``'s KV cache when ``ids`` starts with it."""
+        """A new state for ``ids``; reuses ``prefix``'s KV cache when ``ids`` starts with it.
+
+        Raises :class:`PromptTooLong` when ``ids`` does not fit the model's context.
+        """
+        self._check_fits(len(ids), "prompt")
         state = DecodeState(ids=list(ids), generated=[False] * len(ids), cache=self._new_cache())
         if prefix is not None and len(prefix.ids) <= len(ids) and ids[: len(prefix.ids)] == prefix.ids:
             state.cache = copy.deepcopy(prefix.cache)
@@ -198,7 +248,12 @@ class Generator:
         return state
 
     def extend(self, state: DecodeState, ids: list[int]) -> None:
-        """Append prompt tokens (e.g. passages after a retrieval); they are prefilled lazily."""
+        """Append prompt tokens (e.g. passages after a retrieval); they are prefilled lazily.
+
+        Raises :class:`PromptTooLong`, leaving ``state`` as it was, when the result would not fit
+        the model's context.
+        """
+        self._check_fits(len(state.ids) + len(ids), "prompt with passages and answer so far")
         state.ids.extend(ids)
         state.generated.extend([False] * len(ids))
         if ids:
@@ -275,6 +330,7 @@ class Generator:
     def step(self, state: DecodeState, config: GenerationConfig,
              rng: torch.Generator | None = None) -> StepOutput:
         """Choose the next token (greedy or sampled), append it, and return it with its signals."""
+        self._check_fits(len(state.ids), "prompt with answer so far")
         if state.logits is None or state.fed < len(state.ids):
             self._feed(state, config.capture_attention, tuple(config.hidden_layers))
         logprobs = signals.log_softmax(state.logits)
@@ -301,7 +357,8 @@ class Generator:
         rng = torch.Generator().manual_seed(config.seed) if config.seed is not None else None
         start = len(state.ids)
         decoded = ""
-        for _ in range(config.max_new_tokens):
+        room = self.room(state)
+        for _ in range(config.max_new_tokens if room is None else min(config.max_new_tokens, room)):
             out = self.step(state, config, rng)
             if config.stop_at_eos and out.token_id in self.eos_ids:
                 out.text = ""
@@ -315,7 +372,9 @@ class Generator:
                  should_stop: Callable[[StepOutput, str], bool] | None = None) -> Generation:
         """Decode until EOS, a stop string, the budget, or ``should_stop(step, text_so_far)``."""
         steps: list[StepOutput] = []
-        text, stopped_by = "", "max_tokens"
+        room = self.room(state)
+        text = ""
+        stopped_by = "context" if room is not None and room < config.max_new_tokens else "max_tokens"
         for out in self.iter_steps(state, config):
             steps.append(out)
             if config.stop_at_eos and out.token_id in self.eos_ids:
@@ -348,7 +407,8 @@ class Generator:
         rows: list[list[StepOutput]] = [[] for _ in range(k)]
         done = [False] * k
         position = len(state.ids)
-        for _ in range(config.max_new_tokens):
+        room = self.room(state)
+        for _ in range(config.max_new_tokens if room is None else min(config.max_new_tokens, room)):
             logprobs = signals.log_softmax(logits)
             sample_lp = signals.apply_sampling(logits, config.temperature, config.top_p)
             tokens = torch.multinomial(sample_lp.exp(), 1, generator=rng).squeeze(1)
@@ -365,7 +425,7 @@ class Generator:
                 elif config.stop and any(s in self.decode([s_.token_id for s_ in rows[r]]) for s in config.stop):
                     done[r] = True
             state.counters.generated_tokens += int(sum(1 for r in range(k) if rows[r] and rows[r][-1].position == position))
-            if all(done):
+            if all(done) or (self.context_length is not None and position >= self.context_length):
                 break
             out = self.model(input_ids=tokens.unsqueeze(1), **{self._cache_kw: cache}, use_cache=True,
                              output_hidden_states=bool(config.hidden_layers), logits_to_keep=1)
