@@ -174,6 +174,7 @@ class DocumentEncoder:
 class EncodeReport:
     encoded: int = 0
     skipped: int = 0
+    repaired: int = 0  # documents whose adapter was damaged (size, checksum or entry) and was redone
     incomplete_augmentations: int = 0
     augmentation_failures: int = 0
     augment_seconds: float = 0.0
@@ -224,12 +225,16 @@ def pending_passages(passages: Iterable[Passage], store: AdapterStore,
                      progress: Callable[[Passage, str], None] | None = None) -> tuple[EncodeReport, list[Passage]]:
     """Split passages into finished (counted as skipped) and still to encode: what makes encoding resumable."""
     report, todo = EncodeReport(), []
+    entries = store.entries()
     for passage in passages:
-        if store.has(passage.content_hash):
+        entry = entries.get(passage.content_hash)
+        status = store.status(passage.content_hash, entry) if entry is not None else "not encoded"
+        if status == "ok":
             report.skipped += 1
             if progress:
                 progress(passage, "skipped")
         else:
+            report.repaired += int(entry is not None)  # recorded once, damaged or missing since
             todo.append(passage)
     return report, todo
 

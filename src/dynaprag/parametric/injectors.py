@@ -22,7 +22,7 @@ from typing import Sequence
 
 from dynaprag.corpus import Passage
 from dynaprag.inject import INJECTORS, Injection, Injector
-from dynaprag.parametric.adapters import AdapterStore
+from dynaprag.parametric.adapters import OK, AdapterStore, AdapterStoreError
 from dynaprag.parametric.encode import EncodeConfig, encode_many, encoding_session
 from dynaprag.parametric.lora import LoraInjection, combine, suspended
 
@@ -95,24 +95,47 @@ class PragInjector(Injector):
         return open_store(self.store or default_store_root(), self.lm, self.encode)
 
     def adapters_for(self, passages: Sequence[Passage]) -> tuple[list[dict], list[Passage], list[str]]:
-        """(adapters, passages that fell back to context, notes) for the retrieved passages."""
+        """(adapters, passages that fell back to context, notes) for the retrieved passages.
+
+        A passage whose adapter is not finished (never encoded, file missing, or damaged: see
+        :meth:`AdapterStore.status`) is encoded now or put in context, per ``on_missing``;
+        the note says which and why, naming the file and manifest entry of a damaged adapter.
+        """
         store, adapters, fallback, notes = self._store(), [], [], []
-        missing = [p for p in passages if not store.has(p.content_hash)]
-        if missing and self.on_missing == "encode":  # the missing documents augment as one batch
+        entries = store.entries()
+        status = {p.content_hash: store.status(p.content_hash, entries.get(p.content_hash)) for p in passages}
+        todo = list({p.content_hash: p for p in passages if status[p.content_hash] != OK}.values())
+        for passage in todo:
+            store.forget(passage.content_hash)
+        if todo and self.on_missing == "encode":  # the missing documents augment as one batch
             start = time.perf_counter()
             with suspended(), encoding_session(self.lm, self.encode) as (encoder, augmenter):
-                for passage, (adapter, info) in zip(missing, encode_many(self.lm, missing, self.encode, encoder,
-                                                                         augmenter)):
+                for passage, (adapter, info) in zip(todo, encode_many(self.lm, todo, self.encode, encoder,
+                                                                      augmenter)):
                     store.put(passage.content_hash, adapter, info)
-            notes += [f"doc {p.id}: no adapter, encoded on demand ({time.perf_counter() - start:.1f} s for "
-                      f"{len(missing)} document(s))" for p in missing]
+            took = f"({time.perf_counter() - start:.1f} s for {len(todo)} document(s))"
+            notes += [f"doc {p.id}: {self._why(store, p, status[p.content_hash])}, "
+                      f"{'encoded on demand' if status[p.content_hash] == 'not encoded' else 're-encoded'} {took}"
+                      for p in todo]
         for passage in passages:
-            if store.has(passage.content_hash):
-                adapters.append(store.get(passage.content_hash))
-            else:
+            try:
+                adapters.append(store.get(passage.content_hash) if store.has(passage.content_hash) else None)
+            except (AdapterStoreError, KeyError) as exc:  # changed on disk since it was checked
+                adapters.append(None)
+                status[passage.content_hash] = str(exc)
+            if adapters[-1] is None:
+                adapters.pop()
                 fallback.append(passage)
-                notes.append(f"doc {passage.id}: no adapter, fell back to in-context")
+                notes.append(f"doc {passage.id}: {self._why(store, passage, status[passage.content_hash])}, "
+                             f"fell back to in-context")
         return adapters, fallback, notes
+
+    @staticmethod
+    def _why(store: AdapterStore, passage: Passage, status: str) -> str:
+        if status in (OK, "not encoded"):
+            return "no adapter"
+        return (f"adapter {status} ({store.path(passage.content_hash)}, entry {passage.content_hash!r} "
+                f"of {store.manifest_path})")
 
     def inject(self, passages: Sequence[Passage], question: str) -> Injection:
         if self.lm is None:
