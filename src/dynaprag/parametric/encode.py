@@ -2,16 +2,26 @@
 
 PRAG (Su et al., SIGIR 2025, §3.2.2 "Parametric Knowledge Encoding", Eq. 4) trains, for each
 document, a LoRA ΔΘ on the FFN projections by minimising the language-modelling loss over its
-augmented samples [d_k ⊕ q_j ⊕ a_j]. Defaults are PRAG's: rank 2, alpha 32, dropout 0, lr 3e-4,
-1 epoch, batch 1, loss over the whole sample, gate/up/down projections, and every document
-starting from the same fixed initialisation (PRAG saves one ``base_weight`` adapter; here it is
+augmented samples [d_k ⊕ q_j ⊕ a_j]. Defaults are the reference code's (oneal2000/PRAG
+@e03742e, ``src/encode.py`` and ``configs/*.sh``): rank 2, alpha 32, dropout 0, lr 3e-4,
+1 epoch, batch 1, samples cut at 3000 tokens, the loss on every input token (labels = input
+ids, prompt and chat markup included), gate/up/down projections, and every document starting
+from the same initialisation (the reference saves one ``base_weight`` adapter; here it is
 regenerated bit-for-bit from ``init_seed`` so Ray workers share it without a file).
 
-Samples follow the reference code's recipe: the first ⌈m/2⌉ QA pairs are shown once with the
-passage and once with each rewrite as context, the remaining pairs without context (1 rewrite
-and 3 pairs give 5 samples). Deviation: the answer is written as "So the answer is A." so that
-it matches the answer form of our prompts; a document whose augmentation failed entirely is
-trained on its passage (and rewrite) as plain text, and the failure is recorded in the store.
+Samples are the reference's ``get_train_data`` (parity: ``tests/comparison/test_prag_samples.py``):
+the first ⌈m/2⌉ QA pairs once with the passage and once with each rewrite as "Passage 1", the
+rest with no passage, each rendered by the reference prompt template
+(:class:`PragTemplate`) in the model's chat format; with
+``with_cot`` (what every HotpotQA/2Wiki config of the reference uses) the user turn carries a
+few-shot block and the answer is ``Answer: <full answer>``, without it ``The answer is
+<answer>``. A passage whose augmentation failed is skipped, as in the reference, and never
+trained on plain text (:func:`encode_many` yields no adapter for it; the store records it).
+
+Deviations, all knobs: ``epochs`` is 1 (the reference's configs use 2 for PopQA and for
+HotpotQA with Qwen2.5-1.5B: set ``epochs=2`` there); the few-shot block comes from our
+exemplar sets (``fewshot``; a path to the reference's ``src/fewshot/<dataset>.json`` works
+too); a model without a chat template gets ``user + "\n" + assistant``.
 """
 from __future__ import annotations
 
@@ -24,75 +34,231 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import torch
 
 from dynaprag.corpus import Passage
-from dynaprag.lm.prompts import format_passages
 from dynaprag.parametric.adapters import AdapterStore
 from dynaprag.parametric.augment import AugmentConfig, Augmentation, Augmenter
 from dynaprag.parametric.lora import DEFAULT_TARGETS, from_peft_state_dict
 
 
+# -- PRAG's prompt template (reference src/prompt_template.py), for training and answering ------
+
+_USER = ("You should answer the question by referring to the knowledge provided below and integrating "
+         "your own knowledge.\n{passages}\n\nQuestion: {question}")
+_USER_COT = ("You should reference the knowledge provided below and combine it with your own knowledge to "
+             "answer the question. Please follow the format of the example I provided above.\n"
+             "Here are some examples about how to answer the questions.\n{fewshot}Here are some reference.\n"
+             "{passages}\n\nLet's think step by step. Answer the questions in the same format as above.\n"
+             "Question: {question}")
+_ASSISTANT, _ASSISTANT_COT = "The answer is {answer}", "Answer: {answer}"
+
+
+def normalise_question(question: str) -> str:
+    """The reference's question clean-up: strip, end with "?", and "x ?" becomes "x?"."""
+    question = question.strip()
+    if not question.endswith("?"):
+        return question + "?"
+    return question[:-1].strip() + "?" if question.endswith(" ?") else question
+
+
+def normalise_answer(answer: str | None) -> str:
+    """The reference's target clean-up: strip and end with "." (no answer: empty, the generation cue)."""
+    if answer is None:
+        return ""
+    answer = answer.strip()
+    return answer if answer.endswith(".") else answer + "."
+
+
+def fewshot_block(exemplars: Iterable[tuple[str, str]]) -> str:
+    """Exemplars as the reference's ``get_fewshot`` writes them: "Question: q\nAnswer: a\n\n" each."""
+    return "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in exemplars)
+
+
+def load_fewshot(source: str) -> str:
+    """The few-shot block from an exemplar set name or a JSON file of ``[{question, answer}]``."""
+    import json
+    from pathlib import Path
+
+    if source.endswith(".json"):
+        try:
+            items = json.loads(Path(source).read_text(encoding="utf-8"))
+            return fewshot_block((str(e["question"]), str(e["answer"])) for e in items)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"encode.fewshot: {source} is not a readable JSON list of "
+                             f"{{question, answer}} objects ({exc})") from None
+    from dynaprag.lm.prompts import load_exemplars
+
+    try:
+        _, exemplars = load_exemplars(source)
+    except KeyError as exc:
+        raise ValueError(f"encode.fewshot: {exc.args[0]}") from None
+    return fewshot_block((e.question, e.answer) for e in exemplars)
+
+
+@dataclass(frozen=True)
+class PragTemplate:
+    """PRAG's prompt: one user turn (instruction, [few-shot], passages, question), then the answer cue.
+
+    The same text serves training (with the answer) and answering (answer empty: the prompt
+    ends with "Answer: " or "The answer is "), as in the reference.
+    """
+
+    with_cot: bool = True
+    fewshot: str = ""
+
+    def user(self, question: str, passages: Sequence[str] | None) -> str:
+        block = "".join(f"Passage {i + 1}: {p}\n" for i, p in enumerate(passages or []))
+        template = _USER_COT if self.with_cot else _USER
+        return template.format(question=normalise_question(question), passages=block, fewshot=self.fewshot)
+
+    def assistant(self, answer: str | None) -> str:
+        return (_ASSISTANT_COT if self.with_cot else _ASSISTANT).format(answer=normalise_answer(answer))
+
+    def head(self, tokenizer, chat: bool, user: str) -> str:
+        """The rendered text before the assistant's words (chat markup included)."""
+        if chat:
+            return tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
+                                                 add_generation_prompt=True)
+        return user + "\n"
+
+    def ids(self, tokenizer, chat: bool, question: str, passages: Sequence[str] | None,
+            answer: str | None = None) -> list[int]:
+        """Token ids as the reference builds them: the rendered chat turn, then the assistant text."""
+        head = self.head(tokenizer, chat, self.user(question, passages))
+        return (tokenizer.encode(head, add_special_tokens=False)
+                + tokenizer.encode(self.assistant(answer), add_special_tokens=False))
+
+
+class PragPromptBuilder:
+    """:class:`~dynaprag.lm.prompts.PromptBuilder`'s interface over :class:`PragTemplate`, so the
+    decoding loop answers in the format the adapters were trained on.
+
+    :meth:`build` tokenises the chat turn in one piece and the answer cue apart, like the
+    reference, so its ids equal :meth:`PragTemplate.ids`. The reusable prefix (its KV cache is
+    computed once) is the longest run of leading tokens that two different prompts share, less
+    one token: text at a segment edge may tokenise differently with what follows it.
+    """
+
+    def __init__(self, tokenizer, chat: bool, template: PragTemplate):
+        self.tokenizer, self.chat, self.template = tokenizer, chat, template
+        probes = [self.encode(self._head("\x00A\x00", ())),
+                  self.encode(self._head("\x00B\x00", [Passage("", "", "\x00C\x00")]))]
+        n = 0
+        while n < min(map(len, probes)) and probes[0][n] == probes[1][n]:
+            n += 1
+        self.prefix_ids = probes[0][: max(0, n - 1)]
+        self.prefix_text = tokenizer.decode(self.prefix_ids)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False) if text else []
+
+    def _head(self, question: str, passages: Sequence[Passage]) -> str:
+        texts = [p.as_context() for p in passages]
+        return self.template.head(self.tokenizer, self.chat, self.template.user(question, texts or None))
+
+    def knowledge_ids(self, passages: Sequence[Passage]) -> list[int]:
+        return self.encode("".join(f"Passage {i + 1}: {p.as_context()}\n" for i, p in enumerate(passages)))
+
+    def question_ids(self, question: str) -> list[int]:
+        """The tokens from the question line to the answer cue (what the loop treats as the question)."""
+        head = self._head(question, ())
+        return self.encode(head[head.rindex("Question: "):]) + self.encode(self.template.assistant(None))
+
+    def build(self, question: str, passages: Sequence[Passage] = (), answer_ids: Sequence[int] = ()) -> list[int]:
+        head = self._head(question, passages)
+        ids = self.encode(head)
+        if ids[: len(self.prefix_ids)] != self.prefix_ids:  # never seen; keeps the prefix cache valid
+            ids = self.prefix_ids + self.encode(head[len(self.prefix_text):])
+        return ids + self.encode(self.template.assistant(None)) + list(answer_ids)
+
+
 @dataclass
 class EncodeConfig:
-    """LoRA and training settings of PRAG's offline encoding (they key the adapter store)."""
+    """LoRA, training and sample settings of PRAG's offline encoding (they key the adapter store)."""
 
     rank: int = field(default=2, metadata={"help": "LoRA rank r (PRAG: 2)"})
     alpha: float = field(default=32.0, metadata={"help": "LoRA alpha; scaling = alpha / r (PRAG: 32)"})
     dropout: float = field(default=0.0, metadata={"help": "LoRA dropout (PRAG: 0)"})
     targets: tuple[str, ...] = field(default=DEFAULT_TARGETS, metadata={"help": "projections that get a LoRA (PRAG: FFN gate/up/down)"})
     learning_rate: float = field(default=3e-4, metadata={"help": "AdamW learning rate (PRAG: 3e-4)"})
-    epochs: int = field(default=1, metadata={"help": "passes over the document's samples (PRAG: 1)"})
-    max_length: int = field(default=1024, metadata={"help": "tokens per training sample (truncated beyond)"})
+    epochs: int = field(default=1, metadata={
+        "help": "passes over the document's samples (PRAG configs: 1; 2 for PopQA and HotpotQA-Qwen2.5-1.5B)"})
+    max_length: int = field(default=3000, metadata={"help": "tokens per training sample, cut beyond (PRAG: 3000)"})
     init_seed: int = field(default=42, metadata={"help": "seed of the shared LoRA initialisation"})
+    with_cot: bool = field(default=True, metadata={
+        "help": "PRAG's --with_cot template: few-shot block, 'Answer: <full answer>' (PRAG's HotpotQA/2Wiki configs)"})
+    fewshot: str = field(default="default", metadata={
+        "help": "few-shot block of the cot template: an exemplar set of data/exemplars.yaml or a "
+                "JSON file of [{question, answer}] (the reference's src/fewshot/<dataset>.json)"})
     augment: AugmentConfig = field(default_factory=AugmentConfig, metadata={"help": "document augmentation"})
+
+    def __post_init__(self) -> None:
+        for name in ("rank", "epochs", "max_length"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"encode.{name} must be >= 1, not {getattr(self, name)!r}")
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            raise ValueError(f"encode.learning_rate must be a positive number, not {self.learning_rate!r}")
 
     @property
     def scaling(self) -> float:
         return self.alpha / self.rank
 
+    def template(self) -> PragTemplate:
+        """The prompt template of training samples, and of answers under these adapters."""
+        return PragTemplate(with_cot=self.with_cot, fewshot=load_fewshot(self.fewshot) if self.with_cot else "")
+
     def store_config(self) -> dict[str, Any]:
         """What keys the store (besides model fingerprint and document hash).
 
-        The LoRA and training settings and the augmentation's counts; the augmentation's token
-        budgets and retries are operational and recorded per document in the manifest instead.
+        The LoRA, training and sample settings and the augmentation's counts, prompts and
+        sampling; its token budgets and retries are operational and recorded per document in
+        the manifest instead.
         """
         data = asdict(self)
         data["targets"] = list(self.targets)
-        data["augment"] = {"rewrites": self.augment.rewrites, "qa_pairs": self.augment.qa_pairs}
-        data["format"] = "prag-v1"
+        data["augment"] = {k: getattr(self.augment, k) for k in ("rewrites", "qa_pairs", "prompts")}
+        data["format"] = "prag-v2"
         return data
 
 
-def training_texts(aug: Augmentation) -> list[tuple[str, str | None]]:
-    """(user prompt, answer) pairs per PRAG's recipe; answer None = plain-text LM sample."""
-    passage = Passage(aug.passage["id"], aug.passage["title"], aug.passage["text"])
-    contexts = [passage] + [Passage(passage.id, passage.title, r) for r in aug.rewrites]
+def training_prompts(aug: Augmentation, with_cot: bool) -> list[tuple[str, list[str] | None, str]]:
+    """(question, passages, answer) per sample, in the reference ``get_train_data``'s order.
+
+    The first ⌈m/2⌉ QA pairs are shown with the passage and then with each rewrite, the rest
+    with no passage; with ``with_cot`` the target is the pair's full answer (its short answer
+    when the augmentation has none).
+    """
+    passage = Passage(aug.passage["id"], aug.passage["title"], aug.passage["text"]).as_context()
+    contexts = [passage] + list(aug.rewrites)
     with_context = (len(aug.qa) + 1) // 2
-    samples: list[tuple[str, str | None]] = []
+    out: list[tuple[str, list[str] | None, str]] = []
     for j, qa in enumerate(aug.qa):
-        answer = f"So the answer is {qa['answer']}."
+        answer = (qa.get("full_answer") or qa["answer"]) if with_cot else qa["answer"]
         if j < with_context:
-            samples += [(format_passages([c]) + f"Question: {qa['question']}", answer) for c in contexts]
+            out += [(qa["question"], [c], answer) for c in contexts]
         else:
-            samples.append((f"Question: {qa['question']}", answer))
-    if not aug.qa:
-        samples = [(c.as_context(), None) for c in contexts]
-    return samples
-
-
-def tokenize_samples(tokenizer, chat: bool, texts: Sequence[tuple[str, str | None]], max_length: int) -> list[list[int]]:
-    """Token ids of each sample, in the model's chat format when it has one."""
-    out = []
-    for prompt, answer in texts:
-        if answer is None:
-            ids = tokenizer.encode(prompt, add_special_tokens=False)
-        elif chat:
-            ids = tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}],
-                tokenize=True, add_generation_prompt=False)
-            ids = list(ids["input_ids"]) if isinstance(ids, dict) or hasattr(ids, "keys") else list(ids)
-        else:
-            ids = tokenizer.encode(f"{prompt}\nAnswer: {answer}", add_special_tokens=False)
-        out.append(ids[:max_length])
+            out.append((qa["question"], None, answer))
     return out
+
+
+def tokenize_samples(tokenizer, chat: bool, template: PragTemplate,
+                     prompts: Sequence[tuple[str, list[str] | None, str]], max_length: int) -> list[list[int]]:
+    """Token ids of each sample: the template's prompt and answer, cut at ``max_length``."""
+    return [template.ids(tokenizer, chat, q, passages, answer)[:max_length] for q, passages, answer in prompts]
+
+
+def document_samples(lm, aug: Augmentation, config: EncodeConfig) -> list[list[int]]:
+    """The token ids PRAG trains one document's LoRA on (labels = these ids: :func:`lm_batch`)."""
+    return tokenize_samples(lm.tokenizer, lm.chat_template, config.template(),
+                            training_prompts(aug, config.with_cot), config.max_length)
+
+
+def lm_batch(ids: Sequence[int], device: Any = "cpu") -> dict[str, torch.Tensor]:
+    """One training sample as the reference's ``TrainingData`` feeds it: labels on every input id.
+
+    (The reference pads to 3000 with label -100 and attention 0; with batch 1 and causal
+    attention the padded positions change neither the loss nor the gradients, so none is added.)
+    """
+    input_ids = torch.tensor([list(ids)], device=device)
+    return {"input_ids": input_ids, "labels": input_ids.clone()}
 
 
 @dataclass
@@ -147,7 +313,7 @@ class DocumentEncoder:
             raise RuntimeError("use DocumentEncoder as a context manager (with DocumentEncoder(lm) as enc)")
         cfg, model = self.config, self.peft_model
         set_peft_model_state_dict(model, self._init_state)
-        samples = tokenize_samples(self.lm.tokenizer, self.lm.chat_template, training_texts(aug), cfg.max_length)
+        samples = document_samples(self.lm, aug, cfg)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate)
         losses, start = [], time.perf_counter()
@@ -155,9 +321,8 @@ class DocumentEncoder:
         with torch.enable_grad():
             for _ in range(cfg.epochs):
                 for ids in samples:
-                    input_ids = torch.tensor([ids], device=self.lm.device)
                     optimizer.zero_grad(set_to_none=True)
-                    loss = model(input_ids=input_ids, labels=input_ids).loss
+                    loss = model(**lm_batch(ids, self.lm.device)).loss
                     loss.backward()
                     optimizer.step()
                     losses.append(float(loss.detach()))

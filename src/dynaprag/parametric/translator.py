@@ -242,12 +242,14 @@ def translator_metadata(lm, config: TranslatorConfig, scaling: float, targets: S
 def pairs_from_store(lm, store, encode_config) -> list[TrainingPair]:
     """(document, PRAG adapter, augmented samples) for every finished adapter in ``store``."""
     from dynaprag.parametric.augment import Augmentation
-    from dynaprag.parametric.encode import tokenize_samples, training_texts
+    from dynaprag.parametric.encode import document_samples
 
     pairs = []
     for content_hash, entry in sorted(store.entries().items()):
+        if not store.has(content_hash):
+            continue
         doc = entry["doc"]
         aug = Augmentation.from_dict(entry["augmentation"])
-        samples = tokenize_samples(lm.tokenizer, lm.chat_template, training_texts(aug), encode_config.max_length)
+        samples = document_samples(lm, aug, encode_config)
         pairs.append(TrainingPair(Passage(doc["id"], doc["title"], doc["text"]), store.get(content_hash), samples))
     return pairs
