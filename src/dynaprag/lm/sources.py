@@ -15,8 +15,12 @@ from pathlib import Path
 from dynaprag.registry import Registry
 
 
-class ModelError(RuntimeError):
-    """A model that cannot be used as asked; the message says what to do about it."""
+class ModelError(ValueError):
+    """A model that cannot be used as asked; one line naming the model, file or folder and the fix.
+
+    A ``ValueError`` because the user's choice (name, folder, installed packages) caused it:
+    the CLI prints it as one line and exits 2.
+    """
 
 
 @dataclass(frozen=True)
