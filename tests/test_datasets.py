@@ -222,3 +222,26 @@ def test_download_cli(tmp_path):
     bad = CliRunner().invoke(app, ["data", "download", "hotpotqa", "--dest", str(tmp_path / "raw2"),
                                    "--url", src.as_uri(), "--sha256", "0" * 64])
     assert bad.exit_code == 2 and "0" * 64 in bad.output.replace("\n", "")
+
+
+def test_download_leaves_nothing_behind(tmp_path):
+    """Issue 15 item 5: a failed download or unpack removes its temporary files, and a rerun
+    sweeps those a killed download (a dead PID) left."""
+    import subprocess
+    import sys
+
+    archive = tmp_path / "strategyqa_dataset.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("../evil.json", "[]")
+    dest = tmp_path / "dl"
+    with pytest.raises(ValueError, match="outside"):
+        download("strategyqa", dest, url=archive.as_uri(), sha256=_sha(archive), log=lambda m: None)
+    assert sorted(p.name for p in dest.iterdir()) == ["strategyqa_dataset.zip"]  # no staging folder
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = dest / f"hotpot_dev_distractor_v1.json.partial-{dead.pid}"
+    stale.write_bytes(b"half a download")
+    src = _official_files(tmp_path)["hotpotqa"]
+    download("hotpotqa", dest, url=src.as_uri(), sha256=_sha(src), log=lambda m: None)
+    assert not stale.exists()
+    assert sorted(p.name for p in dest.iterdir()) == ["hotpot_dev_distractor_v1.json", "strategyqa_dataset.zip"]

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
+from dynaprag.config import ConfigError
 from dynaprag.eval.metrics import normalize_answer
 from dynaprag.registry import Registry
 
@@ -258,7 +259,9 @@ def detect_format(path: str | Path) -> str:
     if path.suffix == ".tsv":
         return "popqa"
     records = _read_json_list(path)
-    keys = set(records[0]) if records else set()
+    if not records:
+        raise DatasetError(f"{path}: no questions in the file (an empty JSON list)")
+    keys = set(records[0])
     for fmt, needed in (("2wikimultihopqa", {"_id", "evidences"}), ("hotpotqa", {"_id", "supporting_facts"}),
                         ("strategyqa", {"qid", "answer"}), ("iirc", {"questions", "links"}),
                         ("cwq", {"ID", "answers"})):
@@ -269,11 +272,15 @@ def detect_format(path: str | Path) -> str:
 
 def load_examples(path: str | Path, *, format: str = "auto", dataset: str = "",
                   limit: int | None = None) -> list[Example]:
-    """Load a question file in any registered format; ids must be unique.
+    """Load a question file in any registered format; ids must be unique, and there must be some.
 
-    ``format="auto"`` detects the format (see :func:`detect_format`).
+    ``format="auto"`` detects the format (see :func:`detect_format`). ``limit`` keeps the first
+    ``limit`` questions (at least 1). A file without questions is an error rather than a run
+    with no numbers.
     """
     path = Path(path)
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit: must be at least 1, got {limit}; pass limit=None for every question")
     if not path.is_file():
         raise DatasetError(f"question file not found: {path}")
     fmt = detect_format(path) if format == "auto" else format
@@ -286,6 +293,10 @@ def load_examples(path: str | Path, *, format: str = "auto", dataset: str = "",
         examples.append(ex)
         if limit is not None and len(examples) >= limit:
             break
+    if not examples:
+        hint = ("one JSON object {\"id\", \"question\", \"answers\"} per line" if fmt == "jsonl"
+                else f"the {fmt} release's question records")
+        raise DatasetError(f"{path}: no questions in the file; it needs {hint}")
     return examples
 
 

@@ -10,6 +10,9 @@ Where no trustworthy checksum could be recorded (the release is served from a sh
 may change), ``sha256`` is None and the download needs ``sha256=`` or ``allow_unverified=True``,
 in which case the computed hash is reported so it can be pinned.
 
+Temporary files carry the writer's PID (:mod:`dynaprag.files`) and are removed on failure; a
+download first sweeps those a killed download left in ``dest_dir``.
+
 >>> download("hotpotqa", "data/raw")                   # doctest: +SKIP
 PosixPath('data/raw/hotpot_dev_distractor_v1.json')
 """
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from dynaprag.files import sweep_stale, tmp_name
 from dynaprag.registry import Registry
 
 __all__ = ["RELEASES", "ChecksumError", "Release", "download", "sha256_file"]
@@ -102,11 +106,12 @@ def download(name: str, dest_dir: str | Path, *, url: str | None = None, sha256:
                             "(or allow_unverified=True to fetch and print the hash)")
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
+    sweep_stale(dest_dir)
     target = dest_dir / release.filename
     if target.exists() and expected and sha256_file(target) == expected:
         log(f"{target} already present (sha256 verified)")
     else:
-        tmp = dest_dir / f".{release.filename}.part{os.getpid()}"
+        tmp = tmp_name(target, "partial")
         digest = hashlib.sha256()
         try:
             with urllib.request.urlopen(source, timeout=60) as response, open(tmp, "wb") as out:
@@ -128,15 +133,16 @@ def download(name: str, dest_dir: str | Path, *, url: str | None = None, sha256:
         else:
             log(f"{target}: sha256 verified")
     if _is_archive(release.filename):
-        staging = dest_dir / f".{name}.extract"
-        shutil.rmtree(staging, ignore_errors=True)
-        _safe_extract(target, staging)
-        for item in staging.iterdir():
-            final = dest_dir / item.name
-            if final.is_dir():
-                shutil.rmtree(final)
-            os.replace(item, final)
-        staging.rmdir()
+        staging = tmp_name(dest_dir / f".{name}.extract", "staging")
+        try:
+            _safe_extract(target, staging)
+            for item in staging.iterdir():
+                final = dest_dir / item.name
+                if final.is_dir():
+                    shutil.rmtree(final)
+                os.replace(item, final)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     question_file = dest_dir / release.question_file
     if not question_file.exists():
         raise FileNotFoundError(f"{name}: expected {release.question_file} in {dest_dir} after download")

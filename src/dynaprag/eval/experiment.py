@@ -37,7 +37,16 @@ class RunConfig:
     questions: str | None = field(default=None, metadata={
         "help": "question file (JSONL or an official release file); overrides data_dir's"})
     format: str = field(default="auto", metadata={"help": "question file format: auto, jsonl, or a dataset name"})
-    limit: int | None = field(default=None, metadata={"help": "evaluate the first N questions only"})
+    limit: int | None = field(default=None, metadata={"help": "evaluate the first N questions only (N >= 1)",
+                                                      "min": 1})
+
+
+def check_run_config(run_cfg: RunConfig) -> RunConfig:
+    """Refuse values the types allow but a run cannot mean (``limit`` 0 or negative)."""
+    if run_cfg.limit is not None and run_cfg.limit < 1:
+        raise ConfigError(f"limit: must be at least 1, got {run_cfg.limit}; "
+                          "omit it (or limit=null) to evaluate every question")
+    return run_cfg
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -77,7 +86,7 @@ def resolve(dataset: str | None = None, *, data_dir: str | None = None, question
     cli_items = parse_overrides(list(overrides))
     file_run, file_pipe = _split(file_items)
     cli_run, cli_pipe = _split(cli_items)
-    run_cfg = apply_overrides(RunConfig(), {**file_run, **flag_items, **cli_run})
+    run_cfg = check_run_config(apply_overrides(RunConfig(), {**file_run, **flag_items, **cli_run}))
     spec = DATASETS.get(run_cfg.dataset)
     if run_cfg.data_dir:
         run_cfg.data_dir = str(Path(run_cfg.data_dir).resolve())
@@ -99,7 +108,9 @@ def resolve(dataset: str | None = None, *, data_dir: str | None = None, question
     if run_cfg.dataset != "demo" and not pipe_cfg.retrieval.corpus and pipe_cfg.method != "wo-rag":
         raise ConfigError(f"dataset {run_cfg.dataset!r} needs a retrieval corpus: pass --data-dir DIR "
                           f"(with DIR/corpus/) or retrieval.corpus=FILE")
-    return run_cfg, pipe_cfg
+    from dynaprag.pipeline import resolve_config  # the method's knobs, checked before anything loads or is written
+
+    return run_cfg, resolve_config(pipe_cfg)
 
 
 def question_file(run_cfg: RunConfig) -> Path:

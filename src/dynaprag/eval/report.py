@@ -10,18 +10,23 @@
 * ``retrieval_positions.png``: where in the answer retrieval fired, as a fraction of the final
   answer's tokens (0 = before the first token, 1 = at the end), one histogram per method.
 
-Summaries are recomputed from the records, so a report never disagrees with its data.
+Summaries are recomputed from the records, so a report never disagrees with its data, and
+cover the questions of the run's config only: records beyond a shortened ``limit`` stay on disk
+but are left out (see :func:`dynaprag.eval.runner.records_within_limit`). Files are written
+atomically (:mod:`dynaprag.files`).
 
 >>> print(report_table([load_run("runs/hotpot-dragin")]))  # doctest: +SKIP
 """
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from dynaprag.eval.runner import CONFIG, RECORDS, RunError, read_records, summarize
+from dynaprag.eval.runner import CONFIG, RECORDS, RunError, read_records, records_within_limit, summarize
+from dynaprag.files import atomic_write_bytes, atomic_write_text
 
 __all__ = ["Run", "load_run", "plot_runs", "report_table", "retrieval_positions", "write_report"]
 
@@ -32,7 +37,7 @@ COLUMNS = (("em", "EM"), ("f1", "F1"), ("cover_em", "Cover EM"), ("acc", "Acc"),
 
 @dataclass
 class Run:
-    """One run folder: its label, resolved config, records and recomputed summary."""
+    """One run folder: its label, resolved config, the records its config covers and their summary."""
 
     path: Path
     label: str
@@ -48,8 +53,9 @@ def load_run(path: str | Path) -> Run:
     if not (path / CONFIG).is_file():
         raise RunError(f"{path} is not a run folder (no {CONFIG}); pass folders written by `dynaprag eval`")
     config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
-    records = read_records(path / RECORDS)
-    summary = summarize(records, config)
+    on_disk = read_records(path / RECORDS)
+    records = records_within_limit(on_disk, config)
+    summary = summarize(records, config, beyond_limit=len(on_disk) - len(records))
     return Run(path, str(summary.get("method") or path.name), str(config.get("dataset") or ""),
                config, records, summary)
 
@@ -159,11 +165,11 @@ def plot_runs(runs: Sequence[Run], out_dir: str | Path) -> list[Path]:
 def _save(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    tmp = path.with_name(f".{path.stem}.tmp.png")
+    png = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(tmp, dpi=120)
+    fig.savefig(png, format="png", dpi=120)
     plt.close(fig)
-    tmp.replace(path)
+    atomic_write_bytes(path, png.getvalue())
     return path
 
 
@@ -174,8 +180,6 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path, *, plots: 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     md = out_dir / "report.md"
-    tmp = md.with_name(".report.md.tmp")
-    tmp.write_text(table, encoding="utf-8")
-    tmp.replace(md)
+    atomic_write_text(md, table)
     files = [md] + (plot_runs(runs, out_dir) if plots else [])
     return table, files

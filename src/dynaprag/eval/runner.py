@@ -6,13 +6,19 @@ A run folder holds
 * ``records.jsonl``: one record per question (prediction, gold, scores, the method's full trace
   with every retrieval's position, trigger scores, query and hit ids, token counts, forward
   passes, wall seconds, peak memory);
-* ``summary.json``: averages over all records, rewritten atomically after every question.
+* ``summary.json``: averages over the records of the configured questions, rewritten
+  atomically after every question.
 
 Each record is appended as one complete line, then flushed and fsynced, so a run killed at any
 moment leaves at most a torn last line. On restart the runner drops a torn line, skips the
 question ids already recorded and continues: nothing is lost and nothing is duplicated. A
 restart with a different configuration is refused (the keys that differ are named) unless only
-``limit`` changed, which extends or shortens the run.
+``limit`` changed, which extends or shortens the run. A shortened run keeps the records beyond
+its limit on disk (a later, longer run reuses them) but its summary and report cover exactly the
+questions of its config; the summary's ``records_beyond_limit`` counts the ones left out.
+
+Every file is written through :mod:`dynaprag.files` (``NAME.tmp-<pid>`` then a rename), and a
+run first removes temporary files that dead processes left in the folder.
 
 >>> summary = evaluate(examples, pipeline.answer, "runs/hotpot-dragin", config=cfg)  # doctest: +SKIP
 """
@@ -22,6 +28,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import resource
 import time
 from pathlib import Path
@@ -29,29 +36,32 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from dynaprag.eval.datasets import Example
 from dynaprag.eval.metrics import normalize_answer, recall_at_k, score_answer
+from dynaprag.files import atomic_write_json, pid_alive, sweep_stale
 from dynaprag.trace import Answer
 
 __all__ = ["RECORDS", "SUMMARY", "CONFIG", "RunError", "evaluate", "make_record", "read_records",
-           "summarize", "write_json_atomic"]
+           "records_within_limit", "summarize"]
 
 RECORDS, SUMMARY, CONFIG = "records.jsonl", "summary.json", "config.json"
 #: config keys that may change between a run and its resumption
 RESUMABLE_KEYS = ("limit",)
+#: temporary names of earlier versions (``.summary.json.tmp1234``), swept like today's ``.tmp-<pid>``
+_LEGACY_TMP = re.compile(r"^\..+\.tmp(\d+)$")
 
 
 class RunError(RuntimeError):
     """A run folder that cannot be (re)used as asked; the message says why and what to do."""
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temp file in the same folder, fsync, then ``os.replace`` it into place."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, ensure_ascii=False)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+def sweep_leftovers(run_dir: Path) -> list[Path]:
+    """Remove temporary files of dead writers from ``run_dir`` (a killed run leaves them); return them."""
+    removed = sweep_stale(run_dir)
+    for entry in run_dir.iterdir():
+        m = _LEGACY_TMP.match(entry.name)
+        if m and entry.is_file() and not pid_alive(int(m.group(1))):
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
 
 
 def read_records(path: Path, *, repair: bool = False) -> list[dict]:
@@ -137,14 +147,30 @@ def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def summarize(records: Sequence[dict], config: Mapping | None = None) -> dict:
-    """Averages over records: answer metrics, retrieval recall, and per-question costs."""
+def records_within_limit(records: Sequence[dict], config: Mapping) -> list[dict]:
+    """The records a run folder's summary covers: the first ``config["limit"]`` (all without one).
+
+    Records are appended in question-file order, so these are the records of the configured
+    questions; records beyond a shortened limit stay on disk for a later, longer run.
+    """
+    limit = config.get("limit")
+    return list(records if limit is None else records[:limit])
+
+
+def summarize(records: Sequence[dict], config: Mapping | None = None, *, beyond_limit: int = 0) -> dict:
+    """Averages over records: answer metrics, retrieval recall, and per-question costs.
+
+    ``beyond_limit`` is the number of records on disk left out because the config's limit
+    excludes them; it is reported as ``records_beyond_limit`` when not zero.
+    """
     config = config or {}
     pipeline = config.get("pipeline", {})
     out: dict[str, Any] = {
         "method": pipeline.get("method"), "model": pipeline.get("model"), "dataset": config.get("dataset"),
         "questions": len(records),
     }
+    if beyond_limit:
+        out["records_beyond_limit"] = beyond_limit
     for metric in ("em", "f1", "cover_em", "acc", "recall"):
         values = [r["scores"][metric] for r in records if r["scores"].get(metric) is not None]
         if values and (metric != "recall" or any(r["retrievals"] for r in records)):
@@ -172,7 +198,7 @@ def _locked(run_dir: Path) -> Iterator[None]:
 def _check_config(run_dir: Path, config: Mapping) -> None:
     path = run_dir / CONFIG
     if not path.exists():
-        write_json_atomic(path, dict(config))
+        atomic_write_json(path, dict(config))
         return
     old = json.loads(path.read_text(encoding="utf-8"))
     differing = _diff(old, json.loads(json.dumps(dict(config))))
@@ -181,7 +207,7 @@ def _check_config(run_dir: Path, config: Mapping) -> None:
         raise RunError(f"{run_dir} holds a run with a different config ({', '.join(blocking)} differ); "
                        "use a new --out folder to run other settings")
     if differing:
-        write_json_atomic(path, dict(config))
+        atomic_write_json(path, dict(config))
 
 
 def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -193,16 +219,21 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 def evaluate(examples: Sequence[Example], answer_fn: Callable[[str], Answer], run_dir: str | Path, *,
              config: Mapping[str, Any], yes_no_task: bool = False, progress: bool = True) -> dict:
-    """Answer every example not yet recorded in ``run_dir``; return the summary of all records.
+    """Answer every example not yet recorded in ``run_dir``; return the summary of the examples' records.
 
-    ``answer_fn`` receives the question text only: no oracle field reaches the method.
+    ``answer_fn`` receives the question text only: no oracle field reaches the method. Records
+    of questions not among ``examples`` (beyond a shortened limit) stay on disk, unsummarised.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with _locked(run_dir):
+        sweep_leftovers(run_dir)
         _check_config(run_dir, config)
         records_path = run_dir / RECORDS
-        records = read_records(records_path, repair=True)
+        on_disk = read_records(records_path, repair=True)
+        wanted = {ex.id for ex in examples}
+        records = [r for r in on_disk if r["id"] in wanted]
+        beyond = len(on_disk) - len(records)
         done = {r["id"] for r in records}
         todo = [ex for ex in examples if ex.id not in done]
         bar = _progress(len(examples), len(examples) - len(todo), enabled=progress)
@@ -214,12 +245,12 @@ def evaluate(examples: Sequence[Example], answer_fn: Callable[[str], Answer], ru
                 record = make_record(example, answer, time.perf_counter() - start, yes_no_task=yes_no_task)
                 _append(handle, record)
                 records.append(record)
-                write_json_atomic(run_dir / SUMMARY, summarize(records, config))
+                atomic_write_json(run_dir / SUMMARY, summarize(records, config, beyond_limit=beyond))
                 _postfix(bar, records)
                 bar.update(1)
         bar.close()
-        summary = summarize(records, config)
-        write_json_atomic(run_dir / SUMMARY, summary)
+        summary = summarize(records, config, beyond_limit=beyond)
+        atomic_write_json(run_dir / SUMMARY, summary)
         return summary
 
 
