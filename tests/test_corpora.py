@@ -130,3 +130,20 @@ def test_demo_corpus_and_questions_are_consistent():
         assert set(q["supporting_doc_ids"]) <= ids and q["answers"]
         support = " ".join(p.title + " " + p.text for p in passages if p.id in q["supporting_doc_ids"])
         assert any(a.lower() in support.lower() for a in q["answers"]), q["id"]
+
+
+def test_write_jsonl_failure_leaves_nothing_behind(tmp_path):
+    """A writer that fails half-way keeps the old file and leaves no temporary file (issue 15 item 5)."""
+    out = tmp_path / "c.jsonl"
+    src = list(read_passages(demo_corpus_path()))
+    write_jsonl(src[:2], out)
+    before = out.read_bytes()
+
+    def broken():
+        yield src[0]
+        raise RuntimeError("source failed")
+
+    with pytest.raises(RuntimeError, match="source failed"):
+        write_jsonl(broken(), out)
+    assert out.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["c.jsonl"]

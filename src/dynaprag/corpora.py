@@ -1,9 +1,11 @@
 """Streaming corpus readers: JSONL (``id, title, text``) and DPR's ``psgs_w100.tsv`` layout.
 
 Both readers are generators: a 21M-line Wikipedia dump is never held in memory as a list.
-Every malformed record (bad JSON, missing field, empty text, duplicate id) raises a
-:class:`CorpusError` naming the file and line; with ``skip_bad_lines=True`` the record is
-skipped instead and counted in :class:`ReadStats`, which the caller reports.
+Every malformed record (bytes that are not UTF-8, bad JSON, missing field, a field of the wrong
+type, empty text, duplicate id) raises a :class:`CorpusError` naming the file and line; with
+``skip_bad_lines=True`` the record is skipped instead and counted in :class:`ReadStats`, which
+the caller reports. Files are decoded line by line so that one damaged line is one bad record,
+not the end of the read.
 
 >>> from dynaprag.corpora import read_passages
 >>> from dynaprag.retrieval import demo_corpus_path
@@ -18,15 +20,20 @@ import hashlib
 import io
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Iterator
 
 from dynaprag.corpus import Passage
+from dynaprag.files import tmp_name
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 TSV_SUFFIXES = (".tsv",)
+#: what undecodable bytes become under ``errors="surrogateescape"`` (byte b -> U+DC00 + b)
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+_REENCODE = "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8) or pass skip_bad_lines=true"
 
 
 class CorpusError(ValueError):
@@ -67,12 +74,23 @@ def corpus_format(path: str | Path) -> str:
     raise ValueError(f"{path}: unknown corpus format; use .jsonl (id, title, text) or DPR-style .tsv")
 
 
-def _open_text(path: Path) -> IO[str]:
+def _open_binary(path: Path) -> IO[bytes]:
     if not path.is_file():
         raise FileNotFoundError(f"corpus file not found: {path}")
-    if path.name.endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+    return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
+
+
+def _not_utf8(path: Path, line: int, byte: int, where: str) -> CorpusError:
+    return CorpusError(path, line, f"not valid UTF-8 (byte 0x{byte:02x} {where}); {_REENCODE}")
+
+
+def _escaped_byte(fields: list[str]) -> tuple[int, int] | None:
+    """(column, byte) of the first non-UTF-8 byte in a row decoded with ``surrogateescape``."""
+    for column, value in enumerate(fields):
+        m = _ESCAPED_BYTE.search(value)
+        if m:
+            return column, ord(m.group()) - 0xDC00
+    return None
 
 
 def read_passages(path: str | Path, *, skip_bad_lines: bool = False,
@@ -110,17 +128,23 @@ def _passage(path: Path, line: int, record: dict, extra_keys: bool = True) -> Pa
     pid, title, text = record["id"], record.get("title") or "", record["text"]
     if not isinstance(pid, (str, int)) or isinstance(pid, bool) or str(pid).strip() == "":
         raise CorpusError(path, line, f"field 'id' must be a non-empty string or integer, got {pid!r}")
-    if not isinstance(text, str) or not text.strip():
+    for key, value in (("text", text), ("title", title)):
+        if not isinstance(value, str):
+            raise CorpusError(path, line, f"field {key!r}: expected a string, got {type(value).__name__}")
+    if not text.strip():
         raise CorpusError(path, line, f"empty text for passage {pid!r}")
-    if not isinstance(title, str):
-        raise CorpusError(path, line, f"field 'title' must be a string, got {type(title).__name__}")
     extra = {k: v for k, v in record.items() if k not in ("id", "title", "text")} if extra_keys else {}
     return Passage(id=str(pid), title=title, text=text, extra=extra)
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, Passage | CorpusError]]:
-    with _open_text(path) as handle:
-        for line_no, raw in enumerate(handle, start=1):
+    with _open_binary(path) as handle:
+        for line_no, data in enumerate(handle, start=1):
+            try:
+                raw = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield line_no, _not_utf8(path, line_no, data[exc.start], f"at column {exc.start + 1}")
+                continue
             if not raw.strip():
                 continue
             try:
@@ -138,9 +162,13 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, Passage | CorpusError]]:
 
 
 def _read_tsv(path: Path) -> Iterator[tuple[int, Passage | CorpusError]]:
-    """DPR's ``psgs_w100.tsv``: a header ``id, text, title`` then one quoted row per passage."""
+    """DPR's ``psgs_w100.tsv``: a header ``id, text, title`` then one quoted row per passage.
+
+    Undecodable bytes are kept as escapes while parsing (a quoted field may span lines), then
+    the row holding them is reported as not UTF-8.
+    """
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    with _open_text(path) as handle:
+    with io.TextIOWrapper(_open_binary(path), encoding="utf-8", errors="surrogateescape", newline="") as handle:
         rows = csv.reader(handle, delimiter="\t")
         try:
             header = next(rows)
@@ -162,6 +190,12 @@ def _read_tsv(path: Path) -> Iterator[tuple[int, Passage | CorpusError]]:
                 continue
             line_no = rows.line_num
             if not row:
+                continue
+            bad = _escaped_byte(row)
+            if bad is not None:
+                column, byte = bad
+                where = f"in column {header[column]!r}" if column < len(header) else f"in column {column + 1}"
+                yield line_no, _not_utf8(path, line_no, byte, where)
                 continue
             if len(row) != len(header):
                 yield line_no, CorpusError(path, line_no, f"expected {len(header)} tab-separated "
@@ -193,14 +227,22 @@ def corpus_fingerprint(path: str | Path) -> str:
 
 
 def write_jsonl(passages, path: str | Path) -> int:
-    """Write passages as JSONL (``id, title, text`` + extra fields) atomically; returns the count."""
+    """Write passages as JSONL (``id, title, text`` + extra fields) atomically; returns the count.
+
+    Streams into ``NAME.tmp-<pid>`` (removed if the source fails) and renames it into place.
+    """
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = tmp_name(path)
     count = 0
-    with open(tmp, "w", encoding="utf-8") as handle:
-        for p in passages:
-            handle.write(json.dumps({"id": p.id, "title": p.title, "text": p.text, **p.extra},
-                                    ensure_ascii=False) + "\n")
-            count += 1
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            for p in passages:
+                handle.write(json.dumps({"id": p.id, "title": p.title, "text": p.text, **p.extra},
+                                        ensure_ascii=False) + "\n")
+                count += 1
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return count

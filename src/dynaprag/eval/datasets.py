@@ -13,6 +13,10 @@ Oracle fields (gold facts, decompositions, supporting ids and titles, context pa
 kept on the example for scoring only: the runner passes a method nothing but
 ``example.question``.
 
+A damaged file fails with a :class:`DatasetError` naming the file and the line (JSONL, TSV, or
+the line of a non-UTF-8 byte) or the record (official JSON lists) and the field, and says what
+was expected.
+
 >>> ex = Example.from_record({"id": "q1", "question": "Is water wet?", "answers": ["yes"]})
 >>> ex.yes_no, ex.answers
 (True, ('yes',))
@@ -20,6 +24,7 @@ kept on the example for scoring only: the runner passes a method nothing but
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,20 +71,47 @@ class Example:
         answers = record.get("answers", record.get("answer"))
         if answers is None:
             raise KeyError("missing field 'answers'")
-        answers = [answers] if isinstance(answers, (str, bool, int, float)) else list(answers)
+        if isinstance(answers, _SCALARS):
+            answers = [answers]
+        if not isinstance(answers, list):
+            raise TypeError(f"'answers': expected a string or a list of strings, got {type(answers).__name__}")
+        wrong = next((a for a in answers if not isinstance(a, _SCALARS)), _SCALARS)
+        if wrong is not _SCALARS:
+            raise TypeError("'answers': expected a string or a list of strings, "
+                            f"got {'None' if wrong is None else type(wrong).__name__} in the list")
         answers = [_answer_text(a) for a in answers]
         if not answers or not all(a.strip() for a in answers):
             raise ValueError("'answers' must hold at least one non-empty answer")
-        question = record["question"]
-        if not isinstance(question, str) or not question.strip():
-            raise ValueError("'question' must be a non-empty string")
+        qid, question = record["id"], record["question"]
+        if not isinstance(qid, (str, int)) or isinstance(qid, bool) or not str(qid).strip():
+            raise TypeError(f"'id': expected a string or an integer, got {type(qid).__name__}")
+        if not isinstance(question, str):
+            raise TypeError(f"'question': expected a string, got {type(question).__name__}")
+        if not question.strip():
+            raise ValueError("'question' is empty")
+        gold_ids = _string_list(record, "supporting_doc_ids", (str, int))
+        gold_titles = _string_list(record, "supporting_titles", (str,))
+        if not isinstance(record.get("type"), (str, type(None))):
+            raise TypeError(f"'type': expected a string, got {type(record['type']).__name__}")
         known = {"id", "question", "answers", "answer", "dataset", "type", "supporting_doc_ids",
                  "supporting_titles"}
-        return cls(id=str(record["id"]), question=question.strip(), answers=tuple(answers),
+        return cls(id=str(qid), question=question.strip(), answers=tuple(answers),
                    dataset=str(record.get("dataset") or dataset), type=record.get("type"),
-                   gold_ids=tuple(str(i) for i in record.get("supporting_doc_ids") or ()),
-                   gold_titles=tuple(record.get("supporting_titles") or ()),
+                   gold_ids=tuple(str(i) for i in gold_ids), gold_titles=tuple(gold_titles),
                    oracle={k: v for k, v in record.items() if k not in known})
+
+
+_SCALARS = (str, bool, int, float)
+
+
+def _string_list(record: Mapping[str, Any], key: str, kinds: tuple[type, ...]) -> list:
+    """``record[key]`` as a list whose items are of ``kinds`` (missing or null: empty)."""
+    value = record.get(key) or []
+    if not isinstance(value, list):
+        raise TypeError(f"{key!r}: expected a list, got {type(value).__name__}")
+    if not all(isinstance(v, kinds) and not isinstance(v, bool) for v in value):
+        raise TypeError(f"{key!r}: expected a list of strings")
+    return value
 
 
 def _answer_text(value: Any) -> str:
@@ -117,10 +149,30 @@ def corpus_path(data_dir: str | Path, name: str) -> Path | None:
     return Path(data_dir) / "corpus" / spec.corpus if spec.corpus else None
 
 
+def _not_utf8(path: Path, data: bytes, exc: UnicodeDecodeError, line: int | None = None) -> DatasetError:
+    """The error for bytes that are not UTF-8, naming the file and the line they are on."""
+    line = line if line is not None else data.count(b"\n", 0, exc.start) + 1
+    return DatasetError(f"{path}:{line}: not valid UTF-8 (byte 0x{data[exc.start]:02x}); "
+                        "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
+
+
+def _read_text(path: Path) -> str:
+    """A whole question file as text; a non-UTF-8 byte is an error naming its line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(path, data, exc) from None
+
+
 def load_jsonl(path: Path, dataset: str = "") -> Iterator[Example]:
     """The generic loader: one JSON object per line with ``id, question, answers``."""
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
+    with open(path, "rb") as handle:
+        for line_no, data in enumerate(handle, 1):
+            try:
+                line = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise _not_utf8(path, data, exc, line_no) from None
             if not line.strip():
                 continue
             try:
@@ -135,7 +187,7 @@ def load_jsonl(path: Path, dataset: str = "") -> Iterator[Example]:
 
 def _read_json_list(path: Path) -> list[dict]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(_read_text(path))
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{path}: not valid JSON ({exc})") from None
     if isinstance(data, dict):  # some releases wrap the list, e.g. {"data": [...]}
@@ -151,6 +203,14 @@ def _field(path: Path, index: int, record: Mapping, key: str) -> Any:
     return record[key]
 
 
+def _text(path: Path, index: int, record: Mapping, key: str) -> str:
+    """A string field of an official record, stripped; another type is an error naming the record."""
+    value = _field(path, index, record, key)
+    if not isinstance(value, str):
+        raise DatasetError(f"{path}: record {index}: {key!r}: expected a string, got {type(value).__name__}")
+    return value.strip()
+
+
 def _unique(items) -> tuple:
     return tuple(dict.fromkeys(items))
 
@@ -163,7 +223,7 @@ def load_hotpot_style(path: Path, dataset: str = "hotpotqa") -> Iterator[Example
     """
     for i, rec in enumerate(_read_json_list(path)):
         facts = _field(path, i, rec, "supporting_facts")
-        yield Example(id=str(_field(path, i, rec, "_id")), question=_field(path, i, rec, "question").strip(),
+        yield Example(id=str(_field(path, i, rec, "_id")), question=_text(path, i, rec, "question"),
                       answers=(_answer_text(_field(path, i, rec, "answer")),), dataset=dataset,
                       type=rec.get("type"), gold_titles=_unique(f[0] for f in facts),
                       oracle={k: v for k, v in rec.items() if k not in ("_id", "question", "answer", "type")})
@@ -178,7 +238,7 @@ def load_strategyqa(path: Path, dataset: str = "strategyqa") -> Iterator[Example
         oracle = {k: v for k, v in rec.items() if k not in ("qid", "question", "answer")}
         if "facts" in oracle:
             oracle["gold_facts"] = oracle.pop("facts")
-        yield Example(id=str(_field(path, i, rec, "qid")), question=_field(path, i, rec, "question").strip(),
+        yield Example(id=str(_field(path, i, rec, "qid")), question=_text(path, i, rec, "question"),
                       answers=(_answer_text(answer),), dataset=dataset, type="implicit_yes_no", oracle=oracle)
 
 
@@ -220,7 +280,7 @@ def load_popqa(path: Path, dataset: str = "popqa") -> Iterator[Example]:
 
     The subject's Wikipedia title (``s_wiki_title``) is the gold passage title.
     """
-    with open(path, encoding="utf-8", newline="") as handle:
+    with io.StringIO(_read_text(path), newline="") as handle:
         reader = csv.DictReader(handle, delimiter="\t")
         for line_no, row in enumerate(reader, 2):
             try:
@@ -246,7 +306,7 @@ def load_cwq(path: Path, dataset: str = "cwq") -> Iterator[Example]:
         answers = [a for a in _unique(answers) if a]
         if not answers:
             continue
-        yield Example(id=str(_field(path, i, rec, "ID")), question=_field(path, i, rec, "question").strip(),
+        yield Example(id=str(_field(path, i, rec, "ID")), question=_text(path, i, rec, "question"),
                       answers=tuple(answers), dataset=dataset, type=rec.get("compositionality_type"),
                       oracle={k: v for k, v in rec.items() if k not in ("ID", "question", "answers")})
 
