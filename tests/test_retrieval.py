@@ -195,6 +195,21 @@ def test_hybrid_fuses_bm25_and_dense(bm25, dense):
     assert hits[0].id == "p7" and hits[0].text == FIXTURE[6]["text"]
 
 
+# --- k (hits per query) ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("k", [0, -1, 2.5, True, "3"])
+def test_every_backend_refuses_k_below_one_naming_k(bm25, dense, k):
+    from dynaprag.retrieval.elastic import ElasticRetriever
+
+    unreachable = ElasticRetriever("http://127.0.0.1:9", transport="http", timeout=0.1)
+    for retriever in (bm25, dense, HybridRetriever([bm25, dense]), CachedRetriever(bm25), unreachable):
+        with pytest.raises(ValueError, match=r"^k \(hits per query\) must be a positive integer"):
+            retriever.search(["violin"], k)
+        with pytest.raises(ValueError, match="^k "):
+            retriever.search_one("violin", k)
+    assert len(bm25.search_one("violin", 1)) == 1
+
+
 # --- milvus-lite ------------------------------------------------------------------------------
 
 def test_milvus_lite_bm25_dense_and_hybrid(corpus, tmp_path):
@@ -212,6 +227,8 @@ def test_milvus_lite_bm25_dense_and_hybrid(corpus, tmp_path):
     assert dense_mode.search_one("Which plant process converts sunlight into sugar?", 1)[0].id == "p10"
     hybrid = build_retriever(dataclasses.replace(config, milvus_search="hybrid"), progress=False)
     assert hybrid.search_one("Stradivari violins Cremona", 2)[0].id == "p7"
+    with pytest.raises(ValueError, match="^k "):
+        bm25_mode.search_one("Stradivari", 0)
 
 
 # --- Elasticsearch ----------------------------------------------------------------------------

@@ -1,10 +1,22 @@
 """The one retrieval interface every method uses: batched ``search(queries, k)``."""
 from __future__ import annotations
 
+import numbers
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from dynaprag.corpus import Passage
+
+
+def check_k(k: object) -> int:
+    """``k`` (hits per query) as a positive int; a ValueError naming ``k`` otherwise.
+
+    Why: ``k=0`` or ``k=-1`` used to return nothing (or, through a backend's own slicing,
+    something) with exit code 0, which hides a typo in a sweep of settings.
+    """
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise ValueError(f"k (hits per query) must be a positive integer, got {k!r}")
+    return int(k)
 
 
 @dataclass(frozen=True)
@@ -34,11 +46,14 @@ class Retriever(ABC):
 
     @abstractmethod
     def search(self, queries: list[str], k: int) -> list[list[Hit]]:
-        """Ranked hits (best first) for each query, at most ``k`` per query."""
+        """Ranked hits (best first) for each query, at most ``k`` per query.
+
+        Implementations start with :func:`check_k`, so ``k < 1`` fails the same everywhere.
+        """
 
     @property
     def fingerprint(self) -> str:
         return self.name
 
     def search_one(self, query: str, k: int) -> list[Hit]:
-        return self.search([query], k)[0]
+        return self.search([query], check_k(k))[0]

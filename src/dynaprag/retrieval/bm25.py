@@ -16,22 +16,20 @@ vocabulary (``vocab.tokenizer.json``), the passage store (JSONL + offsets) and `
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shutil
 import time
 from array import array
 from pathlib import Path
 from typing import Iterable
 
 from dynaprag.corpus import Passage
-from dynaprag.retrieval.base import Hit, Retriever
+from dynaprag.retrieval.base import Hit, Retriever, check_k
 from dynaprag.retrieval.config import BACKENDS, RetrieverConfig
+from dynaprag.retrieval.index_dir import (build_lock, building, check_settings, is_built, passage_text,
+                                          read_meta, write_meta)
 from dynaprag.retrieval.store import PassageStore
 
 log = logging.getLogger(__name__)
-META = "meta.json"
 _TOKENIZE_CHUNK = 10_000
 
 
@@ -47,45 +45,6 @@ def _tokenizer(stemmer: str, stopwords: str):
         stem = Stemmer.Stemmer(stemmer)
     words = None if not stopwords or stopwords.lower() == "none" else stopwords
     return bm25s.tokenization.Tokenizer(lower=True, stopwords=words, stemmer=stem)
-
-
-def passage_text(p: Passage) -> str:
-    """What BM25 sees of a passage: title and text."""
-    return f"{p.title}\n{p.text}" if p.title else p.text
-
-
-def write_meta(folder: Path, meta: dict) -> None:
-    tmp = folder / (META + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp, folder / META)
-
-
-def read_meta(folder: Path) -> dict:
-    try:
-        return json.loads((Path(folder) / META).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise FileNotFoundError(f"{folder} is not a dynaprag index (no readable {META}: {exc})") from None
-
-
-def fresh_dir(folder: Path, resume: bool = False) -> Path:
-    """A temporary sibling to build into; :func:`publish_dir` swaps it in when complete.
-
-    With ``resume`` the folder is stable and kept, so a killed build can reuse its checkpoints.
-    """
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f".{folder.name}.building" + ("" if resume else f"-{os.getpid()}"))
-    if not resume:
-        shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(exist_ok=True)
-    return tmp
-
-
-def publish_dir(tmp: Path, folder: Path) -> None:
-    if folder.exists():
-        if not (folder / META).is_file() and any(folder.iterdir()):
-            raise FileExistsError(f"{folder} exists and is not a dynaprag index; choose another --index-dir")
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
 
 
 class BM25Retriever(Retriever):
@@ -113,45 +72,51 @@ class BM25Retriever(Retriever):
         ``read_stats`` (a :class:`~dynaprag.corpora.ReadStats` the reader fills) is recorded
         in ``meta.json`` with ``source`` once the corpus has been read.
         """
+        index_dir = Path(index_dir)
+        with build_lock(index_dir):
+            cls._build_into(passages, index_dir, k1=k1, b=b, method=method, stemmer=stemmer,
+                            stopwords=stopwords, progress=progress, source=source, read_stats=read_stats)
+        return cls(index_dir)
+
+    @staticmethod
+    def _build_into(passages: Iterable[Passage], index_dir: Path, *, k1: float, b: float, method: str,
+                    stemmer: str, stopwords: str, progress: bool, source: dict | None, read_stats) -> None:
+        """:meth:`build` for a caller that holds the folder's :func:`build_lock`."""
         import bm25s
         from tqdm.auto import tqdm
 
-        index_dir = Path(index_dir)
-        tmp = fresh_dir(index_dir)
-        tokenizer = _tokenizer(stemmer, stopwords)
-        start = time.perf_counter()
-        token_ids: list[array] = []  # compact int32 arrays: ~4 bytes per token, not ~36
-        chunk: list[str] = []
-        bar = tqdm(PassageStore.write(passages, tmp), desc="bm25: read + tokenise", unit=" passages",
-                   disable=not progress, unit_scale=True)
-        for p in bar:
-            chunk.append(passage_text(p))
-            if len(chunk) >= _TOKENIZE_CHUNK:
-                token_ids.extend(array("i", ids) for ids in tokenizer.streaming_tokenize(chunk, update_vocab=True))
-                chunk = []
-        token_ids.extend(array("i", ids) for ids in tokenizer.streaming_tokenize(chunk, update_vocab=True))
-        if not token_ids:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise ValueError("cannot build a BM25 index from an empty corpus")
-        model = bm25s.BM25(k1=k1, b=b, method=method)
-        model.index((token_ids, tokenizer.get_vocab_dict()), show_progress=progress)
-        del token_ids
-        model.save(str(tmp), show_progress=False)
-        tokenizer.save_vocab(str(tmp))
-        seconds = time.perf_counter() - start
-        n = model.scores["num_docs"]
-        source = dict(source or {})
-        if read_stats is not None:
-            source.update(read=read_stats.summary(), skipped_lines=read_stats.skipped)
-        write_meta(tmp, {"backend": "bm25", "num_passages": int(n), "build_seconds": round(seconds, 3),
-                         "passages_per_s": round(n / max(seconds, 1e-9), 1),
-                         "settings": {"k1": k1, "b": b, "method": method, "stemmer": stemmer,
-                                      "stopwords": stopwords},
-                         "bm25s_version": bm25s.__version__, "source": source})
-        publish_dir(tmp, index_dir)
+        with building(index_dir) as tmp:
+            tokenizer = _tokenizer(stemmer, stopwords)
+            start = time.perf_counter()
+            token_ids: list[array] = []  # compact int32 arrays: ~4 bytes per token, not ~36
+            chunk: list[str] = []
+            bar = tqdm(PassageStore.write(passages, tmp), desc="bm25: read + tokenise", unit=" passages",
+                       disable=not progress, unit_scale=True)
+            for p in bar:
+                chunk.append(passage_text(p))
+                if len(chunk) >= _TOKENIZE_CHUNK:
+                    token_ids.extend(array("i", ids) for ids in tokenizer.streaming_tokenize(chunk, update_vocab=True))
+                    chunk = []
+            token_ids.extend(array("i", ids) for ids in tokenizer.streaming_tokenize(chunk, update_vocab=True))
+            if not token_ids:
+                raise ValueError("cannot build a BM25 index from an empty corpus")
+            model = bm25s.BM25(k1=k1, b=b, method=method)
+            model.index((token_ids, tokenizer.get_vocab_dict()), show_progress=progress)
+            del token_ids
+            model.save(str(tmp), show_progress=False)
+            tokenizer.save_vocab(str(tmp))
+            seconds = time.perf_counter() - start
+            n = model.scores["num_docs"]
+            source = dict(source or {})
+            if read_stats is not None:
+                source.update(read=read_stats.summary(), skipped_lines=read_stats.skipped)
+            write_meta(tmp, {"backend": "bm25", "num_passages": int(n), "build_seconds": round(seconds, 3),
+                             "passages_per_s": round(n / max(seconds, 1e-9), 1),
+                             "settings": {"k1": k1, "b": b, "method": method, "stemmer": stemmer,
+                                          "stopwords": stopwords},
+                             "bm25s_version": bm25s.__version__, "source": source})
         log.info("bm25 index: %d passages in %.1f s (%.0f passages/s) -> %s", n, seconds,
                  n / max(seconds, 1e-9), index_dir)
-        return cls(index_dir)
 
     @property
     def fingerprint(self) -> str:
@@ -164,6 +129,7 @@ class BM25Retriever(Retriever):
         return len(self.store)
 
     def search(self, queries: list[str], k: int) -> list[list[Hit]]:
+        check_k(k)
         if not queries:
             return []
         k_eff = min(k, len(self.store))
@@ -178,35 +144,31 @@ class BM25Retriever(Retriever):
         return out
 
 
-def check_settings(folder: Path, wanted: dict) -> None:
-    """Refuse to serve an index built with other settings than the config asks for."""
-    built = read_meta(folder).get("settings", {})
-    diff = {k: (built.get(k), v) for k, v in wanted.items() if built.get(k) != v}
-    if diff:
-        key, (have, want) = next(iter(diff.items()))
-        raise ValueError(f"index {folder} was built with {key}={have!r} but the config asks for "
-                         f"{want!r}; rebuild it (dynaprag index build) or use another index_dir")
-
-
 def build_or_load(config: RetrieverConfig, progress: bool = True) -> BM25Retriever:
-    """Load the BM25 index for ``config`` or build it from ``config.corpus`` on first use."""
+    """Load the BM25 index for ``config`` or build it from ``config.corpus`` on first use.
+
+    Builders of the same folder take turns (:func:`build_lock`); one that waited finds the
+    index built and loads it.
+    """
     from dynaprag.corpora import ReadStats, corpus_fingerprint, read_passages
 
     folder = config.resolved_index_dir("bm25")
-    if (folder / META).is_file():
-        check_settings(folder, config.index_settings("bm25"))
-        return BM25Retriever(folder)
-    corpus = config.corpus_path()
-    stats = ReadStats()
-    passages = read_passages(corpus, skip_bad_lines=config.skip_bad_lines, stats=stats,
-                             check_duplicates=config.check_duplicates)
-    retriever = BM25Retriever.build(
-        passages, folder, k1=config.k1, b=config.b, method=config.bm25_method, stemmer=config.stemmer,
-        stopwords=config.stopwords, progress=progress,
-        source={"corpus": str(corpus), "fingerprint": corpus_fingerprint(corpus)}, read_stats=stats)
-    if stats.skipped:
-        log.warning("%s: %s", corpus, stats.summary())
-    return retriever
+    if not is_built(folder):
+        with build_lock(folder):
+            if not is_built(folder):
+                corpus = config.corpus_path()
+                stats = ReadStats()
+                passages = read_passages(corpus, skip_bad_lines=config.skip_bad_lines, stats=stats,
+                                         check_duplicates=config.check_duplicates)
+                BM25Retriever._build_into(
+                    passages, folder, k1=config.k1, b=config.b, method=config.bm25_method,
+                    stemmer=config.stemmer, stopwords=config.stopwords, progress=progress,
+                    source={"corpus": str(corpus), "fingerprint": corpus_fingerprint(corpus)},
+                    read_stats=stats)
+                if stats.skipped:
+                    log.warning("%s: %s", corpus, stats.summary())
+    check_settings(folder, config.index_settings("bm25"))
+    return BM25Retriever(folder)
 
 
 BACKENDS.register("bm25", build_or_load)

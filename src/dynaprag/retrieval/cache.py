@@ -20,7 +20,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from dynaprag.corpus import Passage
-from dynaprag.retrieval.base import Hit, Retriever
+from dynaprag.retrieval.base import Hit, Retriever, check_k
 
 
 def _encode(hits: list[Hit]) -> str:
@@ -82,6 +82,7 @@ class CachedRetriever(Retriever):
             self._db.execute("INSERT OR REPLACE INTO hits (key, value) VALUES (?, ?)", (key, _encode(hits)))
 
     def search(self, queries: list[str], k: int) -> list[list[Hit]]:
+        k = check_k(k)
         keys = [self._key(q, k) for q in queries]
         out: list[list[Hit] | None] = []
         with self._lock:

@@ -14,6 +14,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,9 +23,9 @@ from typing import Iterable
 import numpy as np
 
 from dynaprag.corpus import Passage
-from dynaprag.retrieval.base import Hit, Retriever
-from dynaprag.retrieval.bm25 import (META, check_settings, fresh_dir, passage_text, publish_dir,
-                                     read_meta, write_meta)
+from dynaprag.retrieval.base import Hit, Retriever, check_k
+from dynaprag.retrieval.index_dir import (build_lock, building_dir, check_settings, is_built, passage_text,
+                                          publish_dir, read_meta, write_meta)
 from dynaprag.retrieval.config import BACKENDS, RetrieverConfig
 from dynaprag.retrieval.store import PassageStore
 
@@ -121,60 +122,29 @@ class DenseRetriever(Retriever):
     def build(cls, passages: Iterable[Passage], index_dir: str | Path, *, model: str = DEFAULT_MODEL,
               batch_size: int = 64, progress: bool = True, source: dict | None = None,
               read_stats=None) -> "DenseRetriever":
-        """Store and encode ``passages`` in checkpointed chunks, then write the FAISS index."""
-        from tqdm.auto import tqdm
+        """Store and encode ``passages`` in checkpointed chunks, then write the FAISS index.
 
-        faiss = _faiss()
+        A build that fails or is interrupted keeps only its encoded chunks (the costly part)
+        in ``.NAME.building``, for the next build of the same folder to resume from.
+        """
         index_dir = Path(index_dir)
-        tmp = fresh_dir(index_dir, resume=True)
-        parts = tmp / "embeddings"
-        parts.mkdir(exist_ok=True)
-        encoder = load_encoder(model)
-        start = time.perf_counter()
-        files: list[Path] = []
-        chunk: list[Passage] = []
-        bar = tqdm(desc="dense: encode", unit=" passages", disable=not progress, unit_scale=True)
-
-        def flush() -> None:
-            digest = hashlib.sha256("\n".join(p.id for p in chunk).encode()).hexdigest()[:12]
-            path = parts / f"part-{len(files):06d}-{digest}.npy"
-            if not path.is_file():
-                vectors = encode(encoder, [passage_text(p) for p in chunk], batch_size)
-                np.save(str(path) + ".tmp.npy", vectors, allow_pickle=False)
-                os.replace(str(path) + ".tmp.npy", path)
-            files.append(path)
-            bar.update(len(chunk))
-            chunk.clear()
-
-        for p in PassageStore.write(passages, tmp):
-            chunk.append(p)
-            if len(chunk) >= _CHUNK:
-                flush()
-        if chunk:
-            flush()
-        bar.close()
-        if not files:
-            raise ValueError("cannot build a dense index from an empty corpus")
-        index = None
-        for path in files:
-            vectors = np.load(path, allow_pickle=False)
-            if index is None:
-                index = faiss.IndexFlatIP(vectors.shape[1])
-            index.add(vectors)
-        faiss.write_index(index, str(tmp / FAISS_FILE))
-        seconds = time.perf_counter() - start
-        n = int(index.ntotal)
-        source = dict(source or {})
-        if read_stats is not None:
-            source.update(read=read_stats.summary(), skipped_lines=read_stats.skipped)
-        write_meta(tmp, {"backend": "dense", "num_passages": n, "dim": int(index.d),
-                         "build_seconds": round(seconds, 3), "passages_per_s": round(n / max(seconds, 1e-9), 1),
-                         "settings": {"model": model}, "faiss_index": "IndexFlatIP", "source": source})
-        for path in files:
-            path.unlink()
-        parts.rmdir()
-        publish_dir(tmp, index_dir)
+        with build_lock(index_dir):
+            cls._build_into(passages, index_dir, model=model, batch_size=batch_size, progress=progress,
+                            source=source, read_stats=read_stats)
         return cls(index_dir, batch_size=batch_size)
+
+    @staticmethod
+    def _build_into(passages: Iterable[Passage], index_dir: Path, *, model: str, batch_size: int,
+                    progress: bool, source: dict | None, read_stats) -> None:
+        """:meth:`build` for a caller that holds the folder's :func:`build_lock`."""
+        tmp = building_dir(index_dir, resume=True)
+        try:
+            _encode_and_index(passages, tmp, model=model, batch_size=batch_size, progress=progress,
+                              source=source, read_stats=read_stats)
+            publish_dir(tmp, index_dir)
+        except BaseException:
+            _keep_checkpoints_only(tmp)
+            raise
 
     @property
     def encoder(self):
@@ -189,6 +159,7 @@ class DenseRetriever(Retriever):
         return len(self.store)
 
     def search(self, queries: list[str], k: int) -> list[list[Hit]]:
+        check_k(k)
         if not queries:
             return []
         k_eff = min(k, len(self.store))
@@ -201,23 +172,96 @@ class DenseRetriever(Retriever):
                 for row, sc in zip(rows, scores)]
 
 
+def _encode_and_index(passages: Iterable[Passage], tmp: Path, *, model: str, batch_size: int,
+                      progress: bool, source: dict | None, read_stats) -> None:
+    """Write the passage store, the encoded chunks and the FAISS index into ``tmp``."""
+    from tqdm.auto import tqdm
+
+    faiss = _faiss()
+    parts = tmp / "embeddings"
+    parts.mkdir(exist_ok=True)
+    encoder = load_encoder(model)
+    start = time.perf_counter()
+    files: list[Path] = []
+    chunk: list[Passage] = []
+    bar = tqdm(desc="dense: encode", unit=" passages", disable=not progress, unit_scale=True)
+
+    def flush() -> None:
+        digest = hashlib.sha256("\n".join(p.id for p in chunk).encode()).hexdigest()[:12]
+        path = parts / f"part-{len(files):06d}-{digest}.npy"
+        if not path.is_file():
+            vectors = encode(encoder, [passage_text(p) for p in chunk], batch_size)
+            np.save(str(path) + ".tmp.npy", vectors, allow_pickle=False)
+            os.replace(str(path) + ".tmp.npy", path)
+        files.append(path)
+        bar.update(len(chunk))
+        chunk.clear()
+
+    for p in PassageStore.write(passages, tmp):
+        chunk.append(p)
+        if len(chunk) >= _CHUNK:
+            flush()
+    if chunk:
+        flush()
+    bar.close()
+    if not files:
+        raise ValueError("cannot build a dense index from an empty corpus")
+    index = None
+    for path in files:
+        vectors = np.load(path, allow_pickle=False)
+        if index is None:
+            index = faiss.IndexFlatIP(vectors.shape[1])
+        index.add(vectors)
+    faiss.write_index(index, str(tmp / FAISS_FILE))
+    seconds = time.perf_counter() - start
+    n = int(index.ntotal)
+    source = dict(source or {})
+    if read_stats is not None:
+        source.update(read=read_stats.summary(), skipped_lines=read_stats.skipped)
+    write_meta(tmp, {"backend": "dense", "num_passages": n, "dim": int(index.d),
+                     "build_seconds": round(seconds, 3), "passages_per_s": round(n / max(seconds, 1e-9), 1),
+                     "settings": {"model": model}, "faiss_index": "IndexFlatIP", "source": source})
+    shutil.rmtree(parts)
+
+
+def _keep_checkpoints_only(tmp: Path) -> None:
+    """After a failed build, keep the encoded chunks for a resume and delete everything else."""
+    parts = tmp / "embeddings"
+    chunks = [c for c in sorted(parts.glob("part-*.npy")) if not c.name.endswith(".tmp.npy")] \
+        if parts.is_dir() else []
+    if not chunks:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    for entry in [*tmp.iterdir(), *parts.iterdir()]:
+        if entry == parts or entry in chunks:
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    size = sum(c.stat().st_size for c in chunks)
+    log.warning("dense build stopped: kept %d encoded chunks (%.1f MB) in %s for the next build to "
+                "resume; delete that folder to reclaim the space", len(chunks), size / 1e6, tmp)
+
+
 def build_or_load(config: RetrieverConfig, progress: bool = True) -> DenseRetriever:
-    """Load the dense index for ``config`` or encode ``config.corpus`` on first use."""
+    """Load the dense index for ``config`` or encode ``config.corpus`` on first use (once across processes)."""
     from dynaprag.corpora import ReadStats, corpus_fingerprint, read_passages
 
     folder = config.resolved_index_dir("dense")
-    if (folder / META).is_file():
-        check_settings(folder, config.index_settings("dense"))
-        return DenseRetriever(folder, batch_size=config.dense_batch_size, query_threads=config.dense_query_threads)
-    corpus = config.corpus_path()
-    stats = ReadStats()
-    passages = read_passages(corpus, skip_bad_lines=config.skip_bad_lines, stats=stats,
-                             check_duplicates=config.check_duplicates)
-    retriever = DenseRetriever.build(passages, folder, model=config.dense_model, batch_size=config.dense_batch_size,
-                                     progress=progress, read_stats=stats,
-                                     source={"corpus": str(corpus), "fingerprint": corpus_fingerprint(corpus)})
-    retriever.query_threads = config.dense_query_threads
-    return retriever
+    if not is_built(folder):
+        with build_lock(folder):
+            if not is_built(folder):
+                corpus = config.corpus_path()
+                stats = ReadStats()
+                passages = read_passages(corpus, skip_bad_lines=config.skip_bad_lines, stats=stats,
+                                         check_duplicates=config.check_duplicates)
+                DenseRetriever._build_into(
+                    passages, folder, model=config.dense_model, batch_size=config.dense_batch_size,
+                    progress=progress, read_stats=stats,
+                    source={"corpus": str(corpus), "fingerprint": corpus_fingerprint(corpus)})
+    check_settings(folder, config.index_settings("dense"))
+    return DenseRetriever(folder, batch_size=config.dense_batch_size, query_threads=config.dense_query_threads)
 
 
 BACKENDS.register("dense", build_or_load)

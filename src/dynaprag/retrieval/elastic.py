@@ -22,7 +22,7 @@ import urllib.parse
 import urllib.request
 
 from dynaprag.corpus import Passage
-from dynaprag.retrieval.base import Hit, Retriever
+from dynaprag.retrieval.base import Hit, Retriever, check_k
 from dynaprag.retrieval.config import BACKENDS, RetrieverConfig
 
 TRANSPORTS = ("client", "http")
@@ -101,6 +101,7 @@ class ElasticRetriever(Retriever):
             raise RuntimeError(f"{netloc}/{self.index}: HTTP {exc.code}: {exc.read()[:300]!r}") from None
 
     def search(self, queries: list[str], k: int) -> list[list[Hit]]:
+        check_k(k)
         if not queries:
             return []
         bodies = self.bodies(list(queries), k)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from dynaprag.retrieval.base import Hit, Retriever
+from dynaprag.retrieval.base import Hit, Retriever, check_k
 from dynaprag.retrieval.config import BACKENDS, RetrieverConfig
 
 
@@ -55,6 +55,7 @@ class HybridRetriever(Retriever):
         return f"rrf(k={self.rrf_k},depth={self.depth})[{parts}]"
 
     def search(self, queries: list[str], k: int) -> list[list[Hit]]:
+        check_k(k)
         if not queries:
             return []
         depth = max(k, self.depth)

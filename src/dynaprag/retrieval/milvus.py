@@ -17,14 +17,15 @@ Point at a cluster with ``milvus_uri="http://host:19530"`` (token from ``milvus_
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
 from typing import Iterable
 
 from dynaprag.corpus import Passage
-from dynaprag.retrieval.base import Hit, Retriever
-from dynaprag.retrieval.bm25 import META, passage_text, read_meta, write_meta
+from dynaprag.retrieval.base import Hit, Retriever, check_k
+from dynaprag.retrieval.index_dir import build_lock, is_built, passage_text, read_meta, write_meta
 from dynaprag.retrieval.config import BACKENDS, RetrieverConfig
 
 SEARCH_MODES = ("bm25", "dense", "hybrid")
@@ -92,7 +93,11 @@ class MilvusRetriever(Retriever):
     def build(passages: Iterable[Passage], uri: str, collection: str, *, token: str | None = None,
               dense_model: str = "all-MiniLM-L6-v2", k1: float = 1.2, b: float = 0.75,
               dense_index: str = "FLAT", batch_size: int = 64, progress: bool = True) -> dict:
-        """(Re)create ``collection`` and insert ``passages`` with their dense vectors; returns stats."""
+        """(Re)create ``collection`` and insert ``passages`` with their dense vectors; returns stats.
+
+        A build that fails drops its half-filled collection, so no partial index stays on disk
+        (or in the cluster) and the next build starts clean.
+        """
         from tqdm.auto import tqdm
 
         from dynaprag.retrieval.dense import encode, load_encoder
@@ -113,15 +118,21 @@ class MilvusRetriever(Retriever):
             bar.update(len(batch))
             batch.clear()
 
-        for p in passages:
-            batch.append(p)
-            n += 1
-            if len(batch) >= _BATCH:
+        try:
+            for p in passages:
+                batch.append(p)
+                n += 1
+                if len(batch) >= _BATCH:
+                    flush()
+            if batch:
                 flush()
-        if batch:
-            flush()
-        bar.close()
-        client.flush(collection)
+            client.flush(collection)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the build's own error is the one to report
+                client.drop_collection(collection)
+            raise
+        finally:
+            bar.close()
         seconds = time.perf_counter() - start
         return {"num_passages": n, "build_seconds": round(seconds, 3),
                 "passages_per_s": round(n / max(seconds, 1e-9), 1)}
@@ -138,6 +149,7 @@ class MilvusRetriever(Retriever):
         return Hit(Passage(id=str(row.get("id", entity.get("id"))), title=title, text=text), score)
 
     def search(self, queries: list[str], k: int) -> list[list[Hit]]:
+        check_k(k)
         if not queries:
             return []
         fields = ["title", "content"]
@@ -168,7 +180,11 @@ class MilvusRetriever(Retriever):
 
 
 def build_or_load(config: RetrieverConfig, progress: bool = True) -> MilvusRetriever:
-    """Connect to the configured Milvus; create and fill the collection on first use."""
+    """Connect to the configured Milvus; create and fill the collection on first use.
+
+    Builders of the same index folder take turns (:func:`build_lock`); one that waited finds
+    the collection built and connects to it.
+    """
     from dynaprag.corpora import ReadStats, corpus_fingerprint, read_passages
 
     folder = config.resolved_index_dir("milvus")
@@ -176,25 +192,31 @@ def build_or_load(config: RetrieverConfig, progress: bool = True) -> MilvusRetri
     uri = config.milvus_uri or str(folder / "milvus.db")
     collection = config.milvus_collection or f"dynaprag_{corpus_fingerprint(corpus)}"
     token = config.milvus_token
-    built = (folder / META).is_file() and read_meta(folder).get("collection") == collection
-    if not built or not _client(uri, token).has_collection(collection):
-        stats = ReadStats()
-        passages = read_passages(corpus, skip_bad_lines=config.skip_bad_lines, stats=stats,
-                                 check_duplicates=config.check_duplicates)
-        info = MilvusRetriever.build(passages, uri, collection, token=token, dense_model=config.dense_model,
-                                     k1=config.k1, b=config.b, dense_index=config.milvus_dense_index,
-                                     batch_size=config.dense_batch_size, progress=progress)
-        folder.mkdir(parents=True, exist_ok=True)
-        write_meta(folder, {"backend": "milvus", "uri": uri if "://" not in uri else "(cluster)",
-                            "collection": collection, **info,
-                            "settings": config.index_settings("milvus"),
-                            "source": {"corpus": str(corpus), "fingerprint": corpus_fingerprint(corpus),
-                                       "read": stats.summary(), "skipped_lines": stats.skipped}})
+
+    def built() -> bool:
+        return (is_built(folder) and read_meta(folder).get("collection") == collection
+                and _client(uri, token).has_collection(collection))
+
+    if not built():
+        with build_lock(folder):
+            if not built():
+                stats = ReadStats()
+                passages = read_passages(corpus, skip_bad_lines=config.skip_bad_lines, stats=stats,
+                                         check_duplicates=config.check_duplicates)
+                info = MilvusRetriever.build(passages, uri, collection, token=token, dense_model=config.dense_model,
+                                             k1=config.k1, b=config.b, dense_index=config.milvus_dense_index,
+                                             batch_size=config.dense_batch_size, progress=progress)
+                folder.mkdir(parents=True, exist_ok=True)
+                write_meta(folder, {"backend": "milvus", "uri": uri if "://" not in uri else "(cluster)",
+                                    "collection": collection, **info,
+                                    "settings": config.index_settings("milvus"),
+                                    "source": {"corpus": str(corpus), "fingerprint": corpus_fingerprint(corpus),
+                                               "read": stats.summary(), "skipped_lines": stats.skipped}})
     retriever = MilvusRetriever(uri, collection, search=config.milvus_search, token=token,
                                 dense_model=config.dense_model, rrf_k=config.rrf_k,
                                 rrf_depth=config.rrf_depth, batch_size=config.dense_batch_size,
                                 query_threads=config.dense_query_threads)
-    retriever.meta = read_meta(folder) if (folder / META).is_file() else {}
+    retriever.meta = read_meta(folder) if is_built(folder) else {}
     return retriever
 
 

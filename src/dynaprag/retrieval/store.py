@@ -91,7 +91,3 @@ class PassageStore:
             self.close()
         except Exception:
             pass
-
-
-def has_store(folder: str | Path) -> bool:
-    return (Path(folder) / PASSAGES).is_file() and (Path(folder) / OFFSETS).is_file()
