@@ -361,7 +361,7 @@ def load_model(name: str = DEFAULT_MODEL, dtype: str = "auto", device: str = "cp
             f"cannot load model {display!r} ({exc.__class__.__name__}): it is neither installed "
             f"nor in the Hugging Face cache; use an alias from `dynaprag models` or a local folder"
         ) from None
-    check_loading_info(info, display)
+    check_loading_info(info, location if Path(location).is_dir() else display)
     model.to(device).eval()
     chat = chat and getattr(tokenizer, "chat_template", None) is not None
     folder = Path(location)
