@@ -15,6 +15,14 @@ All three take what a decoding loop has: the decoded text, the tokens as decoded
 their natural-log probabilities. Sentences and entities come from spaCy (:mod:`dynaprag.nlp`).
 Parity with the reference outputs is tested in ``tests/comparison/`` on
 ``../shared/parity/{tokenrag,flare,entityrag}.json``.
+
+>>> flare_query([" Raoul", " Walsh", " was", " born", " in", " 18", "87", "."],
+...             [0.99, 0.99, 0.99, 0.99, 0.99, 0.9, 0.3, 0.99])
+'Raoul Walsh was born in 18 .'
+>>> check = token_rag_check(" Walsh was born in 1887.", [" Walsh", " was", " born", " in", " 18", "87", "."],
+...                         [-0.01, -0.01, -0.01, -0.01, -0.01, -2.0, -0.01])
+>>> check.fired, check.masked, direct_query(check.masked)
+(True, 'Walsh was born in 18[xxx].', 'Walsh was born in 18.')
 """
 from __future__ import annotations
 

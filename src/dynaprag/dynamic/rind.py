@@ -27,6 +27,13 @@ Every function takes what a decoding loop has (token pieces, ids, logits, attent
 text) and loads nothing except spaCy through :mod:`dynaprag.nlp`. Reference quirks are listed
 in each docstring; the parity tests (``tests/comparison/test_dragin.py``) pin them against
 ``../shared/parity/dragin.json``.
+
+>>> words = word_signals(["ĠThe", "Ġcat", "Ġsat", "."], [1, 2, 3, 4], [1.0, 0.2, 0.1, 0.3],
+...                      [0.5, 2.0, 1.0, 1.0], space_marker="Ġ", newline_id=198)
+>>> words.words, [round(a, 2) for a in words.attention]
+(['The', 'cat', 'sat.'], [1.0, 0.2, 0.4])
+>>> [round(v, 2) for v in sentence_rind(words.attention, words.entropy)]
+[0.94, 0.75, 0.75]
 """
 from __future__ import annotations
 
@@ -166,9 +173,10 @@ def sentence_spans(sentences: Sequence[str], words: Sequence[str]) -> list[tuple
 
     Sentence ``i`` (not the last) ends at the first ``j`` such that it is a substring of
     ``" ".join(words[start:j])``, searched for ``j < len(words)``; the last sentence runs to
-    the end of the words. Reference quirks kept: a sentence that is never found (one
-    containing ``"\\n"``, because words joined by spaces never contain the newline as such)
-    gets an empty span and the next sentence starts at the same word and absorbs its words.
+    the end of the words. Reference quirks kept: a sentence that is never found gets an empty
+    span, and the next sentence starts at the same word and absorbs its words. That happens to
+    every spaCy sentence containing ``"\\n"``: the words carry a newline as the piece character
+    (``Ċ``), so their space-joined text never contains it.
     """
     spans = []
     start = 0
@@ -188,6 +196,10 @@ def sentence_spans(sentences: Sequence[str], words: Sequence[str]) -> list[tuple
 
 def sentence_rind(attention: Sequence[float], entropy: Sequence[float]) -> list[float]:
     """RIND values of one sentence's words: ``a_w / Σ a · H_w · n`` (``modifier``).
+
+    This is what the reference computes in place of the paper's Eq. (4) ``H_i · a_max(i) · s_i``:
+    word units, attention normalised over the sentence, times the sentence length, and no
+    stop-word factor ``s_i``.
 
     ``attention`` and ``entropy`` are the words' values from :func:`word_signals`; ``n`` is the
     number of words. The sentence-normalised attention times ``n`` has mean 1, so the values
