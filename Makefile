@@ -24,6 +24,7 @@ demo: setup
 
 test: setup
 	bash scripts/install-browser.sh || echo "warning: could not install Debian chromium; the trace-viewer browser test will fail"
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -ra
 
 bench: setup

@@ -16,6 +16,8 @@ from typing import Any, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
+#: Resumable runs append here; the folder is ignored by git (results, not checkpoints, are committed).
+CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 os.environ.setdefault("DYNAPRAG_CACHE", str(ROOT / ".cache" / "dynaprag"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

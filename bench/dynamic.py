@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DEFAULT_MODEL, RESULTS, SHARED_DATA, result_name, write_results  # noqa: E402
+from _common import CHECKPOINTS, DEFAULT_MODEL, RESULTS, SHARED_DATA, result_name, write_results  # noqa: E402
 
 DATASETS = ("hotpotqa", "2wikimultihopqa")
 SKIP = {"self-rag": "needs a model trained with Self-RAG reflection tokens (the default model has none)"}
@@ -170,8 +170,8 @@ def main() -> None:
         methods.insert(0, "sr-rag")
     questions = {ds: load_questions(ds, n) for ds in DATASETS}
     table = result_name("dynamic" if not args.quick else "dynamic.quick", args.model)
-    paths = [Path(p) for p in (args.checkpoint or str(RESULTS / f"{table}.checkpoint.jsonl")).split(",")]
-    ckpt = paths[0] if not args.quick else RESULTS / f"{table}.checkpoint.jsonl"
+    paths = [Path(p) for p in (args.checkpoint or str(CHECKPOINTS / f"{table}.checkpoint.jsonl")).split(",")]
+    ckpt = paths[0] if not args.quick else CHECKPOINTS / f"{table}.checkpoint.jsonl"
     done: dict[tuple, dict] = {}
     sr_seconds: dict[tuple, float] = {}
     for path in ([ckpt] if args.quick else paths):

@@ -45,7 +45,8 @@ RUNNABLE = [m for m in METHODS.names() if m != "self-rag"]
 @pytest.mark.slow
 @pytest.mark.parametrize("method", RUNNABLE)
 def test_every_method_answers_with_a_trace(pipe, method):
-    options = {"k": 4, "sample_tokens": 6} if method == "seakr" else None  # bound CPU time in tests
+    options = ({f"{axis}.{knob}": value for axis in ("trigger", "selector")  # bound CPU time in tests
+                for knob, value in (("samples", 4), ("sample_tokens", 6))} if method == "seakr" else None)
     answer = pipe.answer(QUESTION, method=method, options=options)
     tr = answer.trace
     assert answer.text.strip()

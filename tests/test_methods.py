@@ -1,20 +1,82 @@
-"""Method presets: options are routed to the axis that owns the knob, typos are errors."""
+"""Method resolution: typed per-axis knobs, checked before any model loads, recorded in full."""
+import math
+
 import pytest
 
 from dynaprag.config import ConfigError
-from dynaprag.dynamic.methods import build_method
-from dynaprag.pipeline import _load_parametric_presets
+from dynaprag.dynamic.methods import AXES, METHODS, check_tunable, resolve_method
+from dynaprag.pipeline import PipelineConfig, resolve_config
 
 
-def test_options_reach_trigger_and_injector():
-    _load_parametric_presets()
-    spec, trigger, _formulator, injector = build_method(
-        "dragin", injector="prag", options={"theta": 0.5, "on_missing": "context"})
-    assert spec.injector == "prag"
-    assert trigger.theta == 0.5
-    assert injector.on_missing == "context"
+def test_axis_overrides_reach_their_component():
+    m = resolve_method("dragin", {"trigger": {"theta": 0.5}, "formulator": {"n": 7},
+                                  "selector": {"name": "seakr-uncertainty", "samples": 4},
+                                  "injector": {"name": "prag", "on_missing": "context"}})
+    assert (m.trigger.theta, m.formulator.n, m.selector.samples, m.injector.on_missing) == (0.5, 7, 4, "context")
+    assert m.names == {"trigger": "rind", "formulator": "qfs", "selector": "seakr-uncertainty", "injector": "prag"}
 
 
-def test_unknown_option_names_the_key():
-    with pytest.raises(ConfigError, match="bogus"):
-        build_method("dragin", options={"bogus": 1})
+def test_options_alias_routes_to_the_one_axis_with_the_knob():
+    m = resolve_method("flare", options={"theta": 0.5, "beta": 0.3})
+    assert (m.trigger.theta, m.formulator.beta) == (0.5, 0.3)
+    with pytest.raises(ConfigError, match="ambiguous.*trigger.samples or selector.samples"):
+        resolve_method("seakr", options={"samples": 4})
+    assert resolve_method("seakr", options={"trigger.samples": 4}).trigger.samples == 4
+
+
+def test_changing_a_component_drops_the_presets_knobs_for_it():
+    m = resolve_method("token-rag", {"trigger": {"name": "rind"}})
+    assert m.trigger.theta == 1.2  # RIND's own default, not token-rag's 0.08
+    assert m.formulator.beta == 0.08  # the formulator was not changed
+
+
+@pytest.mark.parametrize("choices, options, match", [
+    ({"trigger": {"thetta": 1}}, None, "unknown trigger knob 'thetta'.*valid knobs: theta, variant"),
+    (None, {"bogus": 1}, "unknown method option 'bogus'.*trigger.theta"),
+    ({"trigger": {"theta": "high"}}, None, "trigger.theta: expected a number"),
+    ({"trigger": {"theta": math.nan}}, None, "NaN"),
+    ({"formulator": {"n": -3}}, None, "formulator.n: must be >= 1"),
+    ({"trigger": {"variant": "fancy"}}, None, "not one of"),
+    ({"trigger": {"name": "no-such-trigger"}}, None, "unknown trigger 'no-such-trigger'; choose one of"),
+    ({"when": {}}, None, "unknown axis 'when'"),
+])
+def test_bad_settings_fail_at_resolution_naming_the_key(choices, options, match):
+    with pytest.raises(ConfigError, match=match):
+        resolve_method("dragin", choices, options)
+
+
+def test_unknown_method_lists_the_valid_names():
+    with pytest.raises(ConfigError, match="unknown method 'dragon'; choose one of: .*dragin"):
+        resolve_method("dragon")
+    with pytest.raises(ValueError, match="already registered"):
+        from dynaprag.dynamic.methods import MethodSpec
+        METHODS.register("dragin", MethodSpec("rind"))
+
+
+def test_resolved_config_lists_every_knob_and_resolves_to_the_same_method():
+    cfg = resolve_config(PipelineConfig(method="seakr", options={"theta": -5.0}, selector="top-k"))
+    assert set(AXES) == {a for a in AXES if getattr(cfg, a)["name"]}
+    assert cfg.trigger == {"name": "seakr", "samples": 20, "alpha": 1e-3, "layer": -1, "sample_tokens": 20,
+                           "temperature": 1.0, "theta": -5.0}
+    assert cfg.selector == {"name": "top-k"} and cfg.options == {}
+    assert resolve_config(cfg) == cfg
+
+
+def test_every_preset_resolves_and_declares_what_it_needs():
+    for name in METHODS.names():
+        m = resolve_method(name)
+        assert m.paper
+        assert isinstance(m.rolls_back, bool)
+    assert resolve_method("dragin").formulator.needs_attention and resolve_method("dragin").rolls_back
+    assert not resolve_method("sr-rag").rolls_back
+    assert resolve_method("seakr").trigger.needs_probe and resolve_method("seakr").selector.needs_probe
+
+
+def test_requests_may_only_set_numeric_knobs():
+    check_tunable(resolve_method("prag"), {})
+    check_tunable(resolve_method("dragin", options={"theta": 0.3}), {"theta": 0.3})
+    for key in ("store", "encode", "on_missing"):
+        with pytest.raises(ConfigError, match=f"{key}.*cannot be set per request"):
+            check_tunable(resolve_method("prag"), {key: "x"})
+    with pytest.raises(ConfigError, match="translator.*cannot be set per request"):
+        check_tunable(resolve_method("dyprag"), {"translator": "/etc/passwd"})

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from dynaprag.config import ConfigError, apply_overrides
-from dynaprag.dynamic.methods import METHODS, MethodSpec, build_method
+from dynaprag.dynamic.methods import METHODS
 from dynaprag.pipeline import Pipeline, PipelineConfig
 
 QUESTION = "Who directed the film Inception?"
@@ -16,25 +16,24 @@ def test_config_overrides_are_typed_and_checked():
     cfg = apply_overrides(PipelineConfig(), ["k=2", "method=flare", "options.theta=0.5", "retrieval.k1=0.9",
                                              "prompt.shots=1", "trigger=rind"])
     assert (cfg.k, cfg.method, cfg.options, cfg.retrieval.k1, cfg.prompt.shots, cfg.trigger) == \
-        (2, "flare", {"theta": 0.5}, 0.9, 1, "rind")
+        (2, "flare", {"theta": 0.5}, 0.9, 1, {"name": "rind"})
+    cfg = apply_overrides(PipelineConfig(), ["trigger.theta=0.8", "formulator.n=25", "selector=seakr-uncertainty"])
+    assert (cfg.trigger, cfg.formulator, cfg.selector) == ({"theta": 0.8}, {"n": 25}, {"name": "seakr-uncertainty"})
+    with pytest.raises(ConfigError, match="k: must be >= 1"):
+        apply_overrides(PipelineConfig(), ["k=-3"])
     with pytest.raises(ConfigError, match="max_new_token"):
         apply_overrides(PipelineConfig(), ["max_new_token=3"])
 
 
-def test_methods_registry_and_composition():
+def test_methods_registry_lists_the_paper_methods():
     for name in ("wo-rag", "sr-rag", "fl-rag", "fs-rag", "token-rag", "entity-rag", "flare", "flare-flashrag",
-                 "dragin", "dragin-reference", "seakr", "self-rag", "self-rag-prompted"):
+                 "dragin", "dragin-reference", "seakr", "self-rag", "self-rag-prompted", "prag", "dyprag"):
         assert name in METHODS
-    spec, trigger, formulator, _ = build_method("flare", options={"theta": 0.5})
-    assert (trigger.theta, trigger.beta) == (0.5, 0.4)
-    spec, trigger, formulator, _ = build_method("sr-rag", trigger="rind", formulator="qfs", options={"n": 7})
-    assert type(trigger).__name__ == "RindTrigger" and formulator.n == 7
+
+
+def test_a_typo_fails_before_any_model_loads():
     with pytest.raises(ConfigError, match="thetta"):
-        build_method("dragin", options={"thetta": 1})
-    with pytest.raises(KeyError, match="dragon"):
-        build_method("dragon")
-    with pytest.raises(ValueError, match="already registered"):
-        METHODS.register("dragin", MethodSpec("rind"))
+        Pipeline.from_config(PipelineConfig(model="no-such-model-would-fail-to-load", trigger={"thetta": 1}))
 
 
 @pytest.fixture(scope="module")

@@ -7,16 +7,8 @@ import pytest
 import torch
 
 from dynaprag.dynamic import scoring
-from dynaprag.dynamic.draft import content_flags, is_sentence_end, word_groups
 from dynaprag.dynamic.loop import finished
-from dynaprag.dynamic.triggers import entity_spans
-
-
-def test_token_entropy_hand_values():
-    assert scoring.token_entropy(torch.tensor([0.0, 0.0])).item() == pytest.approx(math.log(2), abs=1e-6)
-    logits = torch.log(torch.tensor([0.5, 0.25, 0.25]))
-    assert scoring.token_entropy(logits).item() == pytest.approx(0.5 * math.log(2) + 0.5 * math.log(4), abs=1e-6)
-    assert scoring.token_entropy(torch.tensor([0.0, -1e9])).item() == pytest.approx(0.0, abs=1e-6)
+from dynaprag.dynamic.text import content_flags, entity_spans, is_sentence_end, word_groups
 
 
 def test_max_attention_received_uses_only_later_tokens():
@@ -37,10 +29,11 @@ def test_rind_reference_normalises_over_sentence():
     assert scoring.rind_scores_reference(torch.tensor([1.0]), torch.tensor([0.0]), torch.tensor([1.0])).tolist() == [0.0]
 
 
-def test_flare_confidence_and_mask():
-    assert not scoring.flare_needs_retrieval([0.9, 0.85, 0.81], 0.8)
-    assert scoring.flare_needs_retrieval([0.9, 0.8], 0.8)  # p <= theta fires
-    assert scoring.flare_mask([0.5, 0.4, 0.3], 0.4) == [False, True, True]
+def test_low_probability_strict_and_inclusive():
+    assert scoring.low_probability([0.9, 0.85, 0.81], 0.8, inclusive=True) == [False, False, False]
+    assert scoring.low_probability([0.9, 0.8], 0.8, inclusive=True) == [False, True]  # FLARE: p <= theta fires
+    assert scoring.low_probability([0.9, 0.8, 0.7], 0.8) == [False, False, True]  # TokenRAG: p < theta
+    assert scoring.low_probability([0.5, 0.4, 0.3], 0.4, inclusive=True) == [False, True, True]
 
 
 def test_eigen_score_hand_values():

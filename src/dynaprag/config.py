@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -25,7 +26,16 @@ C = TypeVar("C")
 
 
 class ConfigError(ValueError):
-    """A config key that does not exist, or a value of the wrong type; names the key."""
+    """A config key that does not exist, or a value of the wrong type or range; names the key."""
+
+
+class Choice(dict):
+    """A component choice: a name with knob values, ``{"name": "rind", "theta": 0.8}``.
+
+    As a field type it accepts a bare name (``trigger=rind`` becomes ``{"name": "rind"}``), a
+    mapping, and dotted knob overrides (``trigger.theta=0.8``); the component's own dataclass
+    checks the knobs when the choice is resolved.
+    """
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -62,6 +72,15 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
         inner = args[0] if args else Any
         items = [_coerce(key, v, inner) for v in value]
         return tuple(items) if origin is tuple else items
+    if annotation is Choice:
+        if isinstance(value, str):
+            loaded = yaml.safe_load(value) if value.strip() else None
+            value = loaded if isinstance(loaded, Mapping) else {"name": value.strip()}
+        if value is None:
+            return Choice()
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a name or a mapping of knobs, got {value!r}")
+        return Choice(value)
     if origin is dict or annotation is dict:
         if isinstance(value, str):
             value = yaml.safe_load(value)
@@ -97,9 +116,12 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
         if isinstance(value, bool):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+        if math.isnan(number):
+            raise ConfigError(f"{key}: expected a number, got NaN")
+        return number
     if annotation is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
@@ -118,8 +140,36 @@ def from_dict(cls: type[C], data: Mapping[str, Any], prefix: str = "") -> C:
         raise ConfigError(
             f"unknown config key {prefix}{unknown[0]!r}; valid keys: {', '.join(sorted(names))}"
         )
-    kwargs = {k: _coerce(prefix + k, v, hints[k]) for k, v in data.items()}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in data.items():
+        kwargs[k] = _coerce(prefix + k, v, hints[k])
+        check_range(prefix + k, kwargs[k], fields[k].metadata)
     return cls(**kwargs)
+
+
+def check_range(key: str, value: Any, metadata: Mapping[str, Any]) -> None:
+    """Enforce a field's ``min``/``max``/``choices`` metadata; the message names the key."""
+    if value is None:
+        return
+    choices = metadata.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{key}: {value!r} is not one of {list(choices)}")
+    low, high = metadata.get("min"), metadata.get("max")
+    if low is not None and value < low:
+        raise ConfigError(f"{key}: must be >= {low}, got {value!r}")
+    if high is not None and value > high:
+        raise ConfigError(f"{key}: must be <= {high}, got {value!r}")
+
+
+def check_ranges(obj: Any, prefix: str = "") -> None:
+    """:func:`check_range` over every field of a (nested) dataclass instance."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            check_ranges(value, f"{prefix}{f.name}.")
+        else:
+            check_range(prefix + f.name, value, f.metadata)
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
@@ -160,8 +210,8 @@ def _set(obj: Any, path: list[str], raw: Any, dotted: str) -> Any:
     head, rest = path[0], path[1:]
     if isinstance(obj, dict):
         if rest:
-            return {**obj, head: _set_in_mapping(obj.get(head, {}), rest, raw)}
-        return {**obj, head: yaml.safe_load(raw) if isinstance(raw, str) else raw}
+            return type(obj)({**obj, head: _set_in_mapping(obj.get(head, {}), rest, raw)})
+        return type(obj)({**obj, head: yaml.safe_load(raw) if isinstance(raw, str) else raw})
     if not dataclasses.is_dataclass(obj):
         raise ConfigError(f"unknown config key {dotted!r}")
     names = {f.name for f in dataclasses.fields(obj)}
@@ -172,6 +222,7 @@ def _set(obj: Any, path: list[str], raw: Any, dotted: str) -> Any:
         value = _set(getattr(obj, head), rest, raw, dotted)
     else:
         value = _coerce(dotted, raw, hint)
+        check_range(dotted, value, next(f for f in dataclasses.fields(obj) if f.name == head).metadata)
     return dataclasses.replace(obj, **{head: value})
 
 
@@ -200,13 +251,3 @@ def load_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
     return data
-
-
-def help_table(cls: type) -> list[tuple[str, str, str]]:
-    """(name, default, help) for each field, for ``--help`` style listings."""
-    rows = []
-    for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else "")
-        rows.append((f.name, repr(default), f.metadata.get("help", "")))
-    return rows

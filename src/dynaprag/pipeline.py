@@ -5,6 +5,9 @@ cache (computed once per prompt config and reused across questions, retrievals a
 runs any registered method through the one dynamic loop. The eval harness, the HTTP server and
 the CLI all go through :meth:`Pipeline.answer`.
 
+A method's settings are checked when the config is resolved (:func:`resolve_config`), before
+any model or index loads, and the resolved config lists every knob of every axis.
+
 >>> from dynaprag.pipeline import Pipeline, PipelineConfig
 >>> pipe = Pipeline.from_config(PipelineConfig(method="dragin"))        # doctest: +SKIP
 >>> answer = pipe.answer("In what year was the director of Jaws born?")  # doctest: +SKIP
@@ -13,13 +16,19 @@ the CLI all go through :meth:`Pipeline.answer`.
 """
 from __future__ import annotations
 
-import importlib
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
 
+from dynaprag.config import Choice, ConfigError, check_ranges
+from dynaprag.dynamic.methods import AXES, Method, resolve_method
+from dynaprag.dynamic.presets import METHODS
 from dynaprag.lm.prompts import PromptBuilder, PromptConfig
 from dynaprag.retrieval import RetrieverConfig
 from dynaprag.trace import Answer
+
+_AXIS_HELP = "{axis} of the method: a name, or knobs ({axis}.KNOB=VALUE); default: the preset's"
 
 
 @dataclass
@@ -27,27 +36,78 @@ class PipelineConfig:
     """Everything that defines a run; written next to results so every number is traceable."""
 
     model: str = field(default="smollm2-135m", metadata={"help": "model alias, Hugging Face id or local folder"})
-    dtype: str = field(default="auto", metadata={"help": "auto | float32 | bfloat16 | float16"})
-    method: str = field(default="dragin", metadata={"help": "a registered method (see `dynaprag ask --help`)"})
-    k: int = field(default=3, metadata={"help": "passages per retrieval (DRAGIN/FLARE: 3)"})
-    max_new_tokens: int = field(default=128, metadata={"help": "answer length budget in tokens"})
-    max_retrievals: int = field(default=5, metadata={"help": "retrieval budget per question"})
+    dtype: str = field(default="auto", metadata={"help": "auto | float32 | bfloat16 | float16",
+                                                 "choices": ("auto", "float32", "bfloat16", "float16")})
+    method: str = field(default="dragin", metadata={"help": "a registered method (see `dynaprag methods`)"})
+    k: int = field(default=3, metadata={"help": "passages per retrieval (DRAGIN/FLARE: 3)", "min": 1})
+    max_new_tokens: int = field(default=128, metadata={"help": "answer length budget in tokens", "min": 1})
+    max_retrievals: int = field(default=5, metadata={"help": "retrieval budget per question", "min": 0})
     seed: int = field(default=0, metadata={"help": "seed for methods that sample (SeaKR)"})
     retrieval: RetrieverConfig = field(default_factory=RetrieverConfig, metadata={"help": "retriever settings"})
     prompt: PromptConfig = field(default_factory=PromptConfig, metadata={"help": "exemplar set, shots, style"})
-    trigger: str | None = field(default=None, metadata={"help": "override the method's trigger"})
-    formulator: str | None = field(default=None, metadata={"help": "override the method's query formulator"})
-    injector: str | None = field(default=None, metadata={"help": "override the method's injector"})
-    options: dict = field(default_factory=dict, metadata={"help": "method knob overrides, e.g. {theta: 1.5}"})
+    trigger: Choice = field(default_factory=Choice, metadata={"help": _AXIS_HELP.format(axis="trigger")})
+    formulator: Choice = field(default_factory=Choice, metadata={"help": _AXIS_HELP.format(axis="query formulator")})
+    selector: Choice = field(default_factory=Choice, metadata={"help": _AXIS_HELP.format(axis="hit selector")})
+    injector: Choice = field(default_factory=Choice, metadata={"help": _AXIS_HELP.format(axis="injector")})
+    options: dict = field(default_factory=dict, metadata={
+        "help": "alias: knob overrides routed to the one axis that has the knob, e.g. {theta: 1.5}"})
+
+    def __post_init__(self) -> None:
+        for axis in AXES:
+            value = getattr(self, axis)
+            if value is None or isinstance(value, str):
+                setattr(self, axis, Choice({"name": value} if value else {}))
+            elif not isinstance(value, Choice):
+                setattr(self, axis, Choice(value))
+
+    def choices(self) -> dict[str, dict[str, Any]]:
+        return {axis: dict(getattr(self, axis)) for axis in AXES}
 
 
-def _load_parametric_presets() -> None:
-    """Import :mod:`dynaprag.parametric.presets` (registers prag/dyprag methods) if it exists."""
-    try:
-        importlib.import_module("dynaprag.parametric.presets")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("dynaprag.parametric.presets", "dynaprag.parametric"):
-            raise
+def resolve_method_of(config: PipelineConfig, method: str | None = None,
+                      options: Mapping[str, Any] | None = None) -> Method:
+    """The method ``config`` describes (or preset ``method`` with only ``options``), checked.
+
+    Raises :class:`~dynaprag.config.ConfigError` naming the key for an unknown method,
+    component or knob and for a value of the wrong type or out of range.
+    """
+    if method is not None and method != config.method:
+        return resolve_method(method, options=options)
+    return resolve_method(config.method, config.choices(), {**config.options, **(options or {})})
+
+
+def resolve_config(config: PipelineConfig) -> PipelineConfig:
+    """``config`` with every field range-checked and every axis filled with its resolved knobs.
+
+    The result describes the same method with nothing left implicit: ``config.json`` of a
+    run records it, and resolving it again gives the same method.
+    """
+    check_ranges(config)
+    settings = resolve_method_of(config).settings()
+    return dataclasses.replace(config, options={}, **{axis: Choice(settings[axis]) for axis in AXES})
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] | Mapping[str, Any] = (),
+                **explicit: Any) -> PipelineConfig:
+    """A resolved :class:`PipelineConfig` from an optional YAML/JSON file, then the non-None
+    ``explicit`` values (command-line flags such as ``method``), then ``key=value`` overrides."""
+    from dynaprag.config import apply_overrides, from_dict, load_file
+
+    config = from_dict(PipelineConfig, load_file(path)) if path else PipelineConfig()
+    config = apply_overrides(config, {k: v for k, v in explicit.items() if v is not None})
+    return resolve_config(apply_overrides(config, overrides))
+
+
+def method_names() -> list[str]:
+    """Every registered method (dynamic and parametric presets)."""
+    return METHODS.names()
+
+
+def stop_strings() -> tuple[str, ...]:
+    """Strings that end an answer; a streaming server holds back text that may turn into one."""
+    from dynaprag.dynamic.loop import STOP_STRINGS
+
+    return STOP_STRINGS
 
 
 class Pipeline:
@@ -63,11 +123,14 @@ class Pipeline:
         self._builders: dict[tuple, PromptBuilder] = {}
         self._prefixes: dict[tuple, Any] = {}
         self.prefix_computations = 0
-        _load_parametric_presets()
 
     @classmethod
     def from_config(cls, config: PipelineConfig, *, lm=None, retriever=None) -> "Pipeline":
-        """Load what ``config`` names, reusing an already loaded model and/or retriever when given."""
+        """Load what ``config`` names, reusing an already loaded model and/or retriever when given.
+
+        The method's settings are checked first, so a typo fails before anything loads.
+        """
+        resolve_config(config)
         if lm is None:
             from dynaprag.lm import load_model
 
@@ -94,28 +157,44 @@ class Pipeline:
             self.prefix_computations += 1
         return self._prefixes[key]
 
+    def method(self, method: str | None = None, options: Mapping[str, Any] | None = None) -> Method:
+        """The resolved method this pipeline runs (or preset ``method``), checked against the model."""
+        from dynaprag.dynamic.component import check_model
+
+        resolved = resolve_method_of(self.config, method, options)
+        check_model(resolved.components(), self.generator)
+        return resolved
+
+    def method_for_request(self, method: str | None, options: Mapping[str, Any]) -> Method:
+        """:meth:`method` for an untrusted caller: only numeric knobs may be set (see ``check_tunable``)."""
+        from dynaprag.dynamic.methods import check_tunable
+
+        resolved = self.method(method, options)
+        check_tunable(resolved, options)
+        return resolved
+
     def answer(self, question: str, *, method: str | None = None, options: dict | None = None,
-               on_event: Callable[[dict], None] | None = None) -> Answer:
+               on_event: Callable[[dict], None] | None = None, max_new_tokens: int | None = None) -> Answer:
         """Answer ``question`` with the configured (or given) method; the trace is filled in.
 
-        ``options`` override the method's knobs for this call only; ``on_event`` receives
-        token, retrieval and rollback events while decoding (the HTTP server streams them).
+        ``options`` override the method's knobs for this call only (``{"theta": 0.5}`` or
+        ``{"trigger.theta": 0.5}``); ``on_event`` receives token, retrieval and rollback events
+        while decoding (the HTTP server streams them); ``max_new_tokens`` overrides the answer
+        budget for this call.
         """
         from dynaprag.dynamic.loop import DynamicLoop, LoopConfig
-        from dynaprag.dynamic.methods import build_method
 
         if not question or not question.strip():
             raise ValueError("question is empty")
         cfg = self.config
-        name = method or cfg.method
-        per_call = method is not None and method != cfg.method
-        spec, trigger, formulator, injector = build_method(
-            name, trigger=None if per_call else cfg.trigger, formulator=None if per_call else cfg.formulator,
-            injector=None if per_call else cfg.injector,
-            options={**({} if per_call else cfg.options), **(options or {})})
-        injector.bind(self.generator)
-        loop = DynamicLoop(self.generator, self.builder(), self.retriever, trigger, formulator, injector,
-                           LoopConfig(k=cfg.k, max_new_tokens=cfg.max_new_tokens,
+        resolved = self.method(method, options)
+        resolved.injector.bind(self.generator)
+        loop = DynamicLoop(self.generator, self.builder(), self.retriever, resolved,
+                           LoopConfig(k=cfg.k, max_new_tokens=max_new_tokens or cfg.max_new_tokens,
                                       max_retrievals=cfg.max_retrievals, seed=cfg.seed),
-                           prefix=self.prefix, method=name)
+                           prefix=self.prefix)
         return loop.run(question, on_event=on_event)
+
+
+__all__ = ["ConfigError", "Pipeline", "PipelineConfig", "load_config", "method_names", "resolve_config", "resolve_method_of",
+           "stop_strings"]

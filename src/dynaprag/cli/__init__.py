@@ -1,7 +1,8 @@
 """The ``dynaprag`` command: a thin layer over the public Python API.
 
-Each area contributes its commands through a ``register(app)`` function in its own ``cli``
-module (listed in ``_COMMAND_MODULES``); heavy imports happen inside the commands.
+Each area's commands live in one module of this package with a ``register(app)`` function
+(listed in ``_COMMAND_MODULES``); heavy imports happen inside the commands. The CLI is the top
+layer: it imports the public API of every layer below and nothing imports it.
 """
 from __future__ import annotations
 
@@ -18,11 +19,11 @@ console = Console()
 err = Console(stderr=True)
 
 _COMMAND_MODULES: list[str] = [
-    "dynaprag.retrieval.cli",
-    "dynaprag.eval.cli",
-    "dynaprag.serve.cli",
-    "dynaprag.dynamic.cli",
-    "dynaprag.parametric.cli",
+    "dynaprag.cli.retrieval",
+    "dynaprag.cli.eval",
+    "dynaprag.cli.serve",
+    "dynaprag.cli.ask",
+    "dynaprag.cli.parametric",
 ]
 
 

@@ -13,16 +13,6 @@ import typer
 DEMO_QUESTION = "q01"
 
 
-def load_config(config_file: Optional[Path], overrides: list[str], **explicit):
-    """A :class:`PipelineConfig` from an optional YAML/JSON file, then ``key=value`` overrides."""
-    from dynaprag.config import apply_overrides, from_dict, load_file
-    from dynaprag.pipeline import PipelineConfig
-
-    config = from_dict(PipelineConfig, load_file(config_file)) if config_file else PipelineConfig()
-    config = apply_overrides(config, {k: v for k, v in explicit.items() if v is not None})
-    return apply_overrides(config, overrides)
-
-
 def render_answer(answer, console) -> None:
     """Print the answer and a readable trace with rich."""
     from rich.panel import Panel
@@ -76,7 +66,7 @@ def register(app: typer.Typer) -> None:
         import json
 
         from dynaprag.config import ConfigError
-        from dynaprag.pipeline import Pipeline
+        from dynaprag.pipeline import Pipeline, load_config
         from dynaprag.registry import UnknownNameError
 
         try:
@@ -95,12 +85,17 @@ def register(app: typer.Typer) -> None:
         """Answer a multi-hop demo question with DRAGIN over the packaged demo corpus; print the trace."""
         import json
 
-        from dynaprag.pipeline import Pipeline
+        from dynaprag.config import ConfigError
+        from dynaprag.pipeline import Pipeline, load_config
+        from dynaprag.registry import UnknownNameError
         from dynaprag.retrieval import demo_questions_path
 
         records = [json.loads(line) for line in demo_questions_path().read_text().splitlines() if line.strip()]
         record = next(r for r in records if r["id"] == DEMO_QUESTION)
-        cfg = load_config(None, overrides or [], method=method)
+        try:
+            cfg = load_config(None, overrides or [], method=method)
+        except (ConfigError, UnknownNameError) as exc:
+            fail(str(exc))
         console.print(f"[bold]question[/]: {record['question']}  [dim](gold: {', '.join(record['answers'])}; "
                       f"model {cfg.model}, method {cfg.method}, BM25 over the demo corpus)[/]")
         render_answer(Pipeline.from_config(cfg).answer(record["question"]), console)

@@ -35,7 +35,7 @@ def run_encode(corpus: str, ids: list[str], limit: Optional[int], store_root: Op
     from dynaprag.config import apply_overrides
     from dynaprag.lm import load_model
     from dynaprag.parametric.encode import EncodeConfig, encode_corpus
-    from dynaprag.parametric.injectors import default_store_root, open_store
+    from dynaprag.parametric.stores import default_store_root, open_store
 
     config = apply_overrides(EncodeConfig(), overrides)
     passages = select_passages(corpus, ids, limit)
@@ -66,7 +66,7 @@ def run_translator_train(store_dir: str, out: str, model: str, dtype: str, overr
     from dynaprag.config import apply_overrides
     from dynaprag.lm import load_model
     from dynaprag.parametric.encode import EncodeConfig
-    from dynaprag.parametric.injectors import open_store
+    from dynaprag.parametric.stores import open_store
     from dynaprag.parametric.translator import (TranslatorConfig, pairs_from_store, train_translator,
                                                 translator_metadata)
 

@@ -36,8 +36,9 @@ def register(app: typer.Typer) -> None:
         except ImportError as exc:
             fail(f"{exc}; install the serve extra: pip install 'dynaprag[serve]'")
         try:
-            pipeline_config = build_config(config, method, overrides or [])
-            from dynaprag.pipeline import Pipeline
+            from dynaprag.pipeline import Pipeline, load_config
+
+            pipeline_config = load_config(config, overrides or [], method=method)
 
             console.print(f"loading {pipeline_config.model} with method {pipeline_config.method}…")
             pipeline = Pipeline.from_config(pipeline_config)
@@ -47,14 +48,3 @@ def register(app: typer.Typer) -> None:
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         console.print(f"serving on http://{shown}:{port}/ (viewer) and http://{shown}:{port}/v1 (API)")
         uvicorn.run(app_, host=host, port=port, log_level=log_level)
-
-
-def build_config(path: str | None, method: str | None, overrides: list[str]):
-    """PipelineConfig from an optional file, ``--method`` and ``key=value`` overrides."""
-    from dynaprag.config import apply_overrides, from_dict, load_file
-    from dynaprag.pipeline import PipelineConfig
-
-    config = from_dict(PipelineConfig, load_file(path)) if path else PipelineConfig()
-    if method:
-        config = apply_overrides(config, {"method": method})
-    return apply_overrides(config, overrides)

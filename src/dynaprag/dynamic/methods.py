@@ -1,98 +1,183 @@
-"""Named methods: each a preset of trigger × query formulator × injector with the paper's defaults.
+"""A method is four typed components: a trigger, a query formulator, a selector and an injector.
 
-Any other composition is a config (``trigger=rind injector=dyprag``); ``options`` override a
-preset's knobs by name (``{"theta": 1.5}``) and a name that no axis knows is an error.
-Parametric presets (``prag``, ``dyprag``, ...) are registered here by
-:mod:`dynaprag.parametric.presets`.
+:class:`MethodSpec` names them with the knob values a preset sets (the presets are in
+:mod:`dynaprag.dynamic.presets`); :func:`resolve_method` turns a preset plus overrides into a
+:class:`Method` of ready components, checking every name and knob *before* any model or index
+loads. Overrides address an axis explicitly::
 
->>> METHODS.get("dragin").trigger, METHODS.get("dragin").formulator
-('rind', 'qfs')
+    {"trigger": {"theta": 0.8}}             # a knob of the preset's trigger
+    {"trigger": {"name": "rind"}}           # another trigger (the preset's trigger knobs are dropped)
+    {"selector": {"name": "seakr-uncertainty"}, "injector": {"name": "dyprag"}}
+
+and ``options`` remain an alias for knobs whose name exactly one axis of the method has
+(``{"theta": 0.8}``); an ambiguous or unknown knob is an error that lists the valid names.
+:meth:`Method.settings` gives every resolved knob of every axis, which each run records.
+
+>>> m = resolve_method("dragin", {"trigger": {"theta": 0.8}})
+>>> m.settings()["trigger"]
+{'name': 'rind', 'theta': 0.8, 'variant': 'paper'}
 """
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from dynaprag.config import ConfigError, from_dict
-from dynaprag.dynamic import seakr as _seakr  # noqa: F401 - registers the "seakr" trigger
-from dynaprag.dynamic import selfrag as _selfrag  # noqa: F401 - registers the Self-RAG triggers
+from dynaprag.config import ConfigError, from_dict, to_dict
+from dynaprag.dynamic.component import Component
 from dynaprag.dynamic.queries import FORMULATORS, QueryFormulator
+from dynaprag.dynamic.selectors import SELECTORS, Selector
 from dynaprag.dynamic.triggers import TRIGGERS, Trigger
 from dynaprag.inject import INJECTORS, Injector
-from dynaprag.registry import Registry
+from dynaprag.registry import Registry, UnknownNameError
+
+AXES = ("trigger", "formulator", "selector", "injector")
+_REGISTRIES = {"trigger": TRIGGERS, "formulator": FORMULATORS, "selector": SELECTORS, "injector": INJECTORS}
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A named composition: which trigger, formulator and injector, and their default knobs."""
+    """A named composition: one component per axis, and the knob values the preset sets."""
 
     trigger: str
     formulator: str = "question"
+    selector: str = "top-k"
     injector: str = "in-context"
-    options: Mapping[str, Any] = field(default_factory=dict)
+    knobs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # axis -> {knob: value}
     paper: str = ""
+
+    def name_of(self, axis: str) -> str:
+        return getattr(self, axis)
 
 
 METHODS: Registry[MethodSpec] = Registry("method")
 
 
-def _fields(cls: type) -> set[str]:
-    return {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+@dataclass
+class Method:
+    """A resolved method: ready components, the preset it came from, and its full settings."""
+
+    name: str
+    trigger: Trigger
+    formulator: QueryFormulator
+    selector: Selector
+    injector: Injector
+    names: Mapping[str, str]  # axis -> registered component name
+    paper: str = ""
+
+    def components(self) -> list[tuple[str, Any]]:
+        """``(label, component)`` for every axis, e.g. ``("trigger 'rind'", RindTrigger(...))``."""
+        return [(f"{axis} {self.names[axis]!r}", getattr(self, axis)) for axis in AXES]
+
+    @property
+    def rolls_back(self) -> bool:
+        """May a retrieval discard text already generated (so a stream must hold it back)?"""
+        return bool(getattr(self.trigger, "rolls_back", False))
+
+    def settings(self) -> dict[str, dict[str, Any]]:
+        """Every axis's component name and knob values, JSON-ready (what ``config.json`` records)."""
+        return {axis: {"name": self.names[axis], **knobs_of(getattr(self, axis))} for axis in AXES}
+
+    def reset(self) -> None:
+        for _, comp in self.components():
+            if isinstance(comp, Component):
+                comp.reset()
 
 
-def _split(options: Mapping[str, Any], *classes: type) -> list[dict]:
-    """Route each option to the first axis (trigger, formulator, injector) that has a knob of that name."""
-    names = [_fields(cls) for cls in classes]
-    known = set().union(*names)
-    unknown = [k for k in options if k not in known]
+def knobs_of(component: Any) -> dict[str, Any]:
+    return to_dict(component) if dataclasses.is_dataclass(component) else {}
+
+
+def knob_fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+
+
+def resolve_method(name: str, choices: Mapping[str, Mapping[str, Any]] | None = None,
+                   options: Mapping[str, Any] | None = None) -> Method:
+    """Resolve preset ``name`` with per-axis ``choices`` and alias ``options`` into components.
+
+    Raises :class:`~dynaprag.config.ConfigError` (unknown method, component or knob, wrong
+    type, out of range) naming the key and the valid names; nothing heavy is loaded.
+    """
+    spec = _lookup(METHODS, name)
+    choices = {axis: dict(value or {}) for axis, value in (choices or {}).items()}
+    unknown = [axis for axis in choices if axis not in AXES]
     if unknown:
-        valid = ", ".join(sorted(known)) or "(none)"
-        raise ConfigError(f"unknown method option {unknown[0]!r}; valid options here: {valid}")
-    routed: list[dict] = [{} for _ in classes]
-    for key, value in options.items():
-        routed[next(i for i, n in enumerate(names) if key in n)][key] = value
-    return routed
+        raise ConfigError(f"unknown axis {unknown[0]!r}; the axes are {', '.join(AXES)}")
+    names: dict[str, str] = {}
+    knobs: dict[str, dict[str, Any]] = {}
+    for axis in AXES:
+        choice = choices.get(axis, {})
+        chosen = str(choice.pop("name", None) or spec.name_of(axis))
+        _lookup(_REGISTRIES[axis], chosen)  # validates the name, listing the choices
+        names[axis] = chosen
+        preset = dict(spec.knobs.get(axis, {})) if chosen == spec.name_of(axis) else {}
+        knobs[axis] = {**preset, **choice}
+    for key, value in (options or {}).items():
+        axis, knob = _route(key, names)
+        knobs[axis][knob] = value
+    built = {axis: _build(axis, names[axis], knobs[axis]) for axis in AXES}
+    return Method(name=name, names=names, paper=spec.paper, **built)
 
 
-def build_method(name: str | None = None, *, trigger: str | None = None, formulator: str | None = None,
-                 injector: str | None = None, options: Mapping[str, Any] | None = None
-                 ) -> tuple[MethodSpec, Trigger, QueryFormulator, Injector]:
-    """Resolve a preset (and any axis override) into ready components; options override knobs."""
-    spec = METHODS.get(name) if name else MethodSpec(trigger="never")
-    spec = dataclasses.replace(spec, trigger=trigger or spec.trigger, formulator=formulator or spec.formulator,
-                               injector=injector or spec.injector,
-                               options={**spec.options, **(options or {})})
-    t_cls, f_cls = TRIGGERS.get(spec.trigger), FORMULATORS.get(spec.formulator)
-    i_cls = INJECTORS.get(spec.injector)
-    t_opts, f_opts, i_opts = _split(spec.options, t_cls, f_cls, i_cls)
-    injector_obj = from_dict(i_cls, i_opts) if dataclasses.is_dataclass(i_cls) else i_cls()
-    return spec, from_dict(t_cls, t_opts), from_dict(f_cls, f_opts), injector_obj
+def check_tunable(method: Method, options: Mapping[str, Any]) -> None:
+    """Refuse ``options`` that are not numeric or boolean knobs of ``method``'s components.
+
+    What an untrusted caller (an HTTP request) may set: thresholds, counts, weights. Paths,
+    stores, names and nested training settings are the operator's configuration only, so a
+    request can never choose a file on disk or start a training run with its own settings.
+    """
+    for key in options:
+        axis, knob = _route(key, method.names)
+        cls = type(getattr(method, axis))
+        hint = typing.get_type_hints(cls).get(knob) if knob in knob_fields(cls) else None
+        if hint not in (int, float, bool):
+            raise ConfigError(f"option {key!r} cannot be set per request: only numeric knobs of the method's "
+                              f"components can (set the rest in the server's configuration)")
 
 
-METHODS.register("wo-rag", MethodSpec("never", paper="no retrieval"))
-METHODS.register("sr-rag", MethodSpec("once", paper="single retrieval with the question"))
-METHODS.register("fl-rag", MethodSpec("every-n-tokens", "previous-output", options={"n": 15},
-                                      paper="fixed-length retrieval every n tokens (Ram et al. 2023)"))
-METHODS.register("fs-rag", MethodSpec("every-sentence", "previous-output",
-                                      paper="retrieval every sentence (Trivedi et al. 2023)"))
-METHODS.register("token-rag", MethodSpec("token-prob", "masked-sentence", options={"theta": 0.08},
-                                         paper="token-probability trigger (DRAGIN baseline)"))
-METHODS.register("entity-rag", MethodSpec("entity", "masked-sentence", options={"theta": 0.4},
-                                          paper="entity-level confidence (Su et al. 2024, DRAD)"))
-METHODS.register("flare", MethodSpec("flare", "masked-sentence", options={"theta": 0.8, "beta": 0.4},
-                                     paper="FLARE_direct (Jiang et al. 2023)"))
-METHODS.register("flare-flashrag", MethodSpec("flare", "masked-sentence", options={"theta": 0.2, "beta": 0.2},
-                                              paper="FLARE with FlashRAG's 0.2/0.2 thresholds (variant)"))
-METHODS.register("dragin", MethodSpec("rind", "qfs", options={"theta": 1.2, "variant": "paper", "n": 35,
-                                                              "filter": "stopwords"},
-                                      paper="DRAGIN RIND + QFS as in the paper (Su et al. 2024)"))
-METHODS.register("dragin-reference", MethodSpec("rind", "qfs", options={"theta": 1.2, "variant": "reference",
-                                                                        "n": 35, "filter": "pos"},
-                                                paper="DRAGIN as its reference code computes it (variant)"))
-METHODS.register("seakr", MethodSpec("seakr", "confident-tokens", options={"k": 20, "alpha": 1e-3, "theta": -6.0},
-                                     paper="SeaKR eigen-score uncertainty + re-ranking (Yao et al. 2024)"))
-METHODS.register("self-rag", MethodSpec("self-rag", "question", options={"threshold": 0.2},
-                                        paper="Self-RAG reflection tokens (Asai et al. 2024); needs a Self-RAG model"))
-METHODS.register("self-rag-prompted", MethodSpec("self-rag-prompted", "question", options={"threshold": 0.5},
-                                                 paper="variant: the instruct model is asked if it needs retrieval"))
+def _lookup(registry: Registry, name: str) -> Any:
+    try:
+        return registry.get(name)
+    except UnknownNameError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _route(key: str, names: Mapping[str, str]) -> tuple[str, str]:
+    """The axis an ``options`` key belongs to: ``axis.knob`` explicitly, or the one axis with that knob."""
+    if "." in key:
+        axis, knob = key.split(".", 1)
+        if axis not in AXES:
+            raise ConfigError(f"unknown axis {axis!r} in option {key!r}; the axes are {', '.join(AXES)}")
+        return axis, knob
+    owners = [axis for axis in AXES if key in knob_fields(_REGISTRIES[axis].get(names[axis]))]
+    if len(owners) == 1:
+        return owners[0], key
+    if owners:
+        raise ConfigError(f"option {key!r} is ambiguous in this method: write "
+                          + " or ".join(f"{axis}.{key}" for axis in owners))
+    valid = [f"{axis}.{k}" for axis in AXES for k in knob_fields(_REGISTRIES[axis].get(names[axis]))]
+    raise ConfigError(f"unknown method option {key!r}; valid knobs here: {', '.join(valid) or '(none)'}")
+
+
+def _build(axis: str, name: str, knobs: Mapping[str, Any]) -> Any:
+    cls = _REGISTRIES[axis].get(name)
+    if not dataclasses.is_dataclass(cls):
+        if knobs:
+            raise ConfigError(f"{axis} {name!r} has no knobs; got {', '.join(knobs)}")
+        return cls()
+    valid = knob_fields(cls)
+    unknown = [k for k in knobs if k not in valid]
+    if unknown:
+        raise ConfigError(f"unknown {axis} knob {unknown[0]!r} for {axis} {name!r}; valid knobs: "
+                          f"{', '.join(sorted(valid)) or '(none)'}")
+    try:
+        return from_dict(cls, knobs, prefix=f"{axis}.")
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{axis} {name!r}: {exc}") from None
+
+
+from dynaprag.dynamic import presets as _presets  # noqa: E402,F401 - fills METHODS (presets import this module)

@@ -1,20 +1,26 @@
 """What to retrieve: query formulators turn the question, the draft and a trigger's decision into a query.
 
-Each formulator is a small dataclass (knobs with the paper's default) plus one registry line.
-All fall back to the question when the draft gives them nothing to work with (e.g. a
-retrieval before the first token).
+Each formulator is a small dataclass (knobs with the paper's default, masking included) plus
+one registry line. The trigger says *where* it fired (``decision.span``, ``decision.at``); the
+formulator alone decides what text is searched. All fall back to the question when the draft
+gives them nothing to work with (e.g. a retrieval before the first token).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-from dynaprag.dynamic.draft import STOP_WORDS, Decision, Draft, word_groups
+from dynaprag.dynamic import scoring
+from dynaprag.dynamic.component import Component
+from dynaprag.dynamic.draft import Decision, Draft
 from dynaprag.dynamic.scoring import top_n_in_order
+from dynaprag.dynamic.text import is_content_word, word_groups
+from dynaprag.dynamic.triggers import entity_confidences
 from dynaprag.registry import Registry
 
 
 @dataclass
-class QueryFormulator:
+class QueryFormulator(Component):
     """Base formulator: the question itself (sr-rag, and every method's first retrieval)."""
 
     def __call__(self, draft: Draft, decision: Decision) -> str:
@@ -28,7 +34,7 @@ class QuestionQuery(QueryFormulator):
 
 @dataclass
 class SpanQuery(QueryFormulator):
-    """The previous output: the draft span the trigger names (FL-RAG's last n tokens, FS-RAG's
+    """The previous output: the draft span the trigger judged (FL-RAG's last n tokens, FS-RAG's
     last sentence), optionally prefixed with the question."""
 
     with_question: bool = field(default=False, metadata={"help": "prepend the question to the span"})
@@ -42,21 +48,42 @@ class SpanQuery(QueryFormulator):
 
 @dataclass
 class MaskedSpanQuery(QueryFormulator):
-    """FLARE's implicit query (Jiang et al. 2023, §3.2.1): the look-ahead sentence with its
-    low-confidence tokens removed, so wrong guesses do not steer retrieval."""
+    """FLARE's implicit query (Jiang et al. 2023, §3.2.1): the judged sentence with its
+    low-confidence tokens (``p ≤ β``; ``p < β`` when not ``inclusive``) removed, so wrong
+    guesses do not steer retrieval. With fewer than two words left, the question leads."""
 
+    beta: float = field(default=0.4, metadata={"help": "mask tokens with p <= beta (FLARE: 0.4)", "min": 0.0})
+    inclusive: bool = field(default=True, metadata={"help": "mask p == beta too (FLARE) or only p < beta"})
     with_question: bool = field(default=False, metadata={"help": "prepend the question to the masked span"})
 
+    def masked(self, draft: Draft, start: int, end: int) -> frozenset[int]:
+        hits = scoring.low_probability(draft.probs(start, end), self.beta, self.inclusive)
+        return frozenset(start + i for i, hit in enumerate(hits) if hit)
+
     def __call__(self, draft: Draft, decision: Decision) -> str:
-        text = draft.span_text(*decision.span, masked=decision.masked)
-        if len(text.split()) < 2:
-            return draft.question if not text else f"{draft.question} {text}"
-        return f"{draft.question} {text}" if self.with_question else text
+        return masked_query(draft, decision.span, self.masked(draft, *decision.span), self.with_question)
 
 
-def _is_content(word: str) -> bool:
-    w = word.strip().lower().strip(".,;:!?\"'()[]")
-    return bool(w) and any(c.isalnum() for c in w) and w not in STOP_WORDS
+@dataclass
+class MaskedEntitiesQuery(QueryFormulator):
+    """The judged sentence with its low-confidence *entities* removed (entity mean p < θ)."""
+
+    theta: float = field(default=0.4, metadata={"help": "mask entities whose mean token p < theta", "min": 0.0})
+    with_question: bool = field(default=False, metadata={"help": "prepend the question to the masked span"})
+
+    def masked(self, draft: Draft, start: int, end: int) -> frozenset[int]:
+        return frozenset(i for idx, conf in entity_confidences(draft, start, end) if conf < self.theta for i in idx)
+
+    def __call__(self, draft: Draft, decision: Decision) -> str:
+        return masked_query(draft, decision.span, self.masked(draft, *decision.span), self.with_question)
+
+
+def masked_query(draft: Draft, span: tuple[int, int], masked: frozenset[int], with_question: bool) -> str:
+    """The span's text without the masked tokens; with fewer than two words left the question leads."""
+    text = draft.span_text(*span, masked=masked)
+    if len(text.split()) < 2:
+        return draft.question if not text else f"{draft.question} {text}"
+    return f"{draft.question} {text}" if with_question else text
 
 
 @dataclass
@@ -67,16 +94,18 @@ class AttentionQuery(QueryFormulator):
     The context is the question and the answer before the triggering token; the attention row
     is the triggering token's own (captured by the next step's forward pass), or the row of the
     pass that chose it when the token ended the sentence. ``n = 35`` is the HotpotQA setting
-    of the paper's code (25 in the paper's text for 2Wiki; 40 in its 2Wiki config).
-    ``filter="pos"`` keeps nouns, verbs, adjectives, proper nouns and numbers with spaCy as
-    the reference code does; without spaCy it falls back to the stop-word filter (noted).
+    of the paper's code (25 in the paper's text for 2Wiki). ``filter="pos"`` would keep nouns,
+    verbs, adjectives, proper nouns and numbers with spaCy as the reference code does; without
+    the ``en_core_web_sm`` pipeline it falls back to the stop-word filter (noted in the trace).
     """
 
-    n: int = field(default=35, metadata={"help": "words kept in the query (DRAGIN: 25-40)"})
-    filter: str = field(default="stopwords", metadata={"help": "stopwords (paper) | pos (reference code, spaCy)"})
+    n: int = field(default=35, metadata={"help": "words kept in the query (DRAGIN: 25-40)", "min": 1})
+    filter: str = field(default="stopwords", metadata={"help": "stopwords (paper) | pos (reference code, spaCy)",
+                                                       "choices": ("stopwords", "pos")})
+    needs_attention: ClassVar[bool] = True
 
     def __call__(self, draft: Draft, decision: Decision) -> str:
-        i = decision.focus if decision.focus is not None else max(0, len(draft.steps) - 1)
+        i = decision.at if decision.at is not None else max(0, len(draft.steps) - 1)
         answer_row = draft.rows.get(i, draft.prev_rows.get(i))
         question_row = draft.question_rows.get(i, draft.prev_question_rows.get(i))
         pieces = list(draft.question_pieces) + draft.pieces[:i]
@@ -85,7 +114,7 @@ class AttentionQuery(QueryFormulator):
         answer_w = [] if answer_row is None else answer_row.tolist()[:i]
         weights += answer_w + [0.0] * (i - len(answer_w))
         groups = word_groups(pieces)
-        keep_word = self._filter(pieces, groups, draft)
+        keep_word = [is_content_word("".join(pieces[j] for j in g)) for g in groups]
         words, word_w = [], []
         for group, ok in zip(groups, keep_word):
             if ok:
@@ -95,32 +124,13 @@ class AttentionQuery(QueryFormulator):
             return draft.question
         return " ".join(words[j] for j in top_n_in_order(word_w, self.n))
 
-    def _filter(self, pieces: list[str], groups: list[list[int]], draft: Draft) -> list[bool]:
-        words = ["".join(pieces[j] for j in g) for g in groups]
-        if self.filter == "pos":
-            try:
-                import spacy
-
-                from dynaprag.dynamic.triggers import _spacy_model
-
-                nlp = _spacy_model(spacy)
-                keep_pos = {"NOUN", "ADJ", "VERB", "PROPN", "NUM"}
-                real = {t.text for t in nlp("".join(pieces)) if t.pos_ in keep_pos}
-                return [w.strip().strip(".,;:!?\"'()[]") in real for w in words]
-            except (ImportError, OSError):
-                if "qfs: spaCy unavailable, POS filter fell back to stop words" not in draft.notes:
-                    draft.notes.append("qfs: spaCy unavailable, POS filter fell back to stop words")
-        elif self.filter != "stopwords":
-            raise ValueError(f"qfs filter must be 'stopwords' or 'pos', not {self.filter!r}")
-        return [_is_content(w) for w in words]
-
 
 @dataclass
 class ConfidentTokensQuery(QueryFormulator):
     """SeaKR-style query: the question plus the confidently generated words of the last sentence
     (tokens with ``p ≥ min_prob``), so the search is not steered by the model's guesses."""
 
-    min_prob: float = field(default=0.5, metadata={"help": "keep answer tokens with p >= min_prob"})
+    min_prob: float = field(default=0.5, metadata={"help": "keep answer tokens with p >= min_prob", "min": 0.0})
 
     def __call__(self, draft: Draft, decision: Decision) -> str:
         start, end = draft.last_sentence() if draft.steps else (0, 0)
@@ -133,5 +143,6 @@ FORMULATORS: Registry[type[QueryFormulator]] = Registry("query formulator")
 FORMULATORS.register("question", QuestionQuery)
 FORMULATORS.register("previous-output", SpanQuery)
 FORMULATORS.register("masked-sentence", MaskedSpanQuery)
+FORMULATORS.register("masked-entities", MaskedEntitiesQuery)
 FORMULATORS.register("qfs", AttentionQuery)
 FORMULATORS.register("confident-tokens", ConfidentTokensQuery)

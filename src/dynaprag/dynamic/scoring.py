@@ -14,12 +14,6 @@ from typing import Sequence
 
 import torch
 
-from dynaprag.lm.signals import entropy as _entropy_of_logprobs
-
-
-def token_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Shannon entropy (nats) of the next-token distribution, DRAGIN Eq. (2): ``-Σ p log p``."""
-    return _entropy_of_logprobs(torch.log_softmax(logits.float(), dim=-1))
 
 
 def max_attention_received(attention: torch.Tensor) -> torch.Tensor:
@@ -59,15 +53,15 @@ def rind_scores_reference(entropies: torch.Tensor, attention: torch.Tensor, cont
     return entropies.float() * (a / total) * a.numel() * content.float()
 
 
-def flare_needs_retrieval(probs: Sequence[float] | torch.Tensor, theta: float) -> bool:
-    """FLARE (Jiang et al. 2023, §3.2 "FLARE_direct"): retrieve if any token has ``p ≤ θ``."""
+def low_probability(probs: Sequence[float] | torch.Tensor, threshold: float, inclusive: bool = False) -> list[bool]:
+    """True per token whose probability is below ``threshold`` (``≤`` when ``inclusive``).
+
+    TokenRAG's trigger (``p < θ``), FLARE's trigger (§3.2, "FLARE_direct": any ``p ≤ θ``) and
+    FLARE's masked query (§3.2.1, mask ``p ≤ β``) are all this test. Compared in float32, the
+    precision the probabilities come in.
+    """
     p = torch.as_tensor(probs, dtype=torch.float32)
-    return bool((p <= theta).any()) if p.numel() else False
-
-
-def flare_mask(probs: Sequence[float] | torch.Tensor, beta: float) -> list[bool]:
-    """FLARE's masked query (§3.2, "implicit query by masking"): True where ``p ≤ β`` (masked out)."""
-    return [bool(v) for v in (torch.as_tensor(probs, dtype=torch.float32) <= beta).tolist()]
+    return [bool(v) for v in ((p <= threshold) if inclusive else (p < threshold)).tolist()]
 
 
 def eigen_score(embeddings: torch.Tensor, alpha: float = 1e-3) -> float:

@@ -1,15 +1,15 @@
-"""SeaKR's trigger: self-aware uncertainty from the hidden states of sampled continuations.
+"""SeaKR: self-aware uncertainty from the hidden states of sampled continuations.
 
 Yao et al. 2024, "SeaKR: Self-aware Knowledge Retrieval for Adaptive Retrieval Augmented
-Generation", §3.1-3.3. Before the answer and after each sentence, ``k`` continuations of the
-next sentence are sampled *as one batch*; the hidden state of each continuation's last token at
-the model's middle layer forms ``Z`` and the eigen score ``(1/k)·logdet(Z J Zᵀ + αI)`` measures
-how much they disagree (:func:`~dynaprag.dynamic.scoring.eigen_score`). Retrieval fires when it
-exceeds θ. The retrieved passages are then re-ranked by the uncertainty the model shows with
-each one in context (lowest first), SeaKR's "self-aware re-ranking" (§3.3).
+Generation", §3.1-3.3. Before the answer and after each sentence, ``samples`` continuations of
+the next sentence are sampled *as one batch*; the hidden state of each continuation's last
+token at the model's middle layer forms ``Z`` and the eigen score ``(1/k)·logdet(Z J Zᵀ + αI)``
+measures how much they disagree (:func:`~dynaprag.dynamic.scoring.eigen_score`). The trigger
+fires when it exceeds θ; the selector re-ranks the retrieved passages by the uncertainty the
+model shows with each one in context (lowest first), SeaKR's "self-aware re-ranking" (§3.3).
 
-Defaults: k = 20, α = 1e-3, θ = -6 as the paper. Deviation: each sample is one sentence of at
-most ``sample_tokens`` tokens (the paper samples one reasoning step), to bound CPU time.
+Defaults: 20 samples, α = 1e-3, θ = -6 as the paper. Deviation: each sample is one sentence of
+at most ``sample_tokens`` tokens (the paper samples one reasoning step), to bound CPU time.
 """
 from __future__ import annotations
 
@@ -20,48 +20,60 @@ import torch
 
 from dynaprag.dynamic import scoring
 from dynaprag.dynamic.draft import Decision, Draft
+from dynaprag.dynamic.selectors import SELECTORS, Selector
 from dynaprag.dynamic.triggers import TRIGGERS, Trigger
 
 
 @dataclass
-class SeakrTrigger(Trigger):
-    """Retrieve when the eigen score of ``k`` sampled next sentences exceeds θ (SeaKR Eq. 2)."""
+class _Sampling:
+    """The knobs of SeaKR's uncertainty estimate, shared by its trigger and its selector."""
 
-    k: int = field(default=20, metadata={"help": "sampled continuations per check (SeaKR: 20)"})
-    alpha: float = field(default=1e-3, metadata={"help": "regulariser alpha in logdet(Z J Z^T + alpha I)"})
-    theta: float = field(default=-6.0, metadata={"help": "retrieve when the eigen score exceeds theta"})
+    samples: int = field(default=20, metadata={"help": "sampled continuations per estimate (SeaKR: 20)", "min": 2})
+    alpha: float = field(default=1e-3, metadata={"help": "regulariser alpha in logdet(Z J Z^T + alpha I)",
+                                                 "min": 0.0})
     layer: int = field(default=-1, metadata={"help": "hidden_states index read; -1 = the middle layer"})
-    sample_tokens: int = field(default=20, metadata={"help": "token budget of each sampled sentence"})
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the k samples"})
-    rerank: bool = field(default=True, metadata={"help": "re-rank hits by the uncertainty they leave"})
-    hidden_layers: ClassVar[tuple[int, ...]] = ()
+    sample_tokens: int = field(default=20, metadata={"help": "token budget of each sampled sentence", "min": 1})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the samples", "min": 0.0})
+    needs_probe: ClassVar[bool] = True
 
-    def uncertainty(self, draft: Draft, passages=None) -> float:
-        layer = draft.middle_layer if self.layer < 0 else self.layer
-        samples = draft.sample(self.k, self.sample_tokens, passages=passages, hidden_layers=(layer,),
+    def uncertainty(self, probe, passages=None) -> float:
+        layer = probe.middle_layer if self.layer < 0 else self.layer
+        samples = probe.sample(self.samples, self.sample_tokens, passages=passages, hidden_layers=(layer,),
                                temperature=self.temperature)
         rows = [g.steps[-1].hidden[layer] for g in samples if g.steps and layer in g.steps[-1].hidden]
         if len(rows) < 2:
             return float("-inf")
         return scoring.eigen_score(torch.stack(rows), self.alpha)
 
-    def __call__(self, draft: Draft) -> Decision | None:
+
+@dataclass
+class SeakrTrigger(_Sampling, Trigger):
+    """Retrieve when the eigen score of the sampled next sentences exceeds θ (SeaKR Eq. 2)."""
+
+    theta: float = field(default=-6.0, metadata={"help": "retrieve when the eigen score exceeds theta"})
+
+    def __call__(self, draft: Draft, probe=None) -> Decision | None:
         if not (draft.at_start or draft.sentence_end):
             return None
-        score = self.uncertainty(draft)
-        if draft.steps:
-            draft.scores[len(draft.steps) - 1] = score
+        score = self.uncertainty(probe)
+        token_scores = {len(draft.steps) - 1: score} if draft.steps else {}
         if score > self.theta:
-            return Decision(reason=f"eigen score {score:.3g} > θ={self.theta:g} over {self.k} samples",
-                            keep=len(draft.steps), scores={"eigen_score": score})
-        return None
+            return Decision.fire(f"eigen score {score:.3g} > θ={self.theta:g} over {self.samples} samples",
+                                 keep=len(draft.steps), scores={"eigen_score": score}, token_scores=token_scores)
+        return Decision.hold(token_scores=token_scores)
 
-    def select(self, hits: list, draft: Draft) -> list:
-        if not self.rerank or len(hits) < 2:
-            return hits
-        scored = [(self.uncertainty(draft, passages=[h.passage]), i, h) for i, h in enumerate(hits)]
+
+@dataclass
+class SeakrSelector(_Sampling, Selector):
+    """SeaKR's self-aware re-ranking: hits ordered by the uncertainty each leaves (lowest first)."""
+
+    def __call__(self, hits: list, draft: Draft, probe=None) -> list:
+        if len(hits) < 2:
+            return list(hits)
+        scored = [(self.uncertainty(probe, passages=[h.passage]), i, h) for i, h in enumerate(hits)]
         scored.sort(key=lambda t: (t[0], t[1]))
         return [h for _, _, h in scored]
 
 
 TRIGGERS.register("seakr", SeakrTrigger)
+SELECTORS.register("seakr-uncertainty", SeakrSelector)

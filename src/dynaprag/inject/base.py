@@ -1,4 +1,4 @@
-"""How retrieved knowledge enters the model: the third axis of every method.
+"""How retrieved knowledge enters the model: the fourth axis of every method.
 
 An :class:`Injector` turns passages into an :class:`Injection`: text for the prompt's knowledge
 slot and/or a weight change (LoRA adapters) applied before prefill. The decoding loop treats

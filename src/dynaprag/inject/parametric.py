@@ -6,69 +6,24 @@ FFN projections (:mod:`dynaprag.parametric.lora`), optionally with the passages 
 decoding loop as in-context injection, so any trigger can drive them (e.g. DRAGIN's RIND with
 DyPRAG's injector: ``PipelineConfig(method="dragin", injector="dyprag")``).
 
-The loop constructs injectors without arguments, so every knob has a usable default:
-the adapter store is ``$DYNAPRAG_ADAPTERS`` or ``$DYNAPRAG_CACHE/adapters`` (what
-``dynaprag encode`` writes by default), the translator ``$DYNAPRAG_TRANSLATOR`` or
-``$DYNAPRAG_CACHE/translators/<model fingerprint>.safetensors`` (what ``dynaprag translator
-train`` writes). Stores and translators are loaded once per process and shared.
+Every knob has a usable default: the store and translator locations are those of
+:mod:`dynaprag.parametric.stores` (what ``dynaprag encode`` and ``dynaprag translator train``
+write by default), loaded once per process and shared. They live in the injection layer,
+above :mod:`dynaprag.parametric`, whose stores, encoder and translator they use.
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from dynaprag.corpus import Passage
-from dynaprag.inject import INJECTORS, Injection, Injector
-from dynaprag.parametric.adapters import OK, AdapterStore, AdapterStoreError
-from dynaprag.parametric.encode import EncodeConfig, encode_many, encoding_session
+from dynaprag.inject.base import INJECTORS, Injection, Injector
+from dynaprag.parametric.adapters import OK, SKIPPED, AdapterStore, AdapterStoreError
+from dynaprag.parametric.encode import EncodeConfig, EncodeReport, PragPromptBuilder, encode_many, encoding_session
 from dynaprag.parametric.lora import LoraInjection, combine, suspended
-
-_STORES: dict[tuple, AdapterStore] = {}
-_TRANSLATORS: dict[tuple, tuple] = {}
-
-
-def default_store_root() -> Path:
-    from dynaprag.lm.models import cache_root
-
-    return Path(os.environ.get("DYNAPRAG_ADAPTERS") or cache_root() / "adapters")
-
-
-def default_translator_path(fingerprint: str) -> Path:
-    from dynaprag.lm.models import cache_root
-
-    env = os.environ.get("DYNAPRAG_TRANSLATOR")
-    return Path(env) if env else cache_root() / "translators" / f"{fingerprint}.safetensors"
-
-
-def open_store(root: str | Path, lm, config: EncodeConfig) -> AdapterStore:
-    """The process-wide store for (root, model, config), created on first use."""
-    key = (str(Path(root).resolve()), lm.fingerprint, repr(config.store_config()))
-    if key not in _STORES:
-        _STORES[key] = AdapterStore(root, lm.fingerprint, config.store_config())
-    return _STORES[key]
-
-
-def load_translator(path: str | Path, lm):
-    """A translator checked against the model it was trained for (cached per process)."""
-    from dynaprag.parametric.translator import ParameterTranslator
-
-    path = Path(path)
-    if path.is_dir():  # the --out folder of `dynaprag translator train`
-        path = path / "translator.safetensors"
-    key = (str(path.resolve()), lm.fingerprint)
-    if key not in _TRANSLATORS:
-        if not path.is_file():
-            raise FileNotFoundError(f"no DyPRAG translator at {path}: train one with "
-                                    f"`dynaprag translator train --store DIR --out DIR` (or set $DYNAPRAG_TRANSLATOR)")
-        net, meta = ParameterTranslator.load(path)
-        if meta.get("model_fingerprint") not in (None, lm.fingerprint):
-            raise ValueError(f"translator {path} was trained for model {meta['model_fingerprint']}, "
-                             f"not {lm.fingerprint} ({lm.name})")
-        _TRANSLATORS[key] = (net.to(lm.device), meta)
-    return _TRANSLATORS[key]
+from dynaprag.parametric.stores import default_store_root, default_translator_path, load_translator, open_store
 
 
 @dataclass
@@ -82,6 +37,7 @@ class PragInjector(Injector):
     encode: EncodeConfig = field(default_factory=EncodeConfig, metadata={"help": "LoRA/training settings (store key)"})
 
     name = "prag"
+    extra_candidates = 10  # PRAG retrieves top-k + 10 and uses the first k augmentable passages
 
     def __post_init__(self) -> None:
         if self.on_missing not in ("encode", "context"):
@@ -91,20 +47,28 @@ class PragInjector(Injector):
     def bind(self, generator) -> None:
         self.lm = generator.lm
 
+    def prompt_builder(self, tokenizer, chat: bool) -> PragPromptBuilder:
+        """The prompt the adapters were trained with (PRAG answers in the training template)."""
+        return PragPromptBuilder(tokenizer, chat, self.encode.template())
+
     def _store(self) -> AdapterStore:
         return open_store(self.store or default_store_root(), self.lm, self.encode)
 
-    def adapters_for(self, passages: Sequence[Passage]) -> tuple[list[dict], list[Passage], list[str]]:
-        """(adapters, passages that fell back to context, notes) for the retrieved passages.
+    def adapters_for(self, passages: Sequence[Passage]
+                     ) -> tuple[list[dict], list[Passage], list[Passage], list[str]]:
+        """(adapters, passages that fell back to context, passages skipped, notes) for the retrieved passages.
 
         A passage whose adapter is not finished (never encoded, file missing, or damaged: see
         :meth:`AdapterStore.status`) is encoded now or put in context, per ``on_missing``;
         the note says which and why, naming the file and manifest entry of a damaged adapter.
+        A passage whose augmentation failed is skipped, as PRAG skips it (neither weights nor
+        context); the reference then takes the next retrieved passage, which needs more than
+        k hits from the loop, so here the answer has fewer documents and the note says so.
         """
-        store, adapters, fallback, notes = self._store(), [], [], []
+        store, adapters, fallback, skipped, notes = self._store(), [], [], [], []
         entries = store.entries()
         status = {p.content_hash: store.status(p.content_hash, entries.get(p.content_hash)) for p in passages}
-        todo = list({p.content_hash: p for p in passages if status[p.content_hash] != OK}.values())
+        todo = list({p.content_hash: p for p in passages if status[p.content_hash] not in (OK, SKIPPED)}.values())
         for passage in todo:
             store.forget(passage.content_hash)
         if todo and self.on_missing == "encode":  # the missing documents augment as one batch
@@ -112,12 +76,17 @@ class PragInjector(Injector):
             with suspended(), encoding_session(self.lm, self.encode) as (encoder, augmenter):
                 for passage, (adapter, info) in zip(todo, encode_many(self.lm, todo, self.encode, encoder,
                                                                       augmenter)):
-                    store.put(passage.content_hash, adapter, info)
+                    EncodeReport().record(store, passage.content_hash, adapter, info)
             took = f"({time.perf_counter() - start:.1f} s for {len(todo)} document(s))"
             notes += [f"doc {p.id}: {self._why(store, p, status[p.content_hash])}, "
                       f"{'encoded on demand' if status[p.content_hash] == 'not encoded' else 're-encoded'} {took}"
                       for p in todo]
         for passage in passages:
+            if store.status(passage.content_hash) == SKIPPED:
+                skipped.append(passage)
+                notes.append(f"doc {passage.id}: skipped, its augmentation never gave a usable QA list "
+                             f"(PRAG does not use such a passage)")
+                continue
             try:
                 adapters.append(store.get(passage.content_hash) if store.has(passage.content_hash) else None)
             except (AdapterStoreError, KeyError) as exc:  # changed on disk since it was checked
@@ -128,7 +97,7 @@ class PragInjector(Injector):
                 fallback.append(passage)
                 notes.append(f"doc {passage.id}: {self._why(store, passage, status[passage.content_hash])}, "
                              f"fell back to in-context")
-        return adapters, fallback, notes
+        return adapters, fallback, skipped, notes
 
     @staticmethod
     def _why(store: AdapterStore, passage: Passage, status: str) -> str:
@@ -140,8 +109,8 @@ class PragInjector(Injector):
     def inject(self, passages: Sequence[Passage], question: str) -> Injection:
         if self.lm is None:
             raise RuntimeError(f"{self.name} injector used before bind(generator)")
-        adapters, fallback, notes = self.adapters_for(passages)
-        context = list(passages) if self.with_context else fallback
+        adapters, fallback, skipped, notes = self.adapters_for(passages)
+        context = [p for p in passages if p not in skipped] if self.with_context else fallback
         if not adapters:
             return Injection(context=context, kind="in-context", notes=notes)
         weights = LoraInjection(self.lm.model, combine(adapters, self.encode.scaling))

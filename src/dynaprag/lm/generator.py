@@ -198,6 +198,21 @@ class Generator:
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self.context_length = context_length(self.model.config)
 
+    # -- what components may ask for (checked when a method is built) -------------------
+    @property
+    def supports_attention(self) -> bool:
+        """Whether the last layer's attention rows can be captured (a decoder with ``layers[-1].self_attn``)."""
+        return self._tap.module is not None
+
+    @property
+    def num_hidden_layers(self) -> int:
+        return int(self.model.config.num_hidden_layers)
+
+    def has_token(self, token: str) -> bool:
+        """Whether ``token`` is a token of its own in the vocabulary (e.g. Self-RAG's ``[Retrieval]``)."""
+        tid = self.tokenizer.convert_tokens_to_ids(token)
+        return isinstance(tid, int) and tid >= 0 and tid != self.tokenizer.unk_token_id
+
     def room(self, state: "DecodeState") -> int | None:
         """How many more tokens ``state`` may generate before it outgrows the context (``None``: no limit)."""
         return None if self.context_length is None else self.context_length - len(state.ids) + 1

@@ -16,8 +16,6 @@ pipeline (the server keeps serving in every case).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import inspect
 import json
 from dataclasses import dataclass
 from importlib import resources
@@ -26,6 +24,8 @@ from typing import Any, AsyncIterator, Callable
 from dynaprag.serve.schemas import (AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionRequest,
                                     Completion, CompletionChoice, CompletionRequest, ModelCard, ModelList,
                                     RetrieveRequest, Usage, error_body, new_id, now)
+from dynaprag.pipeline import method_names, stop_strings
+from dynaprag.serve.errors import ApiError
 from dynaprag.serve.stream import CommitStream
 from dynaprag.serve.worker import Cancelled, QueueFull, Worker
 
@@ -41,16 +41,6 @@ class Limits:
     max_tokens: int = 512
 
 
-class ApiError(Exception):
-    """An error with its HTTP status, answered in OpenAI's error shape."""
-
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
-                 type: str = "invalid_request_error", headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.message, self.param, self.code = status, message, param, code
-        self.type, self.headers = type, headers or {}
-
-
 def _user_error_types() -> tuple[type[BaseException], ...]:
     """Exceptions from the pipeline that mean "bad request" (a 400), not a server fault.
 
@@ -64,52 +54,11 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     return (ConfigError, UnknownNameError, ValueError)
 
 
-def _method_names() -> list[str]:
-    from dynaprag.dynamic.methods import METHODS
-    from dynaprag.pipeline import _load_parametric_presets
-
-    _load_parametric_presets()
-    return METHODS.names()
-
-
-#: Triggers that only retrieve up front or keep the whole draft (``Decision.keep == len(draft)``):
-#: their tokens can be streamed as they come. Any other trigger is assumed to roll back.
-NO_ROLLBACK_TRIGGERS = frozenset({"never", "once", "every-n-tokens", "every-sentence", "seakr",
-                                  "self-rag", "self-rag-prompted"})
-
-
-def _trigger_of(pipeline, method: str) -> str:
-    from dynaprag.dynamic.methods import METHODS
-
-    if method == pipeline.config.method and pipeline.config.trigger:
-        return pipeline.config.trigger
-    return METHODS.get(method).trigger
-
-
-def _stop_strings() -> tuple[str, ...]:
-    """The strings the loop cuts the answer at (its ``clean``), so streaming can hold them back."""
-    from dynaprag.dynamic import loop
-
-    return tuple(getattr(loop, "STOP_STRINGS", None) or loop._STOPS)
-
-
 def _answer(pipeline, question: str, method: str, options: dict[str, Any], max_new_tokens: int,
             on_event: Callable[[dict], None]):
-    """``pipeline.answer`` with a per-request token budget.
-
-    When ``Pipeline.answer`` takes no ``max_new_tokens`` argument, the budget is a pipeline
-    setting and the config is swapped for the duration of the call; this is safe because the
-    one worker thread is the only user of the pipeline.
-    """
-    if "max_new_tokens" in inspect.signature(pipeline.answer).parameters:
-        return pipeline.answer(question, method=method, options=options, on_event=on_event,
-                               max_new_tokens=max_new_tokens)
-    config = pipeline.config
-    pipeline.config = dataclasses.replace(config, max_new_tokens=max_new_tokens)
-    try:
-        return pipeline.answer(question, method=method, options=options, on_event=on_event)
-    finally:
-        pipeline.config = config
+    """``pipeline.answer`` with the request's method, knobs and token budget."""
+    return pipeline.answer(question, method=method, options=options, on_event=on_event,
+                           max_new_tokens=max_new_tokens)
 
 
 class Service:
@@ -136,10 +85,14 @@ class Service:
             raise ApiError(400, f"max_tokens={budget} is over this server's limit of {self.limits.max_tokens}",
                            param="max_tokens")
         method = req.dynaprag.method or self.default_method
-        names = _method_names()
+        names = method_names()
         if method not in names:
             raise ApiError(400, f"unknown method {method!r}; choose one of: {', '.join(names)}",
                            param="dynaprag.method", code="unknown_method")
+        try:
+            self.pipeline.method_for_request(method, req.dynaprag.options)
+        except _user_error_types() as exc:
+            raise ApiError(400, str(exc), param="dynaprag.options", code="invalid_option") from None
         if req.stop:
             raise ApiError(400, "stop strings are not supported: every method stops after its answer "
                            "sentence ('So the answer is ...') or at max_tokens", param="stop")
@@ -262,8 +215,8 @@ class Service:
                 body["dynaprag"] = extra
             return f"data: {json.dumps(body)}\n\n"
 
-        commit = CommitStream(may_roll_back=_trigger_of(self.pipeline, method) not in NO_ROLLBACK_TRIGGERS,
-                              stops=_stop_strings())
+        commit = CommitStream(may_roll_back=self.pipeline.method(method, options).rolls_back,
+                              stops=stop_strings())
         try:
             if chat:
                 yield chunk("", role=True)

@@ -2,12 +2,18 @@
 
 Kept apart from :mod:`dynaprag.serve.app` (the request logic) so that the logic reads without
 framework noise and FastAPI is imported only when a server is actually built.
+
+Every route that waits for the worker waits :func:`unless_gone`: if the client disconnects
+first, the wait is cancelled, and cancelling it cancels the job (the mechanism a streaming
+response already uses once it has started), so a queued request of a gone client never runs
+and a running one stops at its next token.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
-from typing import Any
+from typing import Any, Awaitable, TypeVar
 
 from dynaprag.serve.schemas import ChatCompletionRequest, CompletionRequest, RetrieveRequest, error_body
 
@@ -66,6 +72,42 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+T = TypeVar("T")
+
+
+async def _until_disconnected(receive) -> None:
+    """Return once the ASGI server reports ``http.disconnect`` (the client closed the connection).
+
+    Called after the body has been read, so the next message is normally that one.
+    """
+    while (await receive())["type"] != "http.disconnect":
+        await asyncio.sleep(0.05)  # a server that answers at once without a message must not spin the loop
+
+
+async def unless_gone(receive, work: Awaitable[T]) -> T:
+    """Await ``work`` unless the client leaves first; then cancel it and raise a 499.
+
+    ``work`` must cancel its job when cancelled (``Service.result`` and ``Service.open_stream``
+    do), so the job leaves the waiting line, or stops at the next token if it already runs.
+    The 499 ("client closed request", as nginx logs it) reaches nobody; it only ends the
+    handler cleanly.
+    """
+    from dynaprag.serve.errors import ApiError
+
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_until_disconnected(receive))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})  # let it cancel its job before the handler returns
+    if not task.cancelled():
+        return task.result()
+    raise ApiError(499, "the client closed the request", type="cancelled", code="client_closed_request")
+
+
 def _describe_validation(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
     """One readable sentence from pydantic's error list, and the offending field."""
     first = errors[0]
@@ -84,13 +126,13 @@ def _describe_validation(errors: list[dict[str, Any]]) -> tuple[str, str | None]
 def build(service, static_dir) -> Any:
     """The FastAPI application for a :class:`~dynaprag.serve.app.Service`."""
     _require_fastapi()
-    from fastapi import FastAPI
+    from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
     from fastapi.staticfiles import StaticFiles
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
-    from dynaprag.serve.app import ApiError
+    from dynaprag.serve.errors import ApiError
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
@@ -131,32 +173,32 @@ def build(service, static_dir) -> Any:
 
     @app.get("/v1/methods")
     def methods() -> dict[str, Any]:
-        from dynaprag.serve.app import _method_names
+        from dynaprag.pipeline import method_names
 
-        return {"object": "list", "default": service.default_method, "data": _method_names()}
+        return {"object": "list", "default": service.default_method, "data": method_names()}
 
     @app.post("/v1/retrieve")
-    async def retrieve(req: RetrieveRequest) -> dict[str, Any]:
-        return await service.retrieve(req)
+    async def retrieve(req: RetrieveRequest, request: Request) -> dict[str, Any]:
+        return await unless_gone(request.receive, service.retrieve(req))
 
-    async def complete(req, chat: bool):
+    async def complete(req, request: Request, chat: bool):
         if req.stream:
-            lines = await service.open_stream(req, chat)
+            lines = await unless_gone(request.receive, service.open_stream(req, chat))
             return StreamingResponse(lines, media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         question, method, options, budget = service.check(req)
         job = service.answer_job(question, method, options, budget)
-        answer = await service.result(job)
+        answer = await unless_gone(request.receive, service.result(job))
         shape = service.chat_body if chat else service.completion_body
         return JSONResponse(shape(answer, req, method, question, budget))
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(req: ChatCompletionRequest):
-        return await complete(req, chat=True)
+    async def chat_completions(req: ChatCompletionRequest, request: Request):
+        return await complete(req, request, chat=True)
 
     @app.post("/v1/completions")
-    async def completions(req: CompletionRequest):
-        return await complete(req, chat=False)
+    async def completions(req: CompletionRequest, request: Request):
+        return await complete(req, request, chat=False)
 
     @app.get("/", include_in_schema=False)
     def index():

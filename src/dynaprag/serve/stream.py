@@ -30,7 +30,7 @@ from typing import Sequence
 
 
 def _sentence_end(text: str) -> bool:
-    from dynaprag.dynamic.draft import is_sentence_end
+    from dynaprag.dynamic.text import is_sentence_end
 
     return is_sentence_end(text)
 

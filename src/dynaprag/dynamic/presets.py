@@ -1,0 +1,62 @@
+"""Every named method, dynamic and parametric, in one place: a preset of four components.
+
+A preset named after a paper sets that paper's defaults; a variant carries a suffix
+(``flare-flashrag``, ``self-rag-prompted``). Any other composition is a config, e.g.
+``--method dragin selector=seakr-uncertainty injector=dyprag``.
+
+>>> METHODS.get("dragin").trigger, METHODS.get("dragin").formulator
+('rind', 'qfs')
+"""
+from __future__ import annotations
+
+from dynaprag.dynamic import seakr as _seakr  # noqa: F401 - registers SeaKR's trigger and selector
+from dynaprag.dynamic import selfrag as _selfrag  # noqa: F401 - registers Self-RAG's trigger and selector
+from dynaprag.dynamic.methods import METHODS, MethodSpec
+
+__all__ = ["METHODS"]
+
+METHODS.register("wo-rag", MethodSpec("never", paper="no retrieval"))
+METHODS.register("sr-rag", MethodSpec("once", paper="single retrieval with the question"))
+METHODS.register("fl-rag", MethodSpec("every-n-tokens", "previous-output", knobs={"trigger": {"n": 15}},
+                                      paper="fixed-length retrieval every n tokens (Ram et al. 2023)"))
+METHODS.register("fs-rag", MethodSpec("every-sentence", "previous-output",
+                                      paper="retrieval every sentence (Trivedi et al. 2023)"))
+METHODS.register("token-rag", MethodSpec(
+    "token-prob", "masked-sentence",
+    knobs={"trigger": {"theta": 0.08}, "formulator": {"beta": 0.08, "inclusive": False}},
+    paper="token-probability trigger (DRAGIN baseline)"))
+METHODS.register("entity-rag", MethodSpec(
+    "entity", "masked-entities", knobs={"trigger": {"theta": 0.4}, "formulator": {"theta": 0.4}},
+    paper="entity-level confidence (Su et al. 2024, DRAD)"))
+METHODS.register("flare", MethodSpec(
+    "flare", "masked-sentence", knobs={"trigger": {"theta": 0.8}, "formulator": {"beta": 0.4}},
+    paper="FLARE_direct (Jiang et al. 2023)"))
+METHODS.register("flare-flashrag", MethodSpec(
+    "flare", "masked-sentence", knobs={"trigger": {"theta": 0.2}, "formulator": {"beta": 0.2}},
+    paper="FLARE with FlashRAG's 0.2/0.2 thresholds (variant)"))
+METHODS.register("dragin", MethodSpec(
+    "rind", "qfs", knobs={"trigger": {"theta": 1.2, "variant": "paper"}, "formulator": {"n": 35, "filter": "stopwords"}},
+    paper="DRAGIN RIND + QFS as in the paper (Su et al. 2024)"))
+METHODS.register("dragin-reference", MethodSpec(
+    "rind", "qfs", knobs={"trigger": {"theta": 1.2, "variant": "reference"}, "formulator": {"n": 35, "filter": "pos"}},
+    paper="DRAGIN's normalised RIND (variant)"))
+METHODS.register("seakr", MethodSpec(
+    "seakr", "confident-tokens", "seakr-uncertainty",
+    knobs={"trigger": {"samples": 20, "alpha": 1e-3, "theta": -6.0}, "selector": {"samples": 20, "alpha": 1e-3}},
+    paper="SeaKR eigen-score uncertainty + re-ranking (Yao et al. 2024)"))
+METHODS.register("self-rag", MethodSpec(
+    "self-rag", "question", "selfrag-critique", knobs={"trigger": {"theta": 0.2}},
+    paper="Self-RAG reflection tokens (Asai et al. 2024); needs a Self-RAG model"))
+METHODS.register("self-rag-prompted", MethodSpec(
+    "self-rag-prompted", "question", knobs={"trigger": {"theta": 0.5}},
+    paper="variant: the instruct model is asked if it needs retrieval"))
+
+# Parametric RAG: both papers retrieve once with the question (top-3), then inject.
+METHODS.register("prag", MethodSpec("once", injector="prag",
+                                    paper="PRAG: sum of per-document LoRAs, no context (Su et al. 2025)"))
+METHODS.register("prag-combine", MethodSpec("once", injector="prag-combine",
+                                            paper="PRAG-Combine: LoRAs + passages in context (Su et al. 2025)"))
+METHODS.register("dyprag", MethodSpec("once", injector="dyprag",
+                                      paper="DyPRAG: translator-generated LoRAs, no context (Tan et al. 2025)"))
+METHODS.register("dyprag-combine", MethodSpec("once", injector="dyprag-combine",
+                                              paper="DyPRAG-Combine: generated LoRAs + context (Tan et al. 2025)"))

@@ -1,0 +1,92 @@
+"""Model access for components that need more than the decoding signals.
+
+SeaKR samples continuations and reads their hidden states; Self-RAG reads the next-token
+distribution and re-scores with a passage in context; the prompted Self-RAG variant asks the
+model a side question. Those components declare ``needs_probe = True`` and receive a
+:class:`Probe` bound to the question being answered; nothing else can reach the model, so a
+component's dependency on it is visible in its class.
+
+:class:`Probe` is the protocol; the loop builds a :class:`LoopProbe` over the real generator,
+and :mod:`dynaprag.testing` has a scripted one for unit tests.
+"""
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import torch
+
+from dynaprag.corpus import Passage
+from dynaprag.lm.generator import Generation, GenerationConfig
+
+
+class Probe(Protocol):
+    """What a component may ask of the model while a question is answered."""
+
+    middle_layer: int  # hidden_states index of the model's middle layer
+
+    def sample(self, k: int, max_tokens: int, passages: Sequence[Passage] | None = None,
+               hidden_layers: tuple[int, ...] = (), temperature: float = 1.0, top_p: float = 1.0,
+               stop: tuple[str, ...] = (".", "\n")) -> list[Generation]:
+        """``k`` sampled continuations of the draft (with ``passages`` in the knowledge slot if given)."""
+
+    def next_logprobs(self) -> torch.Tensor:
+        """Log-probs of the next answer token."""
+
+    def ask(self, message: str) -> torch.Tensor:
+        """Next-token log-probs after a side prompt (a fresh conversation)."""
+
+    def ask_with(self, passages: Sequence[Passage]) -> torch.Tensor:
+        """Next-token log-probs of the draft with these passages in the knowledge slot."""
+
+    def token_id(self, token: str) -> int | None:
+        """The id of a vocabulary token, or None when the tokenizer has no such token."""
+
+
+class LoopProbe:
+    """A :class:`Probe` over the real generator, bound to one question of a :class:`DynamicLoop`."""
+
+    def __init__(self, loop, question: str, seed: int):
+        self._loop, self._question, self._seed = loop, question, seed
+        self.middle_layer = int(loop.gen.num_hidden_layers) // 2
+
+    def sample(self, k, max_tokens, passages=None, hidden_layers=(), temperature=1.0, top_p=1.0,
+               stop=(".", "\n")):
+        loop = self._loop
+        draft = loop.draft
+        cfg = GenerationConfig(max_new_tokens=max_tokens, do_sample=True, temperature=temperature,
+                               top_p=top_p, seed=self._seed + draft.retrievals + len(draft.steps),
+                               stop=stop, hidden_layers=hidden_layers)
+        if passages is None:
+            state = loop.state  # sample_batch copies the cache; the main state is only prefilled
+        else:
+            state = loop.start(loop.builder.build(self._question, passages, list(loop.answer)))
+        return loop.gen.sample_batch(state, k, cfg)
+
+    def next_logprobs(self):
+        return self._loop.gen.next_logprobs(self._loop.state, self._loop.gcfg)
+
+    def ask(self, message):
+        gen = self._loop.gen
+        tok = gen.tokenizer
+        if gen.lm.chat_template and getattr(tok, "chat_template", None):
+            message = tok.apply_chat_template([{"role": "user", "content": message}], tokenize=False,
+                                              add_generation_prompt=True)
+        else:
+            message += "\nAnswer:"
+        state = gen.start(gen.encode(message))
+        self._loop.states.append(state)
+        return gen.next_logprobs(state)
+
+    def ask_with(self, passages):
+        loop = self._loop
+        state = loop.start(loop.builder.build(self._question, passages, list(loop.answer)))
+        return loop.gen.next_logprobs(state)
+
+    def token_id(self, token):
+        return vocabulary_id(self._loop.gen.tokenizer, token)
+
+
+def vocabulary_id(tokenizer, token: str) -> int | None:
+    """The id of ``token`` in ``tokenizer``'s vocabulary, None when it is not a token of its own."""
+    tid = tokenizer.convert_tokens_to_ids(token)
+    return tid if isinstance(tid, int) and tid >= 0 and tid != tokenizer.unk_token_id else None

@@ -1,0 +1,179 @@
+"""A scripted decoder with the interface of :class:`dynaprag.lm.Generator`, for unit tests.
+
+The answer is a fixed script of :class:`ScriptedStep` tokens, each with the log-prob, entropy,
+attention and hidden state a test wants a component to see. The generator reads the answer
+position from the prompt (:class:`ScriptedPromptBuilder` marks where the answer starts), so a
+rollback to token ``keep`` regenerates the script from ``keep``; with passages in the prompt
+it follows ``with_context`` instead, when given. Words are tokens: ``encode`` splits text into
+whitespace-led pieces.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Mapping, Sequence
+
+import torch
+
+from dynaprag.lm.generator import DecodeState, Generation, GenerationConfig, PrefixCache, StepOutput
+
+EOS, PREFIX, CONTEXT, ANSWER = 0, 1, 2, 3
+_PIECE = re.compile(r"\s*\S+|\s+")
+
+
+@dataclass
+class ScriptedStep:
+    """One scripted answer token and the signals of the pass that produced it."""
+
+    text: str
+    logprob: float = -0.05
+    entropy: float = 0.5
+    attend: Mapping[int, float] = field(default_factory=dict)  # answer index -> attention weight it receives
+    hidden: Sequence[float] | None = None  # hidden state at every requested layer
+
+
+class _Tokenizer:
+    """The part of a Hugging Face tokenizer the loop and the probe use."""
+
+    unk_token_id = -1
+    chat_template = None
+
+    def __init__(self, vocab: dict[str, int]):
+        self.vocab = vocab
+
+    def convert_tokens_to_ids(self, token: str) -> int:
+        return self.vocab.get(token, self.unk_token_id)
+
+
+class ScriptedGenerator:
+    """Emits ``script`` (or ``with_context`` once passages are in the prompt), then end of sequence.
+
+    ``special_tokens`` are vocabulary entries that are never generated (e.g. Self-RAG's
+    reflection tokens); ``next_token_logprobs`` gives some tokens a log-prob for
+    :meth:`next_logprobs` (all others share the rest); ``sample_spread`` scales how much the
+    hidden states of sampled continuations disagree (SeaKR's uncertainty).
+    """
+
+    supports_attention = True
+
+    def __init__(self, script: Sequence[ScriptedStep], *, with_context: Sequence[ScriptedStep] | None = None,
+                 num_hidden_layers: int = 4, hidden_size: int = 8, special_tokens: Sequence[str] = (),
+                 next_token_logprobs: Mapping[str, float] | None = None, sample_spread: float = 1.0):
+        self.script, self.with_context = list(script), None if with_context is None else list(with_context)
+        self.num_hidden_layers, self.hidden_size = num_hidden_layers, hidden_size
+        self.vocab: dict[str, int] = {"</s>": EOS, "<prefix>": PREFIX, "<context>": CONTEXT, "<answer>": ANSWER}
+        self.pieces: dict[int, str] = {EOS: "", PREFIX: "", CONTEXT: "", ANSWER: ""}
+        for token in special_tokens:
+            self._id(token)
+        self.next_token_logprobs = dict(next_token_logprobs or {})
+        self.sample_spread = sample_spread
+        self.tokenizer = _Tokenizer(self.vocab)
+        self.lm = SimpleNamespace(chat_template=False, name="scripted")
+        self.eos_ids = {EOS}
+        self.calls: dict[str, int] = {"step": 0, "sample_batch": 0, "next_logprobs": 0}
+
+    # -- vocabulary ------------------------------------------------------------------------
+    def _id(self, piece: str) -> int:
+        if piece not in self.vocab:
+            self.vocab[piece] = len(self.vocab)
+            self.pieces[self.vocab[piece]] = piece
+        return self.vocab[piece]
+
+    def encode(self, text: str) -> list[int]:
+        return [self._id(p) for p in _PIECE.findall(text)]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return "".join(self.pieces[i] for i in ids)
+
+    def has_token(self, token: str) -> bool:
+        return token in self.vocab
+
+    # -- states ----------------------------------------------------------------------------
+    def prefix(self, ids: list[int]) -> PrefixCache:
+        return PrefixCache(ids=list(ids), cache=None, logits=torch.zeros(1))
+
+    def start(self, ids: list[int], prefix: PrefixCache | None = None) -> DecodeState:
+        state = DecodeState(ids=list(ids), generated=[False] * len(ids), cache=None)
+        state.counters.prompt_tokens += len(ids) - (len(prefix.ids) if prefix is not None else 0)
+        return state
+
+    def extend(self, state: DecodeState, ids: list[int]) -> None:
+        state.ids.extend(ids)
+        state.generated.extend([False] * len(ids))
+        state.counters.prompt_tokens += len(ids)
+
+    def truncate(self, state: DecodeState, length: int) -> None:
+        del state.ids[length:]
+        del state.generated[length:]
+
+    @staticmethod
+    def _answer_start(state: DecodeState) -> int:
+        return len(state.ids) - state.ids[::-1].index(ANSWER)
+
+    def _script_for(self, state: DecodeState) -> list[ScriptedStep]:
+        return self.with_context if self.with_context is not None and CONTEXT in state.ids else self.script
+
+    # -- decoding --------------------------------------------------------------------------
+    def step(self, state: DecodeState, config: GenerationConfig, rng=None) -> StepOutput:
+        self.calls["step"] += 1
+        start = self._answer_start(state)
+        position = len(state.ids) - start
+        script = self._script_for(state)
+        scripted = script[position] if position < len(script) else None
+        token = EOS if scripted is None else self._id(scripted.text)
+        attention = None
+        if config.capture_attention:
+            attention = torch.full((len(state.ids),), 0.01)
+            for j, w in ({} if scripted is None else scripted.attend).items():
+                if start + j < len(state.ids):
+                    attention[start + j] = w
+        hidden = {}
+        if scripted is not None and scripted.hidden is not None:
+            hidden = {layer: torch.tensor(list(scripted.hidden), dtype=torch.float32)
+                      for layer in config.hidden_layers}
+        out = StepOutput(position=len(state.ids), token_id=token, text="",
+                         logprob=0.0 if scripted is None else scripted.logprob,
+                         entropy=0.0 if scripted is None else scripted.entropy, attention=attention, hidden=hidden)
+        state.ids.append(token)
+        state.generated.append(True)
+        state.counters.forward_passes += 1
+        state.counters.generated_tokens += 1
+        return out
+
+    def next_logprobs(self, state: DecodeState, config: GenerationConfig | None = None) -> torch.Tensor:
+        """Log-probs over the vocabulary: the configured ones, the rest spread evenly."""
+        self.calls["next_logprobs"] += 1
+        ids = {token: self._id(token) for token in self.next_token_logprobs}
+        logits = torch.full((len(self.vocab),), -20.0)
+        for token, lp in self.next_token_logprobs.items():
+            logits[ids[token]] = lp
+        return torch.log_softmax(logits, dim=-1)
+
+    def sample_batch(self, state: DecodeState, k: int, config: GenerationConfig) -> list[Generation]:
+        """``k`` one-token continuations whose hidden states spread by ``sample_spread``."""
+        self.calls["sample_batch"] += 1
+        rng = torch.Generator().manual_seed(config.seed or 0)
+        base = torch.randn(self.hidden_size, generator=rng)
+        out = []
+        for _ in range(k):
+            vec = base + self.sample_spread * torch.randn(self.hidden_size, generator=rng)
+            step = StepOutput(position=len(state.ids), token_id=self._id(" ."), text=" .", logprob=-0.1,
+                              entropy=0.5, hidden={layer: vec.clone() for layer in config.hidden_layers})
+            out.append(Generation(steps=[step], text=" .", stopped_by="stop"))
+        return out
+
+
+class ScriptedPromptBuilder:
+    """Prompts for :class:`ScriptedGenerator`: ``<prefix> [<context> passages] Question: q <answer> answer``."""
+
+    def __init__(self, generator: ScriptedGenerator):
+        self.gen = generator
+        self.prefix_ids = [PREFIX]
+
+    def question_ids(self, question: str) -> list[int]:
+        return self.gen.encode(f" Question: {question}") + [ANSWER]
+
+    def build(self, question: str, passages, answer_ids: Sequence[int]) -> list[int]:
+        context = [CONTEXT] + self.gen.encode(" " + " ".join(p.text for p in passages)) if passages else []
+        return self.prefix_ids + context + self.question_ids(question) + list(answer_ids)
