@@ -89,7 +89,8 @@ class Example:
             raise TypeError(f"'question': expected a string, got {type(question).__name__}")
         if not question.strip():
             raise ValueError("'question' is empty")
-        gold_ids = _string_list(record, "supporting_doc_ids", (str, int))
+        # null marks a supporting passage missing from the corpus: gold that cannot be retrieved
+        gold_ids = _string_list(record, "supporting_doc_ids", (str, int, type(None)))
         gold_titles = _string_list(record, "supporting_titles", (str,))
         if not isinstance(record.get("type"), (str, type(None))):
             raise TypeError(f"'type': expected a string, got {type(record['type']).__name__}")
