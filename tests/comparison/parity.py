@@ -19,17 +19,23 @@ REL = 1e-4
 """Relative tolerance for floats (issue 13); decisions, positions and strings compare exactly."""
 
 
-@lru_cache(maxsize=None)
 def load(name: str) -> dict:
-    """The parsed fixture ``name`` (e.g. ``"dragin.json"``)."""
-    return json.loads((PARITY / name).read_text())
+    """The parsed fixture ``name`` (e.g. ``"dragin.json"``); skips the calling test if absent."""
+    if not (PARITY / name).is_file():
+        pytest.skip(f"parity fixture not found: {PARITY / name}")
+    return _read(name)
+
+
+@lru_cache(maxsize=None)
+def _read(name: str) -> dict:
+    return json.loads((PARITY / name).read_text(encoding="utf-8"))
 
 
 def params(name: str, select: Callable[[dict], list[Any]], ident: Callable[[Any], str]) -> list:
     """``pytest.param`` per item of ``select(fixture)``, or one skipped param if it is absent."""
     if not (PARITY / name).is_file():
         return [pytest.param(None, marks=pytest.mark.skip(reason=f"parity fixture not found: {PARITY / name}"))]
-    return [pytest.param(item, id=ident(item)) for item in select(load(name))]
+    return [pytest.param(item, id=ident(item)) for item in select(_read(name))]
 
 
 def assert_close(actual: Sequence[float], expected: Sequence[float], rel: float = REL, what: str = "") -> None:
