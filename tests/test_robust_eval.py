@@ -147,3 +147,16 @@ def test_run_sweeps_temporary_files_of_dead_writers(lm, question_file, tmp_path)
         path.unlink()
     leftovers = sorted(p.name for p in out.iterdir())
     assert leftovers == sorted([".lock", CONFIG, RECORDS, SUMMARY])
+
+
+def test_question_too_long_for_the_model_stops_the_run_naming_it(lm, tmp_path):
+    """Item 7 in an eval: the run stops with a RunError naming the question; earlier records stay."""
+    from dynaprag.eval.runner import RunError
+
+    path = tmp_path / "long.jsonl"
+    long = {"id": "huge", "question": " ".join(["word"] * 10_000) + " Why?", "answers": ["x"]}
+    path.write_text(json.dumps(QUESTIONS[0]) + "\n" + json.dumps(long) + "\n", encoding="utf-8")
+    out = tmp_path / "run"
+    with pytest.raises(RunError, match=r"question 'huge'.*tokens exceeds the context of 8192.*shorter question"):
+        _run(lm, path, out)
+    assert [r["id"] for r in read_records(out / RECORDS)] == ["q00"]

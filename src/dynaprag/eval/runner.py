@@ -223,7 +223,11 @@ def evaluate(examples: Sequence[Example], answer_fn: Callable[[str], Answer], ru
 
     ``answer_fn`` receives the question text only: no oracle field reaches the method. Records
     of questions not among ``examples`` (beyond a shortened limit) stay on disk, unsummarised.
+    A question whose prompt does not fit the model stops the run with a :class:`RunError` naming
+    it (the records so far are kept), rather than being scored as a silent empty answer.
     """
+    from dynaprag.lm.generator import PromptTooLong  # here, so `dynaprag report` does not import torch
+
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with _locked(run_dir):
@@ -241,7 +245,10 @@ def evaluate(examples: Sequence[Example], answer_fn: Callable[[str], Answer], ru
         with open(records_path, "ab") as handle:
             for example in todo:
                 start = time.perf_counter()
-                answer = answer_fn(example.question)
+                try:
+                    answer = answer_fn(example.question)
+                except PromptTooLong as exc:
+                    raise RunError(f"question {example.id!r}: {exc}") from None
                 record = make_record(example, answer, time.perf_counter() - start, yes_no_task=yes_no_task)
                 _append(handle, record)
                 records.append(record)
