@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from dynaprag.parametric.augment import parse_qa_pairs, parse_rewrite
+from dynaprag.corpus import Passage
+from dynaprag.parametric.augment import (AugmentConfig, Augmentation, parse_prag_qa, parse_qa_pairs,
+                                         parse_rewrite, usable_first)
 
 PASSAGE = ("Zorblat Lake is a freshwater lake in northern Finland, discovered in 1873 by the explorer "
            "Anna Virtanen. It covers 42 square kilometres.")
@@ -63,12 +65,54 @@ def test_rewrite_rejects_copies_truncations_and_repetition():
 @pytest.mark.slow
 def test_batched_greedy_generation_matches_one_at_a_time(lm):
     """Left-padded batching (documents augment together) must not change greedy outputs."""
-    from dynaprag.parametric.augment import QA_PROMPT, REWRITE_PROMPT, Augmenter
+    from dynaprag.parametric.augment import QA_PROMPT, REWRITE_PROMPT, AugmentConfig, Augmenter
 
     passage = "Title: Zorblat Lake\nZorblat Lake is a lake in Finland found in 1873 by Anna Virtanen."
     texts = [REWRITE_PROMPT.format(passage=passage), QA_PROMPT.format(n=3, passage=passage + " It is deep.")]
     budgets = [12, 20]
-    augmenter = Augmenter(lm)
-    alone = [augmenter.complete_many([t], [b], 0)[0] for t, b in zip(texts, budgets)]
-    assert augmenter.complete_many(texts, budgets, 0) == alone
+    augmenter = Augmenter(lm, AugmentConfig(greedy_first=True))
+    alone = [augmenter.complete_many([t], [b], -1)[0] for t, b in zip(texts, budgets)]
+    assert augmenter.complete_many(texts, budgets, -1) == alone
     assert all(alone)
+
+
+def test_prag_qa_list_as_the_reference_accepts_it():
+    ok = ('Sure! [{"question": "Who found it?", "answer": ["Anna", "Virtanen"], "full_answer": "Anna found it."},'
+          ' {"question": "When?", "answer": 1873, "full_answer": "In 1873."},'
+          ' {"question": "Where?", "answer": null, "full_answer": "In Finland."},'
+          ' {"question": "Extra?", "answer": "x", "full_answer": "x."}]')
+    assert parse_prag_qa(ok) == [
+        {"question": "Who found it?", "answer": "Anna, Virtanen", "full_answer": "Anna found it."},
+        {"question": "When?", "answer": "1873", "full_answer": "In 1873."},
+        {"question": "Where?", "answer": "Unknown", "full_answer": "In Finland."}]
+    truncated = '[{"question": "a?", "answer": "b", "full_answer": "b."}, {"question": "c?", "answer": "d", ' \
+                '"full_answer": "d."}, {"question": "e?", "answer": "f", "full_answer": "f."},'
+    assert parse_prag_qa(truncated) is not None  # a missing closing bracket is added
+    assert parse_prag_qa(ok.replace(', "full_answer": "In 1873."', "")) is None  # every item needs all three
+    assert parse_prag_qa('[{"question": "a?", "answer": "b", "full_answer": "b."}]') is None  # fewer than three
+    assert parse_prag_qa("Q: Who found it?\nA: Anna") is None
+
+
+class _ScriptedAugmenter:
+    """Stands in for the LLM in this unit test of the selection rule only: passages whose text
+    contains "bad" never yield a QA list."""
+
+    config = AugmentConfig()
+
+    def __init__(self):
+        self.calls = []
+
+    def augment_many(self, passages):
+        self.calls.append([p.id for p in passages])
+        return [Augmentation(passage={"id": p.id, "title": p.title, "text": p.text},
+                             qa=[] if "bad" in p.text else [{"question": "q?", "answer": "a"}],
+                             failures=["qa attempt 1"] if "bad" in p.text else []) for p in passages]
+
+
+def test_usable_first_skips_unaugmentable_passages_and_takes_the_next():
+    ranked = [Passage(f"p{i}", "", ("bad " if i in (1, 2) else "good ") + str(i)) for i in range(8)]
+    augmenter = _ScriptedAugmenter()
+    kept, skipped = usable_first(augmenter, ranked, 3)
+    assert [a.passage["id"] for a in kept] == ["p0", "p3", "p4"]
+    assert [a.passage["id"] for a in skipped] == ["p1", "p2"]
+    assert augmenter.calls == [["p0", "p1", "p2"], ["p3", "p4"]]  # no passage augmented beyond need

@@ -29,7 +29,8 @@ DOCS = [
     {"id": "z2", "title": "Qwerty Pike", "text": "Qwerty Pike is a mountain in Chile first climbed in 1921 by Luis Mora."},
     {"id": "z3", "title": "Plumbo River", "text": "The Plumbo River flows through Peru and is 310 kilometres long."},
 ]
-OVERRIDES = ["augment.max_new_tokens_rewrite=20", "augment.max_new_tokens_qa=32", "augment.max_retries=0"]
+OVERRIDES = ["failed_augmentation=plain-text", "augment.prompts=lenient", "augment.greedy_first=true", "augment.max_new_tokens_rewrite=20",
+             "augment.max_new_tokens_qa=48", "augment.max_retries=0"]
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -43,7 +44,7 @@ def one_thread():
 
 
 def _config() -> EncodeConfig:
-    return EncodeConfig(augment=AugmentConfig(max_new_tokens_rewrite=20, max_new_tokens_qa=32, max_retries=0))
+    return EncodeConfig(failed_augmentation="plain-text", augment=AugmentConfig(prompts="lenient", greedy_first=True, max_new_tokens_rewrite=20, max_new_tokens_qa=48, max_retries=0))
 
 
 def _passages() -> list[Passage]:
@@ -54,7 +55,7 @@ def _passages() -> list[Passage]:
 def encoded(tmp_path_factory, lm):
     """Start `dynaprag encode` in a subprocess, SIGKILL it after its first finished document,
     then resume in-process: returns (store root, corpus file, finished before kill, report)."""
-    from dynaprag.parametric.cli import run_encode
+    from dynaprag.cli.parametric import run_encode
 
     root = tmp_path_factory.mktemp("parametric")
     corpus = root / "corpus.jsonl"
@@ -151,7 +152,7 @@ def _pipeline(lm, corpus, tmp_path, max_new_tokens=6, **kw):
 
 
 def test_dyprag_injector_generates_adapters_on_the_fly(encoded, lm, generator, monkeypatch):
-    from dynaprag.parametric.injectors import DyPragCombineInjector, DyPragInjector
+    from dynaprag.inject.parametric import DyPragCombineInjector, DyPragInjector
 
     if encoded_translator[0] is None:
         pytest.skip("translator test did not run")
@@ -172,7 +173,7 @@ def test_dyprag_injector_generates_adapters_on_the_fly(encoded, lm, generator, m
 
 
 def test_prag_in_pipeline_and_fallback_to_context(encoded, lm, generator, tmp_path, monkeypatch):
-    from dynaprag.parametric.injectors import PragInjector
+    from dynaprag.inject.parametric import PragInjector
 
     store_root, corpus = encoded[0], encoded[1]
     monkeypatch.setenv("DYNAPRAG_ADAPTERS", str(store_root))
@@ -206,7 +207,7 @@ def test_dragin_trigger_with_dyprag_injector(encoded, lm, tmp_path, monkeypatch)
 def test_prag_encodes_missing_documents_on_demand(lm, generator, tmp_path):
     """on_missing="encode": retrieved documents without adapters are augmented as one batch,
     trained, stored, and injected; the trace notes say so."""
-    from dynaprag.parametric.injectors import PragInjector
+    from dynaprag.inject.parametric import PragInjector
 
     injector = PragInjector(store=str(tmp_path / "adapters"), on_missing="encode", encode=_config())
     injector.bind(generator)

@@ -24,7 +24,7 @@ DOCS = [Passage("v1", "Vellum Bay", "Vellum Bay is a bay in Norway named in 1790
 
 
 def _config() -> EncodeConfig:
-    return EncodeConfig(augment=AugmentConfig(max_new_tokens_rewrite=16, max_new_tokens_qa=24, max_retries=0))
+    return EncodeConfig(failed_augmentation="plain-text", augment=AugmentConfig(prompts="lenient", greedy_first=True, max_new_tokens_rewrite=16, max_new_tokens_qa=48, max_retries=0))
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -71,7 +71,7 @@ def test_encode_redoes_a_damaged_adapter(encoded, lm):
 
 
 def test_prag_falls_back_to_context_for_a_damaged_adapter(encoded, lm, generator):
-    from dynaprag.parametric.injectors import PragInjector
+    from dynaprag.inject.parametric import PragInjector
 
     root, pristine = encoded
     _damage(root, lm, pristine)
@@ -86,7 +86,7 @@ def test_prag_falls_back_to_context_for_a_damaged_adapter(encoded, lm, generator
 
 
 def test_prag_reencodes_a_damaged_adapter_on_demand(encoded, lm, generator):
-    from dynaprag.parametric.injectors import PragInjector
+    from dynaprag.inject.parametric import PragInjector
 
     root, pristine = encoded
     _damage(root, lm, pristine)
@@ -112,12 +112,37 @@ def test_pipeline_answers_with_a_damaged_adapter(encoded, lm, tmp_path, monkeypa
     corpus.write_text("".join(json.dumps({"id": p.id, "title": p.title, "text": p.text}) + "\n" for p in DOCS))
     retrieval = RetrieverConfig(corpus=str(corpus), index_dir=str(tmp_path / "index"))
     cfg = PipelineConfig(model="smollm2-135m", dtype="float32", k=2, max_new_tokens=4, max_retrievals=1,
-                         retrieval=retrieval, method="prag", options={"on_missing": "context"})
+                         retrieval=retrieval, method="prag",
+                         options={"on_missing": "context",
+                                  "encode": {"failed_augmentation": "plain-text", "augment": {"prompts": "lenient"}}})
     pipe = Pipeline.from_config(cfg, lm=lm, retriever=build_retriever(retrieval, progress=False))
-    from dynaprag.parametric.injectors import default_store_root, open_store
+    from dynaprag.parametric.stores import default_store_root, open_store
 
-    open_store(default_store_root(), lm, EncodeConfig()).forget(DOCS[0].content_hash)
+    open_store(default_store_root(), lm, _config()).forget(DOCS[0].content_hash)
     answer = pipe.answer("Who named Vellum Bay?")
     (event,) = answer.trace.retrievals
-    assert event.injection == "combined"
+    assert "v1" in event.hit_ids and event.injection in ("in-context", "combined")  # v1 went into the prompt
     assert any("doc v1" in n and "damaged" in n for n in answer.trace.notes)
+
+
+def test_unaugmentable_passage_is_skipped_and_recorded(lm, generator, tmp_path):
+    """PRAG skips a passage whose QA generation never parses (it does not train on plain text):
+    the store records the skip with its failures, encode does not redo it, PRAG leaves it out."""
+    from dynaprag.inject.parametric import PragInjector
+
+    config = EncodeConfig(augment=AugmentConfig(prompts="lenient", greedy_first=True, max_new_tokens_rewrite=16,
+                                                max_new_tokens_qa=48, max_retries=0))
+    store = AdapterStore(tmp_path / "adapters", lm.fingerprint, config.store_config())
+    report = encode_corpus(lm, DOCS, store, config)
+    assert report.unaugmentable + report.encoded == 2 and report.unaugmentable >= 1  # v1: no QA pair (greedy)
+    skipped = [p for p in DOCS if store.status(p.content_hash) == "skipped"]
+    entry = store.entries()[skipped[0].content_hash]
+    assert entry["augmentation"]["failures"] and not store.path(skipped[0].content_hash).exists()
+    assert store.verify() == []
+    again = encode_corpus(lm, DOCS, store, config)
+    assert (again.encoded, again.skipped, again.unaugmentable) == (0, 2, report.unaugmentable)
+    injector = PragInjector(store=str(tmp_path / "adapters"), on_missing="context", encode=config, with_context=True)
+    injector.bind(generator)
+    injection = injector.inject(DOCS, "Who named Vellum Bay?")
+    assert skipped[0] not in list(injection.context)
+    assert any(n.startswith(f"doc {skipped[0].id}: skipped") for n in injection.notes)

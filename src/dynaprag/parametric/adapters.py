@@ -36,6 +36,7 @@ from dynaprag.files import atomic_write_json, locked, sweep_stale, tmp_name
 
 MANIFEST = "manifest.json"
 OK = "ok"
+SKIPPED = "skipped"  # PRAG skips a passage whose augmentation never parsed: recorded, no file
 
 
 class AdapterStoreError(ValueError):
@@ -123,14 +124,17 @@ class AdapterStore:
         return cached[1]
 
     def status(self, content_hash: str, entry: Mapping[str, Any] | None = None) -> str:
-        """``"ok"`` for a finished adapter, else why not: ``"not encoded"``, ``"missing ..."``,
-        ``"damaged ..."`` (the reason names the field or check that failed)."""
+        """``"ok"`` for a finished adapter, ``"skipped"`` for a passage PRAG does not use (its
+        augmentation failed), else why not: ``"not encoded"``, ``"missing file"``, ``"damaged ..."``
+        (the reason names the field or check that failed)."""
         if entry is None:
             entry = self.entries().get(content_hash)
         if entry is None:
             return "not encoded"
         if not isinstance(entry, Mapping):
             return "damaged manifest entry (not an object)"
+        if entry.get("skipped") is True:
+            return SKIPPED
         for name, kind in (("sha256", str), ("bytes", int)):
             if not isinstance(entry.get(name), kind):
                 return f"damaged manifest entry (no valid '{name}' field)"
@@ -184,6 +188,21 @@ class AdapterStore:
         self._remember(content_hash, tensors)
         return entry
 
+    def skip(self, content_hash: str, info: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Record that a document gets no adapter (its augmentation failed), so it is not redone."""
+        entry = {"skipped": True, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **dict(info or {})}
+        self.path(content_hash).unlink(missing_ok=True)
+        with locked(self.manifest_path):
+            manifest = self._read_manifest()
+            manifest["entries"][content_hash] = entry
+            atomic_write_json(self.manifest_path, manifest)
+        self.forget(content_hash)
+        return entry
+
+    def finished(self) -> dict[str, dict[str, Any]]:
+        """The entries of finished adapters only (no skipped, damaged or missing ones)."""
+        return {h: e for h, e in self.entries().items() if self.status(h, e) == OK}
+
     def get(self, content_hash: str) -> dict[str, torch.Tensor]:
         """The adapter of a document (LRU-cached), checksum-verified when read from disk.
 
@@ -200,6 +219,9 @@ class AdapterStore:
             raise KeyError(f"no adapter for document {content_hash!r} in {self.manifest_path}: "
                            f"run `dynaprag encode` on the corpus")
         reason = self.status(content_hash, entry)
+        if reason == SKIPPED:
+            raise KeyError(f"document {content_hash!r} has no adapter in {self.manifest_path}: it was skipped "
+                           f"because its augmentation failed")
         if reason == "missing file":
             raise AdapterIntegrityError(f"{self._where(content_hash)}: the file is missing; "
                                         f"re-run `dynaprag encode` to rebuild it")
@@ -237,4 +259,4 @@ class AdapterStore:
 
     def verify(self) -> list[str]:
         """Content hashes whose entries are damaged or whose files are missing or fail their checksum."""
-        return [h for h, entry in self.entries().items() if self.status(h, entry) != OK]
+        return [h for h, entry in self.entries().items() if self.status(h, entry) not in (OK, SKIPPED)]

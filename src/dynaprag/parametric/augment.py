@@ -2,11 +2,24 @@
 
 PRAG (Su et al., SIGIR 2025, §3.2.1 "Document Augmentation", Eq. 2-3) turns a document d into
 {(d_k, q_j, a_j)}: n rewrites d_k of d and m QA pairs about it, written by the same LLM; PRAG's
-default is n = 1 rewrite and m = 3 pairs. The prompts here are ours. Small models often ignore
-the requested format, so the parser accepts the usual variants (``Q:``/``Question 1:``,
-numbering, markdown bold, one-line ``Q: … A: …``, JSON) and each part is retried a bounded number
-of times (greedy first, then sampling) and the failures are counted in the record: a document
-whose augmentation failed keeps its failure list and is still encoded from what was obtained.
+default is n = 1 rewrite and m = 3 pairs. With ``prompts="prag"`` (default) this follows the
+reference code (oneal2000/PRAG @e03742e ``src/augment.py``): its rewrite and QA prompts, the QA
+list as JSON with ``question``/``answer``/``full_answer`` (at least three items, the first
+three kept, list answers joined, numbers as text, null as "Unknown"), the rewrite taken as
+generated, and sampling at temperature 0.7 with top-k 50 on every attempt. A passage whose QA
+list never parses is not usable (:attr:`Augmentation.usable`): the reference then skips it and
+takes the next retrieved passage (it retrieves top-k + 10), and so do :func:`usable_first` and
+the encoders here; the failures are recorded.
+
+Deviations, all knobs: the reference retries an unparsable QA list up to 100 times with 512 new
+tokens each (and forever while the JSON parses but has under three items); here
+``max_retries`` (2) extra attempts with ``max_new_tokens_qa`` (256) tokens, and the rewrite's
+budget is also capped at 1.3x the passage's tokens + 16. The reference's top-p and repetition
+penalty come from each model's own generation config; here top-p is 1. The JSON list is cut
+from the first "[" to the last "]" (the reference does this for its Llama models only).
+``prompts="lenient"`` keeps our own prompts and a parser that accepts the usual small-model
+variants (``Q:``/``Question 1:``, numbering, markdown bold, one-line ``Q: … A: …``), for models
+that rarely write valid JSON.
 
 Why batched: on a CPU, a decoding step of a small model for a few sequences costs far less than
 that many single-sequence steps (much of a step is per-layer overhead), so the prompts of
@@ -24,6 +37,20 @@ import torch
 
 from dynaprag.corpus import Passage
 
+PRAG_REWRITE_PROMPT = (
+    "Rewrite the following passage. While keeping the entities, proper nouns, and key details such as names, "
+    "locations, and terminology intact, create a new version of the text that expresses the same ideas in a "
+    "different way. Make sure the revised passage is distinct from the original one, but preserves the core "
+    "meaning and relevant information.\n{passage}")
+PRAG_QA_PROMPT = (
+    "I will provide a passage of text, and you need to generate three different questions based on the content "
+    "of this passage. Each question should be answerable using the information provided in the passage. "
+    "Additionally, please provide an appropriate answer for each question derived from the passage.\n"
+    "You need to generate the question and answer in the following format:\n"
+    "[\n    {{\n        \"question\": \"What is the capital of France?\",\n        \"answer\": \"Paris\"\n"
+    "        \"full_answer\": \"The capital of France is Paris.\"\n    }}, \n]\n\n"
+    "This list should have at least three elements. You only need to output this list in the above format.\n"
+    "Passage:\n{passage}")
 REWRITE_PROMPT = ("Rewrite the following passage in your own words. Keep every name, date and "
                   "number. Reply with the rewritten passage only.\n\nPassage: {passage}")
 QA_PROMPT = ("Read the passage and write {n} different questions that the passage answers, each "
@@ -38,17 +65,31 @@ _INLINE = re.compile(r"(?:^|\s)(?:a|answer)\s*:\s*", re.IGNORECASE)
 
 @dataclass
 class AugmentConfig:
-    """PRAG's augmentation knobs (defaults: 1 rewrite, 3 QA pairs)."""
+    """PRAG's augmentation knobs (defaults: the reference's prompts and sampling, 1 rewrite, 3 QA pairs)."""
 
+    prompts: str = field(default="prag", metadata={
+        "help": "prag: the reference's prompts and JSON QA with full answers; lenient: ours, for small models"})
     rewrites: int = field(default=1, metadata={"help": "rewrites per passage (PRAG: 1)"})
     qa_pairs: int = field(default=3, metadata={"help": "question-answer pairs per passage (PRAG: 3)"})
-    max_new_tokens_rewrite: int = field(default=256, metadata={
-        "help": "token budget of a rewrite (also capped at 1.3x the passage's tokens + 16)"})
-    max_new_tokens_qa: int = field(default=160, metadata={"help": "token budget of the QA list"})
-    max_retries: int = field(default=2, metadata={"help": "extra sampled attempts after a failed parse"})
-    retry_temperature: float = field(default=0.8, metadata={"help": "sampling temperature of retries"})
+    max_new_tokens_rewrite: int = field(default=512, metadata={
+        "help": "token budget of a rewrite, also capped at 1.3x the passage's tokens + 16 (PRAG: 512)"})
+    max_new_tokens_qa: int = field(default=256, metadata={"help": "token budget of the QA list (PRAG: 512)"})
+    max_retries: int = field(default=2, metadata={"help": "extra attempts after an unparsable QA list (PRAG: 100)"})
+    temperature: float = field(default=0.7, metadata={"help": "sampling temperature (PRAG: 0.7)"})
+    top_k: int = field(default=50, metadata={"help": "sampling top-k (PRAG: 50)"})
+    greedy_first: bool = field(default=False, metadata={
+        "help": "decode the first attempt greedily, sample only retries (PRAG samples every attempt)"})
     max_answer_words: int = field(default=20, metadata={"help": "longer 'answers' are rejected as malformed"})
     batch_docs: int = field(default=4, metadata={"help": "documents whose prompts decode as one batch"})
+
+    def __post_init__(self) -> None:
+        if self.prompts not in ("prag", "lenient"):
+            raise ValueError(f"augment.prompts must be 'prag' or 'lenient', not {self.prompts!r}")
+        for name in ("rewrites", "qa_pairs", "max_new_tokens_rewrite", "max_new_tokens_qa", "batch_docs", "top_k"):
+            if int(getattr(self, name)) < (0 if name == "rewrites" else 1):
+                raise ValueError(f"augment.{name} must be positive, not {getattr(self, name)!r}")
+        if self.max_retries < 0 or not self.temperature > 0:
+            raise ValueError("augment.max_retries must be >= 0 and augment.temperature > 0")
 
 
 @dataclass
@@ -64,6 +105,11 @@ class Augmentation:
     @property
     def complete(self) -> bool:
         return bool(self.rewrites) and bool(self.qa)
+
+    @property
+    def usable(self) -> bool:
+        """PRAG trains on a passage only if its QA generation parsed; otherwise it is skipped."""
+        return bool(self.qa)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,6 +171,32 @@ def parse_qa_pairs(text: str, max_answer_words: int = 20) -> list[tuple[str, str
     return out
 
 
+def parse_prag_qa(text: str, n: int = 3) -> list[dict[str, str]] | None:
+    """The reference's QA list: JSON of >= n objects with question, answer and full_answer; the
+    first n, answers made text (lists joined with ", ", numbers as digits, null as "Unknown").
+    None when the output does not parse into that."""
+    start, end = text.find("["), text.rfind("]")
+    if start < 0:
+        return None
+    body = text[start: end + 1] if end > start else text[start:].rstrip().rstrip(",") + "]"
+    try:
+        data = json.loads(body)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(data, list) or len(data) < n:
+        return None
+    out = []
+    for item in data[:n]:
+        if not isinstance(item, dict) or not {"question", "answer", "full_answer"} <= set(item):
+            return None
+        answer = item["answer"]
+        if isinstance(answer, list):
+            answer = ", ".join(str(a) for a in answer)
+        answer = "Unknown" if answer is None else str(answer)
+        out.append({"question": str(item["question"]), "answer": answer, "full_answer": str(item["full_answer"])})
+    return out
+
+
 def parse_rewrite(text: str, passage: str) -> str | None:
     """The rewritten passage in a model's output, or None if it is missing, a copy, or truncated.
 
@@ -159,7 +231,7 @@ class _Job:
 
 
 class Augmenter:
-    """Runs the augmentation prompts on a loaded model (HF ``generate``, greedy then sampled)."""
+    """Runs the augmentation prompts on a loaded model (HF ``generate``, sampled as the reference)."""
 
     def __init__(self, lm, config: AugmentConfig | None = None):
         self.lm = lm
@@ -175,7 +247,7 @@ class Augmenter:
 
     @torch.inference_mode()
     def complete_many(self, texts: list[str], budgets: list[int], attempt: int) -> list[str]:
-        """One batched generation; attempt 0 is greedy, later attempts sample with a per-attempt seed.
+        """One batched generation, sampled with a per-attempt seed (``attempt`` < 0: greedy).
 
         Prompts are left-padded; each output is cut to its own token budget, which equals having
         generated it alone with that budget (decoding is causal).
@@ -186,12 +258,13 @@ class Augmenter:
         width = max(len(p) for p in prompts)
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.lm.device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.lm.device)
-        kwargs: dict[str, Any] = {"do_sample": False}
-        if attempt > 0:
+        kwargs: dict[str, Any] = {"do_sample": False, "top_k": None}
+        if attempt >= 0:
             torch.manual_seed(1000 + attempt)
-            kwargs = {"do_sample": True, "temperature": self.config.retry_temperature, "top_p": 0.95}
+            kwargs = {"do_sample": True, "temperature": self.config.temperature, "top_k": self.config.top_k,
+                      "top_p": 1.0}
         out = self.lm.model.generate(ids, attention_mask=mask, max_new_tokens=max(budgets), pad_token_id=pad,
-                                     top_k=None, **kwargs)
+                                     **kwargs)
         return [tok.decode(row[width: width + budget], skip_special_tokens=True)
                 for row, budget in zip(out, budgets)]
 
@@ -205,24 +278,26 @@ class Augmenter:
         budgets = [min(cfg.max_new_tokens_rewrite,
                        int(1.3 * len(self.lm.tokenizer.encode(p.text, add_special_tokens=False))) + 16)
                    for p in passages]
+        prag = cfg.prompts == "prag"
+        rewrite_prompt, qa_prompt = (PRAG_REWRITE_PROMPT, PRAG_QA_PROMPT) if prag else (REWRITE_PROMPT, QA_PROMPT)
         for round_ in range(cfg.max_retries + 1):
             jobs = []
             for i, (p, rec) in enumerate(zip(passages, records)):
                 text = p.as_context()
                 for j in range(cfg.rewrites - len(rec.rewrites)):
-                    jobs.append(_Job(i, "rewrite", REWRITE_PROMPT.format(passage=text), budgets[i],
+                    jobs.append(_Job(i, "rewrite", rewrite_prompt.format(passage=text), budgets[i],
                                      round_ + len(rec.rewrites) + j))
                 if len(rec.qa) < cfg.qa_pairs:
-                    jobs.append(_Job(i, "qa", QA_PROMPT.format(n=cfg.qa_pairs, passage=text),
+                    jobs.append(_Job(i, "qa", qa_prompt.format(n=cfg.qa_pairs, passage=text),
                                      cfg.max_new_tokens_qa, round_))
             if not jobs:
                 break
             for greedy in (True, False):
-                group = [job for job in jobs if (job.attempt == 0) == greedy]
+                group = [job for job in jobs if (job.attempt == 0 and cfg.greedy_first) == greedy]
                 if not group:
                     continue
                 outputs = self.complete_many([job.prompt for job in group], [job.budget for job in group],
-                                             0 if greedy else max(job.attempt for job in group))
+                                             -1 if greedy else max(job.attempt for job in group))
                 for job, output in zip(group, outputs):
                     self._take(records[job.doc], passages[job.doc], job, output, round_)
         return records
@@ -232,11 +307,18 @@ class Augmenter:
         cfg = self.config
         record.attempts += 1
         if job.kind == "rewrite":
-            rewrite = parse_rewrite(output, passage.text)
+            rewrite = (output.strip() or None) if cfg.prompts == "prag" else parse_rewrite(output, passage.text)
             if rewrite and rewrite not in record.rewrites and len(record.rewrites) < cfg.rewrites:
                 record.rewrites.append(rewrite)
             else:
                 record.failures.append(f"rewrite attempt {round_ + 1}: unparseable or copied output")
+            return
+        if cfg.prompts == "prag":
+            qa = parse_prag_qa(output, cfg.qa_pairs)
+            if qa is None:
+                record.failures.append(f"qa attempt {round_ + 1}: no JSON list of {cfg.qa_pairs} complete items")
+            else:
+                record.qa = qa
             return
         pairs = parse_qa_pairs(output, cfg.max_answer_words)
         known = {item["question"].lower() for item in record.qa}
@@ -246,3 +328,30 @@ class Augmenter:
                 known.add(q.lower())
         if len(record.qa) < cfg.qa_pairs:
             record.failures.append(f"qa attempt {round_ + 1}: {len(pairs)} usable pairs parsed")
+
+
+def usable_first(augmenter: Augmenter, candidates: list[Passage], k: int,
+                 known: dict[str, Augmentation] | None = None) -> tuple[list[Augmentation], list[Augmentation]]:
+    """The reference's selection: walk the ranked candidates (PRAG retrieves top-k + 10), keep the
+    first ``k`` whose augmentation is usable, skip the others; returns (kept, skipped).
+
+    Candidates are augmented only as far as needed (as many at once as are still missing);
+    ``known`` holds augmentations already made (by content hash), reused instead of redone.
+    """
+    known = dict(known or {})
+    kept: list[Augmentation] = []
+    skipped: list[Augmentation] = []
+    pos = 0
+    while len(kept) < k and pos < len(candidates):
+        batch = candidates[pos: pos + k - len(kept)]
+        pos += len(batch)
+        fresh = [p for p in batch if p.content_hash not in known]
+        for p, aug in zip(fresh, augmenter.augment_many(fresh) if fresh else []):
+            known[p.content_hash] = aug
+        for p in batch:
+            aug = known[p.content_hash]
+            if len(kept) < k and aug.usable:
+                kept.append(aug)
+            elif not aug.usable:
+                skipped.append(aug)
+    return kept, skipped

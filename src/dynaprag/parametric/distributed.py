@@ -5,7 +5,8 @@ its own document and the shared initialisation). Each Ray actor loads the model 
 encodes the documents it is handed; the driver writes every finished adapter into the same
 :class:`~dynaprag.parametric.adapters.AdapterStore` as results arrive, so a killed run keeps
 what finished and a re-run skips it. Adapters travel back as safetensors bytes (no pickled
-tensors). The same code runs on a local cluster (``ray.init(num_cpus=2)``) or a real one
+tensors; a document whose augmentation failed comes back without one and is recorded as
+skipped). The same code runs on a local cluster (``ray.init(num_cpus=2)``) or a real one
 (``address="ray://head:10001"``); workers need the model reachable under the same name.
 """
 from __future__ import annotations
@@ -49,7 +50,7 @@ class EncodeWorker:
     def fingerprint(self) -> str:
         return self.lm.fingerprint
 
-    def encode(self, docs: list[dict]) -> list[tuple[str, bytes, dict]]:
+    def encode(self, docs: list[dict]) -> list[tuple[str, bytes | None, dict]]:
         from safetensors.torch import save
 
         from dynaprag.parametric.encode import encode_many
@@ -59,7 +60,7 @@ class EncodeWorker:
         for passage, (adapter, info) in zip(passages, encode_many(self.lm, passages, self.config, self.encoder,
                                                                   self.augmenter)):
             info["worker_pid"], info["worker_niceness"] = os.getpid(), os.nice(0)
-            out.append((passage.content_hash, save(adapter), info))
+            out.append((passage.content_hash, None if adapter is None else save(adapter), info))
         return out
 
 
@@ -108,9 +109,9 @@ def encode_with_ray(model: str, dtype: str, fingerprint: str, passages: Iterable
             done, _ = ray.wait(list(pending), num_returns=1)
             actor, batch = pending.pop(done[0])
             for passage, (content_hash, blob, info) in zip(batch, ray.get(done[0])):
-                report.add(store.put(content_hash, load(blob), info))
+                report.record(store, content_hash, None if blob is None else load(blob), info)
                 if progress:
-                    progress(passage, "encoded")
+                    progress(passage, "encoded" if blob is not None else "unaugmentable")
             if queue:
                 nxt = queue.pop()
                 pending[actor.encode.remote([_doc(p) for p in nxt])] = (actor, nxt)

@@ -15,8 +15,9 @@ rest with no passage, each rendered by the reference prompt template
 (:class:`PragTemplate`) in the model's chat format; with
 ``with_cot`` (what every HotpotQA/2Wiki config of the reference uses) the user turn carries a
 few-shot block and the answer is ``Answer: <full answer>``, without it ``The answer is
-<answer>``. A passage whose augmentation failed is skipped, as in the reference, and never
-trained on plain text (:func:`encode_many` yields no adapter for it; the store records it).
+<answer>``. A passage whose augmentation failed is skipped, as in the reference
+(:func:`encode_many` yields no adapter for it; the store records it); ``failed_augmentation=
+"plain-text"`` trains on its text instead (for models too small to write QA lists: not PRAG).
 
 Deviations, all knobs: ``epochs`` is 1 (the reference's configs use 2 for PopQA and for
 HotpotQA with Qwen2.5-1.5B: set ``epochs=2`` there); the few-shot block comes from our
@@ -188,9 +189,14 @@ class EncodeConfig:
     fewshot: str = field(default="default", metadata={
         "help": "few-shot block of the cot template: an exemplar set of data/exemplars.yaml or a "
                 "JSON file of [{question, answer}] (the reference's src/fewshot/<dataset>.json)"})
+    failed_augmentation: str = field(default="skip", metadata={
+        "help": "a passage whose QA list never parsed: skip it (PRAG) or train on its text (plain-text)"})
     augment: AugmentConfig = field(default_factory=AugmentConfig, metadata={"help": "document augmentation"})
 
     def __post_init__(self) -> None:
+        if self.failed_augmentation not in ("skip", "plain-text"):
+            raise ValueError(f"encode.failed_augmentation must be 'skip' or 'plain-text', "
+                             f"not {self.failed_augmentation!r}")
         for name in ("rank", "epochs", "max_length"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"encode.{name} must be >= 1, not {getattr(self, name)!r}")
@@ -246,7 +252,14 @@ def tokenize_samples(tokenizer, chat: bool, template: PragTemplate,
 
 
 def document_samples(lm, aug: Augmentation, config: EncodeConfig) -> list[list[int]]:
-    """The token ids PRAG trains one document's LoRA on (labels = these ids: :func:`lm_batch`)."""
+    """The token ids PRAG trains one document's LoRA on (labels = these ids: :func:`lm_batch`).
+
+    Without QA pairs (``failed_augmentation="plain-text"``, not PRAG) the passage and its
+    rewrites are the samples, as plain text.
+    """
+    if not aug.qa:
+        texts = [Passage(aug.passage["id"], aug.passage["title"], aug.passage["text"]).as_context(), *aug.rewrites]
+        return [lm.tokenizer.encode(t, add_special_tokens=False)[: config.max_length] for t in texts]
     return tokenize_samples(lm.tokenizer, lm.chat_template, config.template(),
                             training_prompts(aug, config.with_cot), config.max_length)
 
@@ -340,6 +353,7 @@ class EncodeReport:
     encoded: int = 0
     skipped: int = 0
     repaired: int = 0  # documents whose adapter was damaged (size, checksum or entry) and was redone
+    unaugmentable: int = 0  # documents with no adapter: their QA generation never parsed (PRAG skips them)
     incomplete_augmentations: int = 0
     augmentation_failures: int = 0
     augment_seconds: float = 0.0
@@ -355,22 +369,37 @@ class EncodeReport:
         self.incomplete_augmentations += int(not entry["augment_complete"])
         self.augmentation_failures += len(entry["augmentation"]["failures"])
 
+    def record(self, store: AdapterStore, content_hash: str, adapter: dict[str, torch.Tensor] | None,
+               info: dict[str, Any]) -> None:
+        """Store one result of :func:`encode_many`: an adapter, or the skip of an unusable document."""
+        if adapter is None:
+            store.skip(content_hash, info)
+            self.unaugmentable += 1
+            self.augmentation_failures += len(info["augmentation"]["failures"])
+        else:
+            self.add(store.put(content_hash, adapter, info))
+
 
 def encode_many(lm, passages: list[Passage], config: EncodeConfig, encoder: DocumentEncoder,
-                augmenter: Augmenter) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, Any]]]:
+                augmenter: Augmenter) -> Iterator[tuple[dict[str, torch.Tensor] | None, dict[str, Any]]]:
     """Augment documents as one batch, then train and yield (adapter, manifest info) per passage,
-    each as soon as it is trained, so the caller stores it before the next one starts. Each
-    document is charged an equal share of the batch's augmentation time."""
+    each as soon as it is trained, so the caller stores it before the next one starts
+    (:meth:`EncodeReport.record`). A passage whose augmentation is not usable yields adapter
+    None: PRAG skips it rather than training on it. Each document is charged an equal share of
+    the batch's augmentation time."""
     t0 = time.perf_counter()
     with encoder.peft_model.disable_adapter():  # augmentation sees the base model
         augs = augmenter.augment_many(passages)
     share = (time.perf_counter() - t0) / len(passages)
     for passage, aug in zip(passages, augs):
+        info = {"doc": {"id": passage.id, "title": passage.title, "text": passage.text},
+                "augmentation": aug.to_dict(), "augment_complete": aug.complete,
+                "augment_config": asdict(config.augment), "augment_batch": len(passages), "augment_seconds": share}
+        if not aug.usable and config.failed_augmentation == "skip":
+            yield None, info
+            continue
         adapter, stats = encoder.train(aug)
-        yield adapter, {"doc": {"id": passage.id, "title": passage.title, "text": passage.text},
-                        "augmentation": aug.to_dict(), "augment_complete": aug.complete,
-                        "augment_config": asdict(config.augment), "augment_batch": len(passages),
-                        "train": asdict(stats), "augment_seconds": share}
+        yield adapter, {**info, "train": asdict(stats)}
 
 
 def chunks(items: list, size: int) -> Iterator[list]:
@@ -394,8 +423,9 @@ def pending_passages(passages: Iterable[Passage], store: AdapterStore,
     for passage in passages:
         entry = entries.get(passage.content_hash)
         status = store.status(passage.content_hash, entry) if entry is not None else "not encoded"
-        if status == "ok":
+        if status in ("ok", "skipped"):  # a known-unusable augmentation is not retried
             report.skipped += 1
+            report.unaugmentable += int(status == "skipped")
             if progress:
                 progress(passage, "skipped")
         else:
@@ -414,7 +444,7 @@ def encode_corpus(lm, passages: Iterable[Passage], store: AdapterStore, config: 
     with encoding_session(lm, config) as (encoder, augmenter):
         for batch in chunks(todo, config.augment.batch_docs):
             for passage, (adapter, info) in zip(batch, encode_many(lm, batch, config, encoder, augmenter)):
-                report.add(store.put(passage.content_hash, adapter, info))
+                report.record(store, passage.content_hash, adapter, info)
                 if progress:
-                    progress(passage, "encoded")
+                    progress(passage, "encoded" if adapter is not None else "unaugmentable")
     return report
