@@ -121,7 +121,7 @@ def test_translator_training_lowers_the_loss(encoded, lm, tmp_path):
     pairs = pairs_from_store(lm, store, cfg)
     with DocumentEncoder(lm, cfg) as enc:
         init = enc.initial_adapter()
-    tcfg = TranslatorConfig(learning_rate=1e-3, epochs=3, max_tokens=48)
+    tcfg = TranslatorConfig(learning_rate=1e-3, epochs=3, max_tokens=48, sample_tokens=48, kl_reduction="sum")
     net, curve = train_translator(lm, pairs, cfg.scaling, cfg.targets, cfg.rank, tcfg, init_adapter=init)
     assert len(curve) == 3 * len(pairs)
     assert {"lm_loss", "kl_loss", "mse_loss", "total_loss"} <= set(curve[0])

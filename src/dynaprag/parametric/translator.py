@@ -1,21 +1,34 @@
 """DyPRAG's parameter translator: a hypernetwork from a document embedding to LoRA A and B.
 
 DyPRAG (Tan et al., 2025, "Dynamic Parametric RAG", §3.2-3.3) replaces PRAG's per-document
-training at question time with a translator F'_φ: for every layer l and FFN module, a small
-MLP maps the document embedding s (the base model's last-layer hidden state at the passage's
+training at question time with a translator F'_φ: for every layer l and FFN module, small
+MLPs map the document embedding s (the base model's last-layer hidden state at the passage's
 last token) together with the layer index l to that module's LoRA factors (A, B). It is
 trained on (document, PRAG adapter) pairs with (Eq. 7-9)
 
     L = L_pred + λ_kl · KL(P_PRAG-adapter ‖ P_generated) + λ_mse · Σ_modules MSE((A,B)_gen, (A,B)_PRAG)
 
-where L_pred is the language-modelling loss of the model carrying the generated adapter on the
-document's augmented samples. Weights used here are the reference code's: λ_kl = 0.01,
-λ_mse = 100; hidden width 32, AdamW lr 1e-5. Deviations, for a CPU and a few dozen documents:
-the KL is averaged over tokens (the reference sums over tokens, per batch), each step uses one
-augmented sample of one document (cycling through its samples across epochs, where the
-reference always takes the first), and the A-head bias starts at PRAG's shared LoRA
-initialisation (B-head at zero, head weights ~N(0, 1e-7) as in the reference), so an untrained
-translator reproduces PRAG's starting point, a zero delta.
+where L_pred is the language-modelling loss of the model carrying the generated adapter on
+one augmented sample of the document. As the reference code (Trae1ounG/DyPRAG @8c999be,
+``src/projector.py``, ``src/train_dyprag.py``, ``src/utils.py``) does, by default:
+
+- separate A and B networks per layer and module, each ``Linear(d+1 → 32, no bias) → ReLU →
+  Linear(→ r·dim, no bias)``, every weight drawn from N(0, 1e-7);
+- the generated adapter is applied as ``delta = B @ A`` with no α/r, in training and at
+  inference (``delta_scale="reference"``), while the PRAG teacher and the MSE targets are PRAG
+  adapters that peft applies with α/r = 16; ``delta_scale="alpha-over-r"`` applies α/r to the
+  generated adapter too;
+- λ_kl = 0.01 on ``kl_div(log_softmax(student), softmax(teacher), "batchmean")`` over the
+  sample padded to 3000 positions with batch 1, i.e. the KL *summed* over every position, the
+  pad positions included (``kl_reduction="padded-sum"``; "sum" sums over real tokens only,
+  "mean" averages them: 1/n of "sum", which weakens the KL term about 3000x against the default);
+- λ_mse = 100 on the sum over modules of the mean squared error; AdamW lr 1e-5; one step per
+  document on its first augmented sample (``samples="first"``; "cycle" walks its samples).
+
+Deviations: the embedded text is the passage with its title (``Passage.as_context()``), cut
+at ``max_tokens`` (512; the reference: the bare passage, up to 3000); the reference trains on
+separate "alignment" data, here on whichever store the caller gives — the benchmark keeps it
+disjoint from the questions it evaluates.
 """
 from __future__ import annotations
 
@@ -31,24 +44,27 @@ from dynaprag.corpus import Passage
 from dynaprag.parametric.lora import Adapter, target_modules
 
 
+def _mlp(embed_dim: int, hidden: int, out: int) -> nn.Sequential:
+    """``Linear(d+1 → hidden, no bias) → ReLU → Linear(→ out, no bias)``, weights N(0, 1e-7) (reference)."""
+    net = nn.Sequential(nn.Linear(embed_dim + 1, hidden, bias=False), nn.ReLU(), nn.Linear(hidden, out, bias=False))
+    for layer in (net[0], net[2]):
+        nn.init.normal_(layer.weight, std=1e-7)
+    return net
+
+
 class ModuleHypernet(nn.Module):
-    """(embedding ⊕ layer index) → hidden → (A: r×in, B: out×r) for one layer and module."""
+    """(embedding ⊕ layer index) → A (r×in) and, by a separate network, → B (out×r), for one module."""
 
     def __init__(self, embed_dim: int, in_features: int, out_features: int, rank: int, hidden: int, layer: int):
         super().__init__()
         self.rank, self.in_features, self.out_features, self.layer = rank, in_features, out_features, layer
-        self.body = nn.Sequential(nn.Linear(embed_dim + 1, hidden), nn.ReLU())
-        self.head_a = nn.Linear(hidden, rank * in_features)
-        self.head_b = nn.Linear(hidden, out_features * rank)
-        for head in (self.head_a, self.head_b):
-            nn.init.normal_(head.weight, std=1e-7)
-            nn.init.zeros_(head.bias)
+        self.net_a = _mlp(embed_dim, hidden, rank * in_features)
+        self.net_b = _mlp(embed_dim, hidden, out_features * rank)
 
     def forward(self, embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.cat([embedding, embedding.new_tensor([float(self.layer)])])
-        h = self.body(x)
-        return (self.head_a(h).view(self.rank, self.in_features),
-                self.head_b(h).view(self.out_features, self.rank))
+        return (self.net_a(x).view(self.rank, self.in_features),
+                self.net_b(x).view(self.out_features, self.rank))
 
 
 class ParameterTranslator(nn.Module):
@@ -69,13 +85,6 @@ class ParameterTranslator(nn.Module):
         """A translator sized for ``model``'s projections (works for any decoder exposing them)."""
         shapes = {name: tuple(mod.weight.shape) for name, mod in target_modules(model, targets).items()}
         return cls(shapes, model.config.hidden_size, rank, hidden)
-
-    def start_from(self, adapter: Adapter) -> None:
-        """Set the A-head biases to a shared LoRA initialisation (B stays zero)."""
-        with torch.no_grad():
-            for name in self.names:
-                net = self.nets[name.replace(".", "__")]
-                net.head_a.bias.copy_(adapter[f"{name}.lora_A"].reshape(-1).float())
 
     def forward(self, embedding: torch.Tensor) -> dict[str, torch.Tensor]:
         out = {}
@@ -140,15 +149,49 @@ def average_adapters(adapters: Sequence[Adapter]) -> dict[str, torch.Tensor]:
 
 @dataclass
 class TranslatorConfig:
-    """DyPRAG translator training knobs (reference-code defaults)."""
+    """DyPRAG translator training knobs (reference-code defaults; see the module docstring)."""
 
     hidden: int = field(default=32, metadata={"help": "hypernetwork hidden width p (DyPRAG: 32)"})
     learning_rate: float = field(default=1e-5, metadata={"help": "AdamW learning rate (DyPRAG: 1e-5)"})
     epochs: int = field(default=1, metadata={"help": "passes over the (document, adapter) pairs"})
-    kl_weight: float = field(default=0.01, metadata={"help": "λ_kl on KL(PRAG adapter ‖ generated)"})
-    mse_weight: float = field(default=100.0, metadata={"help": "λ_mse on the parameter MSE"})
-    max_tokens: int = field(default=512, metadata={"help": "tokens per training sample / embedded passage"})
+    kl_weight: float = field(default=0.01, metadata={"help": "λ_kl on KL(PRAG adapter ‖ generated) (DyPRAG: 0.01)"})
+    mse_weight: float = field(default=100.0, metadata={"help": "λ_mse on the parameter MSE (DyPRAG: 100)"})
+    kl_reduction: str = field(default="padded-sum", metadata={
+        "help": "padded-sum: summed over the sample padded to kl_pad_to positions (DyPRAG); sum: over real "
+                "tokens; mean: averaged over real tokens"})
+    kl_pad_to: int = field(default=3000, metadata={"help": "positions of the padded sample (DyPRAG: 3000)"})
+    delta_scale: str = field(default="reference", metadata={
+        "help": "reference: generated delta = B @ A (DyPRAG); alpha-over-r: scaled like the PRAG adapters"})
+    samples: str = field(default="first", metadata={
+        "help": "first: each document's first augmented sample (DyPRAG); cycle: a different one each epoch"})
+    sample_tokens: int = field(default=3000, metadata={"help": "tokens per training sample (DyPRAG: 3000)"})
+    max_tokens: int = field(default=512, metadata={"help": "passage tokens embedded (DyPRAG: 3000)"})
     seed: int = field(default=0, metadata={"help": "shuffling and initialisation seed"})
+
+    def __post_init__(self) -> None:
+        choices = {"kl_reduction": ("padded-sum", "sum", "mean"), "delta_scale": ("reference", "alpha-over-r"),
+                   "samples": ("first", "cycle")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"translator.{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
+
+    def generated_scale(self, prag_scaling: float) -> float:
+        """The factor the generated B @ A is applied with (1 in the reference)."""
+        return 1.0 if self.delta_scale == "reference" else float(prag_scaling)
+
+
+def kl_term(student_logits: torch.Tensor, teacher_logits: torch.Tensor, reduction: str) -> torch.Tensor:
+    """KL(P_teacher ‖ P_student) over (batch, positions, vocab) logits, as DyPRAG's Eq. 8 term.
+
+    ``"padded-sum"`` and ``"sum"`` are ``F.kl_div(..., reduction="batchmean")`` (the sum over
+    positions and vocabulary, divided by the batch size; the caller decides whether pad
+    positions are in the logits); ``"mean"`` also divides by the number of positions.
+    """
+    import torch.nn.functional as F
+
+    kl = F.kl_div(F.log_softmax(student_logits.float(), dim=-1), F.log_softmax(teacher_logits.float(), dim=-1),
+                  log_target=True, reduction="batchmean")
+    return kl / student_logits.shape[1] if reduction == "mean" else kl
 
 
 @dataclass
@@ -162,19 +205,27 @@ class TrainingPair:
 
 def translator_loss(lm, translator: ParameterTranslator, embedding: torch.Tensor, pair: TrainingPair,
                     sample: list[int], scaling: float, config: TranslatorConfig) -> dict[str, torch.Tensor]:
-    """DyPRAG's loss (module docstring) for one document and one augmented sample."""
+    """DyPRAG's loss (module docstring) for one document and one augmented sample.
+
+    ``scaling`` is PRAG's α/r, with which the teacher adapter is applied; the generated one is
+    applied with :meth:`TranslatorConfig.generated_scale`.
+    """
     import torch.nn.functional as F
 
     from dynaprag.parametric.lora import applied, combine
 
-    ids = torch.tensor([sample], device=lm.device)
+    n = len(sample)
+    width = max(n, config.kl_pad_to) if config.kl_reduction == "padded-sum" else n
+    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    ids = torch.tensor([list(sample) + [pad] * (width - n)], device=lm.device)
+    mask = torch.tensor([[1] * n + [0] * (width - n)], device=lm.device)
+    labels = torch.tensor([list(sample) + [-100] * (width - n)], device=lm.device)
     with torch.no_grad(), applied(lm.model, combine([pair.adapter], scaling)):
-        target = lm.model(input_ids=ids, use_cache=False).logits.float()
+        target = lm.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
     generated = translator(embedding)
-    with applied(lm.model, combine([generated], scaling)):
-        out = lm.model(input_ids=ids, labels=ids, use_cache=False)
-    logp = F.log_softmax(out.logits.float(), dim=-1)
-    kl = F.kl_div(logp, F.log_softmax(target, dim=-1), log_target=True, reduction="none").sum(-1).mean()
+    with applied(lm.model, combine([generated], config.generated_scale(scaling))):
+        out = lm.model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False)
+    kl = kl_term(out.logits, target, config.kl_reduction)
     mse = sum(F.mse_loss(generated[k], pair.adapter[k].float()) for k in generated)
     total = out.loss + config.kl_weight * kl + config.mse_weight * mse
     return {"total": total, "lm": out.loss.detach(), "kl": kl.detach(), "mse": mse.detach()}
@@ -186,7 +237,9 @@ def train_translator(lm, pairs: Sequence[TrainingPair], scaling: float, targets:
                      ) -> tuple[ParameterTranslator, list[dict[str, float]]]:
     """Train a translator on PRAG pairs; returns it and the per-step loss curve.
 
-    The base model is frozen (its parameters' ``requires_grad`` is restored afterwards); the
+    ``scaling`` is PRAG's α/r (the teacher adapters'). ``init_adapter`` is accepted for older
+    callers and unused: the reference translator starts from small random weights, not from
+    PRAG's initialisation. The base model is frozen (its parameters' ``requires_grad`` is restored afterwards); the
     generated adapter enters the model through the same forward hooks used at inference.
     """
     import random
@@ -198,8 +251,6 @@ def train_translator(lm, pairs: Sequence[TrainingPair], scaling: float, targets:
     torch.manual_seed(config.seed)
     if translator is None:
         translator = ParameterTranslator.for_model(lm.model, targets, rank, config.hidden)
-        if init_adapter is not None:
-            translator.start_from(init_adapter)
     embeddings = embed_passages(lm, [p.passage for p in pairs], config.max_tokens)
     optimizer = torch.optim.AdamW(translator.parameters(), lr=config.learning_rate)
     frozen = [(p, p.requires_grad) for p in lm.model.parameters()]
@@ -216,7 +267,8 @@ def train_translator(lm, pairs: Sequence[TrainingPair], scaling: float, targets:
                 rng.shuffle(order)
                 for i in order:
                     pair = pairs[i]
-                    sample = pair.samples[epoch % len(pair.samples)][: config.max_tokens]
+                    pick = 0 if config.samples == "first" else epoch % len(pair.samples)
+                    sample = pair.samples[pick][: config.sample_tokens]
                     optimizer.zero_grad(set_to_none=True)
                     losses = translator_loss(lm, translator, embeddings[i], pair, sample, scaling, config)
                     losses["total"].backward()
@@ -235,8 +287,9 @@ def train_translator(lm, pairs: Sequence[TrainingPair], scaling: float, targets:
 
 
 def translator_metadata(lm, config: TranslatorConfig, scaling: float, targets: Sequence[str]) -> dict[str, str]:
-    return {"model_fingerprint": lm.fingerprint, "scaling": str(scaling), "targets": json.dumps(list(targets)),
-            "config": json.dumps(asdict(config))}
+    """What a saved translator carries: its model, the scale its adapters apply with, its settings."""
+    return {"model_fingerprint": lm.fingerprint, "scaling": str(config.generated_scale(scaling)),
+            "targets": json.dumps(list(targets)), "config": json.dumps(asdict(config))}
 
 
 def pairs_from_store(lm, store, encode_config) -> list[TrainingPair]:

@@ -1,0 +1,87 @@
+"""DyPRAG translator conventions of the reference (Trae1ounG/DyPRAG @8c999be): architecture,
+initialisation, delta scale and the KL term, on small arrays (no model needed)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from dynaprag.parametric.translator import ParameterTranslator, TranslatorConfig, kl_term
+
+SHAPES = {"model.layers.0.mlp.gate_proj": (12, 8), "model.layers.1.mlp.down_proj": (8, 12)}  # (out, in)
+
+
+def test_separate_a_and_b_networks_without_bias_and_small_normal_init():
+    torch.manual_seed(0)
+    net = ParameterTranslator(SHAPES, embed_dim=8, rank=2, hidden=32)
+    for name, (out_f, in_f) in SHAPES.items():
+        hyper = net.nets[name.replace(".", "__")]
+        for sub, width in ((hyper.net_a, 2 * in_f), (hyper.net_b, out_f * 2)):
+            first, act, last = sub
+            assert isinstance(act, nn.ReLU)
+            assert (first.in_features, first.out_features, last.out_features) == (8 + 1, 32, width)
+            assert first.bias is None and last.bias is None
+            for w in (first.weight, last.weight):
+                assert 0 < float(w.std()) < 1e-6
+        assert hyper.net_a is not hyper.net_b and not any(p is q for p in hyper.net_a.parameters()
+                                                          for q in hyper.net_b.parameters())
+    out = net(torch.randn(8))
+    assert out["model.layers.0.mlp.gate_proj.lora_A"].shape == (2, 8)
+    assert out["model.layers.0.mlp.gate_proj.lora_B"].shape == (12, 2)
+    assert out["model.layers.1.mlp.down_proj.lora_A"].shape == (2, 12)
+
+
+def test_layer_index_enters_the_input():
+    torch.manual_seed(0)
+    net = ParameterTranslator({"model.layers.0.mlp.up_proj": (4, 4), "model.layers.5.mlp.up_proj": (4, 4)}, 4, 2, 8)
+    zero = net.nets["model__layers__0__mlp__up_proj"].net_a[0]
+    five = net.nets["model__layers__5__mlp__up_proj"].net_a[0]
+    five.weight.data.copy_(zero.weight.data)
+    x = torch.ones(4)
+    assert not torch.equal(zero(torch.cat([x, x.new_tensor([0.0])])), five(torch.cat([x, x.new_tensor([5.0])])))
+
+
+def test_reference_delta_scale_is_one():
+    assert TranslatorConfig().generated_scale(16.0) == 1.0
+    assert TranslatorConfig(delta_scale="alpha-over-r").generated_scale(16.0) == 16.0
+    with pytest.raises(ValueError, match="delta_scale"):
+        TranslatorConfig(delta_scale="half")
+
+
+def test_kl_term_sums_over_positions_like_batchmean_with_batch_one():
+    student = torch.tensor([[[0.0, 1.0, 2.0], [1.0, 0.0, 0.0]]])
+    teacher = torch.tensor([[[2.0, 1.0, 0.0], [0.0, 0.0, 3.0]]])
+    expected = 0.0
+    for pos in range(2):
+        p = torch.softmax(teacher[0, pos], -1)
+        q = torch.softmax(student[0, pos], -1)
+        expected += float((p * (p.log() - q.log())).sum())
+    assert math.isclose(float(kl_term(student, teacher, "padded-sum")), expected, rel_tol=1e-6)
+    assert math.isclose(float(kl_term(student, teacher, "sum")), expected, rel_tol=1e-6)
+    assert math.isclose(float(kl_term(student, teacher, "mean")), expected / 2, rel_tol=1e-6)
+    assert float(kl_term(teacher, teacher, "sum")) == pytest.approx(0.0, abs=1e-7)
+
+
+@pytest.mark.slow
+def test_padded_kl_adds_the_pad_positions_on_the_real_model(lm):
+    """The reference's KL runs over the sample padded to 3000 positions: padded-sum >= sum, and
+    the LM loss (labels -100 on pads) is the same either way. (A short pad keeps this fast.)"""
+    from dynaprag.corpus import Passage
+    from dynaprag.parametric.lora import target_modules
+    from dynaprag.parametric.translator import TrainingPair, translator_loss
+
+    torch.manual_seed(0)
+    shapes = {n: tuple(m.weight.shape) for n, m in target_modules(lm.model).items()}
+    net = ParameterTranslator(shapes, lm.model.config.hidden_size, 2, 32)
+    teacher = {f"{n}.lora_{ab}": torch.randn(*(2, s[1]) if ab == "A" else (s[0], 2)) * 1e-2
+               for n, s in shapes.items() for ab in "AB"}
+    pair = TrainingPair(Passage("d", "", "x"), teacher, [])
+    sample = lm.tokenizer.encode("Zorblat Lake is in Finland.", add_special_tokens=False)
+    emb = torch.randn(lm.model.config.hidden_size)
+    with torch.no_grad():
+        padded = translator_loss(lm, net, emb, pair, sample, 16.0, TranslatorConfig(kl_pad_to=len(sample) + 8))
+        plain = translator_loss(lm, net, emb, pair, sample, 16.0, TranslatorConfig(kl_reduction="sum"))
+    assert float(padded["kl"]) > float(plain["kl"]) > 0
+    assert float(padded["lm"]) == pytest.approx(float(plain["lm"]), rel=1e-4)
