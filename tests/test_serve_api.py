@@ -4,10 +4,14 @@ uvicorn on a free localhost port, the official ``openai`` client, bad requests, 
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import json
+import math
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -233,6 +237,167 @@ def test_a_client_leaving_a_stream_frees_the_worker(server, model_id):
         time.sleep(0.1)
     assert queue["failed"] == before["failed"] + 1, "the abandoned job was cancelled, not run to the end"
     assert not queue["busy"]
+
+
+# --- clients that leave, and an honest Retry-After (issue 15, item 9) ---
+
+def health_queue(url: str) -> dict:
+    return httpx.get(f"{url}/health", timeout=60).json()["queue"]
+
+
+def wait_for_queue(url: str, predicate, timeout: float = 120) -> dict:
+    """Poll ``/health`` until ``predicate(queue)`` holds (or ``timeout`` passes); the last reading."""
+    deadline = time.monotonic() + timeout
+    queue = health_queue(url)
+    while not predicate(queue) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        queue = health_queue(url)
+    return queue
+
+
+def send_and_hold(server, body: dict) -> socket.socket:
+    """POST ``body`` without reading the answer: closing the socket is a client that leaves."""
+    payload = json.dumps(body).encode()
+    sock = socket.create_connection((server.host, server.port))
+    sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                 + f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
+    return sock
+
+
+@pytest.fixture
+def questions_asked(pipeline, monkeypatch) -> list[dict]:
+    """Every call of the real ``pipeline.answer`` during the test: its question and how it ended."""
+    real = pipeline.answer
+    calls: list[dict] = []
+
+    @functools.wraps(real)
+    def answer(question, *args, **kwargs):
+        call = {"question": question, "outcome": "running"}
+        calls.append(call)
+        try:
+            result = real(question, *args, **kwargs)
+        except BaseException as exc:
+            call["outcome"] = type(exc).__name__
+            raise
+        call["outcome"] = "answered"
+        return result
+
+    monkeypatch.setattr(pipeline, "answer", answer)
+    return calls
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streaming"])
+def test_a_request_whose_client_left_while_queued_never_runs(server, model_id, questions_asked, stream):
+    """The worker is held by another job; the queued request's client leaves; it must never start
+    (and must give its queue slot back at once)."""
+    worker = server.app.state.service.worker
+    before = health_queue(server.url)
+    question = f"Who directed Jaws? (asked by a client that left, stream={stream})"
+    gate = threading.Event()
+    holder = worker.submit(lambda _job: gate.wait(300))
+    try:
+        assert wait_for_queue(server.url, lambda q: q["busy"])["busy"]
+        sock = send_and_hold(server, {"model": model_id, "prompt": question, "max_tokens": 8, "stream": stream,
+                                      "dynaprag": {"method": "wo-rag"}})
+        assert wait_for_queue(server.url, lambda q: q["pending"] == 1)["pending"] == 1
+        sock.close()
+        while_held = wait_for_queue(server.url, lambda q: q.get("dropped", 0) > before.get("dropped", 0), timeout=30)
+    finally:
+        gate.set()
+    holder.future.result(timeout=300)
+    after = wait_for_queue(server.url, lambda q: not q["busy"] and q["pending"] == 0)
+    assert question not in [c["question"] for c in questions_asked], "the gone client's request was run"
+    assert while_held["pending"] == 0 and while_held["busy"], "its slot was freed while the worker was busy"
+    assert after["dropped"] == before["dropped"] + 1
+
+
+def test_a_running_plain_request_stops_at_the_next_token_when_its_client_leaves(server, model_id, pipeline,
+                                                                                monkeypatch):
+    """The pipeline's first token waits until the client has left; the next token check must stop it."""
+    question = "Who directed Jaws? (asked by a client that leaves mid-answer)"
+    started, left, outcome = threading.Event(), threading.Event(), {}
+    real = pipeline.answer
+
+    @functools.wraps(real)
+    def answer(q, *args, on_event, **kwargs):
+        def at_token(event: dict) -> None:
+            if q == question and not started.is_set():
+                started.set()
+                left.wait(120)
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:  # until the server has noticed the client left
+                    on_event(event)
+                    time.sleep(0.01)
+            on_event(event)
+        try:
+            result = real(q, *args, on_event=at_token, **kwargs)
+        except BaseException as exc:
+            outcome[q] = type(exc).__name__
+            raise
+        outcome[q] = "answered"
+        return result
+
+    monkeypatch.setattr(pipeline, "answer", answer)
+    before = health_queue(server.url)
+    sock = send_and_hold(server, {"model": model_id, "prompt": question, "max_tokens": 64,
+                                  "dynaprag": {"method": "wo-rag"}})
+    assert started.wait(120), "the request started"
+    sock.close()
+    left.set()
+    after = wait_for_queue(server.url, lambda q: not q["busy"] and q["completed"] > before["completed"])
+    assert outcome.get(question) == "Cancelled", outcome
+    assert after["cancelled"] == before["cancelled"] + 1
+
+
+def test_retry_after_follows_measured_service_times(pipeline, model_id):
+    """After one slow request and a few fast ones, a refusal's Retry-After is about the fast requests'
+    service time × the jobs ahead (the reported defect: 116 s for a queue that drained in ~10 s)."""
+    from dynaprag.serve.app import create_app
+    from dynaprag.serve.server import ServerThread
+
+    waiting = 6
+    fast = {"model": model_id, "prompt": QUESTION, "max_tokens": 2, "dynaprag": {"method": "wo-rag"}}
+    slow = {"model": model_id, "prompt": QUESTION, "max_tokens": 64, "dynaprag": forced_dragin()}
+    with ServerThread(create_app(pipeline, max_queue=waiting)) as fresh, httpx.Client(timeout=300) as http:
+        assert http.post(f"{fresh.url}/v1/completions", json=slow).status_code == 200
+        seconds = []
+        for _ in range(5):
+            start = time.monotonic()
+            assert http.post(f"{fresh.url}/v1/completions", json=fast).status_code == 200
+            seconds.append(time.monotonic() - start)
+        service = sum(seconds) / len(seconds)
+        worker = fresh.app.state.service.worker
+        gate = threading.Event()
+        held = [worker.submit(lambda _job: gate.wait(300))]
+        try:
+            assert wait_for_queue(fresh.url, lambda q: q["busy"])["busy"]
+            held += [worker.submit(lambda _job: gate.wait(300)) for _ in range(waiting)]
+            refused = http.post(f"{fresh.url}/v1/completions", json=fast)
+        finally:
+            gate.set()
+        for job in held:
+            job.future.result(timeout=300)
+    assert refused.status_code == 503
+    retry_after = int(refused.headers["Retry-After"])
+    assert service * waiting / 2 <= retry_after <= math.ceil(2 * service * (1 + waiting)), (retry_after, seconds)
+
+
+def test_retry_after_estimate_on_numbers():
+    """The estimator alone: a prior before any measurement, weighted toward recent jobs, credit for
+    the running job's elapsed time, a floor and a cap."""
+    from dynaprag.serve.worker import ServiceTime
+
+    est = ServiceTime(prior_seconds=2.0, weight=0.5, floor_seconds=1, cap_seconds=60)
+    assert est.retry_after(pending=3, running_for=None) == 6  # 3 waiting × the 2 s prior
+    est.record(40.0)  # the first measurement replaces the prior
+    assert est.mean_seconds == 40.0
+    for _ in range(5):
+        est.record(1.0)
+    assert est.mean_seconds == pytest.approx(1.0 + 39.0 / 32)
+    assert est.retry_after(pending=2, running_for=0.0) == math.ceil(3 * est.mean_seconds)
+    assert est.retry_after(pending=2, running_for=100.0) == math.ceil(2 * est.mean_seconds)
+    assert est.retry_after(pending=0, running_for=100.0) == 1  # the floor
+    assert est.retry_after(pending=1000, running_for=0.0) == 60  # the cap
 
 
 def test_cli_serve_starts_a_server(tmp_path: Path):

@@ -8,8 +8,8 @@ first, the wait is cancelled, and cancelling it cancels the job (the mechanism a
 response already uses once it has started), so a queued request of a gone client never runs
 and a running one stops at its next token.
 """
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: FastAPI reads the endpoints' annotations at run
+# time, and ``Request`` is imported inside :func:`build`, where a string annotation would not resolve.
 import asyncio
 import contextlib
 import json

@@ -23,6 +23,7 @@ class ServerThread:
                  start_timeout: float = 60.0):
         import uvicorn
 
+        self.app = app
         self.host = host
         self.socket = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
