@@ -11,13 +11,17 @@ the end of the answer on about that share of questions. It writes
 ``bench/results/dragin_theta.{json,md}`` (``dragin_theta.<model>.*`` for another ``--model``);
 ``bench/dynamic.py`` with the same model runs ``dragin@theta=<that θ>``.
 
+A thin wrapper over :mod:`dynaprag.eval.calibrate` (``question_maxima``, ``choose_theta`` with
+target rate ``1 - quantile``), the library behind ``dynaprag calibrate``; unlike that command it
+pools two datasets into one θ and keeps the benchmark's prompt (the default exemplars), so its
+θ is the one ``bench/dynamic.py`` runs with.
+
     .venv/bin/python bench/dragin_theta.py
     .venv/bin/python bench/dragin_theta.py --model qwen2.5-coder-0.5b --n 10
 """
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -33,12 +37,6 @@ def load_split(name: str, start: int, n: int) -> list[dict]:
     with (SHARED_DATA / "questions" / f"{name}.jsonl").open(encoding="utf-8") as fh:
         rows = [json.loads(line) for line in fh if line.strip()]
     return rows[start: start + n]
-
-
-def quantile(values: list[float], q: float) -> float:
-    """Nearest-rank q-quantile: the smallest value with at least a share q of values at or below it."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 def tuned_theta(model: str = DEFAULT_MODEL) -> float | None:
@@ -62,36 +60,44 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    from dynaprag.eval.calibrate import choose_theta, question_maxima
     from dynaprag.pipeline import Pipeline, PipelineConfig
     from dynaprag.retrieval import RetrieverConfig
 
-    config = PipelineConfig(model=args.model, max_new_tokens=args.max_new_tokens,
+    config = PipelineConfig(model=args.model, max_new_tokens=args.max_new_tokens, method="dragin",
                             retrieval=RetrieverConfig(corpus=str(SHARED_DATA / "corpus" / "wiki_paragraphs.jsonl")))
     pipe = Pipeline.from_config(config)
     rows, pooled = [], []
     for ds in DATASETS:
-        maxima = []
-        for q in load_split(ds, args.start, args.n):
-            ans = pipe.answer(q["question"], method="dragin", options={"theta": float("inf")})
-            maxima.append(max((t.score for t in ans.trace.tokens if t.score is not None), default=0.0))
-            print(f"{ds} {q['id']}: max RIND {maxima[-1]:.4f}", flush=True)
+        split = load_split(ds, args.start, args.n)
+
+        def report(i: int, top: float, ds: str = ds, split: list[dict] = split) -> None:
+            print(f"{ds} {split[i]['id']}: max RIND {max(top, 0.0):.4f}", flush=True)
+
+        # RIND is never negative, so a question the trigger scored nothing on (-inf) has maximum 0
+        maxima = [max(m, 0.0) for m in question_maxima(pipe, [q["question"] for q in split], on_score=report)]
         pooled += maxima
-        rows.append({"dataset": ds, "questions": len(maxima), "min": min(maxima),
-                     "q25": quantile(maxima, 0.25), "median": quantile(maxima, 0.5),
-                     "q75": quantile(maxima, 0.75), "max": max(maxima),
-                     "share_above_paper_theta_1.2": sum(m > 1.2 for m in maxima) / len(maxima)})
-    theta = quantile(pooled, args.quantile)
-    rows.append({"dataset": "pooled", "questions": len(pooled), "min": min(pooled),
-                 "q25": quantile(pooled, 0.25), "median": quantile(pooled, 0.5), "q75": quantile(pooled, 0.75),
-                 "max": max(pooled), "share_above_paper_theta_1.2": sum(m > 1.2 for m in pooled) / len(pooled)})
-    notes = (f"Per-question maximum of DRAGIN's RIND (paper variant, Eq. 4) while answering without retrieval, "
-             f"questions {args.start}..{args.start + args.n - 1} of each dataset (disjoint from bench/dynamic.py's "
-             f"0..{args.start - 1}); max_new_tokens={args.max_new_tokens}, greedy. Chosen theta = the "
-             f"{args.quantile:g}-quantile of the pooled maxima = {theta:.4g}.")
+        rows.append(_row(ds, maxima))
+    theta = choose_theta(pooled, 1.0 - args.quantile)
+    rows.append(_row("pooled", pooled))
+    trigger = pipe.method().settings()["trigger"]
+    notes = (f"Per-question maximum of DRAGIN's RIND (trigger {trigger['name']!r}, "
+             f"{', '.join(f'{k}={v}' for k, v in trigger.items() if k not in ('name', 'theta'))}) while answering "
+             f"without retrieval, questions {args.start}..{args.start + args.n - 1} of each dataset (disjoint from "
+             f"bench/dynamic.py's 0..{args.start - 1}); max_new_tokens={args.max_new_tokens}, greedy. Chosen theta = "
+             f"the {args.quantile:g}-quantile of the pooled maxima = {theta:.4g}.")
     write_results(result_name("dragin_theta", args.model), rows, model=args.model,
                   data={ds: {"file": f"questions/{ds}.jsonl", "first": args.start, "n": args.n} for ds in DATASETS},
                   notes=notes, extra={"theta": theta, "quantile": args.quantile})
     print(f"theta = {theta:.4g}")
+
+
+def _row(dataset: str, maxima: list[float]) -> dict:
+    from dynaprag.eval.calibrate import quantile
+
+    return {"dataset": dataset, "questions": len(maxima), "min": min(maxima), "q25": quantile(maxima, 0.25),
+            "median": quantile(maxima, 0.5), "q75": quantile(maxima, 0.75), "max": max(maxima),
+            "share_above_paper_theta_1.2": sum(m > 1.2 for m in maxima) / len(maxima)}
 
 
 if __name__ == "__main__":
