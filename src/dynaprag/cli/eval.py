@@ -48,19 +48,26 @@ def register(app: typer.Typer) -> None:
     @app.command("report")
     def report(
         runs: list[Path] = typer.Argument(..., help="run folders written by dynaprag eval"),
-        out: Optional[Path] = typer.Option(None, "--out", help="where report.md and the PNGs go "
+        out: Optional[Path] = typer.Option(None, "--out", help="where report.md, report.json and the plots go "
                                                                "(default: <first run's parent>/report)"),
-        plots: bool = typer.Option(True, "--plots/--no-plots", help="write PNG plots"),
+        plots: bool = typer.Option(True, "--plots/--no-plots", help="write the plots (PNG and SVG)"),
+        baseline: str = typer.Option("sr-rag", "--baseline",
+                                     help="method (or run label, or run folder) every other run of the same "
+                                          "dataset is compared with, paired by question id"),
+        seed: int = typer.Option(0, "--seed", help="seed of the bootstrap resamples and random sign flips"),
+        resamples: int = typer.Option(10000, "--resamples",
+                                      help="bootstrap resamples and sign flips per interval and test"),
     ) -> None:
-        """Print a markdown table of methods x datasets and write plots."""
+        """Print a markdown table of methods x datasets with 95 % intervals and paired tests; write plots."""
         from dynaprag.cli import fail
         from dynaprag.eval.report import write_report
         from dynaprag.eval.runner import RunError
 
         target = out or runs[0].resolve().parent / "report"
         try:
-            table, files = write_report(runs, target, plots=plots)
-        except (RunError, ImportError) as exc:
+            table, files = write_report(runs, target, plots=plots, baseline=baseline, seed=seed,
+                                        resamples=resamples)
+        except (RunError, ImportError, ValueError) as exc:
             fail(str(exc))
             return
         typer.echo(table)

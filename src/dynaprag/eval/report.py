@@ -1,38 +1,54 @@
-"""Reports over run folders: a markdown table of methods x datasets and PNG plots.
+"""Reports over run folders: a markdown table with confidence intervals, paired tests, plots.
 
 ``dynaprag report RUN_DIR...`` reads each folder's ``config.json``, ``summary.json`` and
-``records.jsonl`` and writes
+``records.jsonl`` and writes into the output folder
 
-* ``report.md``: one row per run (method, dataset) with EM, F1, yes/no accuracy, gold-passage
-  recall, retrievals, generated tokens and seconds per question;
-* ``f1_per_method.png``: F1 per method, one bar per dataset;
-* ``f1_vs_seconds.png``: F1 against seconds per question (the quality/cost trade-off);
-* ``retrieval_positions.png``: where in the answer retrieval fired, as a fraction of the final
-  answer's tokens (0 = before the first token, 1 = at the end), one histogram per method.
+* ``report.md``: one row per run (method, dataset) with EM, F1 and cover EM, each with its 95 %
+  bootstrap interval over the run's questions, then yes/no accuracy, gold-passage recall,
+  retrievals, tokens and seconds per question; below it, every method against a baseline
+  (default ``sr-rag``) of the same dataset on the questions both runs answered (matched by
+  question id, their number stated): the mean difference, its paired bootstrap interval, the
+  paired randomisation test's p-value and a verdict, ``within noise`` unless both the interval
+  and the test say otherwise (:mod:`dynaprag.eval.stats` says why);
+* ``report.json``: the same numbers as flat rows (settings, one row per run, one per
+  comparison and metric);
+* plots as PNG and SVG (:mod:`dynaprag.eval.plots`): F1 per method, F1 against seconds and
+  against retrievals per question with intervals as error bars, where retrieval fired.
 
 Summaries are recomputed from the records, so a report never disagrees with its data, and
 cover the questions of the run's config only: records beyond a shortened ``limit`` stay on disk
-but are left out (see :func:`dynaprag.eval.runner.records_within_limit`). Files are written
+but are left out (see :func:`dynaprag.eval.runner.records_within_limit`). The statistics are
+seeded (``seed``) with ``resamples`` bootstrap resamples and sign flips. Files are written
 atomically (:mod:`dynaprag.files`).
 
->>> print(report_table([load_run("runs/hotpot-dragin")]))  # doctest: +SKIP
+>>> print(report_table([load_run("runs/hotpot-sr"), load_run("runs/hotpot-dragin")]))  # doctest: +SKIP
 """
 from __future__ import annotations
 
-import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from dynaprag.eval.runner import CONFIG, RECORDS, RunError, read_records, records_within_limit, summarize
-from dynaprag.files import atomic_write_bytes, atomic_write_text
+from dynaprag.eval.stats import (DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED, Interval, PairedComparison,
+                                 bootstrap_intervals, paired_comparisons)
+from dynaprag.files import atomic_write_json, atomic_write_text
 
-__all__ = ["Run", "load_run", "plot_runs", "report_table", "retrieval_positions", "write_report"]
+__all__ = ["DEFAULT_BASELINE", "Comparison", "Report", "ReportError", "Run", "build_report", "compare", "load_run",
+           "plot_runs", "report_table", "retrieval_positions", "write_report"]
 
-COLUMNS = (("em", "EM"), ("f1", "F1"), ("cover_em", "Cover EM"), ("acc", "Acc"), ("recall", "Recall"),
-           ("retrievals_per_question", "Retrievals/q"), ("generated_tokens_per_question", "Gen tok/q"),
-           ("prompt_tokens_per_question", "Prompt tok/q"), ("s_per_question", "s/q"))
+DEFAULT_BASELINE = "sr-rag"
+#: metrics that get intervals and paired tests (per-question scores every record has)
+INTERVAL_METRICS = (("em", "EM"), ("f1", "F1"), ("cover_em", "Cover EM"))
+COLUMNS = INTERVAL_METRICS + (
+    ("acc", "Acc"), ("recall", "Recall"), ("retrievals_per_question", "Retrievals/q"),
+    ("generated_tokens_per_question", "Gen tok/q"), ("prompt_tokens_per_question", "Prompt tok/q"),
+    ("s_per_question", "s/q"))
+
+
+class ReportError(ValueError):
+    """A report that cannot be made as asked (e.g. a baseline matching two runs); says what to pass."""
 
 
 @dataclass
@@ -45,6 +61,89 @@ class Run:
     config: dict
     records: list[dict]
     summary: dict
+    intervals: dict[str, Interval] = field(default_factory=dict)
+
+    def scores(self, metric: str) -> dict[str, float]:
+        """Per-question scores of ``metric`` by question id (questions without it left out)."""
+        return {str(r["id"]): float(r["scores"][metric]) for r in self.records
+                if r.get("scores", {}).get(metric) is not None}
+
+
+@dataclass
+class Comparison:
+    """A method's run against the baseline run of the same dataset, on their shared question ids."""
+
+    dataset: str
+    method: str
+    baseline: str
+    n_method: int
+    n_baseline: int
+    metrics: dict[str, PairedComparison]
+
+    @property
+    def n_paired(self) -> int:
+        return next(iter(self.metrics.values())).n
+
+
+@dataclass
+class Report:
+    """Runs with their intervals, comparisons against the baseline, notes, and the settings used."""
+
+    runs: list[Run]
+    comparisons: list[Comparison]
+    notes: list[str]
+    baseline: str = DEFAULT_BASELINE
+    seed: int = DEFAULT_SEED
+    resamples: int = DEFAULT_RESAMPLES
+    confidence: float = DEFAULT_CONFIDENCE
+
+    def markdown(self) -> str:
+        """The run table, then the paired comparisons (or why there are none)."""
+        pct = f"{self.confidence * 100:g} %"
+        header = ["Dataset", "Method", "N"] + [name for _, name in COLUMNS]
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for run in sorted(self.runs, key=lambda r: (r.dataset, r.label)):
+            cells = [run.dataset, run.label, str(run.summary["questions"])]
+            cells += [str(run.intervals[key]) if key in run.intervals else _fmt(run.summary.get(key))
+                      for key, _ in COLUMNS]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", f"EM, F1 and Cover EM: mean [{pct} percentile bootstrap interval over the run's questions; "
+                      f"{self.resamples} resamples, seed {self.seed}]."]
+        lines += ["", f"## Against {self.baseline} on the same questions", ""]
+        if self.comparisons:
+            lines += [f"Δ = method − {self.baseline} on the questions both runs answered (matched by id; Paired N). "
+                      f"Interval: {pct} paired bootstrap; p: two-sided paired randomisation (sign-flip) test. "
+                      f"*within noise*: the interval includes 0 or p ≥ {1 - self.confidence:.2g}.", ""]
+            head = ["Comparison", "Dataset", "Paired N", "Metric", "Method", self.baseline, "Δ", f"{pct} CI of Δ",
+                    "p", "Verdict"]
+            lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            for comp in self.comparisons:
+                for key, name in INTERVAL_METRICS:
+                    if key in comp.metrics:
+                        c = comp.metrics[key]
+                        verdict = c.verdict if c.within_noise else f"**{c.verdict}**"
+                        lines.append(f"| {comp.method} vs {comp.baseline} | {comp.dataset} | {c.n} | {name} | "
+                                     f"{c.mean_a:.3f} | {c.mean_b:.3f} | {c.difference:+.3f} | "
+                                     f"[{c.low:+.3f}, {c.high:+.3f}] | {_fmt_p(c.p_value)} | {verdict} |")
+        if self.notes:
+            lines += [""] + [f"* {note}" for note in self.notes]
+        return "\n".join(lines) + "\n"
+
+    def to_dict(self) -> dict:
+        """Flat rows for ``report.json``: settings, one row per run, one per comparison and metric."""
+        runs = []
+        for run in sorted(self.runs, key=lambda r: (r.dataset, r.label)):
+            row = {"dataset": run.dataset, "method": run.label, "run": str(run.path), **run.summary}
+            for key, iv in run.intervals.items():
+                row.update({f"{key}_ci_low": iv.low, f"{key}_ci_high": iv.high})
+            runs.append(row)
+        comparisons = [{"dataset": comp.dataset, "method": comp.method, "baseline": comp.baseline, "metric": key,
+                        "n_method": comp.n_method, "n_baseline": comp.n_baseline, "method_score": c.mean_a,
+                        "baseline_score": c.mean_b, "verdict": c.verdict, **c.as_row()}
+                       for comp in self.comparisons for key, c in comp.metrics.items()]
+        return {"baseline": self.baseline, "seed": self.seed, "resamples": self.resamples,
+                "confidence": self.confidence, "test": "paired randomisation (sign-flip)",
+                "interval": "percentile bootstrap", "runs": runs, "comparisons": comparisons, "notes": self.notes}
 
 
 def load_run(path: str | Path) -> Run:
@@ -78,15 +177,79 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def report_table(runs: Sequence[Run]) -> str:
-    """A markdown table, one row per run, sorted by dataset then method."""
-    header = ["Dataset", "Method", "N"] + [name for _, name in COLUMNS]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for run in sorted(runs, key=lambda r: (r.dataset, r.label)):
-        cells = [run.dataset, run.label, str(run.summary["questions"])]
-        cells += [_fmt(run.summary.get(key)) for key, _ in COLUMNS]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+def _fmt_p(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _baselines(runs: Sequence[Run], baseline: str) -> dict[str, Run]:
+    """The baseline run of each dataset: the run labelled ``baseline``, else of method ``baseline``, else
+    the run folder ``baseline``; two candidates in one dataset are an error naming their labels."""
+    out = {}
+    for dataset in sorted({r.dataset for r in runs}):
+        group = [r for r in runs if r.dataset == dataset]
+        found = ([r for r in group if r.label == baseline] or [r for r in group if r.summary.get("method") == baseline]
+                 or [r for r in group if r.path.resolve() == Path(baseline).resolve()])
+        if len(found) > 1:
+            labels = ", ".join(repr(r.label) for r in found)
+            raise ReportError(f"--baseline {baseline}: {len(found)} runs of {dataset} match ({labels}); "
+                              "pass one of these labels or a run folder")
+        if found:
+            out[dataset] = found[0]
+    return out
+
+
+def compare(run: Run, base: Run, *, confidence: float = DEFAULT_CONFIDENCE, resamples: int = DEFAULT_RESAMPLES,
+            seed: int = DEFAULT_SEED) -> Comparison | None:
+    """``run`` against ``base`` on the question ids both answered; ``None`` when they share none."""
+    metrics = [key for key, _ in INTERVAL_METRICS]
+    a = {m: run.scores(m) for m in metrics}
+    b = {m: base.scores(m) for m in metrics}
+    shared = [q for q in a["em"] if all(q in a[m] and q in b[m] for m in metrics)]
+    if not shared:
+        return None
+    result = paired_comparisons({m: [a[m][q] for q in shared] for m in metrics},
+                                {m: [b[m][q] for q in shared] for m in metrics},
+                                confidence=confidence, resamples=resamples, seed=seed)
+    return Comparison(run.dataset, run.label, base.label, len(run.records), len(base.records), result)
+
+
+def build_report(runs: Sequence[Run], *, baseline: str = DEFAULT_BASELINE, seed: int = DEFAULT_SEED,
+                 resamples: int = DEFAULT_RESAMPLES, confidence: float = DEFAULT_CONFIDENCE) -> Report:
+    """Intervals for every run and every run against its dataset's ``baseline`` run."""
+    settings = {"confidence": confidence, "resamples": resamples, "seed": seed}
+    for run in runs:
+        columns = {key: list(run.scores(key).values()) for key, _ in INTERVAL_METRICS}
+        if run.records and all(len(v) == len(run.records) for v in columns.values()):
+            run.intervals = bootstrap_intervals(columns, **settings)
+    notes: list[str] = []
+    comparisons: list[Comparison] = []
+    bases = _baselines(runs, baseline)
+    if not bases:
+        methods = ", ".join(sorted({r.label for r in runs}))
+        notes.append(f"Baseline {baseline!r} is not among these runs ({methods}): no paired comparisons. "
+                     "Pick one with --baseline METHOD.")
+    for dataset in sorted({r.dataset for r in runs}):
+        base = bases.get(dataset)
+        others = sorted((r for r in runs if r.dataset == dataset and r is not base), key=lambda r: r.label)
+        if base is None:
+            if bases and others:
+                notes.append(f"{dataset}: no {baseline} run, so its methods are not compared.")
+            continue
+        for run in others:
+            comp = compare(run, base, **settings)
+            if comp is None:
+                notes.append(f"{dataset}: {run.label} and {base.label} share no question id; not compared.")
+                continue
+            comparisons.append(comp)
+            if comp.n_paired < max(comp.n_method, comp.n_baseline):
+                notes.append(f"{dataset}: {run.label} vs {base.label} paired on {comp.n_paired} questions "
+                             f"({run.label} answered {comp.n_method}, {base.label} {comp.n_baseline}).")
+    return Report(list(runs), comparisons, notes, baseline, seed, resamples, confidence)
+
+
+def report_table(runs: Sequence[Run], **settings) -> str:
+    """The report's markdown (see :func:`build_report` for ``settings``): runs sorted by dataset then method."""
+    return build_report(runs, **settings).markdown()
 
 
 def retrieval_positions(records: Sequence[dict]) -> list[float]:
@@ -100,86 +263,36 @@ def retrieval_positions(records: Sequence[dict]) -> list[float]:
 
 
 def plot_runs(runs: Sequence[Run], out_dir: str | Path) -> list[Path]:
-    """Write the three PNG plots into ``out_dir``; returns their paths."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise ImportError("plots need matplotlib: pip install 'dynaprag[plots]'") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Write the report's plots (PNG and SVG) into ``out_dir``; returns their paths.
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    methods = sorted({r.label for r in runs})
-    datasets = sorted({r.dataset for r in runs})
-    by_key = {(r.label, r.dataset): r for r in runs}
-    paths = []
+    Runs without intervals (not passed through :func:`build_report`) are plotted without error bars.
+    """
+    from dynaprag.eval.plots import PlotPoint, plot_report
 
-    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(methods) + 2), 4))
-    width = 0.8 / max(len(datasets), 1)
-    for j, dataset in enumerate(datasets):
-        xs = [i + j * width for i, m in enumerate(methods) if (m, dataset) in by_key]
-        ys = [by_key[(m, dataset)].summary.get("f1") or 0.0 for m in methods if (m, dataset) in by_key]
-        ax.bar(xs, ys, width, label=dataset)
-    ax.set_xticks([i + width * (len(datasets) - 1) / 2 for i in range(len(methods))], methods, rotation=30, ha="right")
-    ax.set_ylabel("F1")
-    ax.set_title("F1 per method")
-    ax.legend(fontsize="small")
-    paths.append(_save(fig, out_dir / "f1_per_method.png"))
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    markers = "osD^vP*X"
-    for j, dataset in enumerate(datasets):
-        group = [r for r in runs if r.dataset == dataset]
-        xs = [r.summary.get("s_per_question") or 0.0 for r in group]
-        ys = [r.summary.get("f1") or 0.0 for r in group]
-        ax.scatter(xs, ys, marker=markers[j % len(markers)], label=dataset)
-        for run, x, y in zip(group, xs, ys):
-            ax.annotate(run.label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize="small")
-    ax.set_xlim(left=0)
-    ax.set_ylim(0, max([r.summary.get("f1") or 0.0 for r in runs] + [0.05]) * 1.15)
-    ax.set_xlabel("seconds per question")
-    ax.set_ylabel("F1")
-    ax.set_title("F1 vs. cost")
-    ax.legend(fontsize="small")
-    paths.append(_save(fig, out_dir / "f1_vs_seconds.png"))
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    plotted = False
-    for method in methods:
-        positions = [p for r in runs if r.label == method for p in retrieval_positions(r.records)]
-        if positions:
-            ax.hist(positions, bins=10, range=(0, 1), histtype="step", linewidth=1.5, label=method)
-            plotted = True
-    if not plotted:
-        ax.text(0.5, 0.5, "no retrievals in these runs", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel("position in the answer (fraction of final answer tokens)")
-    ax.set_ylabel("retrievals")
-    ax.set_title("Where retrieval fired")
-    if plotted:
-        ax.legend(fontsize="small")
-    paths.append(_save(fig, out_dir / "retrieval_positions.png"))
-    return paths
+    points = []
+    for run in runs:
+        f1 = run.summary.get("f1") or 0.0
+        iv = run.intervals.get("f1")
+        points.append(PlotPoint(run.label, run.dataset, f1, iv.low if iv else f1, iv.high if iv else f1,
+                                run.summary.get("s_per_question") or 0.0,
+                                run.summary.get("retrievals_per_question") or 0.0))
+    labels = sorted({r.label for r in runs})
+    positions = {m: [p for r in runs if r.label == m for p in retrieval_positions(r.records)] for m in labels}
+    questions = {m: sum(len(r.records) for r in runs if r.label == m) for m in labels}
+    return plot_report(points, positions, questions, out_dir)
 
 
-def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    png = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(png, format="png", dpi=120)
-    plt.close(fig)
-    atomic_write_bytes(path, png.getvalue())
-    return path
-
-
-def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path, *, plots: bool = True) -> tuple[str, list[Path]]:
-    """Load runs, write ``report.md`` (and the plots) into ``out_dir``; return (table, files)."""
+def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path, *, plots: bool = True,
+                 baseline: str = DEFAULT_BASELINE, seed: int = DEFAULT_SEED, resamples: int = DEFAULT_RESAMPLES,
+                 confidence: float = DEFAULT_CONFIDENCE) -> tuple[str, list[Path]]:
+    """Load runs, write ``report.md``, ``report.json`` (and the plots) into ``out_dir``; return (markdown, files)."""
     runs = _unique_labels([load_run(p) for p in run_dirs])
-    table = report_table(runs)
+    report = build_report(runs, baseline=baseline, seed=seed, resamples=resamples, confidence=confidence)
+    table = report.markdown()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    md = out_dir / "report.md"
+    md, js = out_dir / "report.md", out_dir / "report.json"
     atomic_write_text(md, table)
-    files = [md] + (plot_runs(runs, out_dir) if plots else [])
+    atomic_write_json(js, report.to_dict())
+    files = [md, js] + (plot_runs(runs, out_dir) if plots else [])
     return table, files
