@@ -47,7 +47,8 @@ def runs(tmp_path) -> dict[str, Path]:
     sr = [record(q, float(i < 16), retrievals=1, seconds=1.0) for i, q in enumerate(ids)]
     dragin = [record(q, float(i < 32), retrievals=2, position=5, seconds=3.0) for i, q in enumerate(ids)]
     flare = [record(q, float(i < 16), retrievals=3, position=8, seconds=2.0) for i, q in enumerate(ids)]
-    return {"sr-rag": write_run(tmp_path, "sr", "sr-rag", sr), "dragin": write_run(tmp_path, "dragin", "dragin", dragin),
+    return {"sr-rag": write_run(tmp_path, "sr", "sr-rag", sr),
+            "dragin": write_run(tmp_path, "dragin", "dragin", dragin),
             "flare": write_run(tmp_path, "flare", "flare", flare)}
 
 
@@ -62,7 +63,8 @@ def test_known_difference_is_better_and_a_copy_is_within_noise(runs):
     assert (flare.difference, flare.p_value, flare.verdict) == (0.0, 1.0, "within noise")
     md = report.markdown()
     assert "| dragin vs sr-rag | hotpotqa | 40 | EM | 0.800 | 0.400 | +0.400 |" in md and "**better** |" in md
-    assert "| flare vs sr-rag | hotpotqa | 40 | F1 | 0.400 | 0.400 | +0.000 | [+0.000, +0.000] | 1.000 | within noise |" in md
+    assert ("| flare vs sr-rag | hotpotqa | 40 | F1 | 0.400 | 0.400 | +0.000 | [+0.000, +0.000] | 1.000 | "
+            "within noise |") in md
     sr_em = report.runs[0].intervals["em"]
     assert f"| hotpotqa | sr-rag | 40 | {sr_em} |" in md and sr_em.low < 0.4 < sr_em.high
 
@@ -84,6 +86,8 @@ def test_baseline_absent_or_ambiguous(runs, tmp_path):
     assert report.comparisons == []
     assert "Baseline 'sr-rag' is not among these runs (dragin, flare): no paired comparisons" in report.markdown()
     assert "CI of Δ" not in report.markdown()
+    alone = build_report([load_run(runs["sr-rag"])], resamples=200)
+    assert alone.comparisons == [] and alone.notes == ["Only sr-rag runs: nothing to compare with them."]
     other = build_report(loaded, baseline="flare", resamples=200)
     assert [(c.method, c.baseline) for c in other.comparisons] == [("dragin", "flare")]
 

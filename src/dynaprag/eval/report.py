@@ -244,6 +244,8 @@ def build_report(runs: Sequence[Run], *, baseline: str = DEFAULT_BASELINE, seed:
             if comp.n_paired < max(comp.n_method, comp.n_baseline):
                 notes.append(f"{dataset}: {run.label} vs {base.label} paired on {comp.n_paired} questions "
                              f"({run.label} answered {comp.n_method}, {base.label} {comp.n_baseline}).")
+    if bases and not comparisons and not notes:
+        notes.append(f"Only {baseline} runs: nothing to compare with them.")
     return Report(list(runs), comparisons, notes, baseline, seed, resamples, confidence)
 
 
