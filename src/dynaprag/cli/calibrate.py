@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
         overrides: Optional[list[str]] = typer.Argument(
             None, help="key=value pipeline overrides, as for dynaprag eval (prompt.shots=4, trigger.variant=reference)"),
         method: str = typer.Option(..., "--method", help="a method whose trigger retrieves when a score exceeds "
-                                                         "theta (dragin, dragin-reference, seakr)"),
+                                                         "theta (dragin, seakr)"),
         dataset: str = typer.Option(..., "--dataset", help="hotpotqa | 2wikimultihopqa | strategyqa | iirc | "
                                                            "popqa | cwq | demo"),
         model: Optional[str] = typer.Option(None, "--model", help="model alias, Hugging Face id or local folder "

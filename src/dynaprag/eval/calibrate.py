@@ -230,7 +230,7 @@ def calibrate(method: str, dataset: str, model: str | None = None, *, data_dir: 
     trigger_name = resolved.names["trigger"]
     if not getattr(type(resolved.trigger), "calibratable", False):
         raise ConfigError(f"trigger {trigger_name!r} of method {method!r} cannot be calibrated: only triggers that "
-                          "retrieve when a score exceeds theta can (rind: dragin; seakr: seakr)")
+                          "retrieve when a score exceeds theta (calibratable = True: rind, seakr) can")
     examples = load_run_examples(run_cfg)
     split = examples[start:]
     if len(split) < n:
