@@ -29,7 +29,8 @@ DOCS = [
     {"id": "z2", "title": "Qwerty Pike", "text": "Qwerty Pike is a mountain in Chile first climbed in 1921 by Luis Mora."},
     {"id": "z3", "title": "Plumbo River", "text": "The Plumbo River flows through Peru and is 310 kilometres long."},
 ]
-OVERRIDES = ["failed_augmentation=plain-text", "augment.prompts=lenient", "augment.greedy_first=true", "augment.max_new_tokens_rewrite=20",
+OVERRIDES = ["failed_augmentation=plain-text", "augment.prompts=lenient", "augment.greedy_first=true",
+             "augment.max_new_tokens_rewrite=20",
              "augment.max_new_tokens_qa=48", "augment.max_retries=0"]
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +45,8 @@ def one_thread():
 
 
 def _config() -> EncodeConfig:
-    return EncodeConfig(failed_augmentation="plain-text", augment=AugmentConfig(prompts="lenient", greedy_first=True, max_new_tokens_rewrite=20, max_new_tokens_qa=48, max_retries=0))
+    return EncodeConfig(failed_augmentation="plain-text", augment=AugmentConfig(
+        prompts="lenient", greedy_first=True, max_new_tokens_rewrite=20, max_new_tokens_qa=48, max_retries=0))
 
 
 def _passages() -> list[Passage]:
@@ -177,13 +179,14 @@ def test_prag_in_pipeline_and_fallback_to_context(encoded, lm, generator, tmp_pa
 
     store_root, corpus = encoded[0], encoded[1]
     monkeypatch.setenv("DYNAPRAG_ADAPTERS", str(store_root))
-    pipe = _pipeline(lm, corpus, tmp_path, method="prag")
+    store_key = {"encode": {"failed_augmentation": "plain-text", "augment": {"prompts": "lenient"}}}
+    pipe = _pipeline(lm, corpus, tmp_path, method="prag", options=store_key)
     answer = pipe.answer("Who found Zorblat Lake?")
     (event,) = answer.trace.retrievals
     assert event.injection == "parametric" and "z1" in event.hit_ids
-    combined = pipe.answer("Who found Zorblat Lake?", method="prag-combine")
+    combined = pipe.answer("Who found Zorblat Lake?", method="prag-combine", options=store_key)
     assert combined.trace.retrievals[0].injection == "combined"
-    injector = PragInjector(store=str(store_root), on_missing="context")
+    injector = PragInjector(store=str(store_root), on_missing="context", encode=_config())
     injector.bind(generator)
     unseen = Passage("n1", "Nowhere", "A passage that was never encoded.")
     injection = injector.inject([_passages()[0], unseen], "q")

@@ -24,7 +24,8 @@ DOCS = [Passage("v1", "Vellum Bay", "Vellum Bay is a bay in Norway named in 1790
 
 
 def _config() -> EncodeConfig:
-    return EncodeConfig(failed_augmentation="plain-text", augment=AugmentConfig(prompts="lenient", greedy_first=True, max_new_tokens_rewrite=16, max_new_tokens_qa=48, max_retries=0))
+    return EncodeConfig(failed_augmentation="plain-text", augment=AugmentConfig(
+        prompts="lenient", greedy_first=True, max_new_tokens_rewrite=16, max_new_tokens_qa=48, max_retries=0))
 
 
 @pytest.fixture(scope="module", autouse=True)

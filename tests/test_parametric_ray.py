@@ -17,7 +17,8 @@ def test_ray_encodes_documents_into_the_store(lm, tmp_path):
     ray = pytest.importorskip("ray", reason="Ray not installed (pip install 'dynaprag[ray]')")
     from dynaprag.parametric.distributed import RayConfig, encode_with_ray
 
-    config = EncodeConfig(failed_augmentation="plain-text", augment=AugmentConfig(prompts="lenient", greedy_first=True, max_new_tokens_rewrite=16, max_new_tokens_qa=48, max_retries=0))
+    config = EncodeConfig(failed_augmentation="plain-text", augment=AugmentConfig(
+        prompts="lenient", greedy_first=True, max_new_tokens_rewrite=16, max_new_tokens_qa=48, max_retries=0))
     passages = [Passage("r1", "Vellum Bay", "Vellum Bay is a bay in Norway named in 1790 by Ole Berg."),
                 Passage("r2", "Tarn Hollow", "Tarn Hollow is a village in Wales with 412 inhabitants.")]
     store = AdapterStore(tmp_path / "adapters", lm.fingerprint, config.store_config())
