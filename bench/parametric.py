@@ -71,7 +71,7 @@ def main() -> None:
     from dynaprag.lm.prompts import PromptConfig
     from dynaprag.parametric.augment import AugmentConfig
     from dynaprag.parametric.encode import DocumentEncoder, EncodeConfig, encode_corpus
-    from dynaprag.parametric.injectors import open_store
+    from dynaprag.parametric.stores import open_store
     from dynaprag.parametric.translator import (TranslatorConfig, pairs_from_store, train_translator,
                                                 translator_metadata)
     from dynaprag.pipeline import Pipeline, PipelineConfig

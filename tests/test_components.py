@@ -17,7 +17,7 @@ from dynaprag.dynamic.methods import resolve_method
 from dynaprag.dynamic.queries import AttentionQuery, ConfidentTokensQuery, MaskedEntitiesQuery, MaskedSpanQuery, SpanQuery
 from dynaprag.dynamic.selectors import TopKSelector
 from dynaprag.dynamic.triggers import (EntityTrigger, EveryNTokensTrigger, EverySentenceTrigger, FlareTrigger,
-                                       NeverTrigger, OnceTrigger, RindTrigger, TokenProbTrigger)
+                                       InlineRindTrigger, NeverTrigger, OnceTrigger, TokenProbTrigger)
 from dynaprag.lm.generator import StepOutput
 from dynaprag.testing import InMemoryRetriever, ScriptedStep, scripted_loop
 from dynaprag.testing.loop import DEFAULT_PASSAGES
@@ -82,11 +82,11 @@ def test_entity_trigger_uses_mean_entity_probability():
     assert not EntityTrigger(theta=0.1)(draft_of(SENTENCE)).retrieve
 
 
-def test_rind_trigger_calls_the_paper_equation():
+def test_inline_rind_trigger_calls_the_paper_equation():
     d = draft_of(SENTENCE, entropy=2.0)
     for j in range(7):  # token j attends 0.5 to token 4 (" Steven") and 0.1 elsewhere
         d.rows[j] = torch.tensor([0.5 if i == 4 else 0.1 for i in range(j + 1)])
-    trig = RindTrigger(theta=0.5)
+    trig = InlineRindTrigger(theta=0.5)
     scores = trig.scores(d, 0, 7)
     att = torch.zeros(7, 7)
     for j in range(7):

@@ -27,7 +27,8 @@ SCRIPT = [ScriptedStep(piece, logprob=math.log(p), entropy=2.0, attend={0: 0.6, 
                            (" Spielberg", 0.3), (".", 0.99), (" So", 0.9), (" the", 0.9), (" answer", 0.9),
                            (" is", 0.9), (" 1946", 0.5), (".", 0.9)]]
 #: Knobs that make each trigger fire on SCRIPT.
-FIRING = {"token-prob": {"theta": 0.1}, "rind": {"theta": 0.1}, "seakr": {"theta": -1e9, "samples": 3},
+FIRING = {"token-prob": {"theta": 0.1}, "rind-inline": {"theta": 0.1}, "rind": {"theta": 0.1, "look_ahead": 5},
+          "seakr": {"theta": -1e9, "samples": 3},
           "every-n-tokens": {"n": 4}, "self-rag": {"theta": 0.1}, "self-rag-prompted": {"theta": 0.1}}
 SPECIAL = (RETRIEVE, NO_RETRIEVE) + RELEVANCE + SUPPORT + UTILITY
 LOGPROBS = {RETRIEVE: 0.0, NO_RETRIEVE: -3.0, "Yes": 0.0, "No": -3.0}
@@ -55,14 +56,13 @@ class WeightsDouble(Injector):
 def record_calls(axis: str, component, log: list) -> None:
     """Make ``component`` log, per call, whether it got a probe and whether the draft had attention rows.
 
-    Triggers are called ``(draft, probe)``, formulators ``(draft, decision)``.
+    Triggers are called ``(draft, probe)``, formulators ``(draft, decision, probe)``.
     """
     original = type(component)
 
-    def call(self, draft, second=None):
-        log.append({"rows": bool(draft.rows or draft.prev_rows), "steps": len(draft.steps),
-                    "probe": second if axis == "trigger" else None})
-        return original.__call__(self, draft, second)
+    def call(self, draft, *rest):
+        log.append({"rows": bool(draft.rows or draft.prev_rows), "steps": len(draft.steps), "probe": rest[-1]})
+        return original.__call__(self, draft, *rest)
 
     component.__class__ = type(f"Recording{original.__name__}", (original,), {"__call__": call})
 
@@ -86,7 +86,7 @@ def test_every_composition_gets_the_signals_it_declared(trigger, formulator, inj
     for axis, calls in logs.items():
         comp = getattr(loop.method, axis)
         for call in calls:
-            assert (call["probe"] is not None) == (axis == "trigger" and comp.needs_probe), (axis, call)
+            assert (call["probe"] is not None) == comp.needs_probe, (axis, call)
             if comp.needs_attention and call["steps"]:
                 assert call["rows"], f"{axis} {type(comp).__name__} declared attention but got no rows"
     if double is not None and answer.trace.retrievals:

@@ -9,11 +9,12 @@ from dynaprag.pipeline import PipelineConfig, resolve_config
 
 
 def test_axis_overrides_reach_their_component():
-    m = resolve_method("dragin", {"trigger": {"theta": 0.5}, "formulator": {"n": 7},
+    m = resolve_method("dragin-inline", {"trigger": {"theta": 0.5}, "formulator": {"n": 7},
                                   "selector": {"name": "seakr-uncertainty", "samples": 4},
                                   "injector": {"name": "prag", "on_missing": "context"}})
     assert (m.trigger.theta, m.formulator.n, m.selector.samples, m.injector.on_missing) == (0.5, 7, 4, "context")
-    assert m.names == {"trigger": "rind", "formulator": "qfs", "selector": "seakr-uncertainty", "injector": "prag"}
+    assert m.names == {"trigger": "rind-inline", "formulator": "qfs", "selector": "seakr-uncertainty",
+                       "injector": "prag"}
 
 
 def test_options_alias_routes_to_the_one_axis_with_the_knob():
@@ -26,17 +27,18 @@ def test_options_alias_routes_to_the_one_axis_with_the_knob():
 
 def test_changing_a_component_drops_the_presets_knobs_for_it():
     m = resolve_method("token-rag", {"trigger": {"name": "rind"}})
-    assert m.trigger.theta == 1.2  # RIND's own default, not token-rag's 0.08
+    assert m.trigger.theta == 0.8  # DRAGIN's own default, not token-rag's 0.08
     assert m.formulator.beta == 0.08  # the formulator was not changed
 
 
 @pytest.mark.parametrize("choices, options, match", [
-    ({"trigger": {"thetta": 1}}, None, "unknown trigger knob 'thetta'.*valid knobs: theta, variant"),
+    ({"trigger": {"thetta": 1}}, None, "unknown trigger knob 'thetta'.*valid knobs: check_real_words, equation, "
+                                       "look_ahead, theta"),
     (None, {"bogus": 1}, "unknown method option 'bogus'.*trigger.theta"),
     ({"trigger": {"theta": "high"}}, None, "trigger.theta: expected a number"),
     ({"trigger": {"theta": math.nan}}, None, "NaN"),
-    ({"formulator": {"n": -3}}, None, "formulator.n: must be >= 1"),
-    ({"trigger": {"variant": "fancy"}}, None, "not one of"),
+    ({"formulator": {"top_k": -3}}, None, "formulator.top_k: must be >= 1"),
+    ({"trigger": {"equation": "fancy"}}, None, "not one of"),
     ({"trigger": {"name": "no-such-trigger"}}, None, "unknown trigger 'no-such-trigger'; choose one of"),
     ({"when": {}}, None, "unknown axis 'when'"),
 ])
@@ -67,9 +69,17 @@ def test_every_preset_resolves_and_declares_what_it_needs():
         m = resolve_method(name)
         assert m.paper
         assert isinstance(m.rolls_back, bool)
-    assert resolve_method("dragin").formulator.needs_attention and resolve_method("dragin").rolls_back
+    assert resolve_method("dragin-inline").formulator.needs_attention and resolve_method("dragin").rolls_back
+    assert resolve_method("dragin").trigger.needs_probe and resolve_method("dragin").formulator.needs_probe
     assert not resolve_method("sr-rag").rolls_back
     assert resolve_method("seakr").trigger.needs_probe and resolve_method("seakr").selector.needs_probe
+
+
+def test_per_dataset_reference_settings():
+    hotpot, wiki = resolve_method("dragin", dataset="hotpotqa"), resolve_method("dragin", dataset="2wikimultihopqa")
+    assert (hotpot.trigger.theta, hotpot.trigger.look_ahead, hotpot.formulator.top_k) == (0.8, 100, 35)
+    assert (wiki.trigger.theta, wiki.trigger.look_ahead, wiki.formulator.top_k) == (1.0, 64, 25)
+    assert resolve_method("dragin", {"trigger": {"theta": 2.0}}, dataset="2wikimultihopqa").trigger.theta == 2.0
 
 
 def test_requests_may_only_set_numeric_knobs():

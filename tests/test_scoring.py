@@ -23,12 +23,6 @@ def test_rind_paper_equation():
     assert s.tolist() == pytest.approx([1.2, 0.0, 0.0])
 
 
-def test_rind_reference_normalises_over_sentence():
-    s = scoring.rind_scores_reference(torch.tensor([1.0, 2.0]), torch.tensor([0.2, 0.6]), torch.tensor([1.0, 1.0]))
-    assert s.tolist() == pytest.approx([0.5, 3.0])
-    assert scoring.rind_scores_reference(torch.tensor([1.0]), torch.tensor([0.0]), torch.tensor([1.0])).tolist() == [0.0]
-
-
 def test_low_probability_strict_and_inclusive():
     assert scoring.low_probability([0.9, 0.85, 0.81], 0.8, inclusive=True) == [False, False, False]
     assert scoring.low_probability([0.9, 0.8], 0.8, inclusive=True) == [False, True]  # FLARE: p <= theta fires

@@ -39,6 +39,8 @@ class PipelineConfig:
     dtype: str = field(default="auto", metadata={"help": "auto | float32 | bfloat16 | float16",
                                                  "choices": ("auto", "float32", "bfloat16", "float16")})
     method: str = field(default="dragin", metadata={"help": "a registered method (see `dynaprag methods`)"})
+    dataset: str | None = field(default=None, metadata={
+        "help": "the questions' dataset: selects a preset's per-dataset reference settings (set by `eval`)"})
     k: int = field(default=3, metadata={"help": "passages per retrieval (DRAGIN/FLARE: 3)", "min": 1})
     max_new_tokens: int = field(default=128, metadata={"help": "answer length budget in tokens", "min": 1})
     max_retrievals: int = field(default=5, metadata={"help": "retrieval budget per question", "min": 0})
@@ -72,8 +74,9 @@ def resolve_method_of(config: PipelineConfig, method: str | None = None,
     component or knob and for a value of the wrong type or out of range.
     """
     if method is not None and method != config.method:
-        return resolve_method(method, options=options)
-    return resolve_method(config.method, config.choices(), {**config.options, **(options or {})})
+        return resolve_method(method, options=options, dataset=config.dataset)
+    return resolve_method(config.method, config.choices(), {**config.options, **(options or {})},
+                          dataset=config.dataset)
 
 
 def resolve_config(config: PipelineConfig) -> PipelineConfig:

@@ -7,7 +7,6 @@ layer: it imports the public API of every layer below and nothing imports it.
 from __future__ import annotations
 
 import importlib
-import sys
 
 import typer
 from rich.console import Console
@@ -58,10 +57,3 @@ def models() -> None:
 for _name in _COMMAND_MODULES:
     importlib.import_module(_name).register(app)
 
-
-def main() -> None:  # pragma: no cover - console entry
-    app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())

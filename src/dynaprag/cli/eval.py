@@ -39,7 +39,8 @@ def register(app: typer.Typer) -> None:
             run_cfg, pipe_cfg = resolve(dataset, data_dir=data_dir, questions=questions, method=method,
                                         limit=limit, config_file=config, overrides=overrides or [])
             summary = run(run_cfg, pipe_cfg, out, progress=progress)
-        except (ConfigError, DatasetError, RunError, UnknownNameError, FileNotFoundError, ImportError) as exc:
+        except (ConfigError, DatasetError, RunError, UnknownNameError, ValueError, FileNotFoundError,
+                ImportError) as exc:
             fail(str(exc))
             return
         typer.echo(json.dumps(summary, indent=2))

@@ -49,7 +49,10 @@ def register(app: typer.Typer) -> None:
             for part in parts:
                 folder = config.resolved_index_dir(part)
                 if rebuild and folder.exists():
-                    shutil.rmtree(folder)
+                    from dynaprag.retrieval.index_dir import build_lock
+
+                    with build_lock(folder):  # never under a concurrent builder's feet
+                        shutil.rmtree(folder)
             start = time.perf_counter()
             retriever = build_retriever(config, progress=True)
         except (ConfigError, UnknownNameError, ValueError, FileNotFoundError, ImportError) as exc:
@@ -81,6 +84,9 @@ def register(app: typer.Typer) -> None:
         from dynaprag.retrieval.config import build_retriever
 
         try:
+            from dynaprag.retrieval.base import check_k
+
+            check_k(k)  # before an index is built for nothing
             retriever = build_retriever(_config(backend, corpus, index_dir, set_), progress=True)
             start = time.perf_counter()
             hits = retriever.search_one(query, k)

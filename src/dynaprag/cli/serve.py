@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:
 
             console.print(f"loading {pipeline_config.model} with method {pipeline_config.method}…")
             pipeline = Pipeline.from_config(pipeline_config)
-        except (ConfigError, UnknownNameError, FileNotFoundError) as exc:
+        except (ConfigError, UnknownNameError, ValueError, FileNotFoundError) as exc:
             fail(str(exc))
         app_ = create_app(pipeline, max_queue=max_queue, limits=Limits(max_tokens=max_tokens))
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host

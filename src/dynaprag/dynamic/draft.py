@@ -13,7 +13,7 @@ keep, why, and its per-token scores (which the trace shows).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Mapping
 
 import torch
 
@@ -40,6 +40,8 @@ class Decision:
     scores: Mapping[str, float] = field(default_factory=dict)  # shown with the retrieval event
     token_scores: Mapping[int, float] = field(default_factory=dict)
     accept_next_sentence: bool = False  # FLARE-style: the regenerated sentence is not re-checked
+    context_for_sentence: bool = False  # DRAGIN: the passages serve one regenerated sentence, then leave
+    details: Mapping[str, Any] = field(default_factory=dict)  # what the trigger saw, for a formulator that reads it
     notes: tuple[str, ...] = ()
 
     @classmethod
@@ -70,6 +72,8 @@ class Draft:
     retrievals: int = 0
     at_start: bool = True  # no token generated yet for this question
     sentence_end: bool = False  # the last token ended a sentence
+    ended: bool = False  # the draft cannot grow (end of sequence or budget): judge what is left
+    end_step: StepOutput | None = None  # the end-of-sequence step, when that is why it ended
 
     @property
     def text(self) -> str:

@@ -76,6 +76,7 @@ class DynamicLoop:
         self.gen, self.builder, self.retriever = generator, builder, retriever
         self.method, self.config, self.prefix = method, config, prefix
         parts = [c for _, c in method.components()]
+        self.look_ahead = bool(getattr(method.trigger, "judges_look_ahead", False))
         self.gcfg = GenerationConfig(
             max_new_tokens=1, capture_attention=any(getattr(c, "needs_attention", False) for c in parts),
             hidden_layers=tuple(sorted({layer for c in parts for layer in getattr(c, "hidden_layers", ())})))
@@ -104,12 +105,56 @@ class DynamicLoop:
 
     def _judge(self, trace: Trace, scores: dict[int, float]) -> Decision | None:
         """Ask the trigger; record its token scores and notes; return a decision to retrieve, or None."""
-        decision = self.method.trigger(self.draft, self._probe_for(self.method.trigger))
+        trigger, draft = self.method.trigger, self.draft
+        decision = trigger(draft, self._probe_for(trigger))
         if decision is None:
             return None
         scores.update(decision.token_scores)
         trace.notes.extend(decision.notes)
+        if not decision.retrieve and self.look_ahead:
+            draft.checked = len(draft.steps)  # the whole continuation was judged and kept
         return decision if decision.retrieve else None
+
+    def _end_of_draft(self, trace: Trace, scores: dict[int, float], end_step=None) -> Decision | None:
+        """The draft cannot grow (end of sequence, budget): a look-ahead trigger judges what is pending."""
+        draft = self.draft
+        if not self.look_ahead or draft.checked >= len(draft.steps) or draft.retrievals >= self.config.max_retrievals:
+            return None
+        draft.ended, draft.end_step = True, end_step
+        try:
+            return self._judge(trace, scores)
+        finally:
+            draft.ended, draft.end_step = False, None
+
+    def _stop_reason(self, decoded: int, budget: int) -> str | None:
+        if decoded >= budget:
+            return "stopped at the decoding budget (max_decoded_factor × max_new_tokens)"
+        if len(self.answer) >= self.config.max_new_tokens:
+            return "stopped at the token budget"
+        room = self.gen.room(self.state)
+        if room is not None and room <= 0:
+            return "stopped at the model's context"
+        return None
+
+    def _finished(self) -> bool:
+        """The method's stop rule once everything generated was judged, else the answer sentence."""
+        draft = self.draft
+        own = self.method.trigger.finished(draft)
+        if own is None:
+            return finished(draft.text)
+        return draft.checked >= len(draft.steps) and own
+
+    def _drop_context(self, question: str, weights: contextlib.ExitStack) -> None:
+        """Take the passages out again (DRAGIN uses them for one sentence): re-prefill without them."""
+        ids = self.builder.build(question, (), self.answer)
+        if self.weighted:
+            weights.close()
+            self.weighted = False
+            self.state = self.start(ids)
+        else:
+            plen = len(self.builder.prefix_ids)
+            self.gen.truncate(self.state, plen)
+            self.gen.extend(self.state, ids[plen:])
 
     # -- the loop -------------------------------------------------------------------------
     def run(self, question: str, on_event: EventSink | None = None) -> Answer:
@@ -118,6 +163,7 @@ class DynamicLoop:
         method, cfg = self.method, self.config
         method.reset()
         self.states: list[DecodeState] = []
+        self.extra_passes = 0  # look-ahead attention passes asked for through the probe
         self.weighted = False
         self.answer: list[int] = []
         trace = Trace(method=method.name)
@@ -128,32 +174,41 @@ class DynamicLoop:
         weights = contextlib.ExitStack()
         self.state = self.start(self.builder.build(question, (), ()))
         layout = {"ans": len(self.state.ids), "q": len(self.state.ids) - len(q_ids)}
-        decoded, accepting = 0, False
+        decoded, accepting, transient = 0, False, False
         budget = int(cfg.max_new_tokens * cfg.max_decoded_factor)
         try:
             decision = self._judge(trace, scores)
             while True:
                 if decision is not None and draft.retrievals >= cfg.max_retrievals:
                     decision = None
-                query = None if decision is None else method.formulator(draft, decision)
+                formulator = method.formulator
+                query = None if decision is None else formulator(draft, decision, self._probe_for(formulator))
                 if decision is not None and self._repeats(decision, query, trace):
                     trace.notes.append(f"retrieval at token {decision.keep} would repeat the previous one "
                                        f"(same query {query!r}); sentence accepted instead")
                     accepting, decision = True, None
                 if decision is not None:
                     accepting = self._retrieve(decision, query, question, weights, trace, emit)
+                    transient = decision.context_for_sentence
                     for i in [i for i in scores if i >= decision.keep]:
                         del scores[i]
                     del self.answer[decision.keep:]
                     n = len(self.state.ids) - len(self.answer)
                     layout = {"ans": n, "q": n - len(q_ids)}
                 decision = None
-                if len(self.answer) >= cfg.max_new_tokens or decoded >= budget:
-                    trace.notes.append("stopped at the token budget")
+                stop = self._stop_reason(decoded, budget)
+                if stop is not None:
+                    decision = self._end_of_draft(trace, scores)
+                    if decision is not None and not stop.startswith("stopped at the decoding budget"):
+                        continue
+                    trace.notes.append(stop)
                     break
                 step = self.gen.step(self.state, self.gcfg)
                 decoded += 1
                 if step.token_id in self.gen.eos_ids:
+                    decision = self._end_of_draft(trace, scores, end_step=step)
+                    if decision is not None:
+                        continue
                     break
                 self._record_attention(step, layout, len(self.answer))
                 self.answer.append(step.token_id)
@@ -168,12 +223,17 @@ class DynamicLoop:
                     if draft.sentence_end:
                         accepting = False
                         draft.checked = len(draft.steps)
+                        if transient:
+                            self._drop_context(question, weights)
+                            transient = False
                 elif draft.retrievals < cfg.max_retrievals:
                     decision = self._judge(trace, scores)
-                if draft.sentence_end and decision is None:
+                elif self.look_ahead:
+                    draft.checked = len(draft.steps)  # no retrieval budget left: nothing to judge
+                if draft.sentence_end and decision is None and not self.look_ahead:
                     draft.checked = len(draft.steps)
                     draft.sentence_start = len(draft.steps)
-                if decision is None and finished(draft.text):
+                if decision is None and self._finished():
                     break
         finally:
             weights.close()
@@ -184,6 +244,7 @@ class DynamicLoop:
             trace.forward_passes += st.counters.forward_passes
             trace.prompt_tokens += st.counters.prompt_tokens
             trace.generated_tokens += st.counters.generated_tokens
+        trace.forward_passes += self.extra_passes
         trace.seconds = time.perf_counter() - t0
         return Answer(text=text, short=extract_answer(text), trace=trace)
 

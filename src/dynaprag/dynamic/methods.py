@@ -15,7 +15,7 @@ and ``options`` remain an alias for knobs whose name exactly one axis of the met
 
 >>> m = resolve_method("dragin", {"trigger": {"theta": 0.8}})
 >>> m.settings()["trigger"]
-{'name': 'rind', 'theta': 0.8, 'variant': 'paper'}
+{'name': 'rind', 'theta': 0.8, 'look_ahead': 100, 'equation': 'reference', 'check_real_words': True}
 """
 from __future__ import annotations
 
@@ -46,6 +46,14 @@ class MethodSpec:
     injector: str = "in-context"
     knobs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # axis -> {knob: value}
     paper: str = ""
+    datasets: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)  # dataset -> knobs
+
+    def knobs_for(self, dataset: str | None) -> dict[str, dict[str, Any]]:
+        """The preset's knobs, with the reference's per-dataset settings for ``dataset`` on top."""
+        merged = {axis: dict(values) for axis, values in self.knobs.items()}
+        for axis, values in self.datasets.get(dataset or "", {}).items():
+            merged.setdefault(axis, {}).update(values)
+        return merged
 
     def name_of(self, axis: str) -> str:
         return getattr(self, axis)
@@ -67,7 +75,7 @@ class Method:
     paper: str = ""
 
     def components(self) -> list[tuple[str, Any]]:
-        """``(label, component)`` for every axis, e.g. ``("trigger 'rind'", RindTrigger(...))``."""
+        """``(label, component)`` for every axis, e.g. ``("trigger 'rind'", DraginTrigger(...))``."""
         return [(f"{axis} {self.names[axis]!r}", getattr(self, axis)) for axis in AXES]
 
     @property
@@ -94,8 +102,11 @@ def knob_fields(cls: type) -> dict[str, dataclasses.Field]:
 
 
 def resolve_method(name: str, choices: Mapping[str, Mapping[str, Any]] | None = None,
-                   options: Mapping[str, Any] | None = None) -> Method:
+                   options: Mapping[str, Any] | None = None, dataset: str | None = None) -> Method:
     """Resolve preset ``name`` with per-axis ``choices`` and alias ``options`` into components.
+
+    ``dataset`` selects a preset's per-dataset reference settings (e.g. DRAGIN's θ, look-ahead
+    and query length differ between HotpotQA and 2Wiki); explicit choices override them.
 
     Raises :class:`~dynaprag.config.ConfigError` (unknown method, component or knob, wrong
     type, out of range) naming the key and the valid names; nothing heavy is loaded.
@@ -112,7 +123,7 @@ def resolve_method(name: str, choices: Mapping[str, Mapping[str, Any]] | None = 
         chosen = str(choice.pop("name", None) or spec.name_of(axis))
         _lookup(_REGISTRIES[axis], chosen)  # validates the name, listing the choices
         names[axis] = chosen
-        preset = dict(spec.knobs.get(axis, {})) if chosen == spec.name_of(axis) else {}
+        preset = dict(spec.knobs_for(dataset).get(axis, {})) if chosen == spec.name_of(axis) else {}
         knobs[axis] = {**preset, **choice}
     for key, value in (options or {}).items():
         axis, knob = _route(key, names)

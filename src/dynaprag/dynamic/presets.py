@@ -5,10 +5,11 @@ A preset named after a paper sets that paper's defaults; a variant carries a suf
 ``--method dragin selector=seakr-uncertainty injector=dyprag``.
 
 >>> METHODS.get("dragin").trigger, METHODS.get("dragin").formulator
-('rind', 'qfs')
+('rind', 'real-words')
 """
 from __future__ import annotations
 
+from dynaprag.dynamic import dragin as _dragin  # noqa: F401 - registers DRAGIN's trigger and query
 from dynaprag.dynamic import seakr as _seakr  # noqa: F401 - registers SeaKR's trigger and selector
 from dynaprag.dynamic import selfrag as _selfrag  # noqa: F401 - registers Self-RAG's trigger and selector
 from dynaprag.dynamic.methods import METHODS, MethodSpec
@@ -35,11 +36,17 @@ METHODS.register("flare-flashrag", MethodSpec(
     "flare", "masked-sentence", knobs={"trigger": {"theta": 0.2}, "formulator": {"beta": 0.2}},
     paper="FLARE with FlashRAG's 0.2/0.2 thresholds (variant)"))
 METHODS.register("dragin", MethodSpec(
-    "rind", "qfs", knobs={"trigger": {"theta": 1.2, "variant": "paper"}, "formulator": {"n": 35, "filter": "stopwords"}},
-    paper="DRAGIN RIND + QFS as in the paper (Su et al. 2024)"))
-METHODS.register("dragin-reference", MethodSpec(
-    "rind", "qfs", knobs={"trigger": {"theta": 1.2, "variant": "reference"}, "formulator": {"n": 35, "filter": "pos"}},
-    paper="DRAGIN's normalised RIND (variant)"))
+    "rind", "real-words", knobs={"trigger": {"theta": 0.8, "look_ahead": 100}, "formulator": {"top_k": 35}},
+    datasets={"2wikimultihopqa": {"trigger": {"theta": 1.0, "look_ahead": 64}, "formulator": {"top_k": 25}}},
+    paper="DRAGIN as its reference code runs it (Su et al. 2024; oneal2000/DRAGIN, Llama-2-7B configs)"))
+METHODS.register("dragin-paper", MethodSpec(
+    "rind", "real-words", knobs={"trigger": {"theta": 1.2, "look_ahead": 100, "equation": "paper"},
+                                 "formulator": {"top_k": 35}},
+    datasets={"2wikimultihopqa": {"trigger": {"look_ahead": 64}, "formulator": {"top_k": 25}}},
+    paper="DRAGIN's printed Eq. 4 per token (variant; reference code where the paper is silent)"))
+METHODS.register("dragin-inline", MethodSpec(
+    "rind-inline", "qfs", knobs={"trigger": {"theta": 1.2}, "formulator": {"n": 35, "filter": "stopwords"}},
+    paper="variant: Eq. 4 on generation-time attention, no look-ahead pass (cheapest)"))
 METHODS.register("seakr", MethodSpec(
     "seakr", "confident-tokens", "seakr-uncertainty",
     knobs={"trigger": {"samples": 20, "alpha": 1e-3, "theta": -6.0}, "selector": {"samples": 20, "alpha": 1e-3}},

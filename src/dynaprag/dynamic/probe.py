@@ -41,6 +41,18 @@ class Probe(Protocol):
     def token_id(self, token: str) -> int | None:
         """The id of a vocabulary token, or None when the tokenizer has no such token."""
 
+    space_marker: str  # the piece character that starts a word (``Ġ``, ``▁``)
+    newline_id: int
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` (no special tokens)."""
+
+    def pieces(self, ids: Sequence[int]) -> list[str]:
+        """Vocabulary pieces of ``ids`` (space markers kept)."""
+
+    def attention_of(self, ids: Sequence[int]) -> torch.Tensor:
+        """Last-layer attention ``[heads, n, n]`` of a fresh forward pass over ``ids`` alone."""
+
 
 class LoopProbe:
     """A :class:`Probe` over the real generator, bound to one question of a :class:`DynamicLoop`."""
@@ -84,6 +96,24 @@ class LoopProbe:
 
     def token_id(self, token):
         return vocabulary_id(self._loop.gen.tokenizer, token)
+
+    @property
+    def space_marker(self):
+        return self._loop.gen.space_marker
+
+    @property
+    def newline_id(self):
+        return self._loop.gen.newline_id
+
+    def encode(self, text):
+        return self._loop.gen.encode(text)
+
+    def pieces(self, ids):
+        return self._loop.gen.pieces(list(ids))
+
+    def attention_of(self, ids):
+        self._loop.extra_passes += 1
+        return self._loop.gen.attention_of(list(ids))
 
 
 def vocabulary_id(tokenizer, token: str) -> int | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from dynaprag import nlp
 from dynaprag.dynamic import scoring
 from dynaprag.dynamic.component import Component
 from dynaprag.dynamic.draft import Decision, Draft
@@ -23,7 +24,7 @@ from dynaprag.registry import Registry
 class QueryFormulator(Component):
     """Base formulator: the question itself (sr-rag, and every method's first retrieval)."""
 
-    def __call__(self, draft: Draft, decision: Decision) -> str:
+    def __call__(self, draft: Draft, decision: Decision, probe=None) -> str:
         return draft.question
 
 
@@ -39,7 +40,7 @@ class SpanQuery(QueryFormulator):
 
     with_question: bool = field(default=False, metadata={"help": "prepend the question to the span"})
 
-    def __call__(self, draft: Draft, decision: Decision) -> str:
+    def __call__(self, draft: Draft, decision: Decision, probe=None) -> str:
         text = draft.span_text(*decision.span)
         if not text:
             return draft.question
@@ -60,7 +61,7 @@ class MaskedSpanQuery(QueryFormulator):
         hits = scoring.low_probability(draft.probs(start, end), self.beta, self.inclusive)
         return frozenset(start + i for i, hit in enumerate(hits) if hit)
 
-    def __call__(self, draft: Draft, decision: Decision) -> str:
+    def __call__(self, draft: Draft, decision: Decision, probe=None) -> str:
         return masked_query(draft, decision.span, self.masked(draft, *decision.span), self.with_question)
 
 
@@ -74,7 +75,7 @@ class MaskedEntitiesQuery(QueryFormulator):
     def masked(self, draft: Draft, start: int, end: int) -> frozenset[int]:
         return frozenset(i for idx, conf in entity_confidences(draft, start, end) if conf < self.theta for i in idx)
 
-    def __call__(self, draft: Draft, decision: Decision) -> str:
+    def __call__(self, draft: Draft, decision: Decision, probe=None) -> str:
         return masked_query(draft, decision.span, self.masked(draft, *decision.span), self.with_question)
 
 
@@ -94,9 +95,8 @@ class AttentionQuery(QueryFormulator):
     The context is the question and the answer before the triggering token; the attention row
     is the triggering token's own (captured by the next step's forward pass), or the row of the
     pass that chose it when the token ended the sentence. ``n = 35`` is the HotpotQA setting
-    of the paper's code (25 in the paper's text for 2Wiki). ``filter="pos"`` would keep nouns,
-    verbs, adjectives, proper nouns and numbers with spaCy as the reference code does; without
-    the ``en_core_web_sm`` pipeline it falls back to the stop-word filter (noted in the trace).
+    of the paper's code (25 in the paper's text for 2Wiki). ``filter="pos"`` keeps words with a
+    spaCy noun, verb, adjective, proper noun or number, as the reference code's word filter.
     """
 
     n: int = field(default=35, metadata={"help": "words kept in the query (DRAGIN: 25-40)", "min": 1})
@@ -104,7 +104,7 @@ class AttentionQuery(QueryFormulator):
                                                        "choices": ("stopwords", "pos")})
     needs_attention: ClassVar[bool] = True
 
-    def __call__(self, draft: Draft, decision: Decision) -> str:
+    def __call__(self, draft: Draft, decision: Decision, probe=None) -> str:
         i = decision.at if decision.at is not None else max(0, len(draft.steps) - 1)
         answer_row = draft.rows.get(i, draft.prev_rows.get(i))
         question_row = draft.question_rows.get(i, draft.prev_question_rows.get(i))
@@ -114,7 +114,7 @@ class AttentionQuery(QueryFormulator):
         answer_w = [] if answer_row is None else answer_row.tolist()[:i]
         weights += answer_w + [0.0] * (i - len(answer_w))
         groups = word_groups(pieces)
-        keep_word = [is_content_word("".join(pieces[j] for j in g)) for g in groups]
+        keep_word = self._filter(["".join(pieces[j] for j in g) for g in groups])
         words, word_w = [], []
         for group, ok in zip(groups, keep_word):
             if ok:
@@ -124,6 +124,12 @@ class AttentionQuery(QueryFormulator):
             return draft.question
         return " ".join(words[j] for j in top_n_in_order(word_w, self.n))
 
+    def _filter(self, words: list[str]) -> list[bool]:
+        if self.filter == "pos":
+            real = nlp.real_words("".join(words))
+            return [bool(w.strip()) and nlp.contains_real_word(w.strip(), real) for w in words]
+        return [is_content_word(w) for w in words]
+
 
 @dataclass
 class ConfidentTokensQuery(QueryFormulator):
@@ -132,7 +138,7 @@ class ConfidentTokensQuery(QueryFormulator):
 
     min_prob: float = field(default=0.5, metadata={"help": "keep answer tokens with p >= min_prob", "min": 0.0})
 
-    def __call__(self, draft: Draft, decision: Decision) -> str:
+    def __call__(self, draft: Draft, decision: Decision, probe=None) -> str:
         start, end = draft.last_sentence() if draft.steps else (0, 0)
         keep = [draft.pieces[i] for i in range(start, end) if draft.steps[i].prob >= self.min_prob]
         text = "".join(keep).strip()

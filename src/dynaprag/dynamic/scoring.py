@@ -38,21 +38,6 @@ def rind_scores(entropies: torch.Tensor, attention_max: torch.Tensor, content: t
     return entropies.float() * attention_max.float() * content.float()
 
 
-def rind_scores_reference(entropies: torch.Tensor, attention: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
-    """RIND as the DRAGIN reference code computes it for one sentence (not the paper's Eq. 4).
-
-    The attention a token receives is normalised over the sentence and multiplied by the
-    sentence length, so a token scores ``H_i · n · a_i / Σ_s a_s · s_i``: a scale-free score
-    whose mean over the sentence is the mean entropy. ``attention`` holds ``a_i`` (e.g. the
-    max attention received, or any positive per-token weight).
-    """
-    a = attention.float()
-    total = a.sum()
-    if total <= 0:
-        return torch.zeros_like(a)
-    return entropies.float() * (a / total) * a.numel() * content.float()
-
-
 def low_probability(probs: Sequence[float] | torch.Tensor, threshold: float, inclusive: bool = False) -> list[bool]:
     """True per token whose probability is below ``threshold`` (``≤`` when ``inclusive``).
 

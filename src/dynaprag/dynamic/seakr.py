@@ -51,6 +51,7 @@ class SeakrTrigger(_Sampling, Trigger):
     """Retrieve when the eigen score of the sampled next sentences exceeds θ (SeaKR Eq. 2)."""
 
     theta: float = field(default=-6.0, metadata={"help": "retrieve when the eigen score exceeds theta"})
+    calibratable: ClassVar[bool] = True
 
     def __call__(self, draft: Draft, probe=None) -> Decision | None:
         if not (draft.at_start or draft.sentence_end):

@@ -27,8 +27,14 @@ class Trigger(Component):
     """Base trigger: never retrieves. Subclasses override :meth:`__call__`."""
 
     rolls_back: ClassVar[bool] = False
+    calibratable: ClassVar[bool] = False  # retrieves when a score exceeds ``theta`` (see ``dynaprag calibrate``)
+    judges_look_ahead: ClassVar[bool] = False  # judges a whole continuation at once (DRAGIN's reference)
 
     def __call__(self, draft: Draft, probe=None) -> Decision | None:
+        return None
+
+    def finished(self, draft: Draft) -> bool | None:
+        """The method's own stop rule, or None for the loop's (the "So the answer is X." sentence)."""
         return None
 
 
@@ -169,24 +175,22 @@ def entity_confidences(draft: Draft, start: int, end: int) -> list[tuple[list[in
 
 
 @dataclass
-class RindTrigger(Trigger):
-    """DRAGIN's RIND (Su et al. 2024, §3.1, Eq. 4): ``S(t_i) = H_i · a_max(i) · s_i > θ``.
+class InlineRindTrigger(Trigger):
+    """RIND inline (variant ``dragin-inline``): DRAGIN's Eq. 4, ``S(t_i) = H_i · a_max(i) · s_i > θ``,
+    on the attention rows captured while generating (no extra forward pass, no look-ahead).
 
     ``H_i`` is the token's entropy, ``a_max(i)`` the largest last-layer (head-averaged)
-    attention a later token of the answer pays to it, ``s_i`` 0 for stop words. Evaluated at
-    each sentence end over the sentence's new tokens, with the attention rows captured by the
-    forward passes that produced them (no extra pass); the last token of a sentence has no
-    later token yet and scores 0. On a hit the draft is cut *at* the triggering token.
-
-    ``variant="reference"`` normalises the attention over the sentence and multiplies by its
-    length (see :func:`scoring.rind_scores_reference`).
+    attention a later token of the answer pays to it (the full prompt in context), ``s_i`` 0
+    for stop words. Evaluated at each sentence end over the sentence's new tokens; the last
+    token of a sentence has no later token yet and scores 0. On a hit the draft is cut *at* the
+    triggering token. It is the cheapest attention trigger, not the reference's procedure
+    (that is ``rind``, :mod:`dynaprag.dynamic.dragin`): its scores live on another scale.
     """
 
     theta: float = field(default=1.2, metadata={"help": "retrieve when S_RIND > theta"})
-    variant: str = field(default="paper", metadata={"help": "paper (Eq. 4) | reference (normalised)",
-                                                    "choices": ("paper", "reference")})
     needs_attention: ClassVar[bool] = True
     rolls_back: ClassVar[bool] = True
+    calibratable: ClassVar[bool] = True
 
     def scores(self, draft: Draft, start: int, end: int) -> torch.Tensor:
         m = end
@@ -198,8 +202,6 @@ class RindTrigger(Trigger):
         a_max = scoring.max_attention_received(att)[start:end]
         ent = torch.tensor([s.entropy for s in draft.steps[start:end]])
         content = torch.tensor(content_flags(draft.pieces[start:end]))
-        if self.variant == "reference":
-            return scoring.rind_scores_reference(ent, a_max, content)
         return scoring.rind_scores(ent, a_max, content)
 
     def __call__(self, draft: Draft, probe=None) -> Decision | None:
@@ -225,4 +227,4 @@ TRIGGERS.register("every-sentence", EverySentenceTrigger)
 TRIGGERS.register("token-prob", TokenProbTrigger)
 TRIGGERS.register("entity", EntityTrigger)
 TRIGGERS.register("flare", FlareTrigger)
-TRIGGERS.register("rind", RindTrigger)
+TRIGGERS.register("rind-inline", InlineRindTrigger)

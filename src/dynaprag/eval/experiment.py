@@ -94,7 +94,7 @@ def resolve(dataset: str | None = None, *, data_dir: str | None = None, question
         run_cfg.questions = str(Path(run_cfg.questions).resolve())
 
     pipe_cfg = PipelineConfig()
-    defaults: dict[str, Any] = {"prompt.exemplars": spec.exemplars}
+    defaults: dict[str, Any] = {"prompt.exemplars": spec.exemplars, "dataset": spec.name}
     corpus = corpus_path(run_cfg.data_dir, spec.name) if run_cfg.data_dir else None
     if corpus is not None:
         defaults["retrieval.corpus"] = str(corpus)

@@ -235,6 +235,39 @@ class Generator:
                 ids.add(tid)
         return ids
 
+    @property
+    def space_marker(self) -> str:
+        """The piece character that marks a word start (``Ġ`` for byte-level BPE, ``▁`` for sentencepiece)."""
+        pieces = self.tokenizer.tokenize(" a")
+        first = pieces[0] if pieces else ""
+        return first[:-1] if len(first) > 1 and first.endswith("a") else " "
+
+    @property
+    def newline_id(self) -> int:
+        return self.encode("\n")[0]
+
+    def pieces(self, ids: list[int]) -> list[str]:
+        """The vocabulary pieces of ``ids`` (``convert_ids_to_tokens``: space markers kept)."""
+        return list(self.tokenizer.convert_ids_to_tokens(list(ids)))
+
+    @torch.inference_mode()
+    def attention_of(self, ids: list[int]) -> torch.Tensor:
+        """The last layer's attention ``[heads, n, n]`` of a fresh forward pass over ``ids`` alone.
+
+        DRAGIN's reference scores a look-ahead with such a pass over the generated tokens (no
+        prompt, no cache). The whole model runs eager attention for it, because a multi-token
+        eager layer needs the causal mask that only an eager model builds.
+        """
+        self._check_fits(len(ids), "attention pass")
+        previous = self.model.config._attn_implementation
+        self.model.set_attn_implementation("eager")
+        try:
+            out = self.model(input_ids=torch.tensor([list(ids)], dtype=torch.long, device=self.lm.device),
+                             use_cache=False, output_attentions=True, logits_to_keep=1)
+        finally:
+            self.model.set_attn_implementation(previous)
+        return out.attentions[-1][0].float()
+
     # -- text <-> ids --------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)

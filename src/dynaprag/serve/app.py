@@ -215,7 +215,7 @@ class Service:
                 body["dynaprag"] = extra
             return f"data: {json.dumps(body)}\n\n"
 
-        commit = CommitStream(may_roll_back=self.pipeline.method(method, options).rolls_back,
+        commit = CommitStream(may_roll_back=self.pipeline.method(method, dict(req.dynaprag.options)).rolls_back,
                               stops=stop_strings())
         try:
             if chat:

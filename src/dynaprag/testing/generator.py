@@ -63,7 +63,7 @@ class ScriptedGenerator:
         self.script, self.with_context = list(script), None if with_context is None else list(with_context)
         self.num_hidden_layers, self.hidden_size = num_hidden_layers, hidden_size
         self.vocab: dict[str, int] = {"</s>": EOS, "<prefix>": PREFIX, "<context>": CONTEXT, "<answer>": ANSWER}
-        self.pieces: dict[int, str] = {EOS: "", PREFIX: "", CONTEXT: "", ANSWER: ""}
+        self.texts: dict[int, str] = {EOS: "", PREFIX: "", CONTEXT: "", ANSWER: ""}
         for token in special_tokens:
             self._id(token)
         self.next_token_logprobs = dict(next_token_logprobs or {})
@@ -77,17 +77,33 @@ class ScriptedGenerator:
     def _id(self, piece: str) -> int:
         if piece not in self.vocab:
             self.vocab[piece] = len(self.vocab)
-            self.pieces[self.vocab[piece]] = piece
+            self.texts[self.vocab[piece]] = piece
         return self.vocab[piece]
 
     def encode(self, text: str) -> list[int]:
         return [self._id(p) for p in _PIECE.findall(text)]
 
     def decode(self, ids: Sequence[int]) -> str:
-        return "".join(self.pieces[i] for i in ids)
+        return "".join(self.texts[i] for i in ids)
 
     def has_token(self, token: str) -> bool:
         return token in self.vocab
+
+    space_marker = " "
+    newline_id = -2  # words are never split at a newline token
+
+    def pieces(self, ids: Sequence[int]) -> list[str]:
+        return [self.texts[i] for i in ids]
+
+    def attention_of(self, ids: Sequence[int], heads: int = 2) -> torch.Tensor:
+        """Causal uniform attention ``[heads, n, n]`` (each row spreads evenly over its prefix)."""
+        n = len(ids)
+        rows = torch.tril(torch.ones(n, n)) / torch.arange(1, n + 1).unsqueeze(1)
+        return rows.expand(heads, n, n).clone()
+
+    def room(self, state: DecodeState) -> None:
+        """No context limit."""
+        return None
 
     # -- states ----------------------------------------------------------------------------
     def prefix(self, ids: list[int]) -> PrefixCache:

@@ -1,0 +1,159 @@
+"""DRAGIN as its reference code runs it (oneal2000/DRAGIN @4d71efc, ``AttnWeightRAG.inference``).
+
+The reference procedure, step by step, and how the one loop reproduces it:
+
+1. Generate a look-ahead continuation of ``generate_max_length`` tokens (100 HotpotQA, 64
+   2Wiki) with no stop strings. Here the loop decodes the look-ahead token by token from the
+   answer's KV cache and the trigger judges it once it is complete (or ends early).
+2. Score it as a whole (:mod:`dynaprag.dynamic.rind`): last-layer attention of a forward pass
+   over the look-ahead tokens alone (:meth:`~dynaprag.dynamic.probe.Probe.attention_of`), per
+   head the max over query rows including the diagonal, then the head mean; tokens merged into
+   words at the tokenizer's space marker; per spaCy sentence ``a_w/Σa · H_w · n_words``; the
+   first sentence with a value above θ fires. No stop-word gate enters the decision.
+3. On a hit the whole sentence and everything after it is discarded; the query comes from the
+   reference's real-words pass (:class:`RealWordsQuery`, a second forward pass over question
+   + text + kept sentences + the discarded sentence's words, POS-filtered, top-k 35 HotpotQA /
+   25 2Wiki); one sentence is regenerated with the passages (it is not re-checked) and the
+   passages are dropped again (``Decision.context_for_sentence``).
+4. Stop when the answer contains ``"the answer is"`` (case-sensitive, as the reference) or
+   has ``generate_max_length`` tokens; there is no retrieval cap in the reference (the
+   pipeline's ``max_retrievals`` still applies; set it high to match).
+
+Deviations, with reasons: (a) the look-ahead is not regenerated from scratch after each
+retrieval; the kept tokens' KV cache is reused, so the reference's decisions come at a fraction
+of its cost; (b) the regenerated sentence ends at the loop's sentence end (``.``/``!``/``?``
+or a newline) instead of spaCy's first sentence of a 100-token continuation; (c) the
+reference joins text pieces with ``strip()`` and single spaces, here the kept tokens are the
+text; (d) entropies come from the decoder's log-softmax (the reference's numpy softmax with
+``+1e-10`` differs in the 4th digit on near-deterministic steps); (e) the prompt is ours
+(exemplars, chat template), with the same order (exemplars, context, question, answer).
+
+``equation="paper"`` gives ``dragin-paper``: the printed Eq. (4) per token,
+``H_i · a_max(i) · s_i`` with ``a_max`` over strictly later tokens of the same look-ahead
+attention and ``s_i`` 0 for stop words, cut *at* the first token above θ. Where the paper is
+silent (the attention pass, the look-ahead, what happens after retrieval) it follows the
+reference code.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+
+from dynaprag.dynamic import rind, scoring
+from dynaprag.dynamic.draft import Decision, Draft
+from dynaprag.dynamic.queries import FORMULATORS, QueryFormulator
+from dynaprag.dynamic.text import content_flags
+from dynaprag.dynamic.triggers import TRIGGERS, Trigger
+
+
+@dataclass
+class DraginTrigger(Trigger):
+    """DRAGIN's RIND over a look-ahead continuation (see the module docstring)."""
+
+    theta: float = field(default=0.8, metadata={"help": "retrieve when a word's RIND value > theta "
+                                                        "(reference: 0.8 HotpotQA, 1.0 2Wiki, Llama-2-7B)"})
+    look_ahead: int = field(default=100, metadata={
+        "help": "generate_max_length: tokens per look-ahead and the answer's length limit (100 HotpotQA, 64 2Wiki)",
+        "min": 1})
+    equation: str = field(default="reference", metadata={
+        "help": "reference (sentence-normalised word RIND, whole sentence discarded) | paper (Eq. 4 per token)",
+        "choices": ("reference", "paper")})
+    check_real_words: bool = field(default=True, metadata={
+        "help": "zero non-content hits after the decision (reference default; the query uses the hits)"})
+    needs_probe: ClassVar[bool] = True
+    rolls_back: ClassVar[bool] = True
+    calibratable: ClassVar[bool] = True
+    judges_look_ahead: ClassVar[bool] = True
+
+    def finished(self, draft: Draft) -> bool:
+        """The reference's stop rule: ``"the answer is"`` in the text, or the length limit reached."""
+        return "the answer is" in draft.text or len(draft.steps) >= self.look_ahead
+
+    def __call__(self, draft: Draft, probe=None) -> Decision | None:
+        start = draft.checked
+        steps = draft.steps[start:] + ([draft.end_step] if draft.ended and draft.end_step is not None else [])
+        if not steps or (len(draft.steps) - start < self.look_ahead and not draft.ended):
+            return None
+        ids = [s.token_id for s in steps]
+        pieces = probe.pieces(ids)
+        heads = probe.attention_of(ids)
+        entropy = [s.entropy for s in steps]
+        if self.equation == "paper":
+            return self._paper(draft, start, pieces, heads, entropy)
+        words = rind.word_signals(pieces, ids, rind.attention_received(heads), entropy,
+                                  space_marker=probe.space_marker, newline_id=probe.newline_id)
+        text = draft.span_text(start, len(draft.steps))
+        decision = rind.rind_decision(text, words.words, words.attention, words.entropy, self.theta,
+                                      self.check_real_words)
+        token_scores = {}
+        for sentence in decision.sentences:
+            for w, value in zip(range(sentence.start, sentence.end), sentence.values):
+                a, b = words.ranges[w]
+                for t in range(a, min(b + 1, len(draft.steps) - start)):
+                    token_scores[start + t] = value
+        if not decision.fired:
+            return Decision.hold(token_scores=token_scores)
+        fired = decision.sentences[decision.sentence_index]
+        keep = start + (words.ranges[fired.start][0] if fired.start < len(words.ranges) else len(steps))
+        keep = min(keep, len(draft.steps))
+        top = max((v for v in fired.values if v == v), default=float("nan"))
+        return Decision.fire(
+            f"RIND {top:.3g} > θ={self.theta:g} in sentence {decision.sentence_index + 1} of the look-ahead: "
+            f"{fired.sentence[:80]!r}", keep=keep, span=(keep, len(draft.steps)), at=keep,
+            token_scores=token_scores, accept_next_sentence=True, context_for_sentence=True,
+            scores={w: v for w, v, h in zip(decision.curr_words, fired.values, decision.hits) if h},
+            details={"curr_words": decision.curr_words, "hits": decision.hits, "prev_text": decision.prev_text,
+                     "text_before": draft.span_text(0, start)})
+
+    def _paper(self, draft: Draft, start: int, pieces, heads: torch.Tensor, entropy) -> Decision:
+        """Eq. (4) per token: ``H_i · a_max(i) · s_i`` with ``a_max`` over strictly later tokens."""
+        n = len(entropy)
+        texts = draft.pieces[start:start + n] + [""] * (n - len(draft.pieces[start:]))
+        a_max = scoring.max_attention_received(heads.float().mean(dim=0))
+        scores = scoring.rind_scores(torch.tensor(entropy), a_max, torch.tensor(content_flags(texts)))
+        kept = len(draft.steps) - start
+        token_scores = {start + i: float(scores[i]) for i in range(kept)}
+        for i in range(kept):
+            if scores[i] > self.theta:
+                word = texts[i].strip()
+                return Decision.fire(f"RIND {float(scores[i]):.3g} > θ={self.theta:g} at {texts[i]!r}",
+                                     keep=start + i, span=(start + i, len(draft.steps)), at=start + i,
+                                     token_scores=token_scores, accept_next_sentence=True,
+                                     context_for_sentence=True, scores={word: float(scores[i])},
+                                     details={"curr_words": [word], "hits": [1], "prev_text": "",
+                                              "text_before": draft.span_text(0, start + i)})
+        return Decision.hold(token_scores=token_scores)
+
+
+@dataclass
+class RealWordsQuery(QueryFormulator):
+    """DRAGIN's query as the reference builds it (``AttnWeightRAG.keep_real_words``).
+
+    A forward pass over ``question + text + kept sentences + the fired sentence's words``; the
+    hit words' attention over the earlier words, averaged; words with a spaCy NOUN, ADJ, VERB,
+    PROPN or NUM token that are not hits; the ``top_k`` highest in text order
+    (:func:`dynaprag.dynamic.rind.real_words_query`). With a trigger other than DRAGIN's, the
+    judged span's words are the sentence and all of them are hits.
+    """
+
+    top_k: int = field(default=35, metadata={"help": "words kept (reference: 35 HotpotQA, 25 2Wiki)", "min": 1})
+    needs_probe: ClassVar[bool] = True
+
+    def __call__(self, draft: Draft, decision: Decision, probe=None) -> str:
+        details = decision.details
+        curr = list(details.get("curr_words") or draft.span_text(*decision.span).split())
+        if not curr:
+            return draft.question
+        hits = list(details.get("hits") or [1] * len(curr))
+        all_text = rind.real_words_query_text(draft.question, details.get("text_before", draft.span_text(
+            0, decision.span[0])), details.get("prev_text", ""), curr)
+        ids = probe.encode(all_text)
+        query = rind.real_words_query(all_text, probe.pieces(ids), ids, probe.attention_of(ids), hits, self.top_k,
+                                      space_marker=probe.space_marker, newline_id=probe.newline_id).query
+        return query or draft.question
+
+
+TRIGGERS.register("rind", DraginTrigger)
+FORMULATORS.register("real-words", RealWordsQuery)
