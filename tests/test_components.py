@@ -14,10 +14,12 @@ import torch
 from dynaprag.dynamic import scoring
 from dynaprag.dynamic.draft import Decision, Draft
 from dynaprag.dynamic.methods import resolve_method
-from dynaprag.dynamic.queries import AttentionQuery, ConfidentTokensQuery, MaskedEntitiesQuery, MaskedSpanQuery, SpanQuery
+from dynaprag.dynamic.queries import (AttentionQuery, ConfidentTokensQuery, MaskedEntitiesQuery, MaskedSpanQuery,
+                                      MaskedTokensQuery, SpanQuery)
 from dynaprag.dynamic.selectors import TopKSelector
-from dynaprag.dynamic.triggers import (EntityTrigger, EveryNTokensTrigger, EverySentenceTrigger, FlareTrigger,
-                                       InlineRindTrigger, NeverTrigger, OnceTrigger, TokenProbTrigger)
+from dynaprag.dynamic.lookahead import EntityConfidenceTrigger, TokenConfidenceTrigger
+from dynaprag.dynamic.triggers import (EveryNTokensTrigger, EverySentenceTrigger, FlareTrigger, InlineRindTrigger,
+                                       NeverTrigger, OnceTrigger, TokenProbTrigger)
 from dynaprag.lm.generator import StepOutput
 from dynaprag.testing import InMemoryRetriever, ScriptedStep, scripted_loop
 from dynaprag.testing.loop import DEFAULT_PASSAGES
@@ -69,17 +71,45 @@ def test_token_prob_fires_below_theta_and_scores_every_token():
     assert TokenProbTrigger()(draft_of(SENTENCE[:3], finished_sentence=False)) is None
 
 
-def test_flare_is_inclusive_at_theta():
-    tokens = [(" A", 0.9), (" b", float(torch.tensor(0.8))), (".", 0.99)]
-    assert FlareTrigger(theta=0.8)(draft_of(tokens)).retrieve
-    assert not TokenProbTrigger(theta=0.8)(draft_of(tokens)).retrieve
+def test_flare_retrieves_first_then_fires_at_or_below_theta():
+    assert FlareTrigger()(Draft(question=QUESTION)).keep == 0  # look_ahead_pre_retrieval: first
+    assert FlareTrigger(initial=False)(Draft(question=QUESTION)) is None
+    assert FlareTrigger(theta=0.3)(draft_of(SENTENCE)).retrieve  # " Spielberg" p = 0.3
+    assert scoring.low_probability([0.5, 0.8], 0.8, inclusive=True) == [True, True]
+    assert scoring.low_probability([0.5, 0.8], 0.8) == [True, False]
 
 
-def test_entity_trigger_uses_mean_entity_probability():
-    fired = EntityTrigger(theta=0.4)(draft_of(SENTENCE))
-    assert fired.retrieve and list(fired.scores) == ["Steven Spielberg"]
-    assert fired.scores["Steven Spielberg"] == pytest.approx((0.05 + 0.3) / 2)
-    assert not EntityTrigger(theta=0.1)(draft_of(SENTENCE)).retrieve
+class TextsProbe:
+    """The one probe call the confidence triggers make: each token's text."""
+
+    def __init__(self, draft):
+        self.texts = list(draft.pieces)
+
+    def token_texts(self, ids):
+        return [self.texts[i] for i in ids]
+
+
+def test_token_confidence_judges_the_whole_look_ahead_per_sentence():
+    tokens = SENTENCE + [(" He", 0.99), (" was", 0.99), (" born", 0.99), (".", 0.99)]
+    d = draft_of(tokens)
+    trig = TokenConfidenceTrigger(theta=0.08, look_ahead=11)
+    assert trig(draft_of(tokens[:7]), TextsProbe(d)) is None  # the look-ahead is still growing
+    fired = trig(d, TextsProbe(d))
+    mean = sum(1 - p for _, p in SENTENCE) / len(SENTENCE)  # the first sentence (its tokens + 1, as the reference)
+    assert fired.retrieve and fired.keep == 0 and fired.context_for_sentence
+    assert fired.scores["mean 1-p"] == pytest.approx((mean * 7 + 0.01) / 8, abs=1e-6)
+    assert MaskedTokensQuery(theta=0.08)(d, fired) == "was  by  ."  # every token with p < 0.92 masked
+    calm = TokenConfidenceTrigger(theta=0.5, look_ahead=11)(d, TextsProbe(d))
+    assert not calm.retrieve and calm.token_scores
+
+
+def test_entity_confidence_uses_spacy_entities_and_log_probs():
+    d = draft_of(SENTENCE)
+    fired = EntityConfidenceTrigger(theta=0.4, look_ahead=7)(d, TextsProbe(d))
+    assert fired.retrieve and "Steven Spielberg" in fired.scores
+    geometric = 1 - math.exp((math.log(0.05) + math.log(0.3)) / 2)
+    assert fired.scores["Steven Spielberg"] == pytest.approx(geometric, abs=1e-6)
+    assert MaskedEntitiesQuery(theta=0.4)(d, fired) == "Jaws was directed by ."
 
 
 def test_inline_rind_trigger_calls_the_paper_equation():
@@ -104,10 +134,10 @@ def test_span_and_masked_queries():
     d = draft_of(SENTENCE)
     decision = Decision.fire("test", keep=0, span=(0, 7))
     assert SpanQuery()(d, decision) == "Jaws was directed by Steven Spielberg."
-    assert MaskedSpanQuery(beta=0.4)(d, decision) == "Jaws was directed by."
-    assert MaskedSpanQuery(beta=0.2, inclusive=False)(d, decision) == "Jaws was directed by Spielberg."
-    assert MaskedEntitiesQuery(theta=0.4)(d, decision) == "Jaws was directed by."
-    assert MaskedSpanQuery(beta=1.0)(d, decision) == QUESTION  # everything masked: the question leads
+    assert MaskedSpanQuery(beta=0.4)(d, decision) == "Jaws was directed by  ."  # FLARE: masks become spaces
+    assert MaskedSpanQuery(beta=0.2)(d, decision) == "Jaws was directed by  Spielberg."
+    assert MaskedSpanQuery(beta=1.0)(d, decision) == ""  # everything masked: no retrieval
+    assert MaskedTokensQuery(theta=0.5)(d, decision) == "Jaws was directed by [xxx] [xxx].".replace("[xxx]", "")
 
 
 def test_attention_query_keeps_top_words_in_order():

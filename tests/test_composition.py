@@ -28,6 +28,7 @@ SCRIPT = [ScriptedStep(piece, logprob=math.log(p), entropy=2.0, attend={0: 0.6, 
                            (" is", 0.9), (" 1946", 0.5), (".", 0.9)]]
 #: Knobs that make each trigger fire on SCRIPT.
 FIRING = {"token-prob": {"theta": 0.1}, "rind-inline": {"theta": 0.1}, "rind": {"theta": 0.1, "look_ahead": 5},
+          "token-confidence": {"theta": 0.05, "look_ahead": 7}, "entity": {"theta": 0.3, "look_ahead": 7},
           "seakr": {"theta": -1e9, "samples": 3},
           "every-n-tokens": {"n": 4}, "self-rag": {"theta": 0.1}, "self-rag-prompted": {"theta": 0.1}}
 SPECIAL = (RETRIEVE, NO_RETRIEVE) + RELEVANCE + SUPPORT + UTILITY

@@ -28,7 +28,7 @@ def test_options_alias_routes_to_the_one_axis_with_the_knob():
 def test_changing_a_component_drops_the_presets_knobs_for_it():
     m = resolve_method("token-rag", {"trigger": {"name": "rind"}})
     assert m.trigger.theta == 0.8  # DRAGIN's own default, not token-rag's 0.08
-    assert m.formulator.beta == 0.08  # the formulator was not changed
+    assert m.formulator.theta == 0.08  # the formulator was not changed
 
 
 @pytest.mark.parametrize("choices, options, match", [

@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from dynaprag.dynamic import scoring
+from dynaprag.dynamic import eigen, scoring
 from dynaprag.dynamic.loop import finished
-from dynaprag.dynamic.text import content_flags, entity_spans, is_sentence_end, word_groups
+from dynaprag.dynamic.text import content_flags, is_sentence_end, word_groups
 
 
 def test_max_attention_received_uses_only_later_tokens():
@@ -33,10 +33,10 @@ def test_low_probability_strict_and_inclusive():
 def test_eigen_score_hand_values():
     same = torch.tensor([[1.0, -1.0], [2.0, 0.0]])  # identical after centring: rank one
     expected = (math.log(4.001) + math.log(0.001)) / 2
-    assert scoring.eigen_score(same, alpha=1e-3) == pytest.approx(expected, rel=1e-6)
+    assert eigen.eigen_score(same, alpha=1e-3) == pytest.approx(expected, rel=1e-4)  # float32, as SeaKR
     diverse = torch.tensor([[1.0, -1.0, 0.0], [0.0, 1.0, -1.0]])  # Gram [[2,-1],[-1,2]]
-    assert scoring.eigen_score(diverse, alpha=1e-3) == pytest.approx((math.log(1.001) + math.log(3.001)) / 2, rel=1e-6)
-    assert scoring.eigen_score(diverse) > scoring.eigen_score(same)
+    assert eigen.eigen_score(diverse, alpha=1e-3) == pytest.approx((math.log(1.001) + math.log(3.001)) / 2, rel=1e-4)
+    assert eigen.eigen_score(diverse) > eigen.eigen_score(same)
 
 
 def test_selfrag_segment_score_paper_weights():
@@ -60,10 +60,3 @@ def test_text_helpers():
     assert finished("X. So the answer is 1946.")
     assert not finished("So the answer is 19")
     assert finished("Paris\n\nQuestion: next")
-
-
-def test_entity_spans_fallback_finds_capitalised_runs():
-    pieces = [" The", " film", " was", " directed", " by", " Steven", " Spielberg", " in", " 1975", "."]
-    spans = entity_spans(pieces)
-    assert [5, 6] in spans and [8] in spans
-    assert all(0 not in s for s in spans)

@@ -54,6 +54,21 @@ def models() -> None:
     console.print("Any Hugging Face model id or local folder (safetensors) also works with --model.")
 
 
+@app.command()
+def methods() -> None:
+    """List the named methods: each axis's component and the paper or variant it follows."""
+    from dynaprag.dynamic.methods import AXES, resolve_method
+    from dynaprag.pipeline import method_names
+
+    table = Table(title="dynaprag methods (any other composition: --method M AXIS=NAME AXIS.KNOB=VALUE)")
+    for col in ("method", *AXES, "source"):
+        table.add_column(col, overflow="fold")
+    for name in method_names():
+        m = resolve_method(name)
+        table.add_row(name, *(m.names[axis] for axis in AXES), m.paper)
+    console.print(table)
+
+
 for _name in _COMMAND_MODULES:
     importlib.import_module(_name).register(app)
 

@@ -27,8 +27,8 @@ def render_answer(answer, console) -> None:
         best = max(scored, key=lambda t: t.score, default=None)
         console.print("[dim]no retrieval fired[/]" + (
             f" [dim](highest trigger score {best.score:.3g} at {best.text!r}; see docs/dynamic.md on "
-            f"thresholds at this model size; a lower one shows the mechanism, e.g. "
-            f"options.theta={best.score / 2:.2g})[/]" if best is not None else ""))
+            f"thresholds at this model size; `dynaprag calibrate` fits one, a lower one shows the mechanism, "
+            f"e.g. trigger.theta={best.score / 2:.2g})[/]" if best is not None else ""))
     for n, ev in enumerate(tr.retrievals, 1):
         before = "".join(t.text for t in tr.tokens[: ev.position])[-60:] if ev.position else ""
         console.print(f"[bold cyan]retrieval {n}[/] after {ev.position} answer tokens"
@@ -98,4 +98,15 @@ def register(app: typer.Typer) -> None:
             fail(str(exc))
         console.print(f"[bold]question[/]: {record['question']}  [dim](gold: {', '.join(record['answers'])}; "
                       f"model {cfg.model}, method {cfg.method}, BM25 over the demo corpus)[/]")
-        render_answer(Pipeline.from_config(cfg).answer(record["question"]), console)
+        answer = Pipeline.from_config(cfg).answer(record["question"])
+        render_answer(answer, console)
+        from dynaprag.eval.metrics import cover_exact_match, exact_match
+
+        golds = record["answers"]
+        if exact_match(answer.short, golds):
+            verdict = "[green]the short answer matches the gold answer[/]"
+        elif cover_exact_match(answer.text, golds):
+            verdict = "[yellow]the gold answer appears in the answer, but the extracted short answer differs[/]"
+        else:
+            verdict = "[red]the answer does not match the gold answer[/] (expected at the default 135M model's size)"
+        console.print(f"{verdict}: {answer.short!r} vs {' / '.join(golds)!r}")

@@ -45,37 +45,28 @@ from dynaprag.dynamic import rind, scoring
 from dynaprag.dynamic.draft import Decision, Draft
 from dynaprag.dynamic.queries import FORMULATORS, QueryFormulator
 from dynaprag.dynamic.text import content_flags
-from dynaprag.dynamic.triggers import TRIGGERS, Trigger
+from dynaprag.dynamic.lookahead import LookAheadTrigger
+from dynaprag.dynamic.triggers import TRIGGERS
 
 
 @dataclass
-class DraginTrigger(Trigger):
+class DraginTrigger(LookAheadTrigger):
     """DRAGIN's RIND over a look-ahead continuation (see the module docstring)."""
 
     theta: float = field(default=0.8, metadata={"help": "retrieve when a word's RIND value > theta "
                                                         "(reference: 0.8 HotpotQA, 1.0 2Wiki, Llama-2-7B)"})
-    look_ahead: int = field(default=100, metadata={
-        "help": "generate_max_length: tokens per look-ahead and the answer's length limit (100 HotpotQA, 64 2Wiki)",
-        "min": 1})
     equation: str = field(default="reference", metadata={
         "help": "reference (sentence-normalised word RIND, whole sentence discarded) | paper (Eq. 4 per token)",
         "choices": ("reference", "paper")})
     check_real_words: bool = field(default=True, metadata={
         "help": "zero non-content hits after the decision (reference default; the query uses the hits)"})
-    needs_probe: ClassVar[bool] = True
-    rolls_back: ClassVar[bool] = True
     calibratable: ClassVar[bool] = True
-    judges_look_ahead: ClassVar[bool] = True
-
-    def finished(self, draft: Draft) -> bool:
-        """The reference's stop rule: ``"the answer is"`` in the text, or the length limit reached."""
-        return "the answer is" in draft.text or len(draft.steps) >= self.look_ahead
 
     def __call__(self, draft: Draft, probe=None) -> Decision | None:
-        start = draft.checked
-        steps = draft.steps[start:] + ([draft.end_step] if draft.ended and draft.end_step is not None else [])
-        if not steps or (len(draft.steps) - start < self.look_ahead and not draft.ended):
+        pending = self.pending(draft, with_end=True)
+        if pending is None:
             return None
+        start, steps = pending
         ids = [s.token_id for s in steps]
         pieces = probe.pieces(ids)
         heads = probe.attention_of(ids)

@@ -183,10 +183,17 @@ class DynamicLoop:
                     decision = None
                 formulator = method.formulator
                 query = None if decision is None else formulator(draft, decision, self._probe_for(formulator))
-                if decision is not None and self._repeats(decision, query, trace):
-                    trace.notes.append(f"retrieval at token {decision.keep} would repeat the previous one "
-                                       f"(same query {query!r}); sentence accepted instead")
-                    accepting, decision = True, None
+                skip = None if decision is None else (
+                    "its query came out empty (everything masked)" if not (query or "").strip() else
+                    f"it would repeat the previous one (same query {query!r})" if self._repeats(decision, query, trace)
+                    else None)
+                if skip is not None:
+                    trace.notes.append(f"no retrieval at token {decision.keep}: {skip}; the text is kept")
+                    decision = None
+                    if self.look_ahead:
+                        draft.checked = len(draft.steps)
+                    else:
+                        accepting = True
                 if decision is not None:
                     accepting = self._retrieve(decision, query, question, weights, trace, emit)
                     transient = decision.context_for_sentence

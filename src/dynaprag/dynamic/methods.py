@@ -15,7 +15,7 @@ and ``options`` remain an alias for knobs whose name exactly one axis of the met
 
 >>> m = resolve_method("dragin", {"trigger": {"theta": 0.8}})
 >>> m.settings()["trigger"]
-{'name': 'rind', 'theta': 0.8, 'look_ahead': 100, 'equation': 'reference', 'check_real_words': True}
+{'name': 'rind', 'look_ahead': 100, 'theta': 0.8, 'equation': 'reference', 'check_real_words': True}
 """
 from __future__ import annotations
 

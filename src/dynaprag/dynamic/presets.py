@@ -10,6 +10,7 @@ A preset named after a paper sets that paper's defaults; a variant carries a suf
 from __future__ import annotations
 
 from dynaprag.dynamic import dragin as _dragin  # noqa: F401 - registers DRAGIN's trigger and query
+from dynaprag.dynamic import lookahead as _lookahead  # noqa: F401 - registers TokenRAG's and EntityRAG's triggers
 from dynaprag.dynamic import seakr as _seakr  # noqa: F401 - registers SeaKR's trigger and selector
 from dynaprag.dynamic import selfrag as _selfrag  # noqa: F401 - registers Self-RAG's trigger and selector
 from dynaprag.dynamic.methods import METHODS, MethodSpec
@@ -23,15 +24,17 @@ METHODS.register("fl-rag", MethodSpec("every-n-tokens", "previous-output", knobs
 METHODS.register("fs-rag", MethodSpec("every-sentence", "previous-output",
                                       paper="retrieval every sentence (Trivedi et al. 2023)"))
 METHODS.register("token-rag", MethodSpec(
-    "token-prob", "masked-sentence",
-    knobs={"trigger": {"theta": 0.08}, "formulator": {"beta": 0.08, "inclusive": False}},
-    paper="token-probability trigger (DRAGIN baseline)"))
+    "token-confidence", "masked-tokens", knobs={"trigger": {"theta": 0.08, "look_ahead": 100},
+                                                "formulator": {"theta": 0.08}},
+    datasets={"2wikimultihopqa": {"trigger": {"look_ahead": 64}}},
+    paper="TokenRAG as the DRAGIN repository runs it (its FLARE.json configs, method: token)"))
 METHODS.register("entity-rag", MethodSpec(
-    "entity", "masked-entities", knobs={"trigger": {"theta": 0.4}, "formulator": {"theta": 0.4}},
-    paper="entity-level confidence (Su et al. 2024, DRAD)"))
+    "entity", "masked-entities", knobs={"trigger": {"theta": 0.4, "look_ahead": 100}, "formulator": {"theta": 0.4}},
+    datasets={"2wikimultihopqa": {"trigger": {"look_ahead": 64}}},
+    paper="EntityRAG as the DRAGIN repository computes it (no released config: θ = 0.4 is ours)"))
 METHODS.register("flare", MethodSpec(
-    "flare", "masked-sentence", knobs={"trigger": {"theta": 0.8}, "formulator": {"beta": 0.4}},
-    paper="FLARE_direct (Jiang et al. 2023)"))
+    "flare", "masked-sentence", knobs={"trigger": {"theta": 0.8, "initial": True}, "formulator": {"beta": 0.4}},
+    paper="FLARE_direct as its released 2Wiki config runs it (Jiang et al. 2023)"))
 METHODS.register("flare-flashrag", MethodSpec(
     "flare", "masked-sentence", knobs={"trigger": {"theta": 0.2}, "formulator": {"beta": 0.2}},
     paper="FLARE with FlashRAG's 0.2/0.2 thresholds (variant)"))

@@ -50,6 +50,9 @@ class Probe(Protocol):
     def pieces(self, ids: Sequence[int]) -> list[str]:
         """Vocabulary pieces of ``ids`` (space markers kept)."""
 
+    def token_texts(self, ids: Sequence[int]) -> list[str]:
+        """Each id decoded alone (``tokenizer.decode([id])``), as the DRAGIN repository lists tokens."""
+
     def attention_of(self, ids: Sequence[int]) -> torch.Tensor:
         """Last-layer attention ``[heads, n, n]`` of a fresh forward pass over ``ids`` alone."""
 
@@ -110,6 +113,9 @@ class LoopProbe:
 
     def pieces(self, ids):
         return self._loop.gen.pieces(list(ids))
+
+    def token_texts(self, ids):
+        return [self._loop.gen.decode([i]) for i in ids]
 
     def attention_of(self, ids):
         self._loop.extra_passes += 1

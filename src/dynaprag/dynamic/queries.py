@@ -11,12 +11,11 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from dynaprag import nlp
-from dynaprag.dynamic import scoring
+from dynaprag.dynamic import confidence
 from dynaprag.dynamic.component import Component
 from dynaprag.dynamic.draft import Decision, Draft
 from dynaprag.dynamic.scoring import top_n_in_order
 from dynaprag.dynamic.text import is_content_word, word_groups
-from dynaprag.dynamic.triggers import entity_confidences
 from dynaprag.registry import Registry
 
 
@@ -49,42 +48,60 @@ class SpanQuery(QueryFormulator):
 
 @dataclass
 class MaskedSpanQuery(QueryFormulator):
-    """FLARE's implicit query (Jiang et al. 2023, §3.2.1): the judged sentence with its
-    low-confidence tokens (``p ≤ β``; ``p < β`` when not ``inclusive``) removed, so wrong
-    guesses do not steer retrieval. With fewer than two words left, the question leads."""
+    """FLARE's implicit query (Jiang et al. 2023, §3.2.1; jzbjyb/FLARE ``use_as_query``, ``simple``
+    masking): the judged sentence with every token of ``p ≤ β`` replaced by a space, stripped,
+    so wrong guesses do not steer retrieval. A fully masked sentence gives ``""``: no retrieval,
+    as the reference loop issues only non-empty queries."""
 
     beta: float = field(default=0.4, metadata={"help": "mask tokens with p <= beta (FLARE: 0.4)", "min": 0.0})
-    inclusive: bool = field(default=True, metadata={"help": "mask p == beta too (FLARE) or only p < beta"})
     with_question: bool = field(default=False, metadata={"help": "prepend the question to the masked span"})
 
-    def masked(self, draft: Draft, start: int, end: int) -> frozenset[int]:
-        hits = scoring.low_probability(draft.probs(start, end), self.beta, self.inclusive)
-        return frozenset(start + i for i, hit in enumerate(hits) if hit)
-
     def __call__(self, draft: Draft, decision: Decision, probe=None) -> str:
-        return masked_query(draft, decision.span, self.masked(draft, *decision.span), self.with_question)
+        start, end = decision.span
+        text = confidence.flare_query(draft.pieces[start:end], draft.probs(start, end), low_prob=0.0,
+                                      mask_prob=self.beta) if end > start else ""
+        if not text:
+            return draft.question if end <= start else ""
+        return f"{draft.question} {text}" if self.with_question else text
 
 
 @dataclass
-class MaskedEntitiesQuery(QueryFormulator):
-    """The judged sentence with its low-confidence *entities* removed (entity mean p < θ)."""
+class _ReferenceMaskQuery(QueryFormulator):
+    """The DRAGIN repository's masking (``mask_spans``) and its ``direct`` query formulation.
 
-    theta: float = field(default=0.4, metadata={"help": "mask entities whose mean token p < theta", "min": 0.0})
-    with_question: bool = field(default=False, metadata={"help": "prepend the question to the masked span"})
+    Reads the sentence, its spans (tokens or entities) and their uncertainties from the
+    decision when the matching trigger gave them; otherwise takes the judged span's tokens
+    with ``1 - p``. An empty query means no retrieval.
+    """
 
-    def masked(self, draft: Draft, start: int, end: int) -> frozenset[int]:
-        return frozenset(i for idx, conf in entity_confidences(draft, start, end) if conf < self.theta for i in idx)
+    theta: float = field(default=0.08, metadata={"help": "mask spans whose uncertainty > theta", "min": 0.0})
+    with_question: bool = field(default=False, metadata={"help": "prepend the question"})
 
     def __call__(self, draft: Draft, decision: Decision, probe=None) -> str:
-        return masked_query(draft, decision.span, self.masked(draft, *decision.span), self.with_question)
+        details = decision.details
+        if "sentence" in details:
+            sentence, spans, scores = details["sentence"], details["spans"], details["scores"]
+        else:
+            start, end = decision.span
+            sentence = draft.span_text(start, end)
+            spans = [p.strip() for p in draft.pieces[start:end]]
+            scores = [1 - p for p in draft.probs(start, end)]
+        if not sentence:
+            return draft.question
+        text = confidence.direct_query(confidence.mask_spans(sentence, spans, scores, self.theta)).strip()
+        return f"{draft.question} {text}" if self.with_question and text else text
 
 
-def masked_query(draft: Draft, span: tuple[int, int], masked: frozenset[int], with_question: bool) -> str:
-    """The span's text without the masked tokens; with fewer than two words left the question leads."""
-    text = draft.span_text(*span, masked=masked)
-    if len(text.split()) < 2:
-        return draft.question if not text else f"{draft.question} {text}"
-    return f"{draft.question} {text}" if with_question else text
+@dataclass
+class MaskedTokensQuery(_ReferenceMaskQuery):
+    """TokenRAG's query (``TokenRAG.modifier`` + ``direct``): the sentence without its tokens of ``1 - p > θ``."""
+
+
+@dataclass
+class MaskedEntitiesQuery(_ReferenceMaskQuery):
+    """EntityRAG's query (``EntityRAG.modifier`` + ``direct``): the sentence without its entities above θ."""
+
+    theta: float = field(default=0.4, metadata={"help": "mask entities whose uncertainty > theta", "min": 0.0})
 
 
 @dataclass
@@ -149,6 +166,7 @@ FORMULATORS: Registry[type[QueryFormulator]] = Registry("query formulator")
 FORMULATORS.register("question", QuestionQuery)
 FORMULATORS.register("previous-output", SpanQuery)
 FORMULATORS.register("masked-sentence", MaskedSpanQuery)
+FORMULATORS.register("masked-tokens", MaskedTokensQuery)
 FORMULATORS.register("masked-entities", MaskedEntitiesQuery)
 FORMULATORS.register("qfs", AttentionQuery)
 FORMULATORS.register("confident-tokens", ConfidentTokensQuery)

@@ -42,26 +42,10 @@ def low_probability(probs: Sequence[float] | torch.Tensor, threshold: float, inc
     """True per token whose probability is below ``threshold`` (``≤`` when ``inclusive``).
 
     TokenRAG's trigger (``p < θ``), FLARE's trigger (§3.2, "FLARE_direct": any ``p ≤ θ``) and
-    FLARE's masked query (§3.2.1, mask ``p ≤ β``) are all this test. Compared in float32, the
-    precision the probabilities come in.
+    FLARE's masked query (§3.2.1, mask ``p ≤ β``) are all this test. Compared as Python floats,
+    as the FLARE reference receives them (a float32 0.8 is then not ``≤ 0.8``).
     """
-    p = torch.as_tensor(probs, dtype=torch.float32)
-    return [bool(v) for v in ((p <= threshold) if inclusive else (p < threshold)).tolist()]
-
-
-def eigen_score(embeddings: torch.Tensor, alpha: float = 1e-3) -> float:
-    """SeaKR / INSIDE eigen score: ``(1/k) · logdet(Z J Zᵀ + α I_k)``.
-
-    ``embeddings`` is ``Z`` of shape ``[k, d]`` (one hidden state per sampled continuation);
-    ``J = I_d - (1/d) 1 1ᵀ`` centres each embedding over its features (INSIDE, Chen et al.
-    2024, Eq. 4-5; SeaKR, Yao et al. 2024, Eq. 2). Consistent samples (the model "knows")
-    give a near-singular Gram matrix and a very negative score; diverse samples a higher one.
-    """
-    z = embeddings.double()
-    k, d = z.shape
-    centred = z - z.mean(dim=1, keepdim=True)  # Z J, since J is symmetric and idempotent
-    gram = centred @ centred.T + alpha * torch.eye(k, dtype=torch.float64)
-    return float(torch.linalg.slogdet(gram).logabsdet) / k
+    return [(float(p) <= threshold) if inclusive else (float(p) < threshold) for p in probs]
 
 
 def normalised_probability(logprobs: torch.Tensor, positive: Sequence[int], negative: Sequence[int]) -> float:

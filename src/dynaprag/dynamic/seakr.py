@@ -4,7 +4,7 @@ Yao et al. 2024, "SeaKR: Self-aware Knowledge Retrieval for Adaptive Retrieval A
 Generation", §3.1-3.3. Before the answer and after each sentence, ``samples`` continuations of
 the next sentence are sampled *as one batch*; the hidden state of each continuation's last
 token at the model's middle layer forms ``Z`` and the eigen score ``(1/k)·logdet(Z J Zᵀ + αI)``
-measures how much they disagree (:func:`~dynaprag.dynamic.scoring.eigen_score`). The trigger
+measures how much they disagree (:func:`~dynaprag.dynamic.eigen.eigen_score`, in float32 as the reference). The trigger
 fires when it exceeds θ; the selector re-ranks the retrieved passages by the uncertainty the
 model shows with each one in context (lowest first), SeaKR's "self-aware re-ranking" (§3.3).
 
@@ -18,7 +18,7 @@ from typing import ClassVar
 
 import torch
 
-from dynaprag.dynamic import scoring
+from dynaprag.dynamic import eigen
 from dynaprag.dynamic.draft import Decision, Draft
 from dynaprag.dynamic.selectors import SELECTORS, Selector
 from dynaprag.dynamic.triggers import TRIGGERS, Trigger
@@ -43,7 +43,7 @@ class _Sampling:
         rows = [g.steps[-1].hidden[layer] for g in samples if g.steps and layer in g.steps[-1].hidden]
         if len(rows) < 2:
             return float("-inf")
-        return scoring.eigen_score(torch.stack(rows), self.alpha)
+        return eigen.eigen_score(torch.stack(rows), self.alpha)
 
 
 @dataclass

@@ -4,7 +4,8 @@
 when ``p([Retrieval]) / (p([Retrieval]) + p([No Retrieval])) > θ`` (the short-form inference's
 adaptive threshold, 0.2), read from the same forward pass that would produce the first answer
 token. The ``selfrag-critique`` selector then scores each passage with the paper's critique
-weights (``w_rel=1, w_sup=1, w_use=0.5``, :func:`~dynaprag.dynamic.scoring.selfrag_segment_score`)
+weights (``w_rel=1, w_sup=1``, and ``w_use=1.0``, the released ``run_short_form.py``'s
+effective default where the paper prints 0.5; :func:`~dynaprag.dynamic.scoring.selfrag_segment_score`)
 from the reflection-token distribution the model gives with that passage in context, best
 first. Deviation: the released code scores one generated segment per passage; here the
 critique tokens are read at the first answer position with the passage in the knowledge slot
@@ -57,7 +58,7 @@ class SelfRagCritiqueSelector(Selector):
 
     w_rel: float = field(default=1.0, metadata={"help": "weight of the relevance critique"})
     w_sup: float = field(default=1.0, metadata={"help": "weight of the support critique"})
-    w_use: float = field(default=0.5, metadata={"help": "weight of the utility critique"})
+    w_use: float = field(default=1.0, metadata={"help": "weight of the utility critique (released code's default)"})
     needs_probe: ClassVar[bool] = True
     required_tokens: ClassVar[tuple[str, ...]] = RELEVANCE + SUPPORT + UTILITY
     missing_token_hint: ClassVar[str] = _HINT

@@ -54,33 +54,3 @@ def content_flags(pieces: Sequence[str]) -> list[float]:
             for i in group:
                 flags[i] = 1.0
     return flags
-
-
-_COMMON_INITIALS = frozenset("the a an he she it they this that there these those his her its their so in on "
-                             "at of for but and yes no".split())
-
-
-def entity_spans(pieces: list[str]) -> list[list[int]]:
-    """Named-entity token spans by a capitalisation/number heuristic.
-
-    Maximal runs of capitalised or numeric words, ignoring a lone common capitalised word at
-    the start of a sentence. (The faithful ``entity-rag`` uses spaCy's NER instead.)
-    """
-    spans: list[list[int]] = []
-    current: list[int] = []
-    prev_word = ""
-    for group in word_groups(pieces):
-        word = "".join(pieces[i] for i in group).strip()
-        sentence_initial = prev_word == "" or prev_word[-1:] in ".!?\n"
-        capital = word[:1].isupper() or word[:1].isdigit()
-        if capital and word.lower() not in ("i",) and not (sentence_initial and not current and word.lower() in
-                                                           _COMMON_INITIALS):
-            current += group
-        else:
-            if current:
-                spans.append(current)
-            current = []
-        prev_word = word or prev_word
-    if current:
-        spans.append(current)
-    return spans

@@ -18,7 +18,7 @@ import torch
 from dynaprag.dynamic import scoring
 from dynaprag.dynamic.component import Component
 from dynaprag.dynamic.draft import Decision, Draft
-from dynaprag.dynamic.text import content_flags, entity_spans
+from dynaprag.dynamic.text import content_flags
 from dynaprag.registry import Registry
 
 
@@ -121,57 +121,25 @@ class TokenProbTrigger(Trigger):
 
 @dataclass
 class FlareTrigger(TokenProbTrigger):
-    """FLARE_direct (Jiang et al. 2023, §3.2): generate a look-ahead sentence; if any token has
-    ``p ≤ θ`` retrieve and regenerate it. The masked query (β) is the formulator's knob.
+    """FLARE_direct (Jiang et al. 2023, §3.2; jzbjyb/FLARE ``ApiReturn.use_as_query``): retrieve with
+    the question before the first look-ahead (the released configs' ``look_ahead_pre_retrieval:
+    first``), then judge each look-ahead sentence: if any token has ``p ≤ θ`` retrieve with it
+    (masked by the formulator, β) and regenerate it; the passages replace the previous ones.
 
-    θ = 0.8 from the paper's released configs; FlashRAG's variant uses 0.2 (``flare-flashrag``).
+    θ = 0.8 from the released 2WikiMultihopQA config; FlashRAG's variant uses 0.2
+    (``flare-flashrag``). Probabilities compare as Python floats, as the reference receives them.
     """
 
     theta: float = field(default=0.8, metadata={"help": "retrieve if any look-ahead token has p <= theta",
                                                 "min": 0.0})
+    initial: bool = field(default=True, metadata={"help": "retrieve with the question before generating"})
     inclusive: ClassVar[bool] = True
 
-
-@dataclass
-class EntityTrigger(Trigger):
-    """Entity-level confidence (DRAD, Su et al. 2024 "Mitigating entity-level hallucination"):
-    an entity's confidence is the mean probability of its tokens; retrieve when one is below θ.
-
-    θ = 0.4 and mean aggregation follow the DRAD repository's example; entities come from a
-    capitalisation heuristic (:func:`~dynaprag.dynamic.text.entity_spans`).
-    """
-
-    theta: float = field(default=0.4, metadata={"help": "retrieve when an entity's mean token p < theta",
-                                                "min": 0.0})
-    rolls_back: ClassVar[bool] = True
-
     def __call__(self, draft: Draft, probe=None) -> Decision | None:
-        if not draft.sentence_end:
-            return None
-        start, end = draft.sentence_start, len(draft.steps)
-        low: list[list[int]] = []
-        token_scores: dict[int, float] = {}
-        for idx, conf in entity_confidences(draft, start, end):
-            for i in idx:
-                token_scores[i] = 1.0 - conf
-            if conf < self.theta:
-                low.append(idx)
-        if not low:
-            return Decision.hold(token_scores=token_scores)
-        return Decision.fire(
-            f"{len(low)} entit{'y' if len(low) == 1 else 'ies'} with mean p < {self.theta:g}",
-            keep=start, span=(start, end), token_scores=token_scores, accept_next_sentence=True,
-            scores={draft.span_text(s[0], s[-1] + 1): sum(draft.steps[i].prob for i in s) / len(s) for s in low})
-
-
-def entity_confidences(draft: Draft, start: int, end: int) -> list[tuple[list[int], float]]:
-    """Each entity of ``draft[start:end]`` not yet checked, with the mean probability of its tokens."""
-    out = []
-    for span in entity_spans(draft.pieces[start:end]):
-        idx = [start + i for i in span if start + i >= draft.checked]
-        if idx:
-            out.append((idx, sum(draft.steps[i].prob for i in idx) / len(idx)))
-    return out
+        if draft.at_start:
+            return Decision.fire("retrieval with the question before the first look-ahead", keep=0) \
+                if self.initial else None
+        return super().__call__(draft, probe)
 
 
 @dataclass
@@ -225,6 +193,5 @@ TRIGGERS.register("once", OnceTrigger)
 TRIGGERS.register("every-n-tokens", EveryNTokensTrigger)
 TRIGGERS.register("every-sentence", EverySentenceTrigger)
 TRIGGERS.register("token-prob", TokenProbTrigger)
-TRIGGERS.register("entity", EntityTrigger)
 TRIGGERS.register("flare", FlareTrigger)
 TRIGGERS.register("rind-inline", InlineRindTrigger)

@@ -95,6 +95,9 @@ class ScriptedGenerator:
     def pieces(self, ids: Sequence[int]) -> list[str]:
         return [self.texts[i] for i in ids]
 
+    def token_texts(self, ids: Sequence[int]) -> list[str]:
+        return [self.texts[i] for i in ids]
+
     def attention_of(self, ids: Sequence[int], heads: int = 2) -> torch.Tensor:
         """Causal uniform attention ``[heads, n, n]`` (each row spreads evenly over its prefix)."""
         n = len(ids)
