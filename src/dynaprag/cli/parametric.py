@@ -58,22 +58,60 @@ def run_encode(corpus: str, ids: list[str], limit: Optional[int], store_root: Op
     return store, report
 
 
+def store_encode_config(store_dir: str, fingerprint: str):
+    """(store root, the :class:`EncodeConfig` its adapters were encoded with) for ``--store``.
+
+    ``store_dir`` is the root ``dynaprag encode --store`` wrote (it must hold exactly one
+    encoding for this model) or one encoding's folder ``ROOT/<fingerprint>/<config hash>``.
+    The settings come from that folder's manifest, so the translator's teacher adapters,
+    samples and scaling are the ones the store was trained with, not today's defaults.
+    """
+    from dynaprag.config import ConfigError, from_dict
+    from dynaprag.parametric.adapters import MANIFEST, config_hash
+    from dynaprag.parametric.encode import EncodeConfig
+
+    path = Path(store_dir)
+    if (path / MANIFEST).is_file():
+        folders, root = [path], path.parent.parent
+    else:
+        folders, root = sorted(p.parent for p in (path / fingerprint).glob(f"*/{MANIFEST}")), path
+    if not folders:
+        raise FileNotFoundError(f"{path}: no adapter store for model {fingerprint}; run `dynaprag encode "
+                                f"--store {path} --model ...` with the same model first")
+    if len(folders) > 1:
+        raise ValueError(f"{path}: {len(folders)} encodings for model {fingerprint} "
+                         f"({', '.join(f.name for f in folders)}); pass one of them as --store {folders[0]}")
+    manifest = folders[0] / MANIFEST
+    try:
+        recorded = dict(json.loads(manifest.read_text(encoding="utf-8"))["config"])
+        recorded.pop("format", None)
+        config = from_dict(EncodeConfig, recorded)
+    except (OSError, ValueError, KeyError, TypeError, ConfigError) as exc:
+        raise ValueError(f"{manifest}: its 'config' is not an EncodeConfig ({exc}); re-encode with "
+                         f"`dynaprag encode`") from None
+    if config_hash(config.store_config()) != folders[0].name:
+        raise ValueError(f"{manifest}: its 'config' does not hash to its folder {folders[0].name} (written by "
+                         f"another dynaprag version?); re-encode with `dynaprag encode`")
+    return root, config
+
+
 def run_translator_train(store_dir: str, out: str, model: str, dtype: str, overrides: list[str],
                          show_progress: bool = True) -> dict:
-    """The body of ``dynaprag translator train``: trains on every adapter in the store."""
+    """The body of ``dynaprag translator train``: trains on every adapter in the store, with the
+    settings the store was encoded with (:func:`store_encode_config`)."""
     from tqdm import tqdm
 
     from dynaprag.config import apply_overrides
+    from dynaprag.files import atomic_write_json
     from dynaprag.lm import load_model
-    from dynaprag.parametric.encode import EncodeConfig
     from dynaprag.parametric.stores import open_store
     from dynaprag.parametric.translator import (TranslatorConfig, pairs_from_store, train_translator,
                                                 translator_metadata)
 
     config = apply_overrides(TranslatorConfig(), overrides)
     lm = load_model(model, dtype=dtype)
-    encode_config = EncodeConfig()
-    store = open_store(store_dir, lm, encode_config)
+    root, encode_config = store_encode_config(store_dir, lm.fingerprint)
+    store = open_store(root, lm, encode_config)
     pairs = pairs_from_store(lm, store, encode_config)
     bar = tqdm(total=len(pairs) * config.epochs, desc="translator", unit="step", disable=not show_progress)
 
@@ -81,23 +119,18 @@ def run_translator_train(store_dir: str, out: str, model: str, dtype: str, overr
         bar.update(1)
         bar.set_postfix_str(f"loss {row['total_loss']:.3f}")
 
-    from dynaprag.parametric.encode import DocumentEncoder
-
-    with DocumentEncoder(lm, encode_config) as enc:
-        init = enc.initial_adapter()
     start = time.perf_counter()
     net, curve = train_translator(lm, pairs, encode_config.scaling, encode_config.targets, encode_config.rank,
-                                  config, init_adapter=init, progress=progress)
+                                  config, progress=progress)
     seconds = time.perf_counter() - start
     bar.close()
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     net.save(out_dir / "translator.safetensors", translator_metadata(lm, config, encode_config.scaling,
                                                                       encode_config.targets))
-    summary = {"pairs": len(pairs), "steps": len(curve), "seconds": seconds, "curve": curve}
-    tmp = out_dir / "loss_curve.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1))
-    tmp.replace(out_dir / "loss_curve.json")
+    summary = {"pairs": len(pairs), "steps": len(curve), "seconds": seconds, "store": str(store.dir),
+               "curve": curve}
+    atomic_write_json(out_dir / "loss_curve.json", summary)
     return summary
 
 
@@ -125,15 +158,19 @@ def register(app: typer.Typer) -> None:
         except (ConfigError, ValueError, FileNotFoundError) as exc:
             fail(str(exc))
         console.print(f"encoded {report.encoded}, skipped {report.skipped} (already in store), "
+                      f"repaired {report.repaired} (damaged or missing adapters redone), "
+                      f"{report.unaugmentable} unaugmentable (QA list never parsed: no adapter, as PRAG), "
                       f"{report.incomplete_augmentations} incomplete augmentations "
-                      f"({report.augmentation_failures} failed attempts); store {st.dir} holds {len(st)} adapters")
+                      f"({report.augmentation_failures} failed attempts); store {st.dir} holds "
+                      f"{sum(not e.get('skipped') for e in st.entries().values())} adapters")
 
     translator_app = typer.Typer(no_args_is_help=True, help="DyPRAG parameter translator.")
     app.add_typer(translator_app, name="translator")
 
     @translator_app.command("train")
     def train(
-        store: str = typer.Option(..., "--store", help="adapter store root written by `dynaprag encode`"),
+        store: str = typer.Option(..., "--store", help="adapter store root written by `dynaprag encode` "
+                                                       "(or one encoding's folder ROOT/<fingerprint>/<hash>)"),
         out: str = typer.Option(..., "--out", help="folder for translator.safetensors and loss_curve.json"),
         model: str = typer.Option("smollm2-135m", "--model", help="the model the adapters were trained on"),
         dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | auto"),
