@@ -1,0 +1,423 @@
+"""Reproduce a published table: its methods x datasets on the user's model, beside the paper's numbers.
+
+``dynaprag reproduce TABLE`` runs every (method, dataset) cell of a published table through the
+ordinary eval API (:func:`dynaprag.eval.experiment.resolve` + :func:`~dynaprag.eval.experiment.run`
+into ``OUT/<dataset>/<method>/``, each a resumable run folder), then writes
+
+* ``reproduce.md``: per dataset, method and metric the paper reports, our score with its 95 %
+  bootstrap interval, our paired difference to ``sr-rag`` on the same questions (interval,
+  sign-flip p-value, verdict; :mod:`dynaprag.eval.stats`), and the published number of the chosen
+  backbone, with the citation and a line saying that our model is not the paper's backbone;
+* ``reproduce.json``: the same as flat rows (``ours_f1``, ``published_f1``, ...);
+* ``reproduce_<metric>.png``/``.svg``: ours (with interval) against published, per method and dataset.
+
+The tables live in ``dynaprag/data/published_tables.yaml``: the paper, table and where each
+number was read; which of our presets stands for which paper row (the DRAGIN paper's "FLARE"
+baseline is the DRAGIN repository's ``method: token``, our ``token-rag``); the datasets and
+metrics; the reference settings applied to our runs (``k``, ``max_new_tokens`` per dataset); and
+the numbers per backbone. A table whose numbers could not be read from a citable source keeps its
+structure, shows "unavailable" and says why: no number is ever filled in by this module.
+
+Before anything runs, every dataset must be present (``DATA_DIR/questions/NAME.jsonl`` or a
+``questions`` file, and its corpus); otherwise :class:`ReproduceError` names what to download.
+
+>>> sorted(table_names())[:2]
+['dragin-table2', 'prag-paper']
+>>> result = reproduce("dragin-table2", model="qwen2.5-coder-0.5b", data_dir="../shared/data",
+...                    limit=100, out="runs/dragin")          # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from dynaprag.eval.stats import DEFAULT_RESAMPLES, DEFAULT_SEED, bootstrap_interval, pair_by_id, paired_comparison
+from dynaprag.files import atomic_write_json, atomic_write_text
+
+__all__ = ["BASELINE", "MethodMap", "PublishedTable", "ReproduceError", "ReproduceResult", "TableError",
+           "get_table", "load_tables", "missing_data", "reproduce", "table_names", "write_outputs"]
+
+BASELINE = "sr-rag"
+METRIC_NAMES = {"em": "EM", "f1": "F1", "acc": "Accuracy", "cover_em": "Cover EM"}
+
+
+class TableError(ValueError):
+    """A published-tables file that breaks its schema (a number without a source, an unknown method, ...)."""
+
+
+class ReproduceError(ValueError):
+    """A reproduction that cannot run as asked (missing dataset, unknown backbone); says what to do."""
+
+
+@dataclass(frozen=True)
+class MethodMap:
+    """One row of a published table: our preset ``ours`` stands for the paper's row ``paper``."""
+
+    ours: str
+    paper: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class PublishedTable:
+    """A published table's structure, reference settings and numbers (``None`` where unavailable)."""
+
+    name: str
+    title: str
+    source: Mapping[str, str]
+    methods: tuple[MethodMap, ...]
+    datasets: tuple[str, ...]
+    metrics: Mapping[str, tuple[str, ...]]
+    settings: Mapping[str, Any]
+    backbones: tuple[str, ...]
+    published: Mapping[str, Any] | None
+    unavailable: str | None = None
+    other_versions: tuple[Mapping[str, Any], ...] = ()
+
+    @property
+    def citation(self) -> str:
+        s = self.source
+        return f"{s['paper']}, {s['venue']}, {s['table']} ({s['url']})"
+
+    def paper_name(self, method: str) -> str:
+        return next(m.paper for m in self.methods if m.ours == method)
+
+    def value(self, backbone: str, dataset: str, method: str, metric: str,
+              published: Mapping[str, Any] | None = None) -> float | None:
+        """The published number, or ``None`` where the table has none (never a guess)."""
+        cells = self.published if published is None else published
+        try:
+            return float(cells[backbone][dataset][method][metric])
+        except (KeyError, TypeError):
+            return None
+
+    def overrides(self, dataset: str) -> list[str]:
+        """The reference settings of ``dataset`` as ``key=value`` pipeline overrides."""
+        merged = {**self.settings.get("all", {}), **self.settings.get(dataset, {})}
+        return [f"{key}={value}" for key, value in merged.items()]
+
+
+def _fail(path: str, where: str, message: str) -> TableError:
+    return TableError(f"{path}: {where}: {message}")
+
+
+def _check_cells(path: str, table: PublishedTable, cells: Any, where: str) -> None:
+    """Every number sits under a known backbone, dataset, method and metric and is a score in [0, 1]."""
+    if not isinstance(cells, Mapping):
+        raise _fail(path, where, "must map backbone -> dataset -> method -> metric -> number")
+    methods = {m.ours for m in table.methods}
+    for backbone, by_dataset in cells.items():
+        if backbone not in table.backbones:
+            raise _fail(path, f"{where}.{backbone}", f"not among backbones {list(table.backbones)}")
+        for dataset, by_method in by_dataset.items():
+            if dataset not in table.metrics:
+                raise _fail(path, f"{where}.{backbone}.{dataset}", f"no metrics listed for it in {table.name}.metrics")
+            for method, by_metric in by_method.items():
+                if method not in methods:
+                    raise _fail(path, f"{where}.{backbone}.{dataset}.{method}", "not one of the table's methods")
+                for metric, number in by_metric.items():
+                    key = f"{where}.{backbone}.{dataset}.{method}.{metric}"
+                    if metric not in table.metrics[dataset]:
+                        raise _fail(path, key, f"metric not listed in {table.name}.metrics.{dataset}")
+                    if isinstance(number, bool) or not isinstance(number, (int, float)) or not 0 <= number <= 1:
+                        raise _fail(path, key, f"must be a score in [0, 1], got {number!r}")
+
+
+def _parse(path: str, name: str, data: Mapping[str, Any]) -> PublishedTable:
+    source = data.get("source") or {}
+    for key in ("paper", "venue", "table", "url", "read_from"):
+        if not source.get(key):
+            raise _fail(path, f"{name}.source.{key}", "missing: every table names its paper, table and where "
+                                                      "its numbers were read")
+    try:
+        methods = tuple(MethodMap(**m) for m in data["methods"])
+        metrics = {d: tuple(ms) for d, ms in data["metrics"].items()}
+        table = PublishedTable(name, data["title"], dict(source), methods, tuple(data["datasets"]), metrics,
+                               dict(data.get("settings") or {}), tuple(data["backbones"]), data.get("published"),
+                               data.get("unavailable"), tuple(data.get("other_versions") or ()))
+    except (KeyError, TypeError) as exc:
+        raise _fail(path, name, f"malformed table ({exc}); see the key list at the top of the file") from None
+    if BASELINE not in {m.ours for m in methods}:
+        raise _fail(path, f"{name}.methods", f"must include {BASELINE} (the paired baseline)")
+    if unknown := [d for d in table.datasets if d not in metrics]:
+        raise _fail(path, f"{name}.datasets", f"{unknown} have no metrics listed")
+    if table.published is None:
+        if not table.unavailable:
+            raise _fail(path, name, "published: null needs `unavailable:` saying why the numbers are missing")
+    else:
+        _check_cells(path, table, table.published, f"{name}.published")
+    for i, version in enumerate(table.other_versions):
+        if not version.get("version") or not version.get("read_from"):
+            raise _fail(path, f"{name}.other_versions[{i}]", "needs `version` and `read_from`")
+        _check_cells(path, table, version.get("published"), f"{name}.other_versions[{i}].published")
+    return table
+
+
+def load_tables(path: str | Path | None = None) -> dict[str, PublishedTable]:
+    """Every table of ``path`` (default: the packaged ``published_tables.yaml``), schema-checked."""
+    import yaml
+
+    if path is None:
+        text, label = resources.files("dynaprag").joinpath("data/published_tables.yaml").read_text("utf-8"), \
+            "dynaprag/data/published_tables.yaml"
+    else:
+        text, label = Path(path).read_text(encoding="utf-8"), str(path)
+    data = yaml.safe_load(text) or {}
+    return {name: _parse(label, name, spec) for name, spec in data.items()}
+
+
+@lru_cache(maxsize=1)
+def _packaged() -> dict[str, PublishedTable]:
+    return load_tables()
+
+
+def table_names() -> list[str]:
+    """The packaged tables' names."""
+    return list(_packaged())
+
+
+def get_table(name: str) -> PublishedTable:
+    """A packaged table by name; an unknown name lists the known ones."""
+    tables = _packaged()
+    if name not in tables:
+        raise ReproduceError(f"unknown table {name!r}; choose one of: {', '.join(tables)} "
+                             "(dynaprag reproduce --list)")
+    return tables[name]
+
+
+def missing_data(datasets: Sequence[str], data_dir: str | Path | None, questions: Mapping[str, str] | None = None,
+                 overrides: Sequence[str] = ()) -> list[str]:
+    """One line per dataset that cannot run: which file is missing and how to get it."""
+    from dynaprag.eval.datasets import DATASETS, corpus_path, questions_path
+
+    questions = questions or {}
+    has_corpus_override = any(o.startswith("retrieval.corpus=") for o in overrides)
+    lines = []
+    for name in datasets:
+        spec = DATASETS.get(name)
+        qfile = Path(questions[name]) if name in questions else (questions_path(data_dir, name) if data_dir else None)
+        if qfile is None or not qfile.is_file():
+            lines.append(f"{name}: question file {qfile or 'DATA_DIR/questions/' + name + '.jsonl'} not found; "
+                         f"download the official release with `dynaprag data download {name}` and pass it as "
+                         f"--questions {name}=FILE (or put it at DATA_DIR/questions/{name}.jsonl)")
+            continue
+        corpus = corpus_path(data_dir, name) if data_dir else None
+        if has_corpus_override:
+            continue
+        if corpus is None:
+            lines.append(f"{name}: no retrieval corpus in the data dir for this dataset; pass retrieval.corpus=FILE "
+                         "(e.g. the DPR Wikipedia dump psgs_w100.tsv the papers retrieve from)")
+        elif not corpus.is_file():
+            lines.append(f"{name}: corpus {corpus} not found; put the dataset's passages there ({spec.corpus})")
+    return lines
+
+
+@dataclass
+class ReproduceResult:
+    """What a reproduction wrote: its rows, the Markdown, the files, and the run folders."""
+
+    table: PublishedTable
+    backbone: str
+    rows: list[dict]
+    markdown: str
+    files: list[Path]
+    runs: dict[tuple[str, str], Path] = field(default_factory=dict)
+
+
+def _never(question: str):
+    raise AssertionError("a complete run was asked for an answer")
+
+
+def _run_cell(dataset: str, method: str, *, table: PublishedTable, data_dir, questions, limit, model, dtype,
+              overrides: Sequence[str], out: Path, models: dict, retrievers: dict, progress: bool) -> Path:
+    """One (dataset, method) run into ``out``; the model and retriever are loaded once and shared."""
+    from dynaprag.config import to_dict
+    from dynaprag.eval.experiment import load_run_examples, resolve, resolved_dict, run
+    from dynaprag.eval.runner import RECORDS, evaluate, read_records
+
+    settings = table.overrides(dataset) + [f"model={model}"] + ([f"dtype={dtype}"] if dtype else [])
+    run_cfg, pipe_cfg = resolve(dataset, data_dir=str(data_dir) if data_dir else None,
+                                questions=questions.get(dataset), method=method, limit=limit,
+                                overrides=[*settings, *overrides])
+    examples = load_run_examples(run_cfg, pipe_cfg.retrieval.corpus)
+    done = {r["id"] for r in read_records(out / RECORDS)} if (out / RECORDS).is_file() else set()
+    if all(ex.id in done for ex in examples):  # checks the config still matches, answers nothing
+        evaluate(examples, _never, out, config=resolved_dict(run_cfg, pipe_cfg), progress=False)
+        return out
+    key = (pipe_cfg.model, pipe_cfg.dtype)
+    if key not in models:
+        from dynaprag.lm import load_model
+
+        models[key] = load_model(pipe_cfg.model, dtype=pipe_cfg.dtype)
+    rkey = repr(to_dict(pipe_cfg.retrieval))
+    if rkey not in retrievers:
+        from dynaprag.retrieval import build_retriever
+
+        retrievers[rkey] = build_retriever(pipe_cfg.retrieval)
+    run(run_cfg, pipe_cfg, out, lm=models[key], retriever=retrievers[rkey], progress=progress)
+    return out
+
+
+def reproduce(table: str | PublishedTable, *, model: str, data_dir: str | Path | None, out: str | Path,
+              limit: int | None = None, datasets: Sequence[str] | None = None, backbone: str | None = None,
+              questions: Mapping[str, str] | None = None, overrides: Sequence[str] = (), dtype: str | None = None,
+              plots: bool = True, progress: bool = True, seed: int = DEFAULT_SEED,
+              resamples: int = DEFAULT_RESAMPLES) -> ReproduceResult:
+    """Run ``table``'s methods x ``datasets`` (default: the table's) on ``model`` into ``out``; write the outputs.
+
+    ``overrides`` (``key=value``) apply to every run after the table's reference settings;
+    ``backbone`` picks the published column (default: the paper's first backbone). Every dataset
+    is checked before anything loads; a missing one raises :class:`ReproduceError` naming what
+    to download. Runs already complete in ``out`` are reused without loading the model.
+    """
+    spec = table if isinstance(table, PublishedTable) else get_table(table)
+    datasets = tuple(datasets or spec.datasets)
+    if unknown := [d for d in datasets if d not in spec.metrics]:
+        raise ReproduceError(f"{spec.name}: datasets {unknown} are not in this table; choose from "
+                             f"{', '.join(spec.metrics)}")
+    backbone = backbone or spec.backbones[0]
+    if backbone not in spec.backbones:
+        raise ReproduceError(f"{spec.name}: backbone {backbone!r} is not in the paper; choose one of: "
+                             f"{', '.join(spec.backbones)}")
+    questions = dict(questions or {})
+    if missing := missing_data(datasets, data_dir, questions, overrides):
+        raise ReproduceError(f"table {spec.name} needs datasets that are not present: " + "; ".join(missing))
+    out = Path(out)
+    models: dict = {}
+    retrievers: dict = {}
+    runs: dict[tuple[str, str], Path] = {}
+    for dataset in datasets:
+        for m in spec.methods:
+            runs[(dataset, m.ours)] = _run_cell(
+                dataset, m.ours, table=spec, data_dir=data_dir, questions=questions, limit=limit, model=model,
+                dtype=dtype, overrides=overrides, out=out / dataset / m.ours, models=models, retrievers=retrievers,
+                progress=progress)
+    return write_outputs(spec, runs, out, backbone=backbone, model=model, plots=plots, seed=seed,
+                         resamples=resamples)
+
+
+def build_rows(table: PublishedTable, runs: Mapping[tuple[str, str], Path], *, backbone: str,
+               seed: int = DEFAULT_SEED, resamples: int = DEFAULT_RESAMPLES) -> list[dict]:
+    """One flat row per (dataset, method, metric): ours with its interval, Δ to sr-rag, published."""
+    from dynaprag.eval.report import load_run
+
+    loaded = {key: load_run(path) for key, path in runs.items()}
+    rows = []
+    for (dataset, method), run in loaded.items():
+        base = loaded.get((dataset, BASELINE))
+        for metric in table.metrics[dataset]:
+            scores = run.scores(metric)
+            row: dict[str, Any] = {"dataset": dataset, "method": method, "paper_method": table.paper_name(method),
+                                   "metric": metric, "n": len(scores), "run": str(run.path),
+                                   "published": table.value(backbone, dataset, method, metric) if table.published
+                                   else None, "backbone": backbone}
+            if scores:
+                iv = bootstrap_interval(list(scores.values()), resamples=resamples, seed=seed)
+                row.update(ours=iv.mean, ours_ci_low=iv.low, ours_ci_high=iv.high)
+            if base is not None and method != BASELINE and scores:
+                ids, a, b = pair_by_id(scores, base.scores(metric))
+                if ids:
+                    c = paired_comparison(a, b, resamples=resamples, seed=seed)
+                    row.update(diff=c.difference, diff_ci_low=c.low, diff_ci_high=c.high, p_value=c.p_value,
+                               verdict=c.verdict, n_paired=c.n)
+            rows.append(row)
+    order = {m.ours: i for i, m in enumerate(table.methods)}
+    return sorted(rows, key=lambda r: (r["dataset"], order[r["method"]], r["metric"]))
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def markdown(table: PublishedTable, rows: Sequence[dict], *, backbone: str, model: str) -> str:
+    """The side-by-side table with its citation, the backbone caveat and the notes."""
+    s = table.source
+    lines = [f"# Reproducing {table.name}: {table.title}", "",
+             f"Published: {table.citation}. Numbers read from {s['read_from']}.",
+             *([f"Paper's setting: {s['note']}"] if s.get("note") else []), "",
+             f"**Our model ({model}) is not the paper's backbone ({backbone})**, and our corpus and question "
+             "sample differ from the paper's: compare the ordering of methods and each method's difference to "
+             f"{BASELINE}, not the absolute numbers.", ""]
+    if table.unavailable:
+        lines += [f"Published numbers unavailable: {table.unavailable}", ""]
+    head = ["Dataset", "Method (paper's name)", "Metric", "N", "Ours [95 % CI]", f"Δ vs {BASELINE} [95 % CI]", "p",
+            "Verdict", f"Published ({backbone})"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        ours = f"{_num(r.get('ours'))} [{_num(r.get('ours_ci_low'))}, {_num(r.get('ours_ci_high'))}]" \
+            if "ours" in r else "–"
+        diff = f"{r['diff']:+.3f} [{r['diff_ci_low']:+.3f}, {r['diff_ci_high']:+.3f}]" if "diff" in r else "–"
+        p = ("<0.001" if r["p_value"] < 0.001 else f"{r['p_value']:.3f}") if "p_value" in r else "–"
+        published = _num(r["published"], 4) if r["published"] is not None else "unavailable"
+        lines.append(f"| {r['dataset']} | {r['method']} ({r['paper_method']}) | {METRIC_NAMES.get(r['metric'], r['metric'])}"
+                     f" | {r['n']} | {ours} | {diff} | {p} | {r.get('verdict', '–')} | {published} |")
+    lines += ["", "Ours: mean with its percentile bootstrap interval over our questions. Δ: paired on the questions "
+              f"both runs answered; p: two-sided paired sign-flip test; *within noise* unless the interval excludes 0 "
+              "and p < 0.05 (dynaprag.eval.stats).", "", "## Method mapping", ""]
+    lines += [f"* `{m.ours}` = the paper's {m.paper}" + (f": {m.note}" if m.note else "") for m in table.methods]
+    if table.settings:
+        applied = {k: v for k, v in table.settings.items() if k != "source"}
+        lines += ["", f"Reference settings applied to our runs: {applied} (from {table.settings.get('source', '?')})."]
+    for version in table.other_versions:
+        cells = [f"{d} {m} {METRIC_NAMES.get(k, k)} {v}" for d, by_m in version["published"].get(backbone, {}).items()
+                 for m, by_k in by_m.items() for k, v in by_k.items()]
+        if cells:
+            lines += ["", f"{version['version']} prints other numbers for {backbone} ({version['read_from']}): "
+                          + "; ".join(cells) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_reproduction(table: PublishedTable, rows: Sequence[dict], out_dir: str | Path, *, backbone: str,
+                      model: str) -> list[Path]:
+    """Per dataset, ours (bars with 95 % intervals) beside published (hatched) for its first metric; PNG + SVG."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ImportError("plots need matplotlib: pip install 'dynaprag[plots]'") from None
+    from dynaprag.eval.plots import save_figure
+
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    fig = Figure(figsize=(max(5.0, 3.2 * len(datasets)), 4.0))
+    axes = fig.subplots(1, len(datasets), squeeze=False)[0]
+    for ax, dataset in zip(axes, datasets):
+        metric = table.metrics[dataset][-1]  # F1 where the paper reports EM and F1
+        group = [r for r in rows if r["dataset"] == dataset and r["metric"] == metric]
+        xs = list(range(len(group)))
+        ours = [r.get("ours", 0.0) for r in group]
+        err = [[max(r.get("ours", 0) - r.get("ours_ci_low", 0), 0) for r in group],
+               [max(r.get("ours_ci_high", 0) - r.get("ours", 0), 0) for r in group]]
+        ax.bar([x - 0.2 for x in xs], ours, 0.4, yerr=err, capsize=3, label=f"ours ({model})")
+        pub = [r["published"] for r in group]
+        ax.bar([x + 0.2 for x in xs], [p or 0.0 for p in pub], 0.4, hatch="//", fill=False,
+               label=f"published ({backbone})")
+        for x, p in zip(xs, pub):
+            if p is None:
+                ax.text(x + 0.2, 0.01, "n/a", ha="center", fontsize="x-small", rotation=90)
+        ax.set_xticks(xs, [r["method"] for r in group], rotation=30, ha="right")
+        ax.set_ylim(0, 1.0)
+        ax.set_title(f"{dataset}: {METRIC_NAMES.get(metric, metric)}", fontsize="medium")
+    axes[0].set_ylabel("score (error bars: our 95 % bootstrap interval)")
+    axes[0].legend(fontsize="x-small")
+    fig.suptitle(f"{table.name}: ours vs {table.source['table']}", fontsize="medium")
+    return save_figure(fig, Path(out_dir) / "reproduce")
+
+
+def write_outputs(table: PublishedTable, runs: Mapping[tuple[str, str], Path], out: str | Path, *, backbone: str,
+                  model: str, plots: bool = True, seed: int = DEFAULT_SEED,
+                  resamples: int = DEFAULT_RESAMPLES) -> ReproduceResult:
+    """``reproduce.md``, ``reproduce.json`` and the plot from finished run folders."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = build_rows(table, runs, backbone=backbone, seed=seed, resamples=resamples)
+    text = markdown(table, rows, backbone=backbone, model=model)
+    md, js = out / "reproduce.md", out / "reproduce.json"
+    atomic_write_text(md, text)
+    atomic_write_json(js, {"table": table.name, "citation": table.citation, "read_from": table.source["read_from"],
+                           "backbone": backbone, "model": model, "baseline": BASELINE, "seed": seed,
+                           "resamples": resamples, "unavailable": table.unavailable, "rows": rows})
+    files = [md, js] + (plot_reproduction(table, rows, out, backbone=backbone, model=model) if plots else [])
+    return ReproduceResult(table, backbone, rows, text, files, dict(runs))
