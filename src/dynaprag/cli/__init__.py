@@ -24,6 +24,7 @@ _COMMAND_MODULES: list[str] = [
     "dynaprag.cli.ask",
     "dynaprag.cli.parametric",
     "dynaprag.cli.calibrate",
+    "dynaprag.cli.reproduce",
 ]
 
 

@@ -297,7 +297,7 @@ def reproduce(table: str | PublishedTable, *, model: str, data_dir: str | Path |
                 dtype=dtype, overrides=overrides, out=out / dataset / m.ours, models=models, retrievers=retrievers,
                 progress=progress)
     return write_outputs(spec, runs, out, backbone=backbone, model=model, plots=plots, seed=seed,
-                         resamples=resamples)
+                         resamples=resamples, overrides=overrides, limit=limit)
 
 
 def build_rows(table: PublishedTable, runs: Mapping[tuple[str, str], Path], *, backbone: str,
@@ -333,15 +333,19 @@ def _num(value: float | None, digits: int = 3) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
-def markdown(table: PublishedTable, rows: Sequence[dict], *, backbone: str, model: str) -> str:
+def markdown(table: PublishedTable, rows: Sequence[dict], *, backbone: str, model: str,
+             overrides: Sequence[str] = (), limit: int | None = None) -> str:
     """The side-by-side table with its citation, the backbone caveat and the notes."""
     s = table.source
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     lines = [f"# Reproducing {table.name}: {table.title}", "",
              f"Published: {table.citation}. Numbers read from {s['read_from']}.",
              *([f"Paper's setting: {s['note']}"] if s.get("note") else []), "",
              f"**Our model ({model}) is not the paper's backbone ({backbone})**, and our corpus and question "
              "sample differ from the paper's: compare the ordering of methods and each method's difference to "
-             f"{BASELINE}, not the absolute numbers.", ""]
+             f"{BASELINE}, not the absolute numbers.",
+             f"Ours: {'the first ' + str(limit) if limit else 'all'} questions of each dataset"
+             + (f"; overrides after the paper's settings: {' '.join(overrides)}" if overrides else "") + ".", ""]
     if table.unavailable:
         lines += [f"Published numbers unavailable: {table.unavailable}", ""]
     head = ["Dataset", "Method (paper's name)", "Metric", "N", "Ours [95 % CI]", f"Δ vs {BASELINE} [95 % CI]", "p",
@@ -360,11 +364,11 @@ def markdown(table: PublishedTable, rows: Sequence[dict], *, backbone: str, mode
               "and p < 0.05 (dynaprag.eval.stats).", "", "## Method mapping", ""]
     lines += [f"* `{m.ours}` = the paper's {m.paper}" + (f": {m.note}" if m.note else "") for m in table.methods]
     if table.settings:
-        applied = {k: v for k, v in table.settings.items() if k != "source"}
+        applied = {k: v for k, v in table.settings.items() if k == "all" or k in datasets}
         lines += ["", f"Reference settings applied to our runs: {applied} (from {table.settings.get('source', '?')})."]
     for version in table.other_versions:
         cells = [f"{d} {m} {METRIC_NAMES.get(k, k)} {v}" for d, by_m in version["published"].get(backbone, {}).items()
-                 for m, by_k in by_m.items() for k, v in by_k.items()]
+                 if d in datasets for m, by_k in by_m.items() for k, v in by_k.items()]
         if cells:
             lines += ["", f"{version['version']} prints other numbers for {backbone} ({version['read_from']}): "
                           + "; ".join(cells) + "."]
@@ -407,17 +411,18 @@ def plot_reproduction(table: PublishedTable, rows: Sequence[dict], out_dir: str 
 
 
 def write_outputs(table: PublishedTable, runs: Mapping[tuple[str, str], Path], out: str | Path, *, backbone: str,
-                  model: str, plots: bool = True, seed: int = DEFAULT_SEED,
-                  resamples: int = DEFAULT_RESAMPLES) -> ReproduceResult:
+                  model: str, plots: bool = True, seed: int = DEFAULT_SEED, resamples: int = DEFAULT_RESAMPLES,
+                  overrides: Sequence[str] = (), limit: int | None = None) -> ReproduceResult:
     """``reproduce.md``, ``reproduce.json`` and the plot from finished run folders."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = build_rows(table, runs, backbone=backbone, seed=seed, resamples=resamples)
-    text = markdown(table, rows, backbone=backbone, model=model)
+    text = markdown(table, rows, backbone=backbone, model=model, overrides=overrides, limit=limit)
     md, js = out / "reproduce.md", out / "reproduce.json"
     atomic_write_text(md, text)
     atomic_write_json(js, {"table": table.name, "citation": table.citation, "read_from": table.source["read_from"],
-                           "backbone": backbone, "model": model, "baseline": BASELINE, "seed": seed,
+                           "backbone": backbone, "model": model, "limit": limit, "overrides": list(overrides),
+                           "baseline": BASELINE, "seed": seed,
                            "resamples": resamples, "unavailable": table.unavailable, "rows": rows})
     files = [md, js] + (plot_reproduction(table, rows, out, backbone=backbone, model=model) if plots else [])
     return ReproduceResult(table, backbone, rows, text, files, dict(runs))

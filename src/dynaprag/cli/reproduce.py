@@ -1,0 +1,94 @@
+"""``dynaprag reproduce TABLE``: a published table's methods x datasets on your model, beside the paper's numbers.
+
+A thin layer over :func:`dynaprag.eval.reproduce.reproduce`; ``--list`` shows the tables.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def _questions(items: list[str]) -> dict[str, str]:
+    """``NAME=FILE`` pairs of ``--questions``."""
+    from dynaprag.eval.reproduce import ReproduceError
+
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ReproduceError(f"--questions {item!r}: expected NAME=FILE, e.g. --questions popqa=data/popQA.tsv")
+        out[name] = path
+    return out
+
+
+def _list_tables() -> None:
+    from rich.table import Table
+
+    from dynaprag.cli import console
+    from dynaprag.eval.reproduce import get_table, table_names
+
+    view = Table(title="published tables (dynaprag reproduce TABLE)")
+    for col in ("table", "source", "methods (ours = paper's)", "datasets", "backbones", "numbers"):
+        view.add_column(col, overflow="fold")
+    for name in table_names():
+        t = get_table(name)
+        view.add_row(name, f"{t.source['venue']}, {t.source['table']}",
+                     ", ".join(f"{m.ours}={m.paper}" for m in t.methods), ", ".join(t.datasets),
+                     ", ".join(t.backbones), "unavailable" if t.unavailable else "published")
+    console.print(view)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``dynaprag reproduce`` to the ``dynaprag`` command."""
+
+    @app.command("reproduce", context_settings={"help_option_names": ["-h", "--help"]})
+    def reproduce_(
+        table: Optional[str] = typer.Argument(None, help="a published table (see --list), e.g. dragin-table2"),
+        overrides: Optional[list[str]] = typer.Argument(
+            None, help="key=value pipeline overrides applied to every run after the paper's settings"),
+        list_: bool = typer.Option(False, "--list", help="list the published tables and exit"),
+        model: str = typer.Option("smollm2-135m", "--model", help="model alias, Hugging Face id or local folder"),
+        data_dir: Optional[str] = typer.Option(None, "--data-dir", help="folder with questions/ and corpus/"),
+        questions: Optional[list[str]] = typer.Option(
+            None, "--questions", help="NAME=FILE: a dataset's question file (JSONL or official release)"),
+        dataset: Optional[list[str]] = typer.Option(None, "--dataset", help="run only these datasets of the table"),
+        limit: Optional[int] = typer.Option(None, "--limit", help="first N questions of each dataset"),
+        backbone: Optional[str] = typer.Option(None, "--backbone",
+                                               help="the paper's model whose numbers are shown (default: its first)"),
+        dtype: Optional[str] = typer.Option(None, "--dtype", help="auto | float32 | bfloat16 | float16"),
+        out: Optional[Path] = typer.Option(None, "--out", help="output folder (runs resume in OUT/DATASET/METHOD)"),
+        plots: bool = typer.Option(True, "--plots/--no-plots", help="write the plot (PNG and SVG)"),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
+        seed: int = typer.Option(0, "--seed", help="seed of the bootstrap resamples and sign flips"),
+        resamples: int = typer.Option(10000, "--resamples", help="bootstrap resamples and sign flips"),
+    ) -> None:
+        """Run a published table's methods x datasets on your model and write ours vs published side by side."""
+        from dynaprag.cli import fail
+        from dynaprag.config import ConfigError
+        from dynaprag.eval.datasets import DatasetError
+        from dynaprag.eval.reproduce import ReproduceError, reproduce
+        from dynaprag.eval.runner import RunError
+        from dynaprag.registry import UnknownNameError
+
+        if list_:
+            _list_tables()
+            return
+        if not table:
+            fail("name a table (dynaprag reproduce --list shows them), e.g. dynaprag reproduce dragin-table2 "
+                 "--data-dir ../shared/data --out runs/dragin")
+            return
+        if out is None:
+            fail("--out is required: the folder that holds the runs (resumable) and reproduce.md")
+            return
+        try:
+            result = reproduce(table, model=model, data_dir=data_dir, out=out, limit=limit, datasets=dataset or None,
+                               backbone=backbone, questions=_questions(questions or []), overrides=overrides or [],
+                               dtype=dtype, plots=plots, progress=progress, seed=seed, resamples=resamples)
+        except (ReproduceError, ConfigError, DatasetError, RunError, UnknownNameError, ValueError,
+                FileNotFoundError, ImportError) as exc:
+            fail(str(exc))
+            return
+        typer.echo(result.markdown)
+        typer.echo("wrote " + ", ".join(str(f) for f in result.files))
