@@ -31,7 +31,7 @@ def _list_tables() -> None:
 
     view = Table(title="published tables (dynaprag reproduce TABLE)")
     for col in ("table", "source", "methods (ours = paper's)", "datasets", "backbones", "numbers"):
-        view.add_column(col, overflow="fold")
+        view.add_column(col, overflow="fold", no_wrap=col == "table")
     for name in table_names():
         t = get_table(name)
         view.add_row(name, f"{t.source['venue']}, {t.source['table']}",
