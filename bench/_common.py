@@ -89,14 +89,21 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def write_results(name: str, rows: list[dict[str, Any]], *, model: str, data: dict[str, Any],
-                  notes: str = "", extra: dict[str, Any] | None = None) -> Path:
-    """Write ``bench/results/NAME.json`` and ``.md`` atomically; returns the JSON path."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+                  notes: str = "", extra: dict[str, Any] | None = None, results_dir: Path | None = None,
+                  group_by: str | None = None) -> Path:
+    """Write ``bench/results/NAME.json`` and ``.md`` atomically; returns the JSON path.
+
+    ``results_dir`` writes elsewhere (a smoke run that must not replace committed results);
+    ``group_by`` names a row key: the markdown gets one table per value (rows of different
+    shapes stay readable), the JSON keeps the one list of rows.
+    """
+    results = Path(results_dir) if results_dir is not None else RESULTS
+    results.mkdir(parents=True, exist_ok=True)
     payload = {"command": " ".join([Path(sys.executable).name] + sys.argv), "git_commit": git_commit(),
                "machine": machine(), "model": model, "data": data, "rows": rows, **(extra or {})}
     if notes:
         payload["notes"] = notes
-    json_path = RESULTS / f"{name}.json"
+    json_path = results / f"{name}.json"
     tmp = json_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=2) + "\n")
     os.replace(tmp, json_path)
@@ -104,8 +111,11 @@ def write_results(name: str, rows: list[dict[str, Any]], *, model: str, data: di
           f"{payload['machine']['cores']} cores ({payload['machine']['cpu']}), model `{model}`.", ""]
     if notes:
         md += [notes, ""]
-    md.append(markdown_table(rows))
-    md_path = RESULTS / f"{name}.md"
+    if group_by is None:
+        md.append(markdown_table(rows))
+    for group in dict.fromkeys(row.get(group_by) for row in rows) if group_by else ():
+        md += [f"## {group}", "", markdown_table([r for r in rows if r.get(group_by) == group])]
+    md_path = results / f"{name}.md"
     tmp = md_path.with_suffix(".md.tmp")
     tmp.write_text("\n".join(md))
     os.replace(tmp, md_path)

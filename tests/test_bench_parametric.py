@@ -1,0 +1,132 @@
+"""bench/parametric.py's split, selection and resume logic on tiny inputs (no model, no data files).
+
+The split must keep every evaluated question and every passage it can see out of DyPRAG's
+translator training (issue 14: the old benchmark trained on its own test passages), the
+selection must be PRAG's ``usable_first``, and a killed run must resume without redoing or
+losing answers.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from dynaprag.corpus import Passage
+from dynaprag.eval.datasets import Example
+from dynaprag.parametric.augment import usable_first
+from dynaprag.retrieval.base import Hit
+
+_PATH = Path(__file__).resolve().parents[1] / "bench" / "parametric.py"
+_SPEC = importlib.util.spec_from_file_location("bench_parametric", _PATH)
+bench = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(bench)
+
+
+def _questions(n: int) -> list[Example]:
+    return [Example(id=f"q{i}", question=f"question {i}?", answers=("a",)) for i in range(n)]
+
+
+def test_split_is_evaluation_first_then_translator_disjoint():
+    qs = _questions(10)
+    evaluation, translator = bench.split_questions(qs, 3, 4)
+    assert [q.id for q in evaluation] == ["q0", "q1", "q2"]
+    assert [q.id for q in translator] == ["q3", "q4", "q5", "q6"]
+    _, later = bench.split_questions(qs, 3, 2, start=8)
+    assert [q.id for q in later] == ["q8", "q9"]
+
+
+@pytest.mark.parametrize("n, m, start, needle", [(3, 8, None, "needs 11"), (5, 2, 3, "overlaps"),
+                                                 (0, 2, None, ">= 1")])
+def test_split_refuses_impossible_or_overlapping_slices(n, m, start, needle):
+    with pytest.raises(bench.BenchError, match=needle):
+        bench.split_questions(_questions(10), n, m, start, where="hotpotqa.jsonl")
+
+
+def test_split_refuses_a_question_id_in_both_slices():
+    qs = _questions(4) + [Example(id="q0", question="again?", answers=("a",))]
+    with pytest.raises(bench.BenchError, match="'q0'"):
+        bench.split_questions(qs, 2, 3)
+
+
+def test_translator_documents_leave_out_what_evaluation_can_see():
+    kept = {"d/q5": ["h1", "h2", "h3"], "d/q6": ["h3", "h4", "h2"]}
+    docs, excluded = bench.translator_documents(kept, {"h2", "h9"})
+    assert docs == ["h1", "h3", "h4"]
+    assert excluded == ["h2"]
+
+
+def _hits(names: str) -> list[Hit]:
+    return [Hit(Passage(n, n.upper(), f"text of passage {n}"), 1.0) for n in names]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_selection_rounds_give_usable_first_and_encode_each_candidate_once(seed):
+    rng = random.Random(seed)
+    pool = _hits("abcdefghijklmnop")
+    usable = {h.passage.content_hash: rng.random() < 0.6 for h in pool}
+    qs = _questions(3)
+    candidates = {q.id: rng.sample(pool, 8) for q in qs}
+    encoded: list[str] = []
+
+    def encode(passages):
+        encoded.extend(p.content_hash for p in passages)
+
+    def status(h):
+        assert h in encoded, "status asked before the candidate was encoded"
+        return "ok" if usable[h] else "skipped"
+
+    chosen = bench.select_passages(qs, candidates, 3, encode, status, log=lambda _m: None)
+    assert len(encoded) == len(set(encoded))
+
+    class Oracle:  # what usable_first sees when it augments as it goes
+        def augment_many(self, passages):
+            return [type("Aug", (), {"usable": usable[p.content_hash], "passage": p})() for p in passages]
+
+    for q in qs:
+        kept, skipped = usable_first(Oracle(), [h.passage for h in candidates[q.id]], 3)
+        assert all(isinstance(p, Passage) for p in chosen[q.id][0] + chosen[q.id][1])
+        assert [p.id for p in chosen[q.id][0]] == [a.passage.id for a in kept]
+        assert [p.id for p in chosen[q.id][1]] == [a.passage.id for a in skipped]
+
+
+def test_next_needed_asks_only_for_the_next_batch():
+    assert bench.next_needed(["a", "b", "c", "d"], 2, {}) == ["a", "b"]
+    assert bench.next_needed(["a", "b", "c", "d"], 2, {"a": True, "b": False}) == ["c"]
+    assert bench.next_needed(["a", "b", "c", "d"], 2, {"a": True, "b": True}) == []
+    assert bench.next_needed(["a", "b"], 2, {"a": False, "b": False}) == []  # candidates exhausted
+
+
+def _rec(method: str, qid: str) -> dict:
+    return {"method": method, "dataset": "hotpotqa", "qid": qid, "seconds": 1.0, "f1": 0.5}
+
+
+def test_checkpoint_resumes_and_drops_a_cut_last_line(tmp_path):
+    path = tmp_path / "answers.jsonl"
+    assert bench.read_checkpoint(path) == {}
+    bench.append_checkpoint(path, _rec("sr-rag", "q0"))
+    bench.append_checkpoint(path, _rec("prag", "q0"))
+    with path.open("a") as fh:
+        fh.write(json.dumps(_rec("dyprag", "q0"))[:25])  # killed mid-write
+    done = bench.read_checkpoint(path)
+    assert set(done) == {("sr-rag", "hotpotqa", "q0"), ("prag", "hotpotqa", "q0")}
+    bench.append_checkpoint(path, _rec("dyprag", "q0"))  # the redone answer replaces the cut line
+    assert len(path.read_text().splitlines()) == 3
+    assert set(bench.read_checkpoint(path)) == set(done) | {("dyprag", "hotpotqa", "q0")}
+
+
+def test_checkpoint_refuses_a_bad_line_before_the_end(tmp_path):
+    path = tmp_path / "answers.jsonl"
+    path.write_text(json.dumps(_rec("sr-rag", "q0")) + "\n{\"method\": 1}\n" + json.dumps(_rec("prag", "q0")) + "\n")
+    with pytest.raises(bench.BenchError, match="answers.jsonl:2"):
+        bench.read_checkpoint(path)
+
+
+def test_settings_tag_and_rotation():
+    assert bench.settings_tag({"a": 1, "b": 2}) == bench.settings_tag({"b": 2, "a": 1})
+    assert bench.settings_tag({"a": 1}) != bench.settings_tag({"a": 2})
+    orders = [bench.rotated(bench.METHODS, i) for i in range(len(bench.METHODS))]
+    assert {o[0] for o in orders} == set(bench.METHODS)
+    assert all(sorted(o) == sorted(bench.METHODS) for o in orders)
