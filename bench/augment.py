@@ -2,8 +2,8 @@
 
 Augments the same passages twice in one process, alternating which mode goes first per
 passage group: each passage alone (``batch_docs=1``), and the group as one batch
-(``batch_docs=--batch``), with the parametric benchmark's settings (1 rewrite + 3 QA, QA budget
-96 tokens, 1 retry). Greedy outputs are identical either way (tested); sampled retries differ.
+(``batch_docs=--batch``), with 1 rewrite + 3 QA, QA budget 96 tokens and 1 retry (the settings
+of the old parametric benchmark; ``bench/parametric.py`` now uses ``AugmentConfig``'s defaults). Greedy outputs are identical either way (tested); sampled retries differ.
 Writes ``bench/results/augment.{json,md}``.
 
     .venv/bin/python bench/augment.py
