@@ -17,8 +17,9 @@ seakr --checkpoint other.jsonl --no-tables``, with ``--start 25`` in another pro
 its questions), is still timed side by side; ``--aggregate --checkpoint a.jsonl,b.jsonl``
 rewrites the tables from all checkpoints. A method may carry option overrides,
 ``dragin@theta=0.05``: it is run and reported under that label. Without ``--methods`` the list
-adds ``dragin@theta=θ`` when ``bench/dragin_theta.py`` has chosen a θ for the model on a
-disjoint split (the paper's θ never fires at 135M). Another ``--model`` writes
+runs every preset that works on an instruct model (a calibrated θ is a labelled row,
+``dragin@trigger.theta=...``, from ``dynaprag calibrate``). Presets get their per-dataset
+reference settings (DRAGIN's θ, look-ahead, query length). Another ``--model`` writes
 ``dynamic.<model>.*`` and its own checkpoint: the quality comparison on a 0.5B model sits beside
 the default model's speed table instead of replacing it.
 
@@ -29,6 +30,7 @@ the default model's speed table instead of replacing it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -142,7 +144,9 @@ def main() -> None:
     ap.add_argument("--methods", default="", help="comma-separated methods (default: all that run here)")
     ap.add_argument("--start", type=int, default=0,
                     help="first question index this process answers (split a slow method over processes)")
-    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--max-new-tokens", type=int, default=128,
+                    help="answer budget; >= DRAGIN's look-ahead (100 on HotpotQA) so its stop rule decides")
+    ap.add_argument("--name", default="dynamic", help="results bench/results/NAME[.model].* and its checkpoint")
     ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     ap.add_argument("--checkpoint", default="",
@@ -155,21 +159,16 @@ def main() -> None:
     if not (SHARED_DATA / "questions").is_dir():
         sys.exit(f"evaluation data not found at {SHARED_DATA}")
 
-    from dragin_theta import tuned_theta
-
     from dynaprag.config import to_dict
     from dynaprag.dynamic.methods import METHODS
 
     n = 2 if args.quick else args.n
     methods = ["wo-rag", "sr-rag", "dragin"] if args.quick else (
         args.methods.split(",") if args.methods else [m for m in METHODS.names() if m not in SKIP])
-    theta = tuned_theta(args.model)
-    if not args.methods and not args.quick and theta is not None:
-        methods.insert(methods.index("dragin") + 1, f"dragin@theta={theta:.4g}")
     if "sr-rag" not in methods and not args.methods:
         methods.insert(0, "sr-rag")
     questions = {ds: load_questions(ds, n) for ds in DATASETS}
-    table = result_name("dynamic" if not args.quick else "dynamic.quick", args.model)
+    table = result_name(args.name if not args.quick else f"{args.name}.quick", args.model)
     paths = [Path(p) for p in (args.checkpoint or str(CHECKPOINTS / f"{table}.checkpoint.jsonl")).split(",")]
     ckpt = paths[0] if not args.quick else CHECKPOINTS / f"{table}.checkpoint.jsonl"
     done: dict[tuple, dict] = {}
@@ -200,6 +199,7 @@ def main() -> None:
                     if i >= len(questions[ds]):
                         continue
                     q = questions[ds][i]
+                    pipe.config = dataclasses.replace(pipe.config, dataset=ds)  # per-dataset preset settings
                     pending = [m for m in methods if (m, ds, q["id"]) not in done]
                     if pending and "sr-rag" not in pending and (ds, q["id"], run) not in sr_seconds:
                         pending.insert(0, "sr-rag")  # this run's timing reference for the question

@@ -22,7 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 MAX_NEW_TOKENS = 48
 PRESETS = ("wo-rag", "sr-rag", "fl-rag", "fs-rag", "token-rag", "entity-rag", "flare", "flare-flashrag",
-           "dragin", "dragin-reference", "seakr", "self-rag-prompted")
+           "dragin", "dragin-paper", "dragin-inline", "seakr", "self-rag-prompted")
 
 
 def summarise(answer) -> dict:

@@ -39,7 +39,9 @@ def pipe(lm, retriever):
     return Pipeline.from_config(PipelineConfig(max_new_tokens=16, max_retrievals=2), lm=lm, retriever=retriever)
 
 
-RUNNABLE = [m for m in METHODS.names() if m != "self-rag"]
+#: Every in-context preset that runs on an instruct model (the parametric ones need an adapter store or a
+#: trained translator: tests/test_parametric_*.py; self-rag needs reflection tokens).
+RUNNABLE = [m for m in METHODS.names() if m != "self-rag" and METHODS.get(m).injector == "in-context"]
 
 
 @pytest.mark.slow
@@ -55,7 +57,7 @@ def test_every_method_answers_with_a_trace(pipe, method):
     assert tr.forward_passes > 0 and tr.prompt_tokens > 0 and tr.seconds > 0
     assert len(tr.retrievals) <= 2
     for ev in tr.retrievals:
-        assert ev.query.strip() and ev.reason and ev.hit_ids
+        assert ev.query.strip() and ev.reason  # hits may be none when no query word is in the corpus
         assert all(h in dict((p[0], p) for p in PASSAGES) for h in ev.hit_ids)
     if method == "wo-rag":
         assert not tr.retrievals
@@ -91,11 +93,20 @@ def test_dragin_truncates_at_trigger_and_queries_by_attention(pipe):
 
 
 @pytest.mark.slow
-def test_flare_regenerates_sentence_with_masked_query(pipe):
+def test_flare_retrieves_first_then_never_with_an_empty_query(pipe):
     answer = pipe.answer(QUESTION, method="flare", options={"theta": 1.0, "beta": 1.0})
-    ev = answer.trace.retrievals[0]
-    assert ev.position == 0 and "p ≤ 1" in ev.reason
-    assert ev.query == QUESTION  # every token masked -> falls back to the question
+    first = answer.trace.retrievals[0]
+    assert first.position == 0 and first.query == QUESTION and "before the first look-ahead" in first.reason
+    # theta = 1 fires on every sentence, beta = 1 masks every token: FLARE's query is empty, so no retrieval
+    assert len(answer.trace.retrievals) == 1
+    assert any("query came out empty" in note for note in answer.trace.notes)
+
+
+@pytest.mark.slow
+def test_flare_masks_low_probability_tokens_of_the_sentence(pipe):
+    answer = pipe.answer(QUESTION, method="flare", options={"theta": 1.0, "beta": 0.3})
+    later = answer.trace.retrievals[1:]
+    assert later and all("p ≤ 1" in ev.reason and ev.query and ev.query != QUESTION for ev in later)
 
 
 @pytest.mark.slow

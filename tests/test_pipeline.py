@@ -27,7 +27,7 @@ def test_config_overrides_are_typed_and_checked():
 
 def test_methods_registry_lists_the_paper_methods():
     for name in ("wo-rag", "sr-rag", "fl-rag", "fs-rag", "token-rag", "entity-rag", "flare", "flare-flashrag",
-                 "dragin", "dragin-reference", "seakr", "self-rag", "self-rag-prompted", "prag", "dyprag"):
+                 "dragin", "dragin-paper", "dragin-inline", "seakr", "self-rag", "self-rag-prompted", "prag", "dyprag"):
         assert name in METHODS
 
 
@@ -64,7 +64,7 @@ def test_answer_with_per_call_method_and_events(pipe):
 
 @pytest.mark.slow
 def test_per_call_options_override_knobs(pipe):
-    fired = pipe.answer(QUESTION, method="flare", options={"theta": 1.0})
+    fired = pipe.answer(QUESTION, method="flare", options={"trigger.theta": 1.0, "trigger.initial": False})
     assert fired.trace.retrievals and "p ≤ 1" in fired.trace.retrievals[0].reason
     with pytest.raises(ConfigError):
         pipe.answer(QUESTION, method="flare", options={"nope": 1})

@@ -57,8 +57,9 @@ def model_id(client):
 
 
 def forced_dragin() -> dict:
-    """DRAGIN with θ = 0 so that RIND fires on the first content word: a rollback is certain."""
-    return {"method": "dragin", "options": {"theta": 0.0}}
+    """DRAGIN (inline RIND, cut at the token) with θ = 0: it fires on a content word after the first one,
+    so a rollback of already generated text is certain."""
+    return {"method": "dragin-inline", "options": {"theta": 0.0}}
 
 
 def untimed(retrievals: list[dict]) -> list[dict]:

@@ -90,20 +90,9 @@ def sweep_stale(folder: str | Path) -> list[Path]:
     ``.staging-<pid>`` (also with ``-`` before the kind). Files of live writers are left alone.
     """
     folder = Path(folder)
-    removed: list[Path] = []
     if not folder.is_dir():
-        return removed
-    for entry in folder.iterdir():
-        m = _PID_SUFFIX.search(entry.name)
-        if not m or pid_alive(int(m.group(1))):
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                entry.unlink()
-        removed.append(entry)
-    return removed
+        return []
+    return _remove_dead(folder, _PID_SUFFIX.search)
 
 
 def sweep_stale_of(path: str | Path) -> list[Path]:
@@ -114,12 +103,17 @@ def sweep_stale_of(path: str | Path) -> list[Path]:
     with PID-like names are none of our business.
     """
     path = Path(path)
-    removed: list[Path] = []
     if not path.parent.is_dir():
-        return removed
+        return []
     own = re.compile(rf"\.?{re.escape(path.name)}[.-](?:tmp|building|partial|staging)-(\d+)")
-    for entry in path.parent.iterdir():
-        m = own.fullmatch(entry.name)
+    return _remove_dead(path.parent, own.fullmatch)
+
+
+def _remove_dead(folder: Path, match) -> list[Path]:
+    """Remove the entries of ``folder`` whose name ``match``es with the PID of a dead process."""
+    removed: list[Path] = []
+    for entry in folder.iterdir():
+        m = match(entry.name)
         if not m or pid_alive(int(m.group(1))):
             continue
         if entry.is_dir() and not entry.is_symlink():

@@ -153,12 +153,21 @@ class Pipeline:
 
     def prefix(self, prompt: PromptConfig | None = None):
         """The prefix KV cache for a prompt config, computed on first use and kept."""
-        prompt = prompt or self.config.prompt
-        key = (prompt.exemplars, prompt.shots, prompt.style)
+        return self.prefix_of(self.builder(prompt))
+
+    def prefix_of(self, builder) -> Any:
+        """The KV cache of ``builder``'s fixed prefix, computed once per distinct prefix and kept."""
+        key = tuple(builder.prefix_ids)
         if key not in self._prefixes:
-            self._prefixes[key] = self.generator.prefix(self.builder(prompt).prefix_ids)
+            self._prefixes[key] = self.generator.prefix(list(key))
             self.prefix_computations += 1
         return self._prefixes[key]
+
+    def builder_for(self, method: Method):
+        """The prompt builder a method answers with: its injector's own (PRAG answers in the
+        template its adapters were trained with) or the pipeline's exemplar prompt."""
+        own = getattr(method.injector, "prompt_builder", None)
+        return own(self.lm.tokenizer, self.lm.chat_template) if callable(own) else self.builder()
 
     def method(self, method: str | None = None, options: Mapping[str, Any] | None = None) -> Method:
         """The resolved method this pipeline runs (or preset ``method``), checked against the model."""
@@ -192,10 +201,11 @@ class Pipeline:
         cfg = self.config
         resolved = self.method(method, options)
         resolved.injector.bind(self.generator)
-        loop = DynamicLoop(self.generator, self.builder(), self.retriever, resolved,
+        builder = self.builder_for(resolved)
+        loop = DynamicLoop(self.generator, builder, self.retriever, resolved,
                            LoopConfig(k=cfg.k, max_new_tokens=max_new_tokens or cfg.max_new_tokens,
                                       max_retrievals=cfg.max_retrievals, seed=cfg.seed),
-                           prefix=self.prefix)
+                           prefix=lambda: self.prefix_of(builder))
         return loop.run(question, on_event=on_event)
 
 

@@ -144,6 +144,10 @@ class DyPragInjector(Injector):
     def bind(self, generator) -> None:
         self.lm = generator.lm
 
+    def prompt_builder(self, tokenizer, chat: bool) -> PragPromptBuilder:
+        """PRAG's answer template (the DyPRAG reference answers with it; its translator learns from PRAG's samples)."""
+        return PragPromptBuilder(tokenizer, chat, EncodeConfig().template())
+
     def inject(self, passages: Sequence[Passage], question: str) -> Injection:
         import torch
 

@@ -32,7 +32,7 @@ from typing import Any, Mapping
 
 import torch
 
-from dynaprag.files import atomic_write_json, locked, sweep_stale, tmp_name
+from dynaprag.files import atomic_write_bytes, atomic_write_json, locked, sweep_stale
 
 MANIFEST = "manifest.json"
 OK = "ok"
@@ -172,15 +172,7 @@ class AdapterStore:
         data = save(tensors, metadata=metadata)
         entry = {"file": f"adapters/{path.name}", "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
                  "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **dict(info or {})}
-        tmp = tmp_name(path)
-        try:
-            with open(tmp, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_write_bytes(path, data)
         with locked(self.manifest_path):
             manifest = self._read_manifest()
             manifest["entries"][content_hash] = entry
