@@ -93,6 +93,11 @@ class Service:
             self.pipeline.method_for_request(method, req.dynaprag.options)
         except _user_error_types() as exc:
             raise ApiError(400, str(exc), param="dynaprag.options", code="invalid_option") from None
+        sampling = [name for name, value, greedy in (("temperature", req.temperature, 0.0), ("top_p", req.top_p, 1.0),
+                                                     ("seed", req.seed, None)) if value not in (None, greedy)]
+        if sampling:
+            raise ApiError(400, f"{sampling[0]} is not supported: every method decodes greedily, as its reference "
+                           "code does (SeaKR's sampling seed is the server's `seed` setting)", param=sampling[0])
         if req.stop:
             raise ApiError(400, "stop strings are not supported: every method stops after its answer "
                            "sentence ('So the answer is ...') or at max_tokens", param="stop")

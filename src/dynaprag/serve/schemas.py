@@ -75,11 +75,6 @@ class _GenerationFields(BaseModel):
     user: StrictStr | None = None
     dynaprag: DynapragOptions = Field(default_factory=DynapragOptions)
 
-    def stop_list(self) -> list[str]:
-        if self.stop is None:
-            return []
-        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
-
 
 class ChatCompletionRequest(_GenerationFields):
     """POST /v1/chat/completions: the question is the last user message."""
