@@ -121,8 +121,21 @@ def aggregate(done: dict[tuple, dict], sr_seconds: dict[tuple, float], methods: 
                 "ratio_to_sr_rag": (sum(t for t, _ in timed) / sum(b for _, b in timed)) if timed else float("nan"),
                 "n_timed_with_sr_rag": len(timed),
                 "sr_rag_f1_same_questions": mean(done[("sr-rag", ds, i)]["f1"] for i in common),
+                **paired_with_sr_rag(done, m, ds, common),
             })
     return rows
+
+
+def paired_with_sr_rag(done: dict[tuple, dict], method: str, ds: str, common: list[str]) -> dict:
+    """F1 and EM against sr-rag on the same questions: paired 95 % bootstrap interval, randomisation p-value."""
+    from dynaprag.eval.stats import paired_comparison
+
+    out = {}
+    for metric in ("f1", "em"):
+        ours = [done[(method, ds, i)][metric] for i in common]
+        base = [done[("sr-rag", ds, i)][metric] for i in common]
+        out.update(paired_comparison(ours, base).as_row(f"{metric}_"))
+    return out
 
 
 def summary(rows: list[dict]) -> str:
@@ -131,10 +144,12 @@ def summary(rows: list[dict]) -> str:
         sr = next((r for r in rows if r["dataset"] == ds and r["method"] == "sr-rag"), None)
         if sr is None:
             continue
-        better = [f"{r['method']} (n={r['n']})" for r in rows if r["dataset"] == ds and r["method"] != "sr-rag"
-                  and r["f1"] > r["sr_rag_f1_same_questions"]]
-        lines.append(f"{ds}: methods above sr-rag's F1 on the same questions: "
-                     f"{', '.join(better) if better else 'none'}.")
+        above = [r for r in rows if r["dataset"] == ds and r["method"] != "sr-rag"
+                 and r["f1"] > r["sr_rag_f1_same_questions"]]
+        beyond = [f"{r['method']} (n={r['n']})" for r in above if not r.get("f1_within_noise", True)]
+        lines.append(f"{ds}: {len(above)} methods have a higher F1 than sr-rag on the same questions; "
+                     f"beyond noise (paired 95% interval excludes 0 and p < 0.05): "
+                     f"{', '.join(beyond) if beyond else 'none'}.")
     return " ".join(lines)
 
 
