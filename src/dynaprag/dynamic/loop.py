@@ -233,6 +233,8 @@ class DynamicLoop:
                         if transient:
                             self._drop_context(question, weights)
                             transient = False
+                            n = len(self.state.ids) - len(self.answer)
+                            layout = {"ans": n, "q": n - len(q_ids)}
                 elif draft.retrievals < cfg.max_retrievals:
                     decision = self._judge(trace, scores)
                 elif self.look_ahead:
