@@ -32,7 +32,7 @@ def render_answer(answer, console) -> None:
     for n, ev in enumerate(tr.retrievals, 1):
         before = "".join(t.text for t in tr.tokens[: ev.position])[-60:] if ev.position else ""
         console.print(f"[bold cyan]retrieval {n}[/] after {ev.position} answer tokens"
-                      + (f" ([dim]…{before!r}[/])" if before else " (before generating)"))
+                      + (f" ([dim]…{before!r}[/])" if before else " (at the start of the answer)"))
         console.print(f"  [bold]why[/]: {ev.reason}")
         if ev.scores:
             top = sorted(ev.scores.items(), key=lambda kv: -abs(kv[1]))[:8]
