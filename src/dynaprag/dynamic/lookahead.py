@@ -49,6 +49,15 @@ class LookAheadTrigger(Trigger):
             return None
         return start, steps
 
+    def tokens_to_judge(self, draft: Draft, probe) -> tuple[int, list[StepOutput], list[str], str] | None:
+        """``(start, steps, token texts, text)`` of the pending look-ahead, tokens as the DRAGIN
+        repository lists them (``tokenizer.decode([id])``), or None while it is still growing."""
+        pending = self.pending(draft)
+        if pending is None:
+            return None
+        start, steps = pending
+        return start, steps, probe.token_texts([s.token_id for s in steps]), "".join(draft.pieces[start:])
+
 
 def sentence_start_token(draft: Draft, start: int, sentences: list[str], index: int) -> int:
     """The answer index of the token where spaCy sentence ``index`` of the look-ahead begins."""
@@ -83,13 +92,11 @@ class TokenConfidenceTrigger(LookAheadTrigger):
     solver: str = field(default="avg", metadata={"help": "sentence solver over 1-p", "choices": ("avg", "max", "min")})
 
     def __call__(self, draft: Draft, probe=None) -> Decision | None:
-        pending = self.pending(draft)
-        if pending is None:
+        look = self.tokens_to_judge(draft, probe)
+        if look is None:
             return None
-        start, steps = pending
-        tokens = probe.token_texts([s.token_id for s in steps])
-        check = confidence.token_rag_check("".join(draft.pieces[start:]), tokens, [s.logprob for s in steps],
-                                           self.theta, self.solver)
+        start, steps, tokens, text = look
+        check = confidence.token_rag_check(text, tokens, [s.logprob for s in steps], self.theta, self.solver)
         token_scores = {start + t: s.score for s in check.sentences
                         for t in range(s.start, min(s.end + 1, len(steps)))}
         if not check.fired:
@@ -122,12 +129,10 @@ class EntityConfidenceTrigger(LookAheadTrigger):
                                                           "choices": ("avg", "max", "min")})
 
     def __call__(self, draft: Draft, probe=None) -> Decision | None:
-        pending = self.pending(draft)
-        if pending is None:
+        look = self.tokens_to_judge(draft, probe)
+        if look is None:
             return None
-        start, steps = pending
-        tokens = probe.token_texts([s.token_id for s in steps])
-        text = "".join(draft.pieces[start:])
+        start, steps, tokens, text = look
         check = confidence.entity_rag_check(text, tokens, [s.logprob for s in steps], self.theta,
                                             self.entity_solver, self.sentence_solver)
         token_scores = {}
