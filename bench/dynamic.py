@@ -65,15 +65,60 @@ def split_label(label: str) -> tuple[str, dict[str, str]]:
 
 
 def score(rec: dict) -> dict:
-    """EM, F1, cover EM and answer-format flag of a checkpointed answer, re-extracted from its full
-    text at aggregation time so a fix to the shared answer extraction re-scores old runs consistently."""
+    """EM, F1 and cover EM of a checkpointed answer, re-read at aggregation time so a fix to the shared
+    answer extraction re-scores old runs consistently. The scored short answer is the one answer
+    extraction's (``dynaprag.lm.extraction``: the text after "So the answer is", forced by a short
+    continuation when the answer lacks it); ``f1_unforced`` scores the answer's own first line instead."""
     from dynaprag.eval.metrics import cover_exact_match, exact_match, f1
-    from dynaprag.lm.prompts import ANSWER_PATTERN, extract_answer
+    from dynaprag.lm.prompts import extract_answer
 
-    short = extract_answer(rec["text"])
+    extraction = rec.get("extraction") or {}
+    raw = extract_answer(rec["text"])
+    short = extract_answer(extraction["text"]) if extraction else raw
     return {**rec, "short": short, "em": exact_match(short, rec["answers"]), "f1": f1(short, rec["answers"]),
-            "cover_em": cover_exact_match(short, rec["answers"]),
-            "marked": ANSWER_PATTERN.search(rec["text"]) is not None}
+            "cover_em": cover_exact_match(short, rec["answers"]), "f1_unforced": f1(raw, rec["answers"]),
+            "forced": bool(extraction.get("forced", False)), "extracted": bool(extraction)}
+
+
+def with_extraction(pipe, question: str, rec: dict) -> dict:
+    """``rec`` with the one answer extraction applied and its cost added (for records written before it)."""
+    from dynaprag.trace import Answer, Trace
+
+    ans = pipe.extract(question, Answer(text=rec["text"], short="", trace=Trace()))
+    ex = ans.trace.extraction
+    return {**rec, "extraction": ex, "short": ans.short, "seconds": rec["seconds"] + ex["seconds"],
+            "forward_passes": rec["forward_passes"] + ex["forward_passes"],
+            "generated_tokens": rec["generated_tokens"] + ex["generated_tokens"],
+            "prompt_tokens": rec["prompt_tokens"] + ex["prompt_tokens"], "extraction_backfilled": True}
+
+
+def backfill(paths: list[Path], pipe, questions: dict[str, list[dict]]) -> None:
+    """Add the answer extraction to every checkpoint record without it, rewriting each file atomically.
+
+    The extraction's seconds are measured now, in this process, and added to the record's time, so
+    ratios to sr-rag stay comparable when sr-rag's records are backfilled alike.
+    """
+    from dynaprag.files import atomic_write_text
+
+    by_id = {(ds, q["id"]): q["question"] for ds, qs in questions.items() for q in qs}
+    for path in paths:
+        if not path.exists():
+            continue
+        lines, changed = [], 0
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill
+            key = (rec["dataset"], rec["id"])
+            if "extraction" not in rec and key in by_id:
+                rec = with_extraction(pipe, by_id[key], rec)
+                changed += 1
+                if changed % 20 == 0:
+                    print(f"{path.name}: {changed} records given the answer extraction", flush=True)
+            lines.append(json.dumps(rec))
+        atomic_write_text(path, "".join(line + "\n" for line in lines))
+        print(f"{path}: {changed} records given the answer extraction", flush=True)
 
 
 def read_checkpoint(path: Path, done: dict[tuple, dict], sr_seconds: dict[tuple, float]) -> None:
@@ -112,7 +157,8 @@ def aggregate(done: dict[tuple, dict], sr_seconds: dict[tuple, float], methods: 
                 "method": m, "dataset": ds, "n": len(recs),
                 "em": mean(r["em"] for r in recs), "f1": mean(r["f1"] for r in recs),
                 "cover_em": mean(r["cover_em"] for r in recs),
-                "answer_marker_share": mean(r["marked"] for r in recs),
+                "forced_answer_share": mean(r["forced"] for r in recs),
+                "f1_unforced": mean(r["f1_unforced"] for r in recs),
                 "retrievals_per_question": mean(r["retrievals"] for r in recs),
                 "forward_passes_per_question": mean(r["forward_passes"] for r in recs),
                 "generated_tokens_per_question": mean(r["generated_tokens"] for r in recs),
@@ -170,6 +216,10 @@ def main() -> None:
     ap.add_argument("--note", default="", help="a sentence about this run added to the tables' notes")
     ap.add_argument("--no-tables", action="store_true", help="only append to the checkpoint (secondary process)")
     ap.add_argument("--quick", action="store_true", help="2 questions per dataset, wo-rag/sr-rag/dragin")
+    ap.add_argument("--datasets", default=",".join(DATASETS),
+                    help="datasets this process answers, comma-separated (the tables cover all)")
+    ap.add_argument("--backfill-extraction", action="store_true",
+                    help="give checkpoint records written before the one answer extraction their forced answer")
     args = ap.parse_args()
     if not (SHARED_DATA / "questions").is_dir():
         sys.exit(f"evaluation data not found at {SHARED_DATA}")
@@ -206,12 +256,17 @@ def main() -> None:
         from dynaprag.pipeline import Pipeline
 
         pipe = Pipeline.from_config(config)
+        if args.backfill_extraction:
+            backfill(paths, pipe, questions)
+            done.clear(), sr_seconds.clear()
+            for path in paths:
+                read_checkpoint(path, done, sr_seconds)
         run = f"{os.uname().nodename}-{os.getpid()}-{int(time.time())}"
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         with ckpt.open("a", encoding="utf-8") as out:
             for i in range(args.start, n):
                 for ds in DATASETS:
-                    if i >= len(questions[ds]):
+                    if ds not in args.datasets.split(",") or i >= len(questions[ds]) or args.backfill_extraction:
                         continue
                     q = questions[ds][i]
                     pipe.config = dataclasses.replace(pipe.config, dataset=ds)  # per-dataset preset settings
@@ -221,13 +276,14 @@ def main() -> None:
                     for m in pending:
                         t0 = time.perf_counter()
                         name, options = split_label(m)
-                        ans = pipe.answer(q["question"], method=name, options=options)
+                        ans = pipe.extract(q["question"], pipe.answer(q["question"], method=name, options=options))
                         tr = ans.trace
                         rec = {"method": m, "dataset": ds, "id": q["id"], "text": ans.text, "short": ans.short,
                                "answers": q["answers"], "retrievals": len(tr.retrievals),
                                "forward_passes": tr.forward_passes, "generated_tokens": tr.generated_tokens,
                                "prompt_tokens": tr.prompt_tokens, "seconds": time.perf_counter() - t0,
-                               "queries": [r.query for r in tr.retrievals], "run": run}
+                               "queries": [r.query for r in tr.retrievals], "run": run,
+                               "extraction": tr.extraction}
                         out.write(json.dumps(rec) + "\n")
                         out.flush()
                         os.fsync(out.fileno())
@@ -268,8 +324,10 @@ def _write(table, rows, args, config, methods, questions, paths, to_dict) -> Non
              f"{args.n if not args.quick else 2} per dataset). BM25 (bm25s, Lucene) over "
              f"corpus/wiki_paragraphs.jsonl, k=3, max_new_tokens={args.max_new_tokens}, paper-default thresholds, "
              f"greedy decoding. cover_em = the gold answer occurs in the short answer (lenient to answers "
-             f"wrapped in a sentence). answer_marker_share = share of answers that end with 'So the answer is X' "
-             f"as the prompt asks (the others are scored on their first line). ratio_to_sr_rag = time over "
+             f"wrapped in a sentence). forced_answer_share = share of answers without 'So the answer is' whose short "
+             f"answer was read by the one answer extraction (a 20-token forced continuation after 'So the answer is' "
+             f"from the exemplar prompt without passages, as DRAGIN's scoring; its tokens and seconds count in the "
+             f"method's cost); f1_unforced = F1 on the answers' own first lines instead. ratio_to_sr_rag = time over "
              f"sr-rag's on the same questions measured in the same run (n_timed_with_sr_rag questions). "
              f"{summary(rows)} {_dragin_note(rows)} {args.note} {_size_note(args.model)} "
              f"Skipped: {', '.join(f'{k} ({v})' for k, v in SKIP.items())}.")

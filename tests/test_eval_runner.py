@@ -20,6 +20,7 @@ import pytest
 from dynaprag.config import ConfigError
 from dynaprag.eval.datasets import load_examples
 from dynaprag.eval.runner import CONFIG, RECORDS, SUMMARY, RunError, read_records
+from dynaprag.lm.prompts import extract_answer
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +91,14 @@ def test_records_summary_and_config(runs, data_dir):
             assert record["generated_tokens"] > 0 and record["forward_passes"] > 0 and record["prompt_tokens"] > 0
             assert record["seconds"] > 0 and record["peak_rss_mb"] > 100
             assert record["trace"]["method"] and record["text"]
+            extraction = record["trace"]["extraction"]  # one answer extraction for every method
+            assert record["forced_answer"] == extraction["forced"]
+            assert record["raw_prediction"] == extract_answer(record["text"])
+            assert record["prediction"] == extract_answer(extraction["text"])
+            if extraction["forced"]:  # its cost is the method's cost
+                assert extraction["generated_tokens"] > 0 and record["generated_tokens"] > extraction["generated_tokens"]
         summary = json.loads((folder / SUMMARY).read_text())
+        assert summary["forced_answer_share"] == pytest.approx(sum(r["forced_answer"] for r in records) / 4)
         assert summary["questions"] == 4 and summary["method"] == method
         assert summary["f1"] == pytest.approx(sum(r["scores"]["f1"] for r in records) / 4)
         assert summary["generated_tokens_per_question"] > 0 and summary["s_per_question"] > 0

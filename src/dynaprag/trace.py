@@ -48,6 +48,9 @@ class Trace:
     generated_tokens: int = 0  # tokens decoded, including those later discarded
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    # how the scored short answer was read (dynaprag.lm.extraction.ForcedAnswer.to_dict); its
+    # tokens and seconds are already included in the counts above when it was forced
+    extraction: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

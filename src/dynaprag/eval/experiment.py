@@ -39,6 +39,10 @@ class RunConfig:
     format: str = field(default="auto", metadata={"help": "question file format: auto, jsonl, or a dataset name"})
     limit: int | None = field(default=None, metadata={"help": "evaluate the first N questions only (N >= 1)",
                                                       "min": 1})
+    extraction: str = field(default="forced", metadata={
+        "help": "how the scored short answer is read: forced (an answer without 'So the answer is' gets a "
+                "20-token forced continuation, as DRAGIN's scoring; see dynaprag.lm.extraction) or marker "
+                "(the text after the marker, else the first line)", "choices": ("forced", "marker")})
 
 
 def check_run_config(run_cfg: RunConfig) -> RunConfig:
@@ -154,5 +158,9 @@ def run(run_cfg: RunConfig, pipe_cfg: Any, out: str | Path, *, lm: Any = None, r
     config = resolved_dict(run_cfg, pipe_cfg)
     examples = load_run_examples(run_cfg, pipe_cfg.retrieval.corpus)
     pipeline = Pipeline.from_config(pipe_cfg, lm=lm, retriever=retriever)
-    return evaluate(examples, pipeline.answer, out, config=config, yes_no_task=config["yes_no_task"],
+    answer_fn = pipeline.answer
+    if run_cfg.extraction == "forced":
+        def answer_fn(question: str):
+            return pipeline.extract(question, pipeline.answer(question))
+    return evaluate(examples, answer_fn, out, config=config, yes_no_task=config["yes_no_task"],
                     progress=progress)

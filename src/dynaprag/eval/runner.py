@@ -134,7 +134,9 @@ def make_record(example: Example, answer: Answer, seconds: float, *, yes_no_task
         scores["recall"] = recall
     return {
         "id": example.id, "dataset": example.dataset, "type": example.type, "question": example.question,
-        "prediction": answer.short, "text": answer.text, "gold": list(example.answers),
+        "prediction": answer.short, "raw_prediction": trace["extraction"].get("raw_short", answer.short),
+        "forced_answer": bool(trace["extraction"].get("forced", False)), "text": answer.text,
+        "gold": list(example.answers),
         "gold_ids": list(example.gold_ids), "scores": scores,
         "retrievals": len(trace["retrievals"]), "retrieved_ids": retrieved_ids(trace),
         "generated_tokens": trace["generated_tokens"], "prompt_tokens": trace["prompt_tokens"],
@@ -179,6 +181,8 @@ def summarize(records: Sequence[dict], config: Mapping | None = None, *, beyond_
                       ("prompt_tokens", "prompt_tokens_per_question"),
                       ("forward_passes", "forward_passes_per_question"), ("seconds", "s_per_question")):
         out[name] = _mean([r[key] for r in records])
+    if any("forced_answer" in r for r in records):
+        out["forced_answer_share"] = _mean([float(r.get("forced_answer", False)) for r in records])
     out["peak_rss_mb"] = max((r["peak_rss_mb"] for r in records), default=None)
     out["total_seconds"] = sum(r["seconds"] for r in records)
     return out
