@@ -44,7 +44,7 @@ INTERVAL_METRICS = (("em", "EM"), ("f1", "F1"), ("cover_em", "Cover EM"))
 COLUMNS = INTERVAL_METRICS + (
     ("acc", "Acc"), ("recall", "Recall"), ("retrievals_per_question", "Retrievals/q"),
     ("generated_tokens_per_question", "Gen tok/q"), ("prompt_tokens_per_question", "Prompt tok/q"),
-    ("s_per_question", "s/q"))
+    ("s_per_question", "s/q"), ("forced_answer_share", "Forced"))
 
 
 class ReportError(ValueError):
