@@ -57,11 +57,21 @@ def load_questions(name: str, n: int) -> list[dict]:
 
 
 def split_label(label: str) -> tuple[str, dict[str, str]]:
-    """``"dragin@theta=0.05"`` -> ``("dragin", {"theta": "0.05"})``: a preset plus option overrides."""
+    """``"dragin@theta=0.05"`` -> ``("dragin", {"theta": "0.05"})``: a preset plus option overrides.
+
+    A row name may prefix it, ``"dragin-calibrated:dragin@trigger.theta=4.7"``: see :func:`row_name`.
+    """
     from dynaprag.config import parse_overrides
 
-    name, *pairs = label.split("@")
+    name, *pairs = label.split(":", 1)[-1].split("@")
     return name, parse_overrides(pairs)
+
+
+def row_name(label: str) -> str:
+    """The table row of a method label: the name before ``:`` when given (so per-dataset settings,
+    e.g. a θ calibrated per dataset in two processes, share one row), else the label itself."""
+    head = label.split("@")[0]
+    return head.split(":", 1)[0] if ":" in head else label
 
 
 def score(rec: dict) -> dict:
@@ -240,7 +250,7 @@ def main() -> None:
     sr_seconds: dict[tuple, float] = {}
     for path in ([ckpt] if args.quick else paths):
         read_checkpoint(path, done, sr_seconds)
-    all_methods = sorted({k[0] for k in done} | set(methods), key=lambda m: (m != "sr-rag", m))
+    all_methods = sorted({k[0] for k in done} | {row_name(m) for m in methods}, key=lambda m: (m != "sr-rag", m))
     corpus = SHARED_DATA / "corpus" / "wiki_paragraphs.jsonl"
 
     from dynaprag.pipeline import PipelineConfig
@@ -270,12 +280,13 @@ def main() -> None:
                         continue
                     q = questions[ds][i]
                     pipe.config = dataclasses.replace(pipe.config, dataset=ds)  # per-dataset preset settings
-                    pending = [m for m in methods if (m, ds, q["id"]) not in done]
+                    pending = [m for m in methods if (row_name(m), ds, q["id"]) not in done]
                     if pending and "sr-rag" not in pending and (ds, q["id"], run) not in sr_seconds:
                         pending.insert(0, "sr-rag")  # this run's timing reference for the question
                     for m in pending:
                         t0 = time.perf_counter()
                         name, options = split_label(m)
+                        m = row_name(m)
                         ans = pipe.extract(q["question"], pipe.answer(q["question"], method=name, options=options))
                         tr = ans.trace
                         rec = {"method": m, "dataset": ds, "id": q["id"], "text": ans.text, "short": ans.short,
@@ -283,7 +294,7 @@ def main() -> None:
                                "forward_passes": tr.forward_passes, "generated_tokens": tr.generated_tokens,
                                "prompt_tokens": tr.prompt_tokens, "seconds": time.perf_counter() - t0,
                                "queries": [r.query for r in tr.retrievals], "run": run,
-                               "extraction": tr.extraction}
+                               "extraction": tr.extraction, "preset": name, "options": options}
                         out.write(json.dumps(rec) + "\n")
                         out.flush()
                         os.fsync(out.fileno())
