@@ -1,6 +1,7 @@
 """Model access for components that need more than the decoding signals.
 
-SeaKR samples continuations and reads their hidden states; Self-RAG reads the next-token
+SeaKR samples each reasoning step 20 times and reads an MLP output per sample
+(:meth:`Probe.sample_step`); Self-RAG reads the next-token
 distribution and re-scores with a passage in context; the prompted Self-RAG variant asks the
 model a side question. Those components declare ``needs_probe = True`` and receive a
 :class:`Probe` bound to the question being answered; nothing else can reach the model, so a
@@ -11,12 +12,14 @@ and :mod:`dynaprag.testing` has a scripted one for unit tests.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Protocol, Sequence
 
 import torch
 
 from dynaprag.corpus import Passage
 from dynaprag.lm.generator import Generation, GenerationConfig
+from dynaprag.lm.sampling import SampledSteps, StepSampling, fork
 
 
 class Probe(Protocol):
@@ -28,6 +31,15 @@ class Probe(Protocol):
                hidden_layers: tuple[int, ...] = (), temperature: float = 1.0, top_p: float = 1.0,
                stop: tuple[str, ...] = (".", "\n")) -> list[Generation]:
         """``k`` sampled continuations of the draft (with ``passages`` in the knowledge slot if given)."""
+
+    def sample_step(self, k: int, spec: StepSampling, passages: Sequence[Passage] | None = None,
+                    upto: int | None = None, answer_text: str | None = None) -> SampledSteps:
+        """``k`` samples of the next step as one batch, each with its end-token MLP output (SeaKR).
+
+        ``passages=None`` continues the kept answer's first ``upto`` tokens (default: all) under
+        the current knowledge slot; a sequence of passages builds a fresh prompt with them in the
+        slot, followed by those answer tokens, or by ``answer_text`` when given.
+        """
 
     def next_logprobs(self) -> torch.Tensor:
         """Log-probs of the next answer token."""
@@ -76,6 +88,17 @@ class LoopProbe:
         else:
             state = loop.start(loop.builder.build(self._question, passages, list(loop.answer)))
         return loop.gen.sample_batch(state, k, cfg)
+
+    def sample_step(self, k, spec, passages=None, upto=None, answer_text=None):
+        loop = self._loop
+        upto = len(loop.answer) if upto is None else upto
+        if passages is None and answer_text is None:
+            state = fork(loop.gen, loop.state, len(loop.state.ids) - len(loop.answer) + upto)
+            loop.states.append(state)
+        else:
+            answer = loop.gen.encode(answer_text) if answer_text is not None else loop.answer[:upto]
+            state = loop.start(loop.builder.build(self._question, passages or (), answer))
+        return loop.gen.sample_steps(state, k, dataclasses.replace(spec, seed=self._seed))
 
     def next_logprobs(self):
         return self._loop.gen.next_logprobs(self._loop.state, self._loop.gcfg)

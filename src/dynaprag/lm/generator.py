@@ -439,6 +439,19 @@ class Generator:
         return Generation(steps=steps, text=text, stopped_by=stopped_by)
 
     @torch.inference_mode()
+    def forward_rows(self, cache, tokens: torch.Tensor) -> tuple[object, torch.Tensor]:
+        """Feed one token per row (``tokens``, ``[rows]``) after a batched ``cache``: (cache, logits ``[rows, V]``)."""
+        out = self.model(input_ids=tokens.unsqueeze(1).to(self.lm.device), **{self._cache_kw: cache},
+                         use_cache=True, logits_to_keep=1)
+        return self._returned_cache(out), out.logits[:, -1].float()
+
+    def sample_steps(self, state: DecodeState, k: int, spec):
+        """SeaKR's samples of the next step with their end-token MLP outputs (:func:`dynaprag.lm.sampling.sample_steps`)."""
+        from dynaprag.lm.sampling import sample_steps
+
+        return sample_steps(self, state, k, spec)
+
+    @torch.inference_mode()
     def sample_batch(self, state: DecodeState, k: int, config: GenerationConfig) -> list[Generation]:
         """``k`` sampled continuations of ``state`` decoded as one batch (SeaKR's k samples).
 

@@ -17,6 +17,7 @@ from typing import Mapping, Sequence
 import torch
 
 from dynaprag.lm.generator import DecodeState, Generation, GenerationConfig, PrefixCache, StepOutput
+from dynaprag.lm.sampling import SampledSteps
 
 EOS, PREFIX, CONTEXT, ANSWER = 0, 1, 2, 3
 _PIECE = re.compile(r"\s*\S+|\s+")
@@ -71,7 +72,7 @@ class ScriptedGenerator:
         self.tokenizer = _Tokenizer(self.vocab)
         self.lm = SimpleNamespace(chat_template=False, name="scripted")
         self.eos_ids = {EOS}
-        self.calls: dict[str, int] = {"step": 0, "sample_batch": 0, "next_logprobs": 0}
+        self.calls: dict[str, int] = {"step": 0, "sample_batch": 0, "sample_steps": 0, "next_logprobs": 0}
 
     # -- vocabulary ------------------------------------------------------------------------
     def _id(self, piece: str) -> int:
@@ -181,6 +182,19 @@ class ScriptedGenerator:
                               entropy=0.5, hidden={layer: vec.clone() for layer in config.hidden_layers})
             out.append(Generation(steps=[step], text=" .", stopped_by="stop"))
         return out
+
+
+    def sample_steps(self, state: DecodeState, k: int, spec) -> SampledSteps:
+        """``k`` one-token samples (and a greedy one if asked) whose end embeddings spread by ``sample_spread``."""
+        self.calls["sample_steps"] = self.calls.get("sample_steps", 0) + 1
+        rng = torch.Generator().manual_seed(spec.seed or 0)
+        base = torch.randn(self.hidden_size, generator=rng)
+        rows = torch.stack([base + self.sample_spread * torch.randn(self.hidden_size, generator=rng)
+                            for _ in range(k)]) if k else torch.zeros(0, self.hidden_size)
+        step = StepOutput(position=len(state.ids), token_id=self._id(" ."), text=" .", logprob=-0.1, entropy=0.5)
+        samples = [Generation(steps=[step], text=" .", stopped_by="stop") for _ in range(k)]
+        greedy = Generation(steps=[step], text=" .", stopped_by="stop") if spec.greedy else None
+        return SampledSteps(greedy=greedy, samples=samples, embeddings=rows)
 
 
 class ScriptedPromptBuilder:
