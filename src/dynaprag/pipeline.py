@@ -185,6 +185,39 @@ class Pipeline:
         check_tunable(resolved, options)
         return resolved
 
+    def loop(self, method: str | None = None, options: Mapping[str, Any] | None = None,
+             max_new_tokens: int | None = None):
+        """The :class:`~dynaprag.dynamic.loop.DynamicLoop` that answers with the configured (or given) method."""
+        from dynaprag.dynamic.loop import DynamicLoop, LoopConfig
+
+        cfg = self.config
+        resolved = self.method(method, options)
+        resolved.injector.bind(self.generator)
+        builder = self.builder_for(resolved)
+        return DynamicLoop(self.generator, builder, self.retriever, resolved,
+                           LoopConfig(k=cfg.k, max_new_tokens=max_new_tokens or cfg.max_new_tokens,
+                                      max_retrievals=cfg.max_retrievals, seed=cfg.seed),
+                           prefix=lambda: self.prefix_of(builder))
+
+    def answer_many(self, questions: Sequence[str], *, batch_size: int = 8, method: str | None = None,
+                    options: dict | None = None, max_new_tokens: int | None = None,
+                    on_event: Callable[[int, dict], None] | None = None):
+        """``(index, Answer or exception)`` for each question, in the order they finish, decoding up to
+        ``batch_size`` questions together (:class:`~dynaprag.dynamic.batch.BatchLoop`).
+
+        Each answer is what :meth:`answer` gives for that question alone (greedy decoding; float32
+        differences of batching only matter at near ties, docs/dynamic.md). A question that raises
+        yields its exception and the others go on. Methods whose injector changes weights (PRAG,
+        DyPRAG) decode one question at a time.
+        """
+        from dynaprag.dynamic.batch import BatchLoop
+
+        empty = [i for i, q in enumerate(questions) if not q or not q.strip()]
+        if empty:
+            raise ValueError(f"question {empty[0]} is empty")
+        batch = BatchLoop(self.loop(method, options, max_new_tokens), batch_size=batch_size)
+        return batch.answers(questions, on_event=on_event)
+
     def answer(self, question: str, *, method: str | None = None, options: dict | None = None,
                on_event: Callable[[dict], None] | None = None, max_new_tokens: int | None = None) -> Answer:
         """Answer ``question`` with the configured (or given) method; the trace is filled in.
@@ -207,27 +240,6 @@ class Pipeline:
                                       max_retrievals=cfg.max_retrievals, seed=cfg.seed),
                            prefix=lambda: self.prefix_of(builder))
         return loop.run(question, on_event=on_event)
-
-    def extract(self, question: str, answer: Answer) -> Answer:
-        """``answer`` with its short answer read the one way every method is scored.
-
-        An answer without "So the answer is" gets a short forced continuation from the exemplar
-        prompt without passages or adapters (:func:`dynaprag.lm.extraction.force_answer`, as the
-        DRAGIN repository scores); its tokens and seconds are added to the trace's costs and the
-        trace's ``extraction`` keeps the raw short answer.
-        """
-        from dynaprag.lm.extraction import force_answer, has_marker
-
-        builder = self.builder()
-        forced = force_answer(self.generator, builder, question, answer.text,
-                              prefix=None if has_marker(answer.text) else self.prefix_of(builder))
-        trace = answer.trace
-        trace.extraction = forced.to_dict()
-        trace.forward_passes += forced.forward_passes
-        trace.prompt_tokens += forced.prompt_tokens
-        trace.generated_tokens += forced.generated_tokens
-        trace.seconds += forced.seconds
-        return Answer(text=answer.text, short=forced.short, trace=trace)
 
 
 __all__ = ["ConfigError", "Pipeline", "PipelineConfig", "load_config", "method_names", "resolve_config", "resolve_method_of",

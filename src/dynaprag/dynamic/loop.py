@@ -23,6 +23,7 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
+import typing
 from typing import Callable, Sequence
 
 from dynaprag.corpus import Passage
@@ -31,7 +32,7 @@ from dynaprag.dynamic.methods import Method
 from dynaprag.dynamic.probe import LoopProbe
 from dynaprag.dynamic.text import is_sentence_end
 from dynaprag.inject import Injection
-from dynaprag.lm.generator import DecodeState, GenerationConfig, Generator, PrefixCache
+from dynaprag.lm.generator import DecodeState, GenerationConfig, Generator, PrefixCache, StepOutput
 from dynaprag.lm.prompts import ANSWER_MARKER, PromptBuilder, extract_answer
 from dynaprag.trace import Answer, RetrievalEvent, TokenRecord, Trace
 
@@ -69,7 +70,13 @@ def clean(text: str) -> str:
 
 
 class DynamicLoop:
-    """Runs one resolved :class:`~dynaprag.dynamic.methods.Method` for a question; see module docstring."""
+    """Runs one resolved :class:`~dynaprag.dynamic.methods.Method` for a question; see module docstring.
+
+    The per-question state machine is :class:`QuestionRun`; this class holds what questions
+    share (generator, prompt builder, retriever, method, budgets, the prefix cache) and drives
+    one run at batch 1. :class:`~dynaprag.dynamic.batch.BatchLoop` drives many runs of the same
+    machine together, so a question is answered by the same code at any batch size.
+    """
 
     def __init__(self, generator: Generator, builder: PromptBuilder, retriever, method: Method,
                  config: LoopConfig, prefix: Callable[[], PrefixCache]):
@@ -80,6 +87,46 @@ class DynamicLoop:
         self.gcfg = GenerationConfig(
             max_new_tokens=1, capture_attention=any(getattr(c, "needs_attention", False) for c in parts),
             hidden_layers=tuple(sorted({layer for c in parts for layer in getattr(c, "hidden_layers", ())})))
+
+    def begin(self, question: str, on_event: EventSink | None = None) -> "QuestionRun":
+        """A run of ``question`` that has not started yet (its :meth:`QuestionRun.decode` drives it)."""
+        return QuestionRun(self, question, on_event)
+
+    def run(self, question: str, on_event: EventSink | None = None) -> Answer:
+        """Answer ``question`` alone: every step the run asks for is one :meth:`Generator.step`."""
+        run = self.begin(question, on_event)
+        machine = run.decode()
+        try:
+            state = next(machine)
+            while True:
+                state = machine.send(self.gen.step(state, self.gcfg))
+        except StopIteration as done:
+            return done.value
+
+
+class QuestionRun:
+    """One question's decoding state machine: draft, decode state, retrievals, knowledge slot.
+
+    :meth:`decode` is a generator that yields the :class:`DecodeState` whenever it needs the
+    next token and receives the :class:`StepOutput`; everything else (triggers, probes,
+    retrieval, rollback, re-prefill) happens inside it, at batch 1. A driver chooses how the
+    tokens are produced: one :meth:`Generator.step` (:meth:`DynamicLoop.run`) or a batched
+    step shared with other questions (:class:`~dynaprag.dynamic.batch.BatchLoop`). The
+    attributes the probe reads (``gen``, ``builder``, ``state``, ``draft``, ``answer``,
+    ``states``, ``gcfg``, ``start``) are this question's.
+    """
+
+    def __init__(self, loop: DynamicLoop, question: str, on_event: EventSink | None = None):
+        self.loop, self.question = loop, question
+        self.gen, self.builder, self.retriever = loop.gen, loop.builder, loop.retriever
+        self.method, self.config, self.prefix = loop.method, loop.config, loop.prefix
+        self.look_ahead, self.gcfg = loop.look_ahead, loop.gcfg
+        self.emit = on_event or (lambda _e: None)
+        self.states: list[DecodeState] = []
+        self.extra_passes = 0  # look-ahead attention passes asked for through the probe
+        self.weighted = False
+        self.answer: list[int] = []
+        self.done = False
 
     # -- state the probe reads ---------------------------------------------------------------
     def start(self, ids: list[int]) -> DecodeState:
@@ -157,15 +204,12 @@ class DynamicLoop:
             self.gen.extend(self.state, ids[plen:])
 
     # -- the loop -------------------------------------------------------------------------
-    def run(self, question: str, on_event: EventSink | None = None) -> Answer:
+    def decode(self) -> typing.Generator[DecodeState, StepOutput, Answer]:
+        """Answer the question; yields the decode state for each token, returns the :class:`Answer`."""
         t0 = time.perf_counter()
-        emit = on_event or (lambda _e: None)
+        question, emit = self.question, self.emit
         method, cfg = self.method, self.config
         method.reset()
-        self.states: list[DecodeState] = []
-        self.extra_passes = 0  # look-ahead attention passes asked for through the probe
-        self.weighted = False
-        self.answer: list[int] = []
         trace = Trace(method=method.name)
         scores: dict[int, float] = {}
         q_ids = self.builder.question_ids(question)
@@ -210,7 +254,7 @@ class DynamicLoop:
                         continue
                     trace.notes.append(stop)
                     break
-                step = self.gen.step(self.state, self.gcfg)
+                step = yield self.state
                 decoded += 1
                 if step.token_id in self.gen.eos_ids:
                     decision = self._end_of_draft(trace, scores, end_step=step)
@@ -255,6 +299,7 @@ class DynamicLoop:
             trace.generated_tokens += st.counters.generated_tokens
         trace.forward_passes += self.extra_passes
         trace.seconds = time.perf_counter() - t0
+        self.done = True
         return Answer(text=text, short=extract_answer(text), trace=trace)
 
     def _record_attention(self, step, layout: dict, i: int) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 from dynaprag.corpus import Passage
 from dynaprag.registry import Registry
@@ -39,6 +39,9 @@ class Injector(ABC):
     """Turns retrieved passages into an :class:`Injection` for the question being answered."""
 
     name = "injector"
+    #: whether an injection may change the model's weights (PRAG, DyPRAG); a batch of questions
+    #: shares the weights, so such a method's questions are decoded one at a time
+    may_change_weights: ClassVar[bool] = False
 
     def bind(self, generator) -> None:  # noqa: B027 - optional hook
         """Called once with the :class:`~dynaprag.lm.Generator` before first use."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 from dynaprag.corpus import Passage
 from dynaprag.inject.base import INJECTORS, Injection, Injector
@@ -29,6 +29,8 @@ from dynaprag.parametric.stores import default_store_root, default_translator_pa
 @dataclass
 class PragInjector(Injector):
     """PRAG: sum the retrieved documents' LoRAs (one rank k·r adapter) and answer without context."""
+
+    may_change_weights: ClassVar[bool] = True
 
     store: str | None = field(default=None, metadata={"help": "adapter store root; None = default_store_root()"})
     on_missing: str = field(default="encode", metadata={
@@ -130,6 +132,8 @@ class PragCombineInjector(PragInjector):
 @dataclass
 class DyPragInjector(Injector):
     """DyPRAG: the translator turns each passage into a LoRA at question time; no store needed."""
+
+    may_change_weights: ClassVar[bool] = True
 
     translator: str | None = field(default=None, metadata={
         "help": "translator file or `translator train --out` folder; None = default_translator_path()"})
