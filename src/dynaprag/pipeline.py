@@ -241,6 +241,27 @@ class Pipeline:
                            prefix=lambda: self.prefix_of(builder))
         return loop.run(question, on_event=on_event)
 
+    def extract(self, question: str, answer: Answer) -> Answer:
+        """``answer`` with its short answer read the one way every method is scored.
+
+        An answer without "So the answer is" gets a short forced continuation from the exemplar
+        prompt without passages or adapters (:func:`dynaprag.lm.extraction.force_answer`, as the
+        DRAGIN repository scores); its tokens and seconds are added to the trace's costs and the
+        trace's ``extraction`` keeps the raw short answer.
+        """
+        from dynaprag.lm.extraction import force_answer, has_marker
+
+        builder = self.builder()
+        forced = force_answer(self.generator, builder, question, answer.text,
+                              prefix=None if has_marker(answer.text) else self.prefix_of(builder))
+        trace = answer.trace
+        trace.extraction = forced.to_dict()
+        trace.forward_passes += forced.forward_passes
+        trace.prompt_tokens += forced.prompt_tokens
+        trace.generated_tokens += forced.generated_tokens
+        trace.seconds += forced.seconds
+        return Answer(text=answer.text, short=forced.short, trace=trace)
+
 
 __all__ = ["ConfigError", "Pipeline", "PipelineConfig", "load_config", "method_names", "resolve_config", "resolve_method_of",
            "stop_strings"]
