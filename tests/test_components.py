@@ -169,12 +169,12 @@ def test_seakr_selector_orders_by_uncertainty_and_trigger_thresholds_it():
     loop = scripted_loop("seakr", [ScriptedStep(" 1946.")], sample_spread=0.0)
     answer = loop.run(QUESTION)
     assert not answer.trace.retrievals  # 20 identical samples: eigen score below -6, no retrieval
-    assert loop.gen.calls["sample_batch"] >= 1
+    assert loop.gen.calls["sample_steps"] >= 1
     loop = scripted_loop("seakr", [ScriptedStep(" 1946.")], options={"trigger.samples": 4, "selector.samples": 4},
                          sample_spread=5.0)
     answer = loop.run(QUESTION)
     assert answer.trace.retrievals and "eigen score" in answer.trace.retrievals[0].reason
-    assert loop.gen.calls["sample_batch"] >= 1 + 3  # the trigger once, the selector once per hit
+    assert loop.gen.calls["sample_steps"] >= 1 + 3  # the trigger once, the selector once per hit
 
 
 def test_selfrag_trigger_and_critique_read_reflection_tokens():

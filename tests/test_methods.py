@@ -58,8 +58,9 @@ def test_unknown_method_lists_the_valid_names():
 def test_resolved_config_lists_every_knob_and_resolves_to_the_same_method():
     cfg = resolve_config(PipelineConfig(method="seakr", options={"theta": -5.0}, selector="top-k"))
     assert set(AXES) == {a for a in AXES if getattr(cfg, a)["name"]}
-    assert cfg.trigger == {"name": "seakr", "samples": 20, "alpha": 1e-3, "layer": -1, "sample_tokens": 20,
-                           "temperature": 1.0, "theta": -5.0}
+    assert cfg.trigger == {"name": "seakr", "samples": 20, "alpha": 1e-3, "layer": -1, "sample_tokens": 100,
+                           "temperature": 1.0, "top_k": 50, "top_p": 0.9, "theta": -5.0, "max_steps": 7,
+                           "max_docs": 5}
     assert cfg.selector == {"name": "top-k"} and cfg.options == {}
     assert resolve_config(cfg) == cfg
 

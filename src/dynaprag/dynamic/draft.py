@@ -41,6 +41,7 @@ class Decision:
     token_scores: Mapping[int, float] = field(default_factory=dict)
     accept_next_sentence: bool = False  # FLARE-style: the regenerated sentence is not re-checked
     context_for_sentence: bool = False  # DRAGIN: the passages serve one regenerated sentence, then leave
+    end_if_skipped: bool = False  # SeaKR: no retrieval (empty/repeated query, no new hit) ends the answer at keep
     details: Mapping[str, Any] = field(default_factory=dict)  # what the trigger saw, for a formulator that reads it
     notes: tuple[str, ...] = ()
 
@@ -52,6 +53,16 @@ class Decision:
     def hold(cls, **kwargs) -> "Decision":
         """Judged, no retrieval (the scores still go to the trace)."""
         return cls(retrieve=False, **kwargs)
+
+
+@dataclass(frozen=True)
+class FinalAnswer:
+    """A trigger's own final answer, replacing the one read from the draft (SeaKR's reasoning
+    integration): the answer text (ending in "So the answer is X."), X, and notes for the trace."""
+
+    text: str
+    short: str
+    notes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -74,6 +85,9 @@ class Draft:
     sentence_end: bool = False  # the last token ended a sentence
     ended: bool = False  # the draft cannot grow (end of sequence or budget): judge what is left
     end_step: StepOutput | None = None  # the end-of-sequence step, when that is why it ended
+    retrieving_at: int | None = None  # while hits are selected: the answer index the draft will be cut at
+    passages: list = field(default_factory=list)  # the knowledge slot now (Passage objects)
+    queries: list[str] = field(default_factory=list)  # the queries of the retrievals so far
 
     @property
     def text(self) -> str:

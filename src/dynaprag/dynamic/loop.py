@@ -194,6 +194,7 @@ class QuestionRun:
     def _drop_context(self, question: str, weights: contextlib.ExitStack) -> None:
         """Take the passages out again (DRAGIN uses them for one sentence): re-prefill without them."""
         ids = self.builder.build(question, (), self.answer)
+        self.draft.passages = []
         if self.weighted:
             weights.close()
             self.weighted = False
@@ -231,21 +232,32 @@ class QuestionRun:
                     "its query came out empty (everything masked)" if not (query or "").strip() else
                     f"it would repeat the previous one (same query {query!r})" if self._repeats(decision, query, trace)
                     else None)
+                if decision is not None and skip is None:
+                    accepting = self._retrieve(decision, query, question, weights, trace, emit)
+                    if accepting is None:
+                        skip, accepting = "the selector kept none of the hits", False
+                    else:
+                        transient = decision.context_for_sentence
+                        for i in [i for i in scores if i >= decision.keep]:
+                            del scores[i]
+                        del self.answer[decision.keep:]
+                        n = len(self.state.ids) - len(self.answer)
+                        layout = {"ans": n, "q": n - len(q_ids)}
                 if skip is not None:
+                    if decision.end_if_skipped:  # SeaKR: the judged span goes, the answer ends before it
+                        trace.notes.append(f"no retrieval at token {decision.keep}: {skip}; the answer ends there")
+                        if decision.keep < len(draft.steps):
+                            emit({"type": "rollback", "keep_tokens": decision.keep})
+                        draft.truncate(decision.keep)
+                        del self.answer[decision.keep:]
+                        for i in [i for i in scores if i >= decision.keep]:
+                            del scores[i]
+                        break
                     trace.notes.append(f"no retrieval at token {decision.keep}: {skip}; the text is kept")
-                    decision = None
                     if self.look_ahead:
                         draft.checked = len(draft.steps)
                     else:
                         accepting = True
-                if decision is not None:
-                    accepting = self._retrieve(decision, query, question, weights, trace, emit)
-                    transient = decision.context_for_sentence
-                    for i in [i for i in scores if i >= decision.keep]:
-                        del scores[i]
-                    del self.answer[decision.keep:]
-                    n = len(self.state.ids) - len(self.answer)
-                    layout = {"ans": n, "q": n - len(q_ids)}
                 decision = None
                 stop = self._stop_reason(decoded, budget)
                 if stop is not None:
@@ -288,9 +300,10 @@ class QuestionRun:
                     draft.sentence_start = len(draft.steps)
                 if decision is None and self._finished():
                     break
+            final = method.trigger.integrate(draft, self._probe_for(method.trigger))
         finally:
             weights.close()
-        text = clean(draft.text)
+        text = clean(draft.text) if final is None else final.text
         trace.tokens = [TokenRecord(text=p, logprob=s.logprob, entropy=s.entropy, score=scores.get(i))
                         for i, (p, s) in enumerate(zip(draft.pieces, draft.steps))]
         for st in self.states:
@@ -299,8 +312,10 @@ class QuestionRun:
             trace.generated_tokens += st.counters.generated_tokens
         trace.forward_passes += self.extra_passes
         trace.seconds = time.perf_counter() - t0
+        if final is not None:
+            trace.notes.extend(final.notes)
         self.done = True
-        return Answer(text=text, short=extract_answer(text), trace=trace)
+        return Answer(text=text, short=extract_answer(text) if final is None else final.short, trace=trace)
 
     def _record_attention(self, step, layout: dict, i: int) -> None:
         """File the step's attention row (of the position before the new token ``i``) by answer index."""
@@ -327,12 +342,20 @@ class QuestionRun:
         return last is not None and last.position == decision.keep and last.query == query
 
     def _retrieve(self, decision: Decision, query: str, question: str, weights: contextlib.ExitStack,
-                  trace: Trace, emit: EventSink) -> bool:
-        """Search, select, inject, cut the draft and re-prefill; return whether to accept the next sentence."""
+                  trace: Trace, emit: EventSink) -> bool | None:
+        """Search, select, inject, cut the draft and re-prefill; return whether to accept the next sentence
+        (None: the selector kept none of the hits, nothing was done)."""
         t0 = time.perf_counter()
         method, draft = self.method, self.draft
         hits = self.retriever.search_one(query, self.config.k)
-        hits = method.selector(hits, draft, self._probe_for(method.selector))
+        draft.retrieving_at = decision.keep
+        try:
+            selected = method.selector(hits, draft, self._probe_for(method.selector))
+        finally:
+            draft.retrieving_at = None
+        if hits and not selected:
+            return None
+        hits = selected
         injection: Injection = method.injector.inject([h.passage for h in hits], question)
         keep = decision.keep
         if keep < len(draft.steps):
@@ -344,6 +367,8 @@ class QuestionRun:
                                hit_texts=[h.text for h in hits], scores=dict(decision.scores),
                                injection=injection.kind)
         passages: Sequence[Passage] = list(injection.context)
+        draft.passages = list(passages)
+        draft.queries.append(query)
         ids = self.builder.build(question, passages, kept)
         if injection.changes_weights or self.weighted:
             weights.close()

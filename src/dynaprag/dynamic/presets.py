@@ -51,9 +51,12 @@ METHODS.register("dragin-inline", MethodSpec(
     "rind-inline", "qfs", knobs={"trigger": {"theta": 1.2}, "formulator": {"n": 35, "filter": "stopwords"}},
     paper="variant: Eq. 4 on generation-time attention, no look-ahead pass (cheapest)"))
 METHODS.register("seakr", MethodSpec(
-    "seakr", "confident-tokens", "seakr-uncertainty",
-    knobs={"trigger": {"samples": 20, "alpha": 1e-3, "theta": -6.0}, "selector": {"samples": 20, "alpha": 1e-3}},
-    paper="SeaKR eigen-score uncertainty + re-ranking (Yao et al. 2024)"))
+    "seakr", "sure-words", "seakr-uncertainty",
+    knobs={"trigger": {"samples": 20, "alpha": 1e-3, "theta": -6.0, "max_steps": 7, "max_docs": 5},
+           "formulator": {"prob_threshold": 0.1}, "selector": {"samples": 20, "alpha": 1e-3, "max_docs": 5}},
+    paper="SeaKR as its reference code runs it (Yao et al. 2024; THU-KEG/SeaKR @d75fe70 reasoner.py): "
+          "eigen score of 20 samples per step, one least-uncertain document per retrieval, reasoning integration; "
+          "deviations in dynaprag.dynamic.seakr"))
 METHODS.register("self-rag", MethodSpec(
     "self-rag", "question", "selfrag-critique", knobs={"trigger": {"theta": 0.2}},
     paper="Self-RAG reflection tokens (Asai et al. 2024); needs a Self-RAG model"))

@@ -17,7 +17,7 @@ import torch
 
 from dynaprag.dynamic import scoring
 from dynaprag.dynamic.component import Component
-from dynaprag.dynamic.draft import Decision, Draft
+from dynaprag.dynamic.draft import Decision, Draft, FinalAnswer
 from dynaprag.dynamic.text import content_flags
 from dynaprag.registry import Registry
 
@@ -35,6 +35,11 @@ class Trigger(Component):
 
     def finished(self, draft: Draft) -> bool | None:
         """The method's own stop rule, or None for the loop's (the "So the answer is X." sentence)."""
+        return None
+
+    def integrate(self, draft: Draft, probe=None) -> FinalAnswer | None:
+        """The method's own final answer from the finished draft (SeaKR's reasoning integration,
+        which also reads ``draft.passages``), or None to read the answer from the draft."""
         return None
 
 
