@@ -9,6 +9,7 @@ in the commit.
 
     .venv/bin/python scripts/record_preset_traces.py --out tests/fixtures/preset_traces.json
     .venv/bin/python scripts/record_preset_traces.py --check tests/fixtures/preset_traces.json
+    .venv/bin/python scripts/record_preset_traces.py --out tests/fixtures/preset_traces.json --presets seakr --n 2 --update
 """
 from __future__ import annotations
 
@@ -73,14 +74,18 @@ def main() -> int:
     group.add_argument("--check", type=Path, help="replay every recorded trace and report differences")
     parser.add_argument("--n", type=int, default=10, help="demo questions per preset")
     parser.add_argument("--presets", default=",".join(PRESETS))
+    parser.add_argument("--update", action="store_true",
+                        help="with --out: replace only these presets' entries of the existing file, keep the others")
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(1)  # float32 sums can depend on the thread count; the test uses 1 too
     presets = [p for p in args.presets.split(",") if p]
     if args.out:
-        data = {"model": "smollm2-135m", "dtype": "float32", "max_new_tokens": MAX_NEW_TOKENS,
-                "traces": run(presets, demo_questions(args.n), factory())}
+        traces = run(presets, demo_questions(args.n), factory())
+        if args.update and args.out.exists():
+            traces = {**json.loads(args.out.read_text(encoding="utf-8"))["traces"], **traces}
+        data = {"model": "smollm2-135m", "dtype": "float32", "max_new_tokens": MAX_NEW_TOKENS, "traces": traces}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         return 0
