@@ -5,7 +5,7 @@ errors, weight-changing injectors run alone); (b) :class:`BatchStepper` against 
 on the real 135M model in float32 (same greedy tokens, signals equal to summation-order noise,
 through joins, a rollback and a re-prefill); (c) every dynamic preset's traces (tokens,
 retrieval positions, reasons, queries, hits) at batch 8 against batch 1 on ``QUESTIONS`` demo
-questions (more than the batch, so questions join as others finish). Differences allowed by
+questions (more than the batch, so questions join as others finish; SeaKR on 2, its cost). Differences allowed by
 (c) are listed in ``KNOWN_DIFFERENCES`` with their explanation; there are none today.
 """
 from __future__ import annotations
@@ -194,7 +194,7 @@ def pipelines(lm):
 @pytest.mark.parametrize("preset", rec.PRESETS)
 def test_batch_8_traces_equal_batch_1(pipelines, preset):
     pipe = pipelines(preset)
-    questions = [q["question"] for q in rec.demo_questions(QUESTIONS)]
+    questions = [q["question"] for q in rec.demo_questions(QUESTIONS if preset != "seakr" else 2)]  # seakr: ~36x sr-rag
     alone = [rec.summarise(pipe.answer(q)) for q in questions]
     together = dict(pipe.answer_many(questions, batch_size=BATCH))
     differ = [i for i, q in enumerate(questions) if rec.summarise(together[i]) != alone[i]]
