@@ -23,6 +23,7 @@ while membership is stable (the two strategies of :mod:`dynaprag.lm.batch`).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -92,14 +93,14 @@ def measure_steps(pipe, sizes: list[int], context: int, steps: int, rounds: int 
     rows = []
     for size in sizes:
         times: dict[str, list[float]] = {"batch 1": [], "on-change": [], "always": []}
+        prefilled = []
+        for b in range(size):
+            state = gen.start(gen.encode(" ".join(words[: context + 7 * b]))[: context + 3 * b])
+            gen.next_logprobs(state)  # prefill alone, as a joining question
+            prefilled.append(state)
         for _ in range(rounds):
             for mode in times:
-                states = []
-                for b in range(size):
-                    ids = gen.encode(" ".join(words[: context + 7 * b]))[: context + 3 * b]
-                    state = gen.start(ids)
-                    gen.next_logprobs(state)  # prefill alone, as a joining question
-                    states.append(state)
+                states = copy.deepcopy(prefilled)
                 stepper = BatchStepper(gen, restack="on-change" if mode == "batch 1" else mode)
                 stepper.step(states, cfg)  # warm-up step (first stack)
                 t0 = time.perf_counter()
