@@ -72,7 +72,7 @@ def run_case(pipe, method: str, dataset: str, questions: list[dict], batch: int,
             "prompt_tokens": sum(t.prompt_tokens for t in traces),
             "retrievals": sum(len(t.retrievals) for t in traces),
             "batched_passes": stepper.batched_passes, "rows_in_batched_passes": stepper.rows_stepped,
-            "restacks": stepper.restacks, "texts": texts, "ids": [q["id"] for q in questions]}
+            "restacks": stepper.restacks, "feed_failures": loop.feed_failures, "texts": texts, "ids": [q["id"] for q in questions]}
 
 
 def measure_steps(pipe, sizes: list[int], context: int, steps: int, rounds: int = 3) -> list[dict]:
@@ -156,6 +156,7 @@ def rows_of(cases: list[dict]) -> list[dict]:
             "ratio_to_batch_1": (sum(b1["seconds"] / b1["n"] for _, b1 in paired)
                                  / sum(c["seconds"] / c["n"] for c, _ in paired)) if paired else float("nan"),
             "same_answer_as_batch_1": sum(same) / len(same) if same else float("nan"),
+            "failed_batched_feeds": sum(c.get("feed_failures", 0) for c in group),
         })
     return rows
 

@@ -57,6 +57,7 @@ class BatchLoop:
         self.grouped = bool(getattr(loop.method.injector, "may_change_weights", False))
         self.batch_size = 1 if self.grouped else batch_size
         self.stepper = BatchStepper(loop.gen, restack=restack)
+        self.feed_failures = 0  # batched feeds that raised; those rounds were fed one question at a time
 
     def run(self, questions: Sequence[str]) -> list[Answer]:
         """Answers in the order of ``questions``; the first error raised by any question is raised."""
@@ -76,45 +77,49 @@ class BatchLoop:
         queue = deque(enumerate(questions))
         active: list[_InFlight] = []
         gcfg = self.loop.gcfg
-        while queue or active:
-            while queue and len(active) < self.batch_size:
-                index, question = queue.popleft()
-                sink = None if on_event is None else (lambda e, i=index: on_event(i, e))
-                run = self.loop.begin(question, sink)
-                machine = run.decode()
+        try:
+            while queue or active:
+                while queue and len(active) < self.batch_size:
+                    index, question = queue.popleft()
+                    sink = None if on_event is None else (lambda e, i=index: on_event(i, e))
+                    run = self.loop.begin(question, sink)
+                    machine = run.decode()
+                    try:
+                        state = next(machine)
+                    except StopIteration as done:
+                        yield index, done.value
+                        continue
+                    except Exception as exc:  # noqa: BLE001 - reported per question
+                        yield index, exc
+                        continue
+                    active.append(_InFlight(index, run, machine, state))
+                    self._check_weights(active)
+                if not active:
+                    continue
                 try:
-                    state = next(machine)
-                except StopIteration as done:
-                    yield index, done.value
-                    continue
-                except Exception as exc:  # noqa: BLE001 - reported per question
-                    yield index, exc
-                    continue
-                active.append(_InFlight(index, run, machine, state))
+                    self.stepper.feed([a.state for a in active], gcfg)
+                except Exception:  # noqa: BLE001 - each question's own step below feeds it alone and says which failed
+                    self.feed_failures += 1
+                outs: list = []
+                for a in active:
+                    try:
+                        outs.append(self.loop.gen.step(a.state, gcfg))
+                    except Exception as exc:  # noqa: BLE001 - goes back into that question's run
+                        outs.append(exc)
+                still: list[_InFlight] = []
+                for a, out in zip(active, outs):
+                    try:
+                        a.state = a.machine.throw(out) if isinstance(out, BaseException) else a.machine.send(out)
+                        still.append(a)
+                    except StopIteration as done:
+                        yield a.index, done.value
+                    except Exception as exc:  # noqa: BLE001
+                        yield a.index, exc
+                active = still
                 self._check_weights(active)
-            if not active:
-                continue
-            try:
-                self.stepper.feed([a.state for a in active], gcfg)
-            except Exception:  # noqa: BLE001, S110 - each question's own step below feeds it alone and says which failed
-                pass
-            outs: list = []
+        finally:  # a consumer that stops early (an interrupted eval) leaves no weights applied
             for a in active:
-                try:
-                    outs.append(self.loop.gen.step(a.state, gcfg))
-                except Exception as exc:  # noqa: BLE001 - goes back into that question's run
-                    outs.append(exc)
-            still: list[_InFlight] = []
-            for a, out in zip(active, outs):
-                try:
-                    a.state = a.machine.throw(out) if isinstance(out, BaseException) else a.machine.send(out)
-                    still.append(a)
-                except StopIteration as done:
-                    yield a.index, done.value
-                except Exception as exc:  # noqa: BLE001
-                    yield a.index, exc
-            active = still
-            self._check_weights(active)
+                a.machine.close()
 
     @staticmethod
     def _check_weights(active: list[_InFlight]) -> None:
