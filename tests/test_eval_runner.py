@@ -195,10 +195,13 @@ def test_torn_last_line_is_dropped_and_repaired(tmp_path):
         read_records(path)
 
 
-def test_kill_and_resume_loses_and_duplicates_nothing(data_dir, tmp_path):
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_kill_and_resume_loses_and_duplicates_nothing(data_dir, tmp_path, batch_size):
+    """At batch 3 the kill lands while answers that finished early may be held in memory: they are
+    lost (answered again on resume), never written twice or out of order."""
     out = tmp_path / "killed"
     command = [str(Path(sys.executable).parent / "dynaprag"), "eval", "--dataset", "hotpotqa", "--data-dir", str(data_dir),
-               "--method", "sr-rag", "--out", str(out), "--no-progress", *FAST]
+               "--method", "sr-rag", "--out", str(out), "--no-progress", "--batch-size", str(batch_size), *FAST]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     records = out / RECORDS
@@ -219,12 +222,75 @@ def test_kill_and_resume_loses_and_duplicates_nothing(data_dir, tmp_path):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     final = read_records(records)
     ids = [r["id"] for r in final]
-    assert sorted(ids) == sorted(q["id"] for q in QUESTIONS) and len(ids) == len(set(ids))
+    assert ids == [q["id"] for q in QUESTIONS]  # each once, in question-file order
     assert final[:len(first)] == first  # the records written before the kill are kept as they were
     assert records.read_bytes().endswith(b"\n")
     summary = json.loads((out / SUMMARY).read_text())
     assert summary["questions"] == len(QUESTIONS)
     assert summary["f1"] == pytest.approx(sum(r["scores"]["f1"] for r in final) / len(final))
+
+
+def _without_timings(value):
+    """A record with its wall-clock fields (and the batch size it was run at) left out, and floats
+    compared to 1e-4: a batched float32 pass sums in another order, so per-token log-probs and
+    entropies move in the 6th digit while tokens, texts and decisions stay the same."""
+    if isinstance(value, dict):
+        return {k: _without_timings(v) for k, v in value.items()
+                if k not in ("seconds", "peak_rss_mb", "batch_size")}
+    if isinstance(value, list):
+        return [_without_timings(v) for v in value]
+    if isinstance(value, float):
+        return pytest.approx(value, rel=1e-4, abs=1e-5)
+    return value
+
+
+@pytest.mark.parametrize("method", ["wo-rag", "sr-rag"])
+def test_batched_run_writes_the_records_of_batch_1(runs, data_dir, lm, tmp_path, method):
+    """batch_size=3 on 4 questions (3 decode together, the 4th joins when one leaves): same records,
+    in question order, as the batch-1 run (float32), forced extractions included (3 of wo-rag's 4
+    answers need one); the summary adds questions_per_hour."""
+    from dynaprag.eval.experiment import run
+
+    run_cfg, pipe_cfg = _resolve(data_dir, method, "batch_size=3")
+    summary = run(run_cfg, pipe_cfg, tmp_path / "b3", lm=lm, progress=False)
+    single = read_records(runs[method] / RECORDS)
+    batched = read_records(tmp_path / "b3" / RECORDS)
+    assert [r["id"] for r in batched] == [q["id"] for q in QUESTIONS]
+    assert [r["batch_size"] for r in batched] == [3] * 4
+    assert [_without_timings(r) for r in batched] == [_without_timings(r) for r in single]
+    assert json.loads((tmp_path / "b3" / CONFIG).read_text())["batch_size"] == 3
+    assert summary["questions_per_hour_over"] == 4 and summary["questions_per_hour"] > 0
+    assert summary["f1"] == json.loads((runs[method] / SUMMARY).read_text())["f1"]
+
+
+def test_batch_size_may_change_when_a_run_resumes(runs, data_dir, lm, tmp_path):
+    from dynaprag.eval.experiment import run
+
+    out = tmp_path / "mixed"
+    run(*_resolve(data_dir, "sr-rag", "batch_size=3", "limit=2"), out, lm=lm, progress=False)
+    summary = run(*_resolve(data_dir, "sr-rag"), out, lm=lm, progress=False)
+    records = read_records(out / RECORDS)
+    assert [r["batch_size"] for r in records] == [3, 3, 1, 1]  # each record says how it was decoded
+    assert [_without_timings(r) for r in records] == [_without_timings(r) for r in read_records(runs["sr-rag"] / RECORDS)]
+    assert json.loads((out / CONFIG).read_text())["batch_size"] == 1 and "questions_per_hour" not in summary
+    with pytest.raises(ConfigError, match="batch_size"):
+        _resolve(data_dir, "sr-rag", "batch_size=0")
+
+
+def test_batched_run_stops_at_a_question_too_long_after_the_ones_before_it(lm, tmp_path):
+    """The too-long question fails at once, before the question ahead of it finishes: that one is
+    still written, the later ones (answered meanwhile) are not, and the RunError names it."""
+    from dynaprag.eval.experiment import resolve, run
+
+    path = tmp_path / "long.jsonl"
+    rows = [QUESTIONS[0], {"id": "huge", "question": " ".join(["word"] * 10_000) + " Why?", "answers": ["x"]},
+            QUESTIONS[1]]
+    path.write_text("".join(json.dumps(q) + "\n" for q in rows), encoding="utf-8")
+    run_cfg, pipe_cfg = resolve("demo", questions=str(path), method="wo-rag",
+                                overrides=["max_new_tokens=4", "prompt.shots=1", "dtype=float32", "batch_size=3"])
+    with pytest.raises(RunError, match=r"question 'huge'.*tokens exceeds the context"):
+        run(run_cfg, pipe_cfg, tmp_path / "run", lm=lm, progress=False)
+    assert [r["id"] for r in read_records(tmp_path / "run" / RECORDS)] == ["f1"]
 
 
 def test_fixture_questions_load(data_dir):

@@ -21,6 +21,9 @@ def register(app: typer.Typer) -> None:
         questions: Optional[str] = typer.Option(None, "--questions", help="question file (JSONL or official release)"),
         method: Optional[str] = typer.Option(None, "--method", help="wo-rag, sr-rag, flare, dragin, ..."),
         limit: Optional[int] = typer.Option(None, "--limit", help="first N questions only"),
+        batch_size: Optional[int] = typer.Option(
+            None, "--batch-size", help="questions decoded together (default 1); float32 answers are unchanged, "
+                                       "bf16 ones may differ at near-ties; compare runs by questions_per_hour"),
         out: Path = typer.Option(..., "--out", help="run folder (created; an existing run resumes)"),
         config: Optional[str] = typer.Option(None, "--config", help="YAML/JSON config file"),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
@@ -37,7 +40,8 @@ def register(app: typer.Typer) -> None:
 
         try:
             run_cfg, pipe_cfg = resolve(dataset, data_dir=data_dir, questions=questions, method=method,
-                                        limit=limit, config_file=config, overrides=overrides or [])
+                                        limit=limit, config_file=config, overrides=overrides or [],
+                                        batch_size=batch_size)
             summary = run(run_cfg, pipe_cfg, out, progress=progress)
         except (ConfigError, DatasetError, RunError, UnknownNameError, ValueError, FileNotFoundError,
                 ImportError) as exc:

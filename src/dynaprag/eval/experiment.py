@@ -43,13 +43,20 @@ class RunConfig:
         "help": "how the scored short answer is read: forced (an answer without 'So the answer is' gets a "
                 "20-token forced continuation, as DRAGIN's scoring; see dynaprag.lm.extraction) or marker "
                 "(the text after the marker, else the first line)", "choices": ("forced", "marker")})
+    batch_size: int = field(default=1, metadata={
+        "help": "questions decoded together (Pipeline.answer_many; 1 = one at a time). Float32 answers equal "
+                "batch 1's; bfloat16 ones may differ at near-ties. May change when a run resumes. At > 1 a "
+                "record's seconds include other questions' work: compare questions_per_hour instead",
+        "min": 1})
 
 
 def check_run_config(run_cfg: RunConfig) -> RunConfig:
-    """Refuse values the types allow but a run cannot mean (``limit`` 0 or negative)."""
+    """Refuse values the types allow but a run cannot mean (``limit`` or ``batch_size`` below 1)."""
     if run_cfg.limit is not None and run_cfg.limit < 1:
         raise ConfigError(f"limit: must be at least 1, got {run_cfg.limit}; "
                           "omit it (or limit=null) to evaluate every question")
+    if run_cfg.batch_size < 1:
+        raise ConfigError(f"batch_size: must be at least 1, got {run_cfg.batch_size}")
     return run_cfg
 
 
@@ -80,13 +87,13 @@ def _split(items: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def resolve(dataset: str | None = None, *, data_dir: str | None = None, questions: str | None = None,
             method: str | None = None, limit: int | None = None, config_file: str | None = None,
-            overrides: Sequence[str] = ()) -> tuple[RunConfig, Any]:
+            overrides: Sequence[str] = (), batch_size: int | None = None) -> tuple[RunConfig, Any]:
     """(RunConfig, PipelineConfig) after applying every layer; see the module docstring."""
     from dynaprag.pipeline import PipelineConfig
 
     file_items = _flatten(load_file(config_file)) if config_file else {}
     flag_items = {k: v for k, v in (("dataset", dataset), ("data_dir", data_dir), ("questions", questions),
-                                    ("limit", limit)) if v is not None}
+                                    ("limit", limit), ("batch_size", batch_size)) if v is not None}
     cli_items = parse_overrides(list(overrides))
     file_run, file_pipe = _split(file_items)
     cli_run, cli_pipe = _split(cli_items)
@@ -158,9 +165,31 @@ def run(run_cfg: RunConfig, pipe_cfg: Any, out: str | Path, *, lm: Any = None, r
     config = resolved_dict(run_cfg, pipe_cfg)
     examples = load_run_examples(run_cfg, pipe_cfg.retrieval.corpus)
     pipeline = Pipeline.from_config(pipe_cfg, lm=lm, retriever=retriever)
+    forced = run_cfg.extraction == "forced"
+    if run_cfg.batch_size > 1:
+        return evaluate(examples, None, out, config=config, yes_no_task=config["yes_no_task"], progress=progress,
+                        answer_many=lambda questions: _answer_many(pipeline, questions, run_cfg.batch_size, forced))
     answer_fn = pipeline.answer
-    if run_cfg.extraction == "forced":
+    if forced:
         def answer_fn(question: str):
             return pipeline.extract(question, pipeline.answer(question))
     return evaluate(examples, answer_fn, out, config=config, yes_no_task=config["yes_no_task"],
                     progress=progress)
+
+
+def _answer_many(pipeline: Any, questions: Sequence[str], batch_size: int, forced: bool):
+    """``pipeline.answer_many`` with the one answer extraction applied to each answer as it finishes.
+
+    The extraction runs between two batched rounds (the other questions wait), on the same
+    model, exactly as after a batch-1 answer; a failure there is that question's error.
+    """
+    import contextlib
+
+    with contextlib.closing(pipeline.answer_many(questions, batch_size=batch_size)) as results:
+        for index, result in results:
+            if forced and not isinstance(result, BaseException):
+                try:
+                    result = pipeline.extract(questions[index], result)
+                except Exception as exc:  # noqa: BLE001 - reported in question order by the runner
+                    result = exc
+            yield index, result

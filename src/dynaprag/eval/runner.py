@@ -13,7 +13,8 @@ Each record is appended as one complete line, then flushed and fsynced, so a run
 moment leaves at most a torn last line. On restart the runner drops a torn line, skips the
 question ids already recorded and continues: nothing is lost and nothing is duplicated. A
 restart with a different configuration is refused (the keys that differ are named) unless only
-``limit`` changed, which extends or shortens the run. A shortened run keeps the records beyond
+``limit`` changed, which extends or shortens the run, or ``batch_size`` (each record keeps the
+size it was decoded at: in bfloat16 a batched answer may differ from batch 1's at a near-tie). A shortened run keeps the records beyond
 its limit on disk (a later, longer run reuses them) but its summary and report cover exactly the
 questions of its config; the summary's ``records_beyond_limit`` counts the ones left out.
 
@@ -32,7 +33,7 @@ import re
 import resource
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from dynaprag.eval.datasets import Example
 from dynaprag.eval.metrics import normalize_answer, recall_at_k, score_answer
@@ -44,7 +45,7 @@ __all__ = ["RECORDS", "SUMMARY", "CONFIG", "RunError", "evaluate", "make_record"
 
 RECORDS, SUMMARY, CONFIG = "records.jsonl", "summary.json", "config.json"
 #: config keys that may change between a run and its resumption
-RESUMABLE_KEYS = ("limit",)
+RESUMABLE_KEYS = ("limit", "batch_size")
 #: temporary names of earlier versions (``.summary.json.tmp1234``), swept like today's ``.tmp-<pid>``
 _LEGACY_TMP = re.compile(r"^\..+\.tmp(\d+)$")
 
@@ -221,17 +222,33 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [prefix.rstrip(".")] if a != b else []
 
 
-def evaluate(examples: Sequence[Example], answer_fn: Callable[[str], Answer], run_dir: str | Path, *,
-             config: Mapping[str, Any], yes_no_task: bool = False, progress: bool = True) -> dict:
+#: ``answer_many(questions)``: ``(index, Answer or exception)`` pairs in finishing order
+AnswerMany = Callable[[Sequence[str]], Iterable[tuple[int, "Answer | BaseException"]]]
+
+
+def evaluate(examples: Sequence[Example], answer_fn: Callable[[str], Answer] | None, run_dir: str | Path, *,
+             config: Mapping[str, Any], yes_no_task: bool = False, progress: bool = True,
+             answer_many: AnswerMany | None = None) -> dict:
     """Answer every example not yet recorded in ``run_dir``; return the summary of the examples' records.
 
     ``answer_fn`` receives the question text only: no oracle field reaches the method. Records
     of questions not among ``examples`` (beyond a shortened limit) stay on disk, unsummarised.
     A question whose prompt does not fit the model stops the run with a :class:`RunError` naming
     it (the records so far are kept), rather than being scored as a silent empty answer.
+
+    ``answer_many`` (e.g. :meth:`~dynaprag.pipeline.Pipeline.answer_many`) answers the questions
+    still to do instead of ``answer_fn``, several at once, in the order they finish. Records are
+    still appended strictly in question-file order: an answer that finishes before an earlier
+    question's is held in memory until that one is written (a kill loses at most the held
+    ones; nothing is duplicated). A question that raised stops the run once every question
+    before it is written, as with ``answer_fn``. A record's ``seconds`` is then the answer's
+    ``trace.seconds`` (wall time from joining the batch to finishing, other questions' work
+    included), and the summary adds ``questions_per_hour`` over this invocation's wall time.
     """
     from dynaprag.lm.generator import PromptTooLong  # here, so `dynaprag report` does not import torch
 
+    if (answer_fn is None) == (answer_many is None):
+        raise ValueError("pass exactly one of answer_fn and answer_many")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with _locked(run_dir):
@@ -246,23 +263,76 @@ def evaluate(examples: Sequence[Example], answer_fn: Callable[[str], Answer], ru
         todo = [ex for ex in examples if ex.id not in done]
         bar = _progress(len(examples), len(examples) - len(todo), enabled=progress)
         _postfix(bar, records)
-        with open(records_path, "ab") as handle:
-            for example in todo:
-                start = time.perf_counter()
-                try:
-                    answer = answer_fn(example.question)
-                except PromptTooLong as exc:
-                    raise RunError(f"question {example.id!r}: {exc}") from None
-                record = make_record(example, answer, time.perf_counter() - start, yes_no_task=yes_no_task)
-                _append(handle, record)
-                records.append(record)
-                atomic_write_json(run_dir / SUMMARY, summarize(records, config, beyond_limit=beyond))
-                _postfix(bar, records)
-                bar.update(1)
-        bar.close()
-        summary = summarize(records, config, beyond_limit=beyond)
+        started, written = time.perf_counter(), 0
+
+        def summary_now() -> dict:
+            summary = summarize(records, config, beyond_limit=beyond)
+            if answer_many is not None and written:
+                elapsed = time.perf_counter() - started
+                summary["questions_per_hour"] = written / elapsed * 3600 if elapsed > 0 else None
+                summary["questions_per_hour_over"] = written
+            return summary
+
+        results = _one_at_a_time(answer_fn, todo) if answer_many is None else _batched(answer_many, todo)
+        try:
+            with open(records_path, "ab") as handle:
+                for example, result, seconds in results:
+                    if isinstance(result, PromptTooLong):
+                        raise RunError(f"question {example.id!r}: {result}") from None
+                    if isinstance(result, BaseException):
+                        raise result
+                    record = make_record(example, result, seconds, yes_no_task=yes_no_task)
+                    record["batch_size"] = config.get("batch_size", 1)
+                    _append(handle, record)
+                    records.append(record)
+                    written += 1
+                    atomic_write_json(run_dir / SUMMARY, summary_now())
+                    _postfix(bar, records)
+                    bar.update(1)
+        finally:
+            results.close()  # stops the questions still decoding (a batch leaves no weights applied)
+            bar.close()
+        summary = summary_now()
         atomic_write_json(run_dir / SUMMARY, summary)
         return summary
+
+
+def _one_at_a_time(answer_fn: Callable[[str], Answer], todo: Sequence[Example]) -> Iterator[tuple]:
+    """``(example, Answer or exception, seconds)`` in question order, one question at a time."""
+    from dynaprag.lm.generator import PromptTooLong
+
+    for example in todo:
+        start = time.perf_counter()
+        try:
+            answer = answer_fn(example.question)
+        except PromptTooLong as exc:
+            yield example, exc, 0.0
+            return
+        yield example, answer, time.perf_counter() - start
+
+
+def _batched(answer_many: AnswerMany, todo: Sequence[Example]) -> Iterator[tuple]:
+    """``(example, Answer or exception, seconds)`` in question order from answers in finishing order.
+
+    Answers that finish early wait in ``held`` until every earlier question has been yielded.
+    """
+    results = iter(answer_many([ex.question for ex in todo]))
+    held: dict[int, Any] = {}
+    try:
+        for next_index in range(len(todo)):
+            while next_index not in held:
+                try:
+                    index, result = next(results)
+                except StopIteration:
+                    raise RuntimeError(f"answer_many gave no answer for question {todo[next_index].id!r}") from None
+                held[index] = result
+            result = held.pop(next_index)
+            seconds = 0.0 if isinstance(result, BaseException) else result.trace.seconds
+            yield todo[next_index], result, seconds
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()
 
 
 def _progress(total: int, initial: int, *, enabled: bool):
