@@ -1,11 +1,11 @@
 """Model access for components that need more than the decoding signals.
 
 SeaKR samples each reasoning step 20 times and reads an MLP output per sample
-(:meth:`Probe.sample_step`); Self-RAG reads the next-token
-distribution and re-scores with a passage in context; the prompted Self-RAG variant asks the
-model a side question. Those components declare ``needs_probe = True`` and receive a
-:class:`Probe` bound to the question being answered; nothing else can reach the model, so a
-component's dependency on it is visible in its class.
+(:meth:`Probe.sample_step`); Self-RAG reads the next-token distribution and generates one
+segment per passage in its own prompt format (:meth:`Probe.complete`); the prompted Self-RAG
+variant asks the model a side question. Those components declare ``needs_probe = True`` and
+receive a :class:`Probe` bound to the question being answered; nothing else can reach the
+model, so a component's dependency on it is visible in its class.
 
 :class:`Probe` is the protocol; the loop builds a :class:`LoopProbe` over the real generator,
 and :mod:`dynaprag.testing` has a scripted one for unit tests.
@@ -49,6 +49,15 @@ class Probe(Protocol):
 
     def ask_with(self, passages: Sequence[Passage]) -> torch.Tensor:
         """Next-token log-probs of the draft with these passages in the knowledge slot."""
+
+    def complete(self, prompt: str, max_tokens: int, top_logprobs: int = 0) -> Generation:
+        """Greedy continuation of ``prompt`` taken as is (no template, exemplars or knowledge slot).
+
+        The prompt starts with the tokenizer's BOS when the tokenizer adds one, as a plain
+        ``tokenizer(prompt)`` call does; decoding stops after the end-of-sequence token (which is
+        kept as the last step) or ``max_tokens`` steps. Each step lists its ``top_logprobs``
+        most probable tokens (``top_ids``/``top_logprobs``), as vLLM's ``logprobs=N`` reports them.
+        """
 
     def token_id(self, token: str) -> int | None:
         """The id of a vocabulary token, or None when the tokenizer has no such token."""
@@ -119,6 +128,25 @@ class LoopProbe:
         loop = self._loop
         state = loop.start(loop.builder.build(self._question, passages, list(loop.answer)))
         return loop.gen.next_logprobs(state)
+
+    def complete(self, prompt, max_tokens, top_logprobs=0):
+        gen = self._loop.gen
+        tok = gen.tokenizer
+        ids = gen.encode(prompt)
+        bos = getattr(tok, "bos_token_id", None)
+        if getattr(tok, "add_bos_token", False) and bos is not None:
+            ids = [bos] + ids
+        state = gen.start(ids)
+        self._loop.states.append(state)
+        cfg = GenerationConfig(max_new_tokens=max_tokens, top_alternatives=top_logprobs)
+        room = gen.room(state)
+        steps = []
+        for _ in range(max_tokens if room is None else min(max_tokens, room)):
+            steps.append(gen.step(state, cfg))
+            if steps[-1].token_id in gen.eos_ids:
+                return Generation(steps=steps, text=gen.decode([s.token_id for s in steps[:-1]]), stopped_by="eos")
+        stopped_by = "context" if room is not None and room < max_tokens else "max_tokens"
+        return Generation(steps=steps, text=gen.decode([s.token_id for s in steps]), stopped_by=stopped_by)
 
     def token_id(self, token):
         return vocabulary_id(self._loop.gen.tokenizer, token)

@@ -4,7 +4,9 @@ The answer is a fixed script of :class:`ScriptedStep` tokens, each with the log-
 attention and hidden state a test wants a component to see. The generator reads the answer
 position from the prompt (:class:`ScriptedPromptBuilder` marks where the answer starts), so a
 rollback to token ``keep`` regenerates the script from ``keep``; with passages in the prompt
-it follows ``with_context`` instead, when given. Words are tokens: ``encode`` splits text into
+it follows ``with_context`` instead, when given. A side prompt without an answer start (e.g.
+Self-RAG's segment per passage, :meth:`~dynaprag.dynamic.probe.Probe.complete`) follows the
+``side_scripts`` entry whose key it contains. Words are tokens: ``encode`` splits text into
 whitespace-led pieces.
 """
 from __future__ import annotations
@@ -32,6 +34,7 @@ class ScriptedStep:
     entropy: float = 0.5
     attend: Mapping[int, float] = field(default_factory=dict)  # answer index -> attention weight it receives
     hidden: Sequence[float] | None = None  # hidden state at every requested layer
+    alternatives: Mapping[str, float] = field(default_factory=dict)  # other tokens' log-probs here (top_ids)
 
 
 class _Tokenizer:
@@ -53,15 +56,21 @@ class ScriptedGenerator:
     ``special_tokens`` are vocabulary entries that are never generated (e.g. Self-RAG's
     reflection tokens); ``next_token_logprobs`` gives some tokens a log-prob for
     :meth:`next_logprobs` (all others share the rest); ``sample_spread`` scales how much the
-    hidden states of sampled continuations disagree (SeaKR's uncertainty).
+    hidden states of sampled continuations disagree (SeaKR's uncertainty). ``side_scripts``
+    maps a piece of text to the continuation of any side prompt (one with no answer start)
+    that contains it, the first key found winning; other side prompts end at once. A step
+    asked for ``top_alternatives`` lists its own token and its ``alternatives``, most probable
+    first.
     """
 
     supports_attention = True
 
     def __init__(self, script: Sequence[ScriptedStep], *, with_context: Sequence[ScriptedStep] | None = None,
                  num_hidden_layers: int = 4, hidden_size: int = 8, special_tokens: Sequence[str] = (),
-                 next_token_logprobs: Mapping[str, float] | None = None, sample_spread: float = 1.0):
+                 next_token_logprobs: Mapping[str, float] | None = None, sample_spread: float = 1.0,
+                 side_scripts: Mapping[str, Sequence[ScriptedStep]] | None = None):
         self.script, self.with_context = list(script), None if with_context is None else list(with_context)
+        self.side_scripts = {key: list(steps) for key, steps in (side_scripts or {}).items()}
         self.num_hidden_layers, self.hidden_size = num_hidden_layers, hidden_size
         self.vocab: dict[str, int] = {"</s>": EOS, "<prefix>": PREFIX, "<context>": CONTEXT, "<answer>": ANSWER}
         self.texts: dict[int, str] = {EOS: "", PREFIX: "", CONTEXT: "", ANSWER: ""}
@@ -134,12 +143,28 @@ class ScriptedGenerator:
     def _script_for(self, state: DecodeState) -> list[ScriptedStep]:
         return self.with_context if self.with_context is not None and CONTEXT in state.ids else self.script
 
+    def _side_script(self, state: DecodeState) -> list[ScriptedStep]:
+        prompt = self.decode([i for i, generated in zip(state.ids, state.generated) if not generated])
+        return next((steps for key, steps in self.side_scripts.items() if key in prompt), [])
+
+    def _top(self, scripted: ScriptedStep | None, token: int, k: int) -> tuple[list[int], list[float]]:
+        if k <= 0:
+            return [], []
+        listed = {token: 0.0 if scripted is None else scripted.logprob}
+        for text, lp in ({} if scripted is None else scripted.alternatives).items():
+            listed[self._id(text)] = lp
+        ranked = sorted(listed.items(), key=lambda item: -item[1])[:k]
+        return [i for i, _ in ranked], [lp for _, lp in ranked]
+
     # -- decoding --------------------------------------------------------------------------
     def step(self, state: DecodeState, config: GenerationConfig, rng=None) -> StepOutput:
         self.calls["step"] += 1
-        start = self._answer_start(state)
-        position = len(state.ids) - start
-        script = self._script_for(state)
+        if ANSWER in state.ids:
+            start = self._answer_start(state)
+            position, script = len(state.ids) - start, self._script_for(state)
+        else:
+            start = len(state.ids) - sum(state.generated)
+            position, script = sum(state.generated), self._side_script(state)
         scripted = script[position] if position < len(script) else None
         token = EOS if scripted is None else self._id(scripted.text)
         attention = None
@@ -152,7 +177,8 @@ class ScriptedGenerator:
         if scripted is not None and scripted.hidden is not None:
             hidden = {layer: torch.tensor(list(scripted.hidden), dtype=torch.float32)
                       for layer in config.hidden_layers}
-        out = StepOutput(position=len(state.ids), token_id=token, text="",
+        top_ids, top_logprobs = self._top(scripted, token, config.top_alternatives)
+        out = StepOutput(position=len(state.ids), token_id=token, text="", top_ids=top_ids, top_logprobs=top_logprobs,
                          logprob=0.0 if scripted is None else scripted.logprob,
                          entropy=0.0 if scripted is None else scripted.entropy, attention=attention, hidden=hidden)
         state.ids.append(token)
