@@ -2,7 +2,10 @@
 
 ``create_app(pipeline)`` wraps one loaded :class:`~dynaprag.pipeline.Pipeline` (the model is
 loaded once, by the caller). Every model call goes through one :class:`Worker` thread with a
-bounded queue: requests run one at a time, a full queue answers 503 with ``Retry-After``.
+bounded queue; a full queue answers 503 with ``Retry-After``. Answer requests with the same
+method, knobs and token budget that wait together are decoded together, up to ``batch_size``
+at once, through :meth:`~dynaprag.pipeline.Pipeline.answer_many` (each answer is the one the
+request would get alone; each request streams, fails or is cancelled on its own).
 
 Errors are answered in OpenAI's shape (``{"error": {"message", "type", "param", "code"}}``):
 400 for malformed JSON, wrong types, unknown methods or knobs, 404 for an unknown model id,
@@ -19,7 +22,7 @@ import asyncio
 import json
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Iterator
 
 from dynaprag.serve.schemas import (AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionRequest,
                                     Completion, CompletionChoice, CompletionRequest, ModelCard, ModelList,
@@ -54,11 +57,17 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     return (ConfigError, UnknownNameError, ValueError)
 
 
-def _answer(pipeline, question: str, method: str, options: dict[str, Any], max_new_tokens: int,
-            on_event: Callable[[dict], None]):
-    """``pipeline.answer`` with the request's method, knobs and token budget."""
-    return pipeline.answer(question, method=method, options=options, on_event=on_event,
-                           max_new_tokens=max_new_tokens)
+@dataclass
+class AnswerRequest:
+    """What a batched answer job carries: the question and where its events go."""
+
+    question: str
+    sink: Callable[[Any], None] | None = None
+
+
+def batch_key(method: str, options: dict[str, Any], budget: int) -> tuple[str, str, int]:
+    """Requests with equal keys may be decoded in one batch (same method, knobs and budget)."""
+    return method, json.dumps(options, sort_keys=True), budget
 
 
 class Service:
@@ -70,6 +79,7 @@ class Service:
         self.limits = limits
         self.model_id = model_id
         self.default_method = pipeline.config.method
+        worker.run_batch = self.run_batch
 
     # --- validation ---------------------------------------------------------------------
     def check(self, req: ChatCompletionRequest | CompletionRequest) -> tuple[str, str, dict[str, Any], int]:
@@ -113,17 +123,52 @@ class Service:
 
     def answer_job(self, question: str, method: str, options: dict[str, Any], budget: int,
                    sink: Callable[[Any], None] | None = None):
-        def run(job):
-            def on_event(event: dict) -> None:
-                job.check()
-                if sink is not None:
-                    sink(event)
-            try:
-                return _answer(self.pipeline, question, method, options, budget, on_event)
-            finally:
-                if sink is not None:
-                    sink(_DONE)
-        return self.submit(run)
+        """Queue an answer; it runs in a batch with the waiting requests of the same key."""
+        try:
+            return self.worker.submit_batched(batch_key(method, options, budget), AnswerRequest(question, sink))
+        except QueueFull as exc:
+            raise ApiError(503, str(exc), type="server_busy", code="queue_full",
+                           headers={"Retry-After": str(exc.retry_after)}) from None
+
+    def run_batch(self, key: tuple[str, str, int], jobs: list) -> Iterator[tuple[int, Any]]:
+        """Answer ``jobs`` (one key) together on the worker thread: ``(index, Answer or exception)``.
+
+        A job's events go to its own sink; a job whose client left raises :class:`Cancelled`
+        at its next token, which ends that question only. Each sink gets ``_DONE`` when its
+        question ends, however it ends.
+        """
+        method, options, budget = key
+        requests: list[AnswerRequest] = [job.payload for job in jobs]
+        finished: set[int] = set()
+
+        def done(index: int) -> None:
+            finished.add(index)
+            if requests[index].sink is not None:
+                requests[index].sink(_DONE)
+
+        def on_event(index: int, event: dict) -> None:
+            jobs[index].check()
+            if requests[index].sink is not None:
+                requests[index].sink(event)
+
+        empty = [i for i, r in enumerate(requests) if not r.question.strip()]
+        for index in empty:  # answered alone: answer_many refuses a batch holding an empty question
+            done(index)
+            yield index, ValueError("question is empty")
+        live = [i for i in range(len(jobs)) if i not in finished]
+        try:
+            if live:
+                answers = self.pipeline.answer_many([requests[i].question for i in live],
+                                                    batch_size=self.worker.batch_size, method=method,
+                                                    options=json.loads(options), max_new_tokens=budget,
+                                                    on_event=lambda i, e: on_event(live[i], e))
+                for i, result in answers:
+                    done(live[i])
+                    yield live[i], result
+        finally:
+            for index in range(len(jobs)):
+                if index not in finished:
+                    done(index)
 
     async def result(self, job) -> Any:
         try:
@@ -275,11 +320,16 @@ def _static_dir():
     return resources.files("dynaprag") / "serve" / "static"
 
 
-def create_app(pipeline, *, max_queue: int = 8, limits: Limits | None = None, model_id: str | None = None):
-    """The FastAPI app serving ``pipeline``; its worker thread starts and stops with the app."""
+def create_app(pipeline, *, max_queue: int = 8, limits: Limits | None = None, model_id: str | None = None,
+               batch_size: int = 8):
+    """The FastAPI app serving ``pipeline``; its worker thread starts and stops with the app.
+
+    ``batch_size`` bounds how many waiting answer requests of one method, knobs and budget are
+    decoded together (1: one at a time); ``max_queue`` how many requests may wait.
+    """
     from dynaprag.serve.routes import build
 
     limits = limits or Limits()
-    worker = Worker(max_queue=max_queue)
+    worker = Worker(max_queue=max_queue, batch_size=batch_size)
     service = Service(pipeline, worker, limits, model_id or pipeline.config.model)
     return build(service, static_dir=_static_dir())

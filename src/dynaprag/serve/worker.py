@@ -1,9 +1,18 @@
-"""One worker thread that runs model jobs one at a time from a bounded waiting line.
+"""One worker thread that runs model jobs from a bounded waiting line, alone or in batches.
 
 Why: generation is CPU-bound and the model (its KV caches, the attention tap) is not
-thread-safe, so requests must not run concurrently; and memory must stay bounded however many
+thread-safe, so only this thread touches it; and memory must stay bounded however many
 clients connect, so the waiting line has a fixed length and a full line refuses at once (the
 HTTP layer answers 503 with ``Retry-After``) instead of piling up work.
+
+**Batches.** A job submitted with a ``batch_key`` (:meth:`Worker.submit_batched`; the server
+keys answers by method, knobs and token budget) runs together with the other waiting jobs of
+the same key: when such a job reaches the head of the line, the worker takes it and up to
+``batch_size - 1`` more waiting jobs with its key (from anywhere in the line; the head is
+always served first, so nothing starves) and hands them to ``run_batch``, which yields
+``(index, result or exception)`` as each finishes (the server decodes them through one
+:class:`~dynaprag.dynamic.batch.BatchLoop`). Each job's result or error is its own. Jobs that
+arrive while a batch runs wait for the next one. A job without a key (``submit``) runs alone.
 
 A job is cancelled when its client goes away (:meth:`Job.cancel`, called by the HTTP layer
 for streaming and plain requests alike). A waiting job then leaves the line at once, so it
@@ -25,7 +34,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Hashable, Iterable
 
 
 class QueueFull(RuntimeError):
@@ -58,7 +67,9 @@ class ServiceTime:
         Retry-After = clamp(ceil(max(m − r, 0) + pending · m), floor, cap)
 
     where ``r`` is how long the running job has run so far (its expected remaining time is
-    ``m − r``; none if the worker is idle) and ``pending`` the jobs waiting. The floor (1 s)
+    ``m − r``; none if the worker is idle) and ``pending`` the jobs waiting. With batching a
+    "job" is one run of the worker (a batch or a lone job): ``m`` is measured per batch and
+    ``pending`` counts the batches the waiting line will form (:meth:`Worker.retry_after`). The floor (1 s)
     keeps the header meaningful; the cap (600 s) bounds what one mismeasured job can claim.
 
     >>> est = ServiceTime(prior_seconds=2.0)
@@ -97,14 +108,20 @@ class ServiceTime:
 
 @dataclass
 class Job:
-    """A unit of work: ``fn(job)`` runs on the worker thread; its result lands in ``future``."""
+    """A unit of work: ``fn(job)`` runs on the worker thread; its result lands in ``future``.
 
-    fn: Callable[["Job"], Any]
+    A batched job has no ``fn`` but a ``batch_key`` and a ``payload`` that the worker's
+    ``run_batch`` reads (the server's: question, knobs, event sink).
+    """
+
+    fn: Callable[["Job"], Any] | None
     future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
     cancelled: threading.Event = field(default_factory=threading.Event)
     submitted: float = field(default_factory=time.monotonic)
     started: float | None = None
     on_cancel: Callable[["Job"], None] | None = field(default=None, repr=False)
+    batch_key: Hashable | None = None
+    payload: Any = None
 
     def cancel(self) -> None:
         """The client went away: leave the line if waiting, stop at the next :meth:`check` if running.
@@ -123,32 +140,44 @@ class Job:
             raise Cancelled("the client went away")
 
 
+#: ``run_batch(key, jobs)``: ``(index into jobs, result or exception)`` as each job finishes
+RunBatch = Callable[[Hashable, list[Job]], Iterable[tuple[int, Any]]]
+
+
 class Worker:
     """A single daemon thread consuming a bounded line of :class:`Job` (at most ``max_queue``).
 
-    At most ``max_queue`` jobs wait while one runs, so at most ``max_queue + 1`` requests hold
-    memory at any time. Counters (see :meth:`stats`): ``completed`` jobs ran to their end or
-    raised; ``failed`` of them raised, including ``cancelled`` ones (stopped at a token because
-    their client left); ``dropped`` jobs left the line before starting because their client
-    left, and never ran; ``refused`` submissions found the line full.
+    At most ``max_queue`` jobs wait while one job or one batch of at most ``batch_size`` runs,
+    so at most ``max_queue + batch_size`` requests hold memory at any time. Counters (see
+    :meth:`stats`): ``completed`` jobs ran to their end or raised; ``failed`` of them raised,
+    including ``cancelled`` ones (stopped at a token because their client left); ``dropped``
+    jobs left the line before starting because their client left, and never ran; ``refused``
+    submissions found the line full; ``batches`` runs of ``run_batch`` and the
+    ``largest_batch`` one of them held.
     """
 
     def __init__(self, max_queue: int = 8, name: str = "dynaprag-worker",
-                 service_time: ServiceTime | None = None):
+                 service_time: ServiceTime | None = None, batch_size: int = 1, run_batch: RunBatch | None = None):
         if max_queue < 1:
             raise ValueError(f"max_queue must be at least 1, got {max_queue}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.max_queue = max_queue
+        self.batch_size = batch_size
+        self.run_batch = run_batch
         self.service_time = service_time or ServiceTime()
         self._line: collections.deque[Job] = collections.deque()
         self._changed = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._running: Job | None = None
+        self._running: list[Job] = []
         self.completed = 0
         self.refused = 0
         self.failed = 0
         self.cancelled = 0
         self.dropped = 0
+        self.batches = 0
+        self.largest_batch = 0
 
     def start(self) -> "Worker":
         if not self._thread.is_alive():
@@ -161,12 +190,12 @@ class Worker:
             self._stopping = True
             waiting = list(self._line)
             self._line.clear()
-            running = self._running
+            running = list(self._running)
             self._changed.notify_all()
         for job in waiting:
             job.future.cancel()
-        if running is not None:
-            running.cancel()
+        for job in running:
+            job.cancel()
         if self._thread.is_alive():
             self._thread.join(timeout)
 
@@ -177,18 +206,32 @@ class Worker:
 
     @property
     def busy(self) -> bool:
-        return self._running is not None
+        return bool(self._running)
+
+    def _pending_runs(self) -> int:
+        """How many runs (batches or lone jobs) the waiting line will take to drain."""
+        keyed = collections.Counter(job.batch_key for job in self._line if job.batch_key is not None)
+        lone = sum(job.batch_key is None for job in self._line)
+        return lone + sum(math.ceil(n / self.batch_size) for n in keyed.values())
 
     def retry_after(self) -> int:
         """Seconds until the jobs now waiting and running are likely done (:class:`ServiceTime`)."""
         with self._changed:
-            running = self._running
-            running_for = None if running is None or running.started is None else time.monotonic() - running.started
-            return self.service_time.retry_after(len(self._line), running_for)
+            started = self._running[0].started if self._running else None
+            running_for = None if started is None else time.monotonic() - started
+            return self.service_time.retry_after(self._pending_runs(), running_for)
 
     def submit(self, fn: Callable[[Job], Any]) -> Job:
-        """Queue ``fn`` or raise :class:`QueueFull` at once (never blocks)."""
-        job = Job(fn, on_cancel=self._withdraw)
+        """Queue ``fn`` (run alone) or raise :class:`QueueFull` at once (never blocks)."""
+        return self._enqueue(Job(fn, on_cancel=self._withdraw))
+
+    def submit_batched(self, key: Hashable, payload: Any) -> Job:
+        """Queue a job that ``run_batch`` runs with the other waiting jobs of ``key``; or raise :class:`QueueFull`."""
+        if self.run_batch is None:
+            raise RuntimeError("this worker has no run_batch")
+        return self._enqueue(Job(None, on_cancel=self._withdraw, batch_key=key, payload=payload))
+
+    def _enqueue(self, job: Job) -> Job:
         with self._changed:
             if len(self._line) >= self.max_queue or self._stopping:
                 self.refused += 1
@@ -207,45 +250,91 @@ class Worker:
             self.dropped += 1
         job.future.cancel()
 
-    def _next(self) -> Job | None:
-        """The next job to run (marked running), or ``None`` when the worker stops."""
+    def _next(self) -> list[Job] | None:
+        """The next job, or batch of jobs of one key, to run (marked running); ``None`` when the worker stops."""
         with self._changed:
             while True:
                 while not self._line and not self._stopping:
                     self._changed.wait()
                 if self._stopping:
                     return None
-                job = self._line.popleft()
-                if job.future.set_running_or_notify_cancel():
-                    self._running = job
-                    job.started = time.monotonic()
-                    return job
-                self.dropped += 1  # its waiter cancelled the future without Job.cancel
+                head = self._line.popleft()
+                if not head.future.set_running_or_notify_cancel():
+                    self.dropped += 1  # its waiter cancelled the future without Job.cancel
+                    continue
+                group = [head]
+                if head.batch_key is not None:
+                    for job in [j for j in self._line if j.batch_key == head.batch_key]:
+                        if len(group) >= self.batch_size:
+                            break
+                        self._line.remove(job)
+                        if job.future.set_running_or_notify_cancel():
+                            group.append(job)
+                        else:
+                            self.dropped += 1
+                started = time.monotonic()
+                for job in group:
+                    job.started = started
+                self._running = group
+                return group
 
     def _run(self) -> None:
-        while (job := self._next()) is not None:
-            error: BaseException | None = None
-            try:
-                result = job.fn(job)
-            except BaseException as exc:  # noqa: BLE001 - every failure goes back to its caller
-                error = exc
-                job.future.set_exception(exc)
+        while (group := self._next()) is not None:
+            if group[0].batch_key is None:
+                errors = [self._run_alone(group[0])]
             else:
-                job.future.set_result(result)
-            seconds = time.monotonic() - job.started
+                errors = self._run_batch(group)
+            seconds = time.monotonic() - group[0].started
             with self._changed:
-                self.completed += 1
-                self.failed += error is not None
-                if isinstance(error, Cancelled):
-                    self.cancelled += 1
-                else:  # a job stopped early says nothing about how long jobs take
+                self.completed += len(group)
+                self.failed += sum(e is not None for e in errors)
+                stopped = sum(isinstance(e, Cancelled) for e in errors)
+                self.cancelled += stopped
+                if stopped < len(group):  # jobs stopped early say nothing about how long jobs take
                     self.service_time.record(seconds)
-                self._running = None
+                if group[0].batch_key is not None:
+                    self.batches += 1
+                    self.largest_batch = max(self.largest_batch, len(group))
+                self._running = []
+
+    @staticmethod
+    def _run_alone(job: Job) -> BaseException | None:
+        try:
+            result = job.fn(job)
+        except BaseException as exc:  # noqa: BLE001 - every failure goes back to its caller
+            job.future.set_exception(exc)
+            return exc
+        job.future.set_result(result)
+        return None
+
+    def _run_batch(self, group: list[Job]) -> list[BaseException | None]:
+        """Run ``group`` through ``run_batch``; each job's future gets its own result or error."""
+        errors: dict[int, BaseException | None] = {}
+        try:
+            for index, result in self.run_batch(group[0].batch_key, group):
+                if isinstance(result, BaseException):
+                    group[index].future.set_exception(result)
+                    errors[index] = result
+                else:
+                    group[index].future.set_result(result)
+                    errors[index] = None
+        except BaseException as exc:  # noqa: BLE001 - the batch failed as a whole: every unanswered job gets it
+            for index, job in enumerate(group):
+                if index not in errors:
+                    job.future.set_exception(exc)
+                    errors[index] = exc
+        for index, job in enumerate(group):
+            if index not in errors:
+                errors[index] = RuntimeError("the batch ended without answering this request")
+                job.future.set_exception(errors[index])
+        return [errors[i] for i in range(len(group))]
 
     def stats(self) -> dict[str, Any]:
         with self._changed:
             return {"pending": self.pending, "max_queue": self.max_queue, "busy": self.busy,
+                    "running": len(self._running), "batch_size": self.batch_size,
                     "completed": self.completed, "refused": self.refused, "failed": self.failed,
                     "cancelled": self.cancelled, "dropped": self.dropped,
+                    "batches": self.batches, "largest_batch": self.largest_batch,
                     "mean_job_seconds": round(self.service_time.mean_seconds, 3),
                     "measured_jobs": self.service_time.measured, "retry_after_seconds": self.retry_after()}
