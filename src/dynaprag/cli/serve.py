@@ -19,7 +19,11 @@ def register(app: typer.Typer) -> None:
         host: str = typer.Option("127.0.0.1", "--host", help="interface to listen on"),
         port: int = typer.Option(8000, "--port", help="TCP port (0 = any free port)"),
         config: Optional[str] = typer.Option(None, "--config", help="YAML/JSON pipeline config file"),
-        max_queue: int = typer.Option(8, "--max-queue", help="requests that may wait; more get 503"),
+        max_queue: int = typer.Option(32, "--max-queue", min=1,
+                                      help="requests that may wait; more get 503 (default 4 x the batch size)"),
+        batch_size: int = typer.Option(8, "--batch-size", min=1,
+                                       help="waiting requests of one method and budget decoded together (1 = one "
+                                            "at a time)"),
         max_tokens: int = typer.Option(512, "--max-tokens-limit", help="largest max_tokens a request may ask"),
         log_level: str = typer.Option("info", "--log-level", help="uvicorn log level"),
     ) -> None:
@@ -44,7 +48,8 @@ def register(app: typer.Typer) -> None:
             pipeline = Pipeline.from_config(pipeline_config)
         except (ConfigError, UnknownNameError, ValueError, FileNotFoundError) as exc:
             fail(str(exc))
-        app_ = create_app(pipeline, max_queue=max_queue, limits=Limits(max_tokens=max_tokens))
+        app_ = create_app(pipeline, max_queue=max_queue, limits=Limits(max_tokens=max_tokens),
+                          batch_size=batch_size)
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         console.print(f"serving on http://{shown}:{port}/ (viewer) and http://{shown}:{port}/v1 (API)")
         uvicorn.run(app_, host=host, port=port, log_level=log_level)
