@@ -12,7 +12,7 @@ that retrieves when a score exceeds θ fires at least once on a question exactly
 maximum exceeds θ (the draft up to the first retrieval is the same greedy decode).
 
 **The target.** θ is chosen so that the trigger fires on a share ``target_rate`` of the
-questions (default 0.5: θ is the median maximum, as ``bench/dragin_theta.py`` did); precisely,
+questions (default 0.5: θ is the median maximum); precisely,
 θ is the nearest-rank ``(1 - target_rate)``-quantile of the maxima, so it fires on
 ``floor(target_rate · n)`` questions, fewer when maxima tie at θ (:attr:`Calibration.fire_rate`
 reports the share reached). Rate 0 gives the largest maximum (never fires), rate 1 a value just
@@ -47,7 +47,7 @@ __all__ = ["DEFAULT_N", "DEFAULT_START", "DEFAULT_TARGET_RATE", "Calibration", "
 
 DEFAULT_START = 100  # the default evaluation slice is questions 0..99
 DEFAULT_N = 50
-DEFAULT_TARGET_RATE = 0.5  # the median, as bench/dragin_theta.py
+DEFAULT_TARGET_RATE = 0.5  # θ = the median of the per-question maxima
 
 
 class CalibrationError(ValueError):
