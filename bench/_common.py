@@ -25,6 +25,18 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 DEFAULT_MODEL = "smollm2-135m"
 
 
+def load_questions(name: str, n: int) -> list[dict]:
+    """The first ``n`` questions of ``../shared/data/questions/NAME.jsonl`` (read in place, never copied)."""
+    out = []
+    with (SHARED_DATA / "questions" / f"{name}.jsonl").open(encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                out.append(json.loads(line))
+            if len(out) >= n:
+                break
+    return out
+
+
 def result_name(base: str, model: str) -> str:
     """``base`` for the default model, ``base.<model>`` otherwise, so a run on another model
     (a quality comparison on 0.5B, say) never overwrites the default model's results."""

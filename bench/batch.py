@@ -31,21 +31,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import CHECKPOINTS, DEFAULT_MODEL, SHARED_DATA, peak_rss_mb, result_name, write_results  # noqa: E402
+from _common import (  # noqa: E402
+    CHECKPOINTS, DEFAULT_MODEL, SHARED_DATA, load_questions, peak_rss_mb, result_name, write_results,
+)
 
 DATASETS = ("hotpotqa", "2wikimultihopqa")
 METHODS = ("sr-rag", "fs-rag", "flare", "dragin")
-
-
-def load_questions(name: str, n: int) -> list[dict]:
-    out = []
-    with (SHARED_DATA / "questions" / f"{name}.jsonl").open(encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                out.append(json.loads(line))
-            if len(out) >= n:
-                break
-    return out
 
 
 def run_case(pipe, method: str, dataset: str, questions: list[dict], batch: int, restack: str) -> dict:

@@ -38,22 +38,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import CHECKPOINTS, DEFAULT_MODEL, RESULTS, SHARED_DATA, result_name, write_results  # noqa: E402
+from _common import (  # noqa: E402
+    CHECKPOINTS, DEFAULT_MODEL, RESULTS, SHARED_DATA, load_questions, result_name, write_results,
+)
 
 DATASETS = ("hotpotqa", "2wikimultihopqa")
 SKIP = {"self-rag": "needs a model trained with Self-RAG reflection tokens (the default model has none)"}
-
-
-def load_questions(name: str, n: int) -> list[dict]:
-    path = SHARED_DATA / "questions" / f"{name}.jsonl"
-    out = []
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                out.append(json.loads(line))
-            if len(out) >= n:
-                break
-    return out
 
 
 def split_label(label: str) -> tuple[str, dict[str, str]]:
