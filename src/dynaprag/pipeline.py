@@ -227,19 +227,9 @@ class Pipeline:
         while decoding (the HTTP server streams them); ``max_new_tokens`` overrides the answer
         budget for this call.
         """
-        from dynaprag.dynamic.loop import DynamicLoop, LoopConfig
-
         if not question or not question.strip():
             raise ValueError("question is empty")
-        cfg = self.config
-        resolved = self.method(method, options)
-        resolved.injector.bind(self.generator)
-        builder = self.builder_for(resolved)
-        loop = DynamicLoop(self.generator, builder, self.retriever, resolved,
-                           LoopConfig(k=cfg.k, max_new_tokens=max_new_tokens or cfg.max_new_tokens,
-                                      max_retrievals=cfg.max_retrievals, seed=cfg.seed),
-                           prefix=lambda: self.prefix_of(builder))
-        return loop.run(question, on_event=on_event)
+        return self.loop(method, options, max_new_tokens).run(question, on_event=on_event)
 
     def extract(self, question: str, answer: Answer) -> Answer:
         """``answer`` with its short answer read the one way every method is scored.
