@@ -82,7 +82,7 @@ def force_answer(generator: Any, builder: Any, question: str, text: str, *, pref
     """
     raw_short = extract_answer(text)
     cot = cut_answer(text)
-    if ANSWER_PATTERN.search(cot) is not None:
+    if has_marker(cot):
         return ForcedAnswer(short=extract_answer(cot), raw_short=raw_short, text=cot, forced=False)
     from dynaprag.lm.generator import GenerationConfig  # here, so importing this module does not load torch
 
