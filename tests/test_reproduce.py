@@ -144,3 +144,53 @@ def test_tiny_end_to_end_writes_ours_beside_published_and_resumes(tiny_data, tmp
                       datasets=["hotpotqa"], overrides=["max_new_tokens=8"], progress=False, resamples=200)
     assert (out / "hotpotqa" / BASELINE / "records.jsonl").read_text(encoding="utf-8") == records
     assert again.rows == result.rows
+
+
+def _calibration(path: Path, *, method="dragin", dataset="hotpotqa", model="smollm2-135m", theta=2.5,
+                 limit: int | None = 100) -> Path:
+    """A config shaped as ``dynaprag calibrate`` writes it (the fields reproduce reads)."""
+    lines = [f"method: {method}", f"model: {model}", f"dataset: {dataset}"] + ([f"limit: {limit}"] if limit else [])
+    path.write_text("\n".join(lines + ["trigger:", "  name: rind", f"  theta: {theta}"]) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("kwargs, limit, message", [
+    ({"model": "qwen2.5-coder-0.5b"}, 100, "fitted for model 'qwen2.5-coder-0.5b'"),
+    ({}, 101, "--limit must be at most 100"),
+    ({}, None, "--limit must be at most 100"),
+    ({"limit": None}, 50, "split starts at question 0"),
+    ({"method": "seakr"}, 100, "does not run"),
+    ({"dataset": "strategyqa"}, 100, "does not run"),
+])
+def test_a_calibration_that_cannot_apply_is_refused_before_anything_runs(tmp_path, shared_data, kwargs, limit,
+                                                                         message):
+    cal = _calibration(tmp_path / "cal.yaml", **kwargs)
+    with pytest.raises(ReproduceError, match=message):
+        reproduce("dragin-table2", model="smollm2-135m", data_dir=shared_data, out=tmp_path / "out", limit=limit,
+                  datasets=["hotpotqa"], calibrated=[cal])
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_names_the_calibration_field_that_is_missing(tmp_path, shared_data):
+    bad = tmp_path / "cal.yaml"
+    bad.write_text("method: dragin\nmodel: smollm2-135m\ndataset: hotpotqa\nlimit: 100\n", encoding="utf-8")
+    result = runner.invoke(app, ["reproduce", "dragin-table2", "--data-dir", str(shared_data), "--dataset",
+                                 "hotpotqa", "--limit", "10", "--calibrated", str(bad), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "trigger.theta" in result.output and "cal.yaml" in result.output
+
+
+def test_calibrated_theta_reaches_only_its_cell_and_the_table_says_so(tiny_data, tmp_path):
+    cal = _calibration(tmp_path / "cal.yaml", theta=2.5, limit=2)
+    out = tmp_path / "out"
+    result = reproduce("dragin-table2", model="smollm2-135m", dtype="float32", data_dir=tiny_data, out=out, limit=2,
+                       datasets=["hotpotqa"], methods=["sr-rag", "dragin", "token-rag"], calibrated=[cal],
+                       batch_size=2, overrides=["max_new_tokens=8"], progress=False, resamples=200, plots=False)
+    assert {r["method"] for r in result.rows} == {"sr-rag", "dragin", "token-rag"}
+    dragin = json.loads((out / "hotpotqa" / "dragin" / "config.json").read_text(encoding="utf-8"))
+    token = json.loads((out / "hotpotqa" / "token-rag" / "config.json").read_text(encoding="utf-8"))
+    assert dragin["pipeline"]["trigger"]["theta"] == 2.5 and dragin["batch_size"] == 2
+    assert token["pipeline"]["trigger"].get("theta") != 2.5
+    text = (out / "reproduce.md").read_text(encoding="utf-8")
+    assert "| hotpotqa | dragin (DRAGIN (Ours)), θ 2.5 | F1 | 2 |" in text and "θ = 2.5 from cal.yaml" in text
+    assert all(r.get("theta") == 2.5 for r in result.rows if r["method"] == "dragin")
+    assert "2 questions decoded together" in text

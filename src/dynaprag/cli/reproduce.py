@@ -63,6 +63,13 @@ def register(app: typer.Typer) -> None:
         progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
         seed: int = typer.Option(0, "--seed", help="seed of the bootstrap resamples and sign flips"),
         resamples: int = typer.Option(10000, "--resamples", help="bootstrap resamples and sign flips"),
+        method: Optional[list[str]] = typer.Option(None, "--method", help="run only these methods of the table "
+                                                   "(split a table over processes; a later call without it reports all)"),
+        calibrated: Optional[list[Path]] = typer.Option(
+            None, "--calibrated", help="a `dynaprag calibrate` config: its θ replaces the preset's for its method "
+                                       "and dataset (refused if fitted for another model or on evaluated questions)"),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1,
+                                                 help="questions decoded together, as in eval (default 1)"),
     ) -> None:
         """Run a published table's methods x datasets on your model and write ours vs published side by side."""
         from dynaprag.cli import fail
@@ -85,7 +92,8 @@ def register(app: typer.Typer) -> None:
         try:
             result = reproduce(table, model=model, data_dir=data_dir, out=out, limit=limit, datasets=dataset or None,
                                backbone=backbone, questions=_questions(questions or []), overrides=overrides or [],
-                               dtype=dtype, plots=plots, progress=progress, seed=seed, resamples=resamples)
+                               dtype=dtype, plots=plots, progress=progress, seed=seed, resamples=resamples,
+                               methods=method or None, calibrated=calibrated or [], batch_size=batch_size)
         except (ReproduceError, ConfigError, DatasetError, RunError, UnknownNameError, ValueError,
                 FileNotFoundError, ImportError) as exc:
             fail(str(exc))

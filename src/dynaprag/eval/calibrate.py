@@ -42,8 +42,9 @@ from typing import Any, Callable, Sequence
 from dynaprag.config import ConfigError, parse_overrides, to_dict
 from dynaprag.files import atomic_write_text
 
-__all__ = ["DEFAULT_N", "DEFAULT_START", "DEFAULT_TARGET_RATE", "Calibration", "CalibrationError", "calibrate",
-           "choose_theta", "config_yaml", "fire_rate", "quantile", "question_maxima", "write_config"]
+__all__ = ["DEFAULT_N", "DEFAULT_START", "DEFAULT_TARGET_RATE", "Calibration", "CalibrationError",
+           "CalibratedThreshold", "calibrate", "choose_theta", "config_yaml", "fire_rate", "quantile",
+           "question_maxima", "read_threshold", "write_config"]
 
 DEFAULT_START = 100  # the default evaluation slice is questions 0..99
 DEFAULT_N = 50
@@ -319,3 +320,44 @@ def write_config(cal: Calibration, path: str | Path) -> Path:
     path = Path(path)
     atomic_write_text(path, config_yaml(cal))
     return path
+
+
+@dataclass(frozen=True)
+class CalibratedThreshold:
+    """The θ a written calibration config holds, with what it is valid for.
+
+    ``held_out_from`` is the config's ``limit``: the calibration split starts there, so only
+    questions ``0 .. held_out_from - 1`` may be evaluated with this θ.
+    """
+
+    path: str
+    method: str
+    dataset: str
+    model: str
+    theta: float
+    held_out_from: int | None
+
+
+def read_threshold(path: str | Path) -> CalibratedThreshold:
+    """Read a config written by :func:`write_config`; a missing file or field is a :class:`ConfigError`."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: calibration file not found (write one with dynaprag calibrate)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a calibration config (a mapping), got {type(data).__name__}")
+    for key in ("method", "dataset", "model"):
+        if not isinstance(data.get(key), str):
+            raise ConfigError(f"{path}: field {key!r} is missing (not a dynaprag calibrate config?)")
+    theta = (data.get("trigger") or {}).get("theta") if isinstance(data.get("trigger"), dict) else None
+    if not isinstance(theta, (int, float)) or isinstance(theta, bool):
+        raise ConfigError(f"{path}: field 'trigger.theta' is missing or not a number")
+    limit = data.get("limit")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise ConfigError(f"{path}: field 'limit' must be a positive integer, got {limit!r}")
+    return CalibratedThreshold(str(path), data["method"], data["dataset"], data["model"], float(theta), limit)

@@ -35,6 +35,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from dynaprag.eval.calibrate import CalibratedThreshold
 from dynaprag.eval.stats import DEFAULT_RESAMPLES, DEFAULT_SEED, bootstrap_interval, pair_by_id, paired_comparison
 from dynaprag.files import atomic_write_json, atomic_write_text
 
@@ -232,8 +233,40 @@ def _never(question: str):
     raise AssertionError("a complete run was asked for an answer")
 
 
+def calibrated_thresholds(paths: Sequence[str | Path], *, table: PublishedTable, datasets: Sequence[str],
+                          model: str, limit: int | None) -> dict[tuple[str, str], CalibratedThreshold]:
+    """``(dataset, method) -> θ`` from ``dynaprag calibrate`` configs, refusing any that cannot apply.
+
+    A threshold fitted for another model, or on questions this reproduction evaluates (its config's
+    ``limit`` below ``limit``), would make the reported number untrustworthy, so both are errors.
+    """
+    from dynaprag.eval.calibrate import read_threshold
+
+    methods = {m.ours for m in table.methods}
+    found: dict[tuple[str, str], CalibratedThreshold] = {}
+    for path in paths:
+        cal = read_threshold(path)
+        if cal.method not in methods or cal.dataset not in datasets:
+            raise ReproduceError(f"{path}: calibrates {cal.method} on {cal.dataset}, which this reproduction of "
+                                 f"{table.name} does not run (methods {', '.join(sorted(methods))}; datasets "
+                                 f"{', '.join(datasets)})")
+        if cal.model != model:
+            raise ReproduceError(f"{path}: θ was fitted for model {cal.model!r}, not {model!r}; calibrate again "
+                                 f"with --model {model}")
+        if cal.held_out_from is None or limit is None or limit > cal.held_out_from:
+            raise ReproduceError(f"{path}: its calibration split starts at question {cal.held_out_from or 0}, so "
+                                 f"--limit must be at most {cal.held_out_from or 0} (evaluating "
+                                 f"{limit or 'all'} questions would score questions θ was fitted on)")
+        if (cal.dataset, cal.method) in found:
+            raise ReproduceError(f"{path}: a second calibration of {cal.method} on {cal.dataset} "
+                                 f"(first: {found[(cal.dataset, cal.method)].path})")
+        found[(cal.dataset, cal.method)] = cal
+    return found
+
+
 def _run_cell(dataset: str, method: str, *, table: PublishedTable, data_dir, questions, limit, model, dtype,
-              overrides: Sequence[str], out: Path, models: dict, retrievers: dict, progress: bool) -> Path:
+              overrides: Sequence[str], out: Path, models: dict, retrievers: dict, progress: bool,
+              batch_size: int | None = None) -> Path:
     """One (dataset, method) run into ``out``; the model and retriever are loaded once and shared."""
     from dynaprag.config import to_dict
     from dynaprag.eval.experiment import load_run_examples, resolve, resolved_dict, run
@@ -242,7 +275,7 @@ def _run_cell(dataset: str, method: str, *, table: PublishedTable, data_dir, que
     settings = table.overrides(dataset) + [f"model={model}"] + ([f"dtype={dtype}"] if dtype else [])
     run_cfg, pipe_cfg = resolve(dataset, data_dir=str(data_dir) if data_dir else None,
                                 questions=questions.get(dataset), method=method, limit=limit,
-                                overrides=[*settings, *overrides])
+                                overrides=[*settings, *overrides], batch_size=batch_size)
     examples = load_run_examples(run_cfg, pipe_cfg.retrieval.corpus)
     done = {r["id"] for r in read_records(out / RECORDS)} if (out / RECORDS).is_file() else set()
     if all(ex.id in done for ex in examples):  # checks the config still matches, answers nothing
@@ -266,10 +299,15 @@ def reproduce(table: str | PublishedTable, *, model: str, data_dir: str | Path |
               limit: int | None = None, datasets: Sequence[str] | None = None, backbone: str | None = None,
               questions: Mapping[str, str] | None = None, overrides: Sequence[str] = (), dtype: str | None = None,
               plots: bool = True, progress: bool = True, seed: int = DEFAULT_SEED,
-              resamples: int = DEFAULT_RESAMPLES) -> ReproduceResult:
+              resamples: int = DEFAULT_RESAMPLES, methods: Sequence[str] | None = None,
+              calibrated: Sequence[str | Path] = (), batch_size: int | None = None) -> ReproduceResult:
     """Run ``table``'s methods x ``datasets`` (default: the table's) on ``model`` into ``out``; write the outputs.
 
     ``overrides`` (``key=value``) apply to every run after the table's reference settings;
+    ``calibrated`` are ``dynaprag calibrate`` configs whose θ replaces the preset's for their
+    (method, dataset) cell only (:func:`calibrated_thresholds` refuses one fitted for another
+    model or on evaluated questions); ``methods`` runs a subset (two processes can split a
+    table; a later call without it finds their finished runs); ``batch_size`` is ``eval``'s.
     ``backbone`` picks the published column (default: the paper's first backbone). Every dataset
     is checked before anything loads; a missing one raises :class:`ReproduceError` naming what
     to download. Runs already complete in ``out`` are reused without loading the model.
@@ -286,18 +324,28 @@ def reproduce(table: str | PublishedTable, *, model: str, data_dir: str | Path |
     questions = dict(questions or {})
     if missing := missing_data(datasets, data_dir, questions, overrides):
         raise ReproduceError(f"table {spec.name} needs datasets that are not present: " + "; ".join(missing))
+    chosen = [m.ours for m in spec.methods]
+    if methods:
+        if unknown := [m for m in methods if m not in chosen]:
+            raise ReproduceError(f"{spec.name}: methods {unknown} are not in this table; choose from "
+                                 f"{', '.join(chosen)}")
+        chosen = [m for m in chosen if m in methods]
+    thetas = calibrated_thresholds(calibrated, table=spec, datasets=datasets, model=model, limit=limit)
     out = Path(out)
     models: dict = {}
     retrievers: dict = {}
     runs: dict[tuple[str, str], Path] = {}
     for dataset in datasets:
-        for m in spec.methods:
-            runs[(dataset, m.ours)] = _run_cell(
-                dataset, m.ours, table=spec, data_dir=data_dir, questions=questions, limit=limit, model=model,
-                dtype=dtype, overrides=overrides, out=out / dataset / m.ours, models=models, retrievers=retrievers,
-                progress=progress)
+        for method in chosen:
+            cal = thetas.get((dataset, method))
+            runs[(dataset, method)] = _run_cell(
+                dataset, method, table=spec, data_dir=data_dir, questions=questions, limit=limit, model=model,
+                dtype=dtype, overrides=[*overrides, *([f"trigger.theta={cal.theta!r}"] if cal else [])],
+                out=out / dataset / method, models=models, retrievers=retrievers, progress=progress,
+                batch_size=batch_size)
     return write_outputs(spec, runs, out, backbone=backbone, model=model, plots=plots, seed=seed,
-                         resamples=resamples, overrides=overrides, limit=limit)
+                         resamples=resamples, overrides=overrides, limit=limit, calibrated=thetas,
+                         batch_size=batch_size)
 
 
 def build_rows(table: PublishedTable, runs: Mapping[tuple[str, str], Path], *, backbone: str,
@@ -334,8 +382,11 @@ def _num(value: float | None, digits: int = 3) -> str:
 
 
 def markdown(table: PublishedTable, rows: Sequence[dict], *, backbone: str, model: str,
-             overrides: Sequence[str] = (), limit: int | None = None) -> str:
+             overrides: Sequence[str] = (), limit: int | None = None,
+             calibrated: Mapping[tuple[str, str], CalibratedThreshold] | None = None,
+             batch_size: int | None = None) -> str:
     """The side-by-side table with its citation, the backbone caveat and the notes."""
+    calibrated = calibrated or {}
     s = table.source
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     lines = [f"# Reproducing {table.name}: {table.title}", "",
@@ -345,7 +396,15 @@ def markdown(table: PublishedTable, rows: Sequence[dict], *, backbone: str, mode
              "sample differ from the paper's: compare the ordering of methods and each method's difference to "
              f"{BASELINE}, not the absolute numbers.",
              f"Ours: {'the first ' + str(limit) if limit else 'all'} questions of each dataset"
-             + (f"; overrides after the paper's settings: {' '.join(overrides)}" if overrides else "") + ".", ""]
+             + (f"; overrides after the paper's settings: {' '.join(overrides)}" if overrides else "")
+             + (f"; {batch_size} questions decoded together (answers may differ from batch 1's at bf16 near-ties)"
+                if batch_size and batch_size > 1 else "") + ".", ""]
+    if calibrated:
+        lines += ["Thresholds calibrated for our model on held-out questions (θ marked in the table): "
+                  + "; ".join(f"{c.method} on {c.dataset} θ = {c.theta:.4g} from {Path(c.path).name} "
+                              f"(fitted on questions from {c.held_out_from} on)" for c in calibrated.values())
+                  + ". The paper's θ was set for its backbone; on another model's score scale it may fire on "
+                    "every draft or never.", ""]
     if table.unavailable:
         lines += [f"Published numbers unavailable: {table.unavailable}", ""]
     head = ["Dataset", "Method (paper's name)", "Metric", "N", "Ours [95 % CI]", f"Δ vs {BASELINE} [95 % CI]", "p",
@@ -357,7 +416,10 @@ def markdown(table: PublishedTable, rows: Sequence[dict], *, backbone: str, mode
         diff = f"{r['diff']:+.3f} [{r['diff_ci_low']:+.3f}, {r['diff_ci_high']:+.3f}]" if "diff" in r else "–"
         p = ("<0.001" if r["p_value"] < 0.001 else f"{r['p_value']:.3f}") if "p_value" in r else "–"
         published = _num(r["published"], 4) if r["published"] is not None else "unavailable"
-        lines.append(f"| {r['dataset']} | {r['method']} ({r['paper_method']}) | {METRIC_NAMES.get(r['metric'], r['metric'])}"
+        cal = calibrated.get((r["dataset"], r["method"]))
+        theta = f", θ {cal.theta:.4g}" if cal else ""
+        lines.append(f"| {r['dataset']} | {r['method']} ({r['paper_method']}){theta} "
+                     f"| {METRIC_NAMES.get(r['metric'], r['metric'])}"
                      f" | {r['n']} | {ours} | {diff} | {p} | {r.get('verdict', '–')} | {published} |")
     lines += ["", "Ours: mean with its percentile bootstrap interval over our questions. Δ: paired on the questions "
               f"both runs answered; p: two-sided paired sign-flip test; *within noise* unless the interval excludes 0 "
@@ -412,16 +474,24 @@ def plot_reproduction(table: PublishedTable, rows: Sequence[dict], out_dir: str 
 
 def write_outputs(table: PublishedTable, runs: Mapping[tuple[str, str], Path], out: str | Path, *, backbone: str,
                   model: str, plots: bool = True, seed: int = DEFAULT_SEED, resamples: int = DEFAULT_RESAMPLES,
-                  overrides: Sequence[str] = (), limit: int | None = None) -> ReproduceResult:
+                  overrides: Sequence[str] = (), limit: int | None = None,
+                  calibrated: Mapping[tuple[str, str], CalibratedThreshold] | None = None,
+                  batch_size: int | None = None) -> ReproduceResult:
     """``reproduce.md``, ``reproduce.json`` and the plot from finished run folders."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    calibrated = calibrated or {}
     rows = build_rows(table, runs, backbone=backbone, seed=seed, resamples=resamples)
-    text = markdown(table, rows, backbone=backbone, model=model, overrides=overrides, limit=limit)
+    for row in rows:
+        if cal := calibrated.get((row["dataset"], row["method"])):
+            row.update(theta=cal.theta, theta_from=cal.path)
+    text = markdown(table, rows, backbone=backbone, model=model, overrides=overrides, limit=limit,
+                    calibrated=calibrated, batch_size=batch_size)
     md, js = out / "reproduce.md", out / "reproduce.json"
     atomic_write_text(md, text)
     atomic_write_json(js, {"table": table.name, "citation": table.citation, "read_from": table.source["read_from"],
                            "backbone": backbone, "model": model, "limit": limit, "overrides": list(overrides),
+                           "batch_size": batch_size or 1,
                            "baseline": BASELINE, "seed": seed,
                            "resamples": resamples, "unavailable": table.unavailable, "rows": rows})
     files = [md, js] + (plot_reproduction(table, rows, out, backbone=backbone, model=model) if plots else [])
