@@ -139,6 +139,8 @@ def test_tiny_end_to_end_writes_ours_beside_published_and_resumes(tiny_data, tmp
     config = json.loads((out / "hotpotqa" / BASELINE / "config.json").read_text(encoding="utf-8"))
     assert config["pipeline"]["k"] == 3 and config["pipeline"]["max_new_tokens"] == 8 and config["limit"] == 1
     assert all((out / f"reproduce.{ext}").is_file() for ext in ("json", "png", "svg"))
+    assert "* hotpotqa: best F1 other than sr-rag is wo-rag" in text
+    assert json.loads((out / "reproduce.json").read_text(encoding="utf-8"))["best"][0]["method"] == "wo-rag"
     records = (out / "hotpotqa" / BASELINE / "records.jsonl").read_text(encoding="utf-8")
     again = reproduce(table, model="smollm2-135m", dtype="float32", data_dir=tiny_data, out=out, limit=1,
                       datasets=["hotpotqa"], overrides=["max_new_tokens=8"], progress=False, resamples=200)
@@ -194,3 +196,18 @@ def test_calibrated_theta_reaches_only_its_cell_and_the_table_says_so(tiny_data,
     assert "| hotpotqa | dragin (DRAGIN (Ours)), θ 2.5 | F1 | 2 |" in text and "θ = 2.5 from cal.yaml" in text
     assert all(r.get("theta") == 2.5 for r in result.rows if r["method"] == "dragin")
     assert "2 questions decoded together" in text
+
+
+def test_best_per_dataset_reads_the_headline_metric_against_the_paired_baseline():
+    from dynaprag.eval.reproduce import best_per_dataset
+
+    table = get_table("dragin-table2")
+    row = {"dataset": "hotpotqa", "metric": "f1", "diff_ci_low": 0.01, "diff_ci_high": 0.1, "p_value": 0.01,
+           "verdict": "better", "n_paired": 100}
+    rows = [{"dataset": "hotpotqa", "method": BASELINE, "metric": "f1", "ours": 0.30},
+            {**row, "method": "dragin", "ours": 0.36, "diff": 0.06},
+            {**row, "method": "flare", "ours": 0.33, "diff": 0.04},  # paired on fewer questions: base 0.29
+            {**row, "method": "fs-rag", "metric": "em", "ours": 0.9, "diff": 0.6}]
+    (best,) = best_per_dataset(table, rows)
+    assert best["method"] == "dragin" and best["metric"] == "f1"
+    assert best["baseline"] == pytest.approx(0.30) and best["ratio"] == pytest.approx(1.2)
