@@ -82,7 +82,7 @@ class _Weights(Injector):
         self.may_change_weights = declared
         self.applied = self.most = 0
 
-    def inject(self, passages, question) -> Injection:
+    def inject(self, passages, question, *, use=None) -> Injection:
         @contextmanager
         def applied():
             self.applied += 1
@@ -200,3 +200,40 @@ def test_batch_8_traces_equal_batch_1(pipelines, preset):
     differ = [i for i, q in enumerate(questions) if rec.summarise(together[i]) != alone[i]]
     allowed, why = KNOWN_DIFFERENCES.get(preset, (0, ""))
     assert len(differ) <= allowed, (preset, differ, [(alone[i], rec.summarise(together[i])) for i in differ])
+
+
+# -- (a) late questions join a running batch (the server's continuous batching) ----------------
+def test_late_questions_join_a_running_batch_with_the_next_indices():
+    """Two questions start; ``more`` hands over one late question per call. Each joins while the
+    first two still decode, takes the next index, and every answer is the one it gets alone."""
+    alone = [summary(scripted_loop("sr-rag", SCRIPT).run(q)) for q in QUESTIONS_SCRIPTED]
+    late, asked, events = list(QUESTIONS_SCRIPTED[2:]), [], []
+
+    def more(free: int) -> list[str]:
+        asked.append(free)
+        return [late.pop(0)] if late else []
+    batch = BatchLoop(scripted_loop("sr-rag", SCRIPT), batch_size=3)
+    pairs = list(batch.answers(QUESTIONS_SCRIPTED[:2], on_event=lambda i, e: events.append(i), more=more))
+    got = dict(pairs)
+    assert sorted(got) == list(range(len(QUESTIONS_SCRIPTED)))
+    assert [summary(got[i]) for i in range(len(QUESTIONS_SCRIPTED))] == alone
+    last_of_first = max(n for n, index in enumerate(events) if index == 0)
+    assert events.index(2) < last_of_first  # the late question decoded while the first one still did
+    assert asked and all(1 <= free <= 3 for free in asked)
+
+
+def test_weight_changing_injectors_take_late_questions_after_each_question():
+    injector = _Weights(declared=True)
+    batch = BatchLoop(scripted_loop("sr-rag", SCRIPT, injector=injector), batch_size=8)
+    late, asked = list(QUESTIONS_SCRIPTED[1:]), []
+
+    def more(free: int) -> list[str]:
+        asked.append(free)
+        taken = late[:free]
+        del late[:free]
+        return taken
+    pairs = list(batch.answers(QUESTIONS_SCRIPTED[:1], more=more))
+    assert [i for i, _ in pairs] == list(range(len(QUESTIONS_SCRIPTED)))
+    assert set(asked) == {1} and injector.most == 1 and injector.applied == 0
+    assert [summary(a) for _, a in pairs] == [summary(scripted_loop("sr-rag", SCRIPT, injector=_Weights(True)).run(q))
+                                              for q in QUESTIONS_SCRIPTED]

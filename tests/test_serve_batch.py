@@ -1,5 +1,6 @@
 """Server batching on the real server and model: concurrent requests of one method, knobs and budget
-are decoded together through one BatchLoop, and each answer is the one the request gets alone.
+are decoded together through one BatchLoop, a request that arrives while a batch of its key runs
+joins it, and each answer is the one the request gets alone.
 """
 from __future__ import annotations
 
@@ -31,6 +32,27 @@ def demo_questions() -> list[str]:
         return [json.loads(line)["question"] for line in handle if line.strip()]
 
 
+def send(url: str, body: dict) -> dict:
+    """POST ``body`` to ``/v1/completions`` (streamed if it says so): status, text and the extension."""
+    with httpx.Client(timeout=600) as http:
+        if not body.get("stream"):
+            resp = http.post(f"{url}/v1/completions", json=body)
+            if resp.status_code != 200:
+                return {"status": resp.status_code, "text": resp.text, "ext": None}
+            return {"status": 200, "text": resp.json()["choices"][0]["text"], "ext": resp.json().get("dynaprag")}
+        pieces, ext = [], None
+        with http.stream("POST", f"{url}/v1/completions", json=body) as resp:
+            if resp.status_code != 200:
+                return {"status": resp.status_code, "text": resp.read().decode(), "ext": None}
+            for line in resp.iter_lines():
+                if line.startswith("data: ") and line != "data: [DONE]":
+                    chunk = json.loads(line[6:])
+                    assert "error" not in chunk, chunk
+                    pieces.append(chunk["choices"][0]["text"])
+                    ext = chunk.get("dynaprag", ext)
+        return {"status": 200, "text": "".join(pieces), "ext": ext}
+
+
 def test_twenty_concurrent_requests_are_batched_and_equal_batch_1(pipeline):
     """20 simultaneous requests (12 distinct questions, every other one streamed), batch 8: none is
     refused, they run in a few batches, and each text, short answer and retrieval equals
@@ -46,29 +68,12 @@ def test_twenty_concurrent_requests_are_batched_and_equal_batch_1(pipeline):
     with ServerThread(create_app(pipeline, batch_size=8, max_queue=20)) as server:
         model = httpx.get(f"{server.url}/v1/models").json()["data"][0]["id"]
 
-        def send(i: int) -> dict:
-            body = {"model": model, "prompt": asked[i], "max_tokens": MAX_TOKENS, "dynaprag": dynaprag,
-                    "stream": i % 2 == 1}
-            with httpx.Client(timeout=600) as http:
-                if not body["stream"]:
-                    resp = http.post(f"{server.url}/v1/completions", json=body)
-                    return {"status": resp.status_code, "text": resp.json()["choices"][0]["text"]
-                            if resp.status_code == 200 else resp.text,
-                            "ext": resp.json().get("dynaprag") if resp.status_code == 200 else None}
-                pieces, ext = [], None
-                with http.stream("POST", f"{server.url}/v1/completions", json=body) as resp:
-                    if resp.status_code != 200:
-                        return {"status": resp.status_code, "text": resp.read().decode(), "ext": None}
-                    for line in resp.iter_lines():
-                        if line.startswith("data: ") and line != "data: [DONE]":
-                            chunk = json.loads(line[6:])
-                            assert "error" not in chunk, chunk
-                            pieces.append(chunk["choices"][0]["text"])
-                            ext = chunk.get("dynaprag", ext)
-                return {"status": 200, "text": "".join(pieces), "ext": ext}
+        def ask(i: int) -> dict:
+            return send(server.url, {"model": model, "prompt": asked[i], "max_tokens": MAX_TOKENS,
+                                     "dynaprag": dynaprag, "stream": i % 2 == 1})
 
         with concurrent.futures.ThreadPoolExecutor(max_workers=20) as pool:
-            results = list(pool.map(send, range(20)))
+            results = list(pool.map(ask, range(20)))
         queue = httpx.get(f"{server.url}/health").json()["queue"]
 
     assert [r["status"] for r in results] == [200] * 20, [r["text"][:200] for r in results if r["status"] != 200]
@@ -144,3 +149,65 @@ def test_a_client_leaving_a_batch_stops_only_its_own_question(pipeline, monkeypa
     assert resp.status_code == 200 and resp.json()["choices"][0]["text"] == expected.text
     assert outcome == {leaving: "Cancelled", staying: "answered"}
     assert queue["largest_batch"] == 2 and queue["cancelled"] == 1
+
+
+def test_a_request_arriving_while_its_batch_runs_joins_it(pipeline, monkeypatch):
+    """A batch of one sr-rag request is held at its first event while two more arrive: one of the same
+    key (streamed) and one with another token budget. The first joins the running batch (counted
+    in ``queue.joined``) and streams its batch-1 answer; the other waits for its own batch."""
+    import functools
+    import threading
+    import time
+
+    from dynaprag.serve.app import create_app
+    from dynaprag.serve.server import ServerThread
+
+    first, joining, other = demo_questions()[:3]
+    budgets = {first: MAX_TOKENS, joining: MAX_TOKENS, other: MAX_TOKENS - 2}
+    alone = {q: pipeline.answer(q, method="sr-rag", max_new_tokens=b) for q, b in budgets.items()}
+    held, release = threading.Event(), threading.Event()
+    real = pipeline.answer_many
+
+    @functools.wraps(real)
+    def answer_many(questions, *args, on_event, **kwargs):
+        def hold_first_event(index: int, event: dict) -> None:
+            if not held.is_set():
+                held.set()
+                release.wait(120)
+            on_event(index, event)
+        return real(questions, *args, on_event=hold_first_event, **kwargs)
+
+    monkeypatch.setattr(pipeline, "answer_many", answer_many)
+    with ServerThread(create_app(pipeline, batch_size=8, max_queue=8)) as server:
+        worker = server.app.state.service.worker
+        model = httpx.get(f"{server.url}/v1/models").json()["data"][0]["id"]
+
+        def ask(question: str, stream: bool = False) -> dict:
+            return send(server.url, {"model": model, "prompt": question, "max_tokens": budgets[question],
+                                     "dynaprag": {"method": "sr-rag"}, "stream": stream})
+
+        def queued(n: int) -> bool:
+            deadline = time.monotonic() + 60
+            while worker.pending < n and time.monotonic() < deadline:
+                time.sleep(0.02)
+            return worker.pending == n
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+            try:
+                running = pool.submit(ask, first)
+                assert held.wait(120), "the first batch started"
+                late = pool.submit(ask, joining, True)
+                assert queued(1)
+                elsewhere = pool.submit(ask, other)
+                assert queued(2)
+            finally:
+                release.set()
+            results = {q: f.result(timeout=300) for q, f in ((first, running), (joining, late), (other, elsewhere))}
+        queue = httpx.get(f"{server.url}/health").json()["queue"]
+
+    for question, result in results.items():
+        assert result["status"] == 200, result["text"][:300]
+        assert result["text"] == alone[question].text, question
+        assert result["ext"]["short"] == alone[question].short
+    assert queue["joined"] == 1 and queue["batches"] == 2 and queue["largest_batch"] == 2, queue
+    assert queue["completed"] == 3 and queue["failed"] == 0 and queue["pending"] == 0

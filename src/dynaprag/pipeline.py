@@ -201,9 +201,14 @@ class Pipeline:
 
     def answer_many(self, questions: Sequence[str], *, batch_size: int = 8, method: str | None = None,
                     options: dict | None = None, max_new_tokens: int | None = None,
-                    on_event: Callable[[int, dict], None] | None = None):
+                    on_event: Callable[[int, dict], None] | None = None,
+                    more: Callable[[int], Sequence[str]] | None = None):
         """``(index, Answer or exception)`` for each question, in the order they finish, decoding up to
         ``batch_size`` questions together (:class:`~dynaprag.dynamic.batch.BatchLoop`).
+
+        ``more(free)`` may hand over up to ``free`` late (non-empty) questions whenever a slot is
+        free; they join the running batch with the next indices (``len(questions)``, ...). The
+        server passes the requests that arrive while a batch runs.
 
         Each answer is what :meth:`answer` gives for that question alone (greedy decoding; float32
         differences of batching only matter at near ties, docs/dynamic.md). A question that raises
@@ -216,7 +221,7 @@ class Pipeline:
         if empty:
             raise ValueError(f"question {empty[0]} is empty")
         batch = BatchLoop(self.loop(method, options, max_new_tokens), batch_size=batch_size)
-        return batch.answers(questions, on_event=on_event)
+        return batch.answers(questions, on_event=on_event, more=more)
 
     def answer(self, question: str, *, method: str | None = None, options: dict | None = None,
                on_event: Callable[[dict], None] | None = None, max_new_tokens: int | None = None) -> Answer:

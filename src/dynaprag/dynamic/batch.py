@@ -10,6 +10,11 @@ token gets it from one batched forward pass (:class:`~dynaprag.lm.batch.BatchSte
 that retrieves does so inside its own turn and its new prompt is prefilled alone before the
 next batched pass; a run that finishes leaves and the next queued question joins.
 
+The queue need not be fixed: ``answers(questions, more=more)`` asks ``more(free)`` for up to
+``free`` late questions whenever a slot is free that the given questions do not fill (the
+server passes requests that arrived while the batch runs), so a newcomer joins at the next
+round instead of waiting for the whole batch to finish.
+
 >>> loop = DynamicLoop(gen, builder, retriever, method, LoopConfig(), prefix)       # doctest: +SKIP
 >>> answers = BatchLoop(loop, batch_size=8).run(questions)                          # doctest: +SKIP
 
@@ -31,7 +36,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from dynaprag.dynamic.loop import DynamicLoop, QuestionRun
 from dynaprag.lm.batch import BatchStepper
@@ -68,17 +73,31 @@ class BatchLoop:
             answers[index] = result
         return answers  # type: ignore[return-value]
 
-    def answers(self, questions: Sequence[str], on_event=None) -> Iterator[tuple[int, Answer | Exception]]:
+    def answers(self, questions: Sequence[str], on_event=None,
+                more: Callable[[int], Sequence[str]] | None = None) -> Iterator[tuple[int, Answer | Exception]]:
         """``(index, answer)`` pairs in the order questions finish; a question that raised gives its
         exception instead and the others go on (an eval run records it and continues).
 
         ``on_event(index, event)`` receives each question's token/retrieval/rollback events.
+        ``more(free)``, if given, is asked for up to ``free`` late questions before every round
+        in which a slot is free and ``questions`` are all started (for a weight-changing
+        injector: after each question); the ones it returns join with the next indices
+        (``len(questions)``, ``len(questions) + 1``, ...), and the answers end when nothing is
+        in flight and ``more`` returns none. It is called once per such round, so it must be cheap.
         """
         queue = deque(enumerate(questions))
+        joined = len(questions)
         active: list[_InFlight] = []
         gcfg = self.loop.gcfg
         try:
-            while queue or active:
+            while True:
+                free = self.batch_size - len(active) - len(queue)
+                if more is not None and free > 0:
+                    for question in more(free):
+                        queue.append((joined, question))
+                        joined += 1
+                if not (queue or active):
+                    break
                 while queue and len(active) < self.batch_size:
                     index, question = queue.popleft()
                     sink = None if on_event is None else (lambda e, i=index: on_event(i, e))

@@ -5,7 +5,9 @@ loaded once, by the caller). Every model call goes through one :class:`Worker` t
 bounded queue; a full queue answers 503 with ``Retry-After``. Answer requests with the same
 method, knobs and token budget that wait together are decoded together, up to ``batch_size``
 at once, through :meth:`~dynaprag.pipeline.Pipeline.answer_many` (each answer is the one the
-request would get alone; each request streams, fails or is cancelled on its own).
+request would get alone; each request streams, fails or is cancelled on its own). A request
+that arrives while a batch of its key runs joins it as soon as a question finishes and frees
+a slot (continuous batching: :meth:`~dynaprag.serve.worker.Worker.take_waiting`).
 
 Errors are answered in OpenAI's shape (``{"error": {"message", "type", "param", "code"}}``):
 400 for malformed JSON, wrong types, unknown methods or knobs, 404 for an unknown model id,
@@ -133,13 +135,16 @@ class Service:
     def run_batch(self, key: tuple[str, str, int], jobs: list) -> Iterator[tuple[int, Any]]:
         """Answer ``jobs`` (one key) together on the worker thread: ``(index, Answer or exception)``.
 
-        A job's events go to its own sink; a job whose client left raises :class:`Cancelled`
-        at its next token, which ends that question only. Each sink gets ``_DONE`` when its
-        question ends, however it ends.
+        Whenever a slot is free, waiting jobs of the same key join (:meth:`Worker.take_waiting`
+        appends them to ``jobs``; their questions join the running
+        :class:`~dynaprag.dynamic.batch.BatchLoop`). A job's events go to its own sink; a job
+        whose client left raises :class:`Cancelled` at its next token, which ends that
+        question only. Each sink gets ``_DONE`` when its question ends, however it ends.
         """
         method, options, budget = key
         requests: list[AnswerRequest] = [job.payload for job in jobs]
         finished: set[int] = set()
+        refused: list[int] = []  # joined jobs with an empty question, answered at the next yield
 
         def done(index: int) -> None:
             finished.add(index)
@@ -151,20 +156,41 @@ class Service:
             if requests[index].sink is not None:
                 requests[index].sink(event)
 
-        empty = [i for i, r in enumerate(requests) if not r.question.strip()]
-        for index in empty:  # answered alone: answer_many refuses a batch holding an empty question
-            done(index)
-            yield index, ValueError("question is empty")
+        def more(free: int) -> list[str]:
+            """The questions of waiting jobs that join now; ``live`` maps their batch indices to jobs."""
+            questions = []
+            for job in self.worker.take_waiting(key, free):
+                requests.append(job.payload)
+                index = len(requests) - 1
+                if jobs[index] is not job:
+                    raise RuntimeError("a joined job is not where the worker's index says")
+                if job.payload.question.strip():
+                    live.append(index)
+                    questions.append(job.payload.question)
+                else:
+                    refused.append(index)
+            return questions
+
+        def empties() -> Iterator[tuple[int, Any]]:
+            while refused:
+                index = refused.pop()
+                done(index)
+                yield index, ValueError("question is empty")
+
+        refused += [i for i, r in enumerate(requests) if not r.question.strip()]
+        yield from empties()  # answered alone: answer_many refuses a batch holding an empty question
         live = [i for i in range(len(jobs)) if i not in finished]
         try:
             if live:
                 answers = self.pipeline.answer_many([requests[i].question for i in live],
                                                     batch_size=self.worker.batch_size, method=method,
                                                     options=json.loads(options), max_new_tokens=budget,
-                                                    on_event=lambda i, e: on_event(live[i], e))
+                                                    on_event=lambda i, e: on_event(live[i], e), more=more)
                 for i, result in answers:
                     done(live[i])
                     yield live[i], result
+                    yield from empties()
+                yield from empties()
         finally:
             for index in range(len(jobs)):
                 if index not in finished:

@@ -11,8 +11,15 @@ the same key: when such a job reaches the head of the line, the worker takes it 
 ``batch_size - 1`` more waiting jobs with its key (from anywhere in the line; the head is
 always served first, so nothing starves) and hands them to ``run_batch``, which yields
 ``(index, result or exception)`` as each finishes (the server decodes them through one
-:class:`~dynaprag.dynamic.batch.BatchLoop`). Each job's result or error is its own. Jobs that
-arrive while a batch runs wait for the next one. A job without a key (``submit``) runs alone.
+:class:`~dynaprag.dynamic.batch.BatchLoop`). Each job's result or error is its own. A job
+without a key (``submit``) runs alone.
+
+**Joining a running batch** (continuous batching). A job that arrives while a batch of its key
+runs need not wait for the whole batch: when a slot frees up, ``run_batch`` calls
+:meth:`Worker.take_waiting`, which moves waiting jobs of the key into the running batch by the
+same rule (only while the head of the line has the key, so a job of another key at the head
+stops the batch from growing and runs as soon as it drains: nothing starves). A joined job
+leaves the waiting line, so it frees its place under ``max_queue`` like any job that starts.
 
 A job is cancelled when its client goes away (:meth:`Job.cancel`, called by the HTTP layer
 for streaming and plain requests alike). A waiting job then leaves the line at once, so it
@@ -147,13 +154,16 @@ RunBatch = Callable[[Hashable, list[Job]], Iterable[tuple[int, Any]]]
 class Worker:
     """A single daemon thread consuming a bounded line of :class:`Job` (at most ``max_queue``).
 
-    At most ``max_queue`` jobs wait while one job or one batch of at most ``batch_size`` runs,
-    so at most ``max_queue + batch_size`` requests hold memory at any time. Counters (see
+    At most ``max_queue`` jobs wait while one job or one batch runs, the batch decoding at most
+    ``batch_size`` of its jobs at once (finished ones leave, waiting ones of its key join), so at
+    most ``max_queue + batch_size`` requests hold memory at any time. Counters (see
     :meth:`stats`): ``completed`` jobs ran to their end or raised; ``failed`` of them raised,
     including ``cancelled`` ones (stopped at a token because their client left); ``dropped``
     jobs left the line before starting because their client left, and never ran; ``refused``
     submissions found the line full; ``batches`` runs of ``run_batch`` and the
-    ``largest_batch`` one of them held.
+    ``largest_batch`` number of jobs one of them answered (jobs that joined included, so it
+    may exceed ``batch_size``); ``joined`` jobs moved from the line into a running batch
+    (:meth:`take_waiting`).
     """
 
     def __init__(self, max_queue: int = 8, name: str = "dynaprag-worker",
@@ -178,6 +188,7 @@ class Worker:
         self.dropped = 0
         self.batches = 0
         self.largest_batch = 0
+        self.joined = 0
 
     def start(self) -> "Worker":
         if not self._thread.is_alive():
@@ -264,19 +275,51 @@ class Worker:
                     continue
                 group = [head]
                 if head.batch_key is not None:
-                    for job in [j for j in self._line if j.batch_key == head.batch_key]:
-                        if len(group) >= self.batch_size:
-                            break
-                        self._line.remove(job)
-                        if job.future.set_running_or_notify_cancel():
-                            group.append(job)
-                        else:
-                            self.dropped += 1
+                    group += self._take(head.batch_key, self.batch_size - 1)
                 started = time.monotonic()
                 for job in group:
                     job.started = started
                 self._running = group
                 return group
+
+    def _take(self, key: Hashable, n: int) -> list[Job]:
+        """Up to ``n`` waiting jobs of ``key`` from anywhere in the line, oldest first, out of the line
+        and marked running (jobs whose future was cancelled are dropped). Hold ``_changed``."""
+        taken: list[Job] = []
+        for job in [j for j in self._line if j.batch_key == key]:
+            if len(taken) >= n:
+                break
+            self._line.remove(job)
+            if job.future.set_running_or_notify_cancel():
+                taken.append(job)
+            else:
+                self.dropped += 1
+        return taken
+
+    def take_waiting(self, key: Hashable, n: int) -> list[Job]:
+        """Move up to ``n`` waiting jobs of ``key`` into the running batch of ``key`` and return them.
+
+        Called by ``run_batch`` (on the worker thread) when its batch has free slots. The jobs
+        are appended to the list ``run_batch`` received, so their indices continue it: the
+        first one returned is ``jobs[len(jobs) before the call]``, and ``run_batch`` yields
+        their results under those indices. Jobs join only while the head of the line has
+        ``key``: a job of another key at the head is not overtaken (the batch stops growing,
+        runs out, and that job goes next); none join while the worker stops.
+        Thread-safe; cheap (one pass over the waiting line under the lock).
+        """
+        with self._changed:
+            running = self._running
+            if not running or running[0].batch_key != key:
+                raise RuntimeError(f"no batch of key {key!r} is running to take waiting jobs")
+            if self._stopping or n < 1 or not self._line or self._line[0].batch_key != key:
+                return []
+            taken = self._take(key, n)
+            started = time.monotonic()
+            for job in taken:
+                job.started = started
+            running.extend(taken)
+            self.joined += len(taken)
+            return taken
 
     def _run(self) -> None:
         while (group := self._next()) is not None:
@@ -335,6 +378,6 @@ class Worker:
                     "running": len(self._running), "batch_size": self.batch_size,
                     "completed": self.completed, "refused": self.refused, "failed": self.failed,
                     "cancelled": self.cancelled, "dropped": self.dropped,
-                    "batches": self.batches, "largest_batch": self.largest_batch,
+                    "batches": self.batches, "largest_batch": self.largest_batch, "joined": self.joined,
                     "mean_job_seconds": round(self.service_time.mean_seconds, 3),
                     "measured_jobs": self.service_time.measured, "retry_after_seconds": self.retry_after()}
