@@ -43,7 +43,7 @@ class WeightsDouble(Injector):
     def __init__(self):
         self.entered = self.exited = 0
 
-    def inject(self, passages, question) -> Injection:
+    def inject(self, passages, question, *, use=None) -> Injection:
         @contextmanager
         def applied():
             self.entered += 1

@@ -140,7 +140,7 @@ class _ScaledHead(Injector):
     def bind(self, generator) -> None:
         self.model = generator.model
 
-    def inject(self, passages, question) -> Injection:
+    def inject(self, passages, question, *, use=None) -> Injection:
         @contextmanager
         def scaled():
             head = self.model.get_output_embeddings().weight

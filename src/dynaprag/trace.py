@@ -23,7 +23,13 @@ class TokenRecord:
 
 @dataclass
 class RetrievalEvent:
-    """One retrieval: where it fired, why, with what query and what came back."""
+    """One retrieval: where it fired, why, with what query and what came back.
+
+    ``hit_*`` are the passages the answer used, so recall and the viewer see what it used: for
+    PRAG, the first k usable of the top-k + 10 candidates, with the unusable ones it passed over
+    in ``skipped_ids`` (spare candidates after the used ones are in neither). Traces written
+    before ``skipped_ids`` existed load with it empty.
+    """
 
     position: int  # number of answer tokens kept before the retrieval
     reason: str  # trigger's human-readable explanation
@@ -34,6 +40,7 @@ class RetrievalEvent:
     scores: dict[str, float] = field(default_factory=dict)  # token text -> trigger score involved
     injection: str = "in-context"  # how the knowledge entered the model
     seconds: float = 0.0
+    skipped_ids: list[str] = field(default_factory=list)  # candidates left out as unusable (PRAG)
 
 
 @dataclass

@@ -2,10 +2,11 @@
 
 Generate token by token with the white-box :class:`~dynaprag.lm.Generator`; after each token
 (and once before the first) ask the trigger whether to retrieve. On a retrieval, the
-formulator builds the query from the draft, the retriever searches top-k, the selector keeps
-and orders the hits, the injector turns them into context and/or weights, the draft is cut
-where the trigger says, and only the part from the knowledge slot onward is re-prefilled (the
-few-shot prefix's KV cache is computed once per pipeline and reused). An injection that
+formulator builds the query from the draft, the retriever searches top-k (plus the injector's
+``extra_candidates``), the selector keeps and orders the hits, the injector turns the first k
+usable ones into context and/or weights, the draft is cut where the trigger says, and only the
+part from the knowledge slot onward is re-prefilled (the few-shot prefix's KV cache is computed
+once per pipeline and reused). An injection that
 changes the weights invalidates every cache, so then the whole prompt is re-prefilled under
 the new weights. Decoding stops at the answer ("So the answer is X."), at end of turn, at the
 token budget or the retrieval budget (after which generation continues without retrieving).
@@ -344,10 +345,16 @@ class QuestionRun:
     def _retrieve(self, decision: Decision, query: str, question: str, weights: contextlib.ExitStack,
                   trace: Trace, emit: EventSink) -> bool | None:
         """Search, select, inject, cut the draft and re-prefill; return whether to accept the next sentence
-        (None: the selector kept none of the hits, nothing was done)."""
+        (None: the selector kept none of the hits, nothing was done).
+
+        The retriever returns top-k plus the injector's ``extra_candidates`` (PRAG: top-k + 10,
+        so a passage it cannot use is replaced by the next retrieved one); the selector sees all
+        of them, and the injector uses at most k, in order. The event's hits are the passages it
+        used, its ``skipped_ids`` those it passed over. With no extra candidates this is top-k.
+        """
         t0 = time.perf_counter()
-        method, draft = self.method, self.draft
-        hits = self.retriever.search_one(query, self.config.k)
+        method, draft, k = self.method, self.draft, self.config.k
+        hits = self.retriever.search_one(query, k + int(getattr(method.injector, "extra_candidates", 0)))
         draft.retrieving_at = decision.keep
         try:
             selected = method.selector(hits, draft, self._probe_for(method.selector))
@@ -355,17 +362,18 @@ class QuestionRun:
             draft.retrieving_at = None
         if hits and not selected:
             return None
-        hits = selected
-        injection: Injection = method.injector.inject([h.passage for h in hits], question)
+        offered = [h.passage for h in selected]
+        injection: Injection = method.injector.inject(offered, question, use=k)
+        used = injection.used_of(offered, k)
         keep = decision.keep
         if keep < len(draft.steps):
             emit({"type": "rollback", "keep_tokens": keep})
         draft.truncate(keep)
         kept = self.answer[:keep]
         event = RetrievalEvent(position=keep, reason=decision.reason, query=query,
-                               hit_ids=[h.id for h in hits], hit_titles=[h.title for h in hits],
-                               hit_texts=[h.text for h in hits], scores=dict(decision.scores),
-                               injection=injection.kind)
+                               hit_ids=[p.id for p in used], hit_titles=[p.title for p in used],
+                               hit_texts=[p.text for p in used], scores=dict(decision.scores),
+                               injection=injection.kind, skipped_ids=[p.id for p in injection.skipped])
         passages: Sequence[Passage] = list(injection.context)
         draft.passages = list(passages)
         draft.queries.append(query)

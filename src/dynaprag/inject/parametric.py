@@ -27,10 +27,24 @@ from dynaprag.parametric.stores import default_store_root, default_translator_pa
 
 
 @dataclass
+class PragSelection:
+    """What :meth:`PragInjector.adapters_for` made of the candidates, in retrieval order."""
+
+    adapters: list[dict] = field(default_factory=list)  # of the used passages that have one
+    used: list[Passage] = field(default_factory=list)  # by adapter or, without one, in context
+    fallback: list[Passage] = field(default_factory=list)  # used passages put in context instead
+    skipped: list[Passage] = field(default_factory=list)  # augmentation never parsed: not used
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
 class PragInjector(Injector):
     """PRAG: sum the retrieved documents' LoRAs (one rank k·r adapter) and answer without context."""
 
     may_change_weights: ClassVar[bool] = True
+    #: PRAG retrieves top-k + 10 and uses the first k passages whose augmentation parses, so a
+    #: skipped passage is replaced by the next retrieved one (:meth:`adapters_for`)
+    extra_candidates: ClassVar[int] = 10
 
     store: str | None = field(default=None, metadata={"help": "adapter store root; None = default_store_root()"})
     on_missing: str = field(default="encode", metadata={
@@ -39,7 +53,6 @@ class PragInjector(Injector):
     encode: EncodeConfig = field(default_factory=EncodeConfig, metadata={"help": "LoRA/training settings (store key)"})
 
     name = "prag"
-    extra_candidates = 10  # PRAG retrieves top-k + 10 and uses the first k augmentable passages
 
     def __post_init__(self) -> None:
         if self.on_missing not in ("encode", "context"):
@@ -56,21 +69,42 @@ class PragInjector(Injector):
     def _store(self) -> AdapterStore:
         return open_store(self.store or default_store_root(), self.lm, self.encode)
 
-    def adapters_for(self, passages: Sequence[Passage]
-                     ) -> tuple[list[dict], list[Passage], list[Passage], list[str]]:
-        """(adapters, passages that fell back to context, passages skipped, notes) for the retrieved passages.
+    def adapters_for(self, passages: Sequence[Passage], use: int | None = None) -> PragSelection:
+        """Walk the candidates in retrieval order until ``use`` of them are usable (None: all).
 
-        A passage whose adapter is not finished (never encoded, file missing, or damaged: see
-        :meth:`AdapterStore.status`) is encoded now or put in context, per ``on_missing``;
-        the note says which and why, naming the file and manifest entry of a damaged adapter.
         A passage whose augmentation failed is skipped, as PRAG skips it (neither weights nor
-        context); the reference then takes the next retrieved passage, which needs more than
-        k hits from the loop, so here the answer has fewer documents and the note says so.
+        context), and the next candidate takes its place: the loop retrieves
+        ``extra_candidates`` beyond k for this, as the reference retrieves top-k + 10. A passage
+        whose adapter is not finished (never encoded, file missing, or damaged: see
+        :meth:`AdapterStore.status`) is encoded now or put in context, per ``on_missing``, and
+        counts as used either way; the note says which and why, naming the file and manifest
+        entry of a damaged adapter.
+
+        Encoding goes in rounds, only as far as needed: the first ``use`` candidates, then as
+        many more as were skipped, and so on (each round's missing documents augment as one
+        batch), so a spare candidate is encoded only when a skip calls for it. Candidates after
+        the first ``use`` usable ones are neither encoded nor used. Fewer than ``use`` usable
+        passages among all candidates leave the answer with fewer documents, and a note says so.
         """
-        store, adapters, fallback, skipped, notes = self._store(), [], [], [], []
+        store, selection = self._store(), PragSelection()
+        want = len(passages) if use is None else max(0, use)
+        seen = 0
+        while len(selection.used) < want and seen < len(passages):
+            batch = list(passages[seen: seen + want - len(selection.used)])
+            seen += len(batch)
+            status = self._prepare(store, batch, selection.notes)
+            for passage in batch:
+                self._take(store, passage, status, selection)
+        if len(selection.used) < want and use is not None:
+            selection.notes.append(f"{len(selection.used)} of {want} passages usable among "
+                                   f"{len(passages)} candidates")
+        return selection
+
+    def _prepare(self, store: AdapterStore, batch: list[Passage], notes: list[str]) -> dict[str, str]:
+        """Store status per content hash of ``batch``, after encoding its unfinished documents (``on_missing="encode"``)."""
         entries = store.entries()
-        status = {p.content_hash: store.status(p.content_hash, entries.get(p.content_hash)) for p in passages}
-        todo = list({p.content_hash: p for p in passages if status[p.content_hash] not in (OK, SKIPPED)}.values())
+        status = {p.content_hash: store.status(p.content_hash, entries.get(p.content_hash)) for p in batch}
+        todo = list({p.content_hash: p for p in batch if status[p.content_hash] not in (OK, SKIPPED)}.values())
         for passage in todo:
             store.forget(passage.content_hash)
         if todo and self.on_missing == "encode":  # the missing documents augment as one batch
@@ -83,23 +117,27 @@ class PragInjector(Injector):
             notes += [f"doc {p.id}: {self._why(store, p, status[p.content_hash])}, "
                       f"{'encoded on demand' if status[p.content_hash] == 'not encoded' else 're-encoded'} {took}"
                       for p in todo]
-        for passage in passages:
-            if store.status(passage.content_hash) == SKIPPED:
-                skipped.append(passage)
-                notes.append(f"doc {passage.id}: skipped, its augmentation never gave a usable QA list "
-                             f"(PRAG does not use such a passage)")
-                continue
-            try:
-                adapters.append(store.get(passage.content_hash) if store.has(passage.content_hash) else None)
-            except (AdapterStoreError, KeyError) as exc:  # changed on disk since it was checked
-                adapters.append(None)
-                status[passage.content_hash] = str(exc)
-            if adapters[-1] is None:
-                adapters.pop()
-                fallback.append(passage)
-                notes.append(f"doc {passage.id}: {self._why(store, passage, status[passage.content_hash])}, "
-                             f"fell back to in-context")
-        return adapters, fallback, skipped, notes
+        return status
+
+    def _take(self, store: AdapterStore, passage: Passage, status: dict[str, str], selection: PragSelection) -> None:
+        """File one prepared candidate as skipped, used with its adapter, or used in context."""
+        if store.status(passage.content_hash) == SKIPPED:
+            selection.skipped.append(passage)
+            selection.notes.append(f"doc {passage.id}: skipped, its augmentation never gave a usable QA list "
+                                   f"(PRAG does not use such a passage)")
+            return
+        selection.used.append(passage)
+        try:
+            adapter = store.get(passage.content_hash) if store.has(passage.content_hash) else None
+        except (AdapterStoreError, KeyError) as exc:  # changed on disk since it was checked
+            adapter = None
+            status[passage.content_hash] = str(exc)
+        if adapter is not None:
+            selection.adapters.append(adapter)
+            return
+        selection.fallback.append(passage)
+        selection.notes.append(f"doc {passage.id}: {self._why(store, passage, status[passage.content_hash])}, "
+                               f"fell back to in-context")
 
     @staticmethod
     def _why(store: AdapterStore, passage: Passage, status: str) -> str:
@@ -108,17 +146,18 @@ class PragInjector(Injector):
         return (f"adapter {status} ({store.path(passage.content_hash)}, entry {passage.content_hash!r} "
                 f"of {store.manifest_path})")
 
-    def inject(self, passages: Sequence[Passage], question: str) -> Injection:
+    def inject(self, passages: Sequence[Passage], question: str, *, use: int | None = None) -> Injection:
+        """The summed adapters of the first ``use`` usable passages (PRAG-Combine: those passages in context too)."""
         if self.lm is None:
             raise RuntimeError(f"{self.name} injector used before bind(generator)")
-        adapters, fallback, skipped, notes = self.adapters_for(passages)
-        context = [p for p in passages if p not in skipped] if self.with_context else fallback
-        if not adapters:
-            return Injection(context=context, kind="in-context", notes=notes)
-        weights = LoraInjection(self.lm.model, combine(adapters, self.encode.scaling))
-        notes.append(f"{len(adapters)} adapters as one rank-{weights.rank} LoRA")
-        return Injection(context=context, weights=weights, kind="combined" if context else "parametric",
-                         notes=notes)
+        sel = self.adapters_for(passages, use)
+        context = list(sel.used) if self.with_context else sel.fallback
+        chosen = {"used": sel.used, "skipped": sel.skipped, "notes": sel.notes}
+        if not sel.adapters:
+            return Injection(context=context, kind="in-context", **chosen)
+        weights = LoraInjection(self.lm.model, combine(sel.adapters, self.encode.scaling))
+        sel.notes.append(f"{len(sel.adapters)} adapters as one rank-{weights.rank} LoRA")
+        return Injection(context=context, weights=weights, kind="combined" if context else "parametric", **chosen)
 
 
 @dataclass
@@ -131,9 +170,17 @@ class PragCombineInjector(PragInjector):
 
 @dataclass
 class DyPragInjector(Injector):
-    """DyPRAG: the translator turns each passage into a LoRA at question time; no store needed."""
+    """DyPRAG: the translator turns each passage into a LoRA at question time; no store needed.
+
+    Every passage is usable (nothing is augmented at question time), so DyPRAG takes the first
+    ``use`` retrieved ones and retrieves no spare candidates (``extra_candidates = 0``). The
+    reference's inference reads its passages from PRAG's augmentation output (``data_aug``),
+    so there they are the first k of top-k + 10 whose QA generation parsed, a by-product of
+    sharing PRAG's data pipeline; here DyPRAG answers from the plain top-k (a deviation).
+    """
 
     may_change_weights: ClassVar[bool] = True
+    extra_candidates: ClassVar[int] = 0
 
     translator: str | None = field(default=None, metadata={
         "help": "translator file or `translator train --out` folder; None = default_translator_path()"})
@@ -152,13 +199,14 @@ class DyPragInjector(Injector):
         """PRAG's answer template (the DyPRAG reference answers with it; its translator learns from PRAG's samples)."""
         return PragPromptBuilder(tokenizer, chat, EncodeConfig().template())
 
-    def inject(self, passages: Sequence[Passage], question: str) -> Injection:
+    def inject(self, passages: Sequence[Passage], question: str, *, use: int | None = None) -> Injection:
         import torch
 
         from dynaprag.parametric.translator import average_adapters, embed_passages
 
         if self.lm is None:
             raise RuntimeError(f"{self.name} injector used before bind(generator)")
+        passages = list(passages)[:use]
         context = list(passages) if self.with_context else []
         if not passages:
             return Injection(context=context, kind="in-context")
@@ -170,7 +218,7 @@ class DyPragInjector(Injector):
         weights = LoraInjection(self.lm.model, combine([adapter], float(meta["scaling"])))
         notes = [f"{len(passages)} adapters generated and averaged ({time.perf_counter() - start:.2f} s)"]
         return Injection(context=context, weights=weights, kind="combined" if context else "parametric",
-                         notes=notes)
+                         notes=notes, used=passages)
 
 
 @dataclass
