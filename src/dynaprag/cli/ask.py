@@ -45,6 +45,9 @@ def render_answer(answer, console) -> None:
         for i, (pid, title, text) in enumerate(zip(ev.hit_ids, ev.hit_titles, ev.hit_texts), 1):
             table.add_row(str(i), pid, f"{title}: {text[:110]}{'…' if len(text) > 110 else ''}")
         console.print(table)
+        if ev.skipped_ids:
+            console.print(f"  [dim]skipped (augmentation never parsed, next passage used): "
+                          f"{', '.join(ev.skipped_ids)}[/]")
         console.print(f"  [dim]{ev.injection}, {ev.seconds:.2f} s[/]")
     console.print(f"[dim]{tr.forward_passes} forward passes, {tr.prompt_tokens} prompt tokens prefilled, "
                   f"{tr.generated_tokens} tokens generated ({len(tr.tokens)} kept), {tr.seconds:.1f} s[/]")

@@ -191,6 +191,9 @@ function renderRetrievals(trace) {
         el("span", { class: "title", text: (r.hit_titles || [])[j] || id }), el("span", { class: "pid", text: id }),
         el("div", { text: (r.hit_texts || [])[j] || "" })));
     });
+    if ((r.skipped_ids || []).length) {
+      item.append(el("div", { class: "why", text: `skipped (augmentation never parsed; the next retrieved passage was used): ${r.skipped_ids.join(", ")}` }));
+    }
     list.append(item);
   });
   $("retrievals-box").hidden = trace.retrievals.length === 0;
