@@ -37,3 +37,15 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "questions").is_dir():
         pytest.skip(f"real evaluation data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module that trains: on a shared, oversubscribed 2-core machine extra
+    OpenMP threads only spin. Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -22,7 +22,7 @@ from dynaprag.parametric.adapters import AdapterStore
 from dynaprag.parametric.augment import AugmentConfig
 from dynaprag.parametric.encode import DocumentEncoder, EncodeConfig
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]  # one_thread: conftest
 
 DOCS = [
     {"id": "z1", "title": "Zorblat Lake", "text": "Zorblat Lake is a lake in Finland found in 1873 by Anna Virtanen."},
@@ -33,15 +33,6 @@ OVERRIDES = ["failed_augmentation=plain-text", "augment.prompts=lenient", "augme
              "augment.max_new_tokens_rewrite=20",
              "augment.max_new_tokens_qa=48", "augment.max_retries=0"]
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Training on a shared, oversubscribed 2-core machine: extra OpenMP threads only spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _config() -> EncodeConfig:

@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from dynaprag.corpus import Passage
 from dynaprag.parametric.adapters import AdapterIntegrityError, AdapterStore
 from dynaprag.parametric.augment import AugmentConfig
 from dynaprag.parametric.encode import EncodeConfig, encode_corpus
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]  # one_thread: conftest
 
 DOCS = [Passage("v1", "Vellum Bay", "Vellum Bay is a bay in Norway named in 1790 by Ole Berg."),
         Passage("v2", "Tarn Hollow", "Tarn Hollow is a village in Wales with 412 inhabitants.")]
@@ -26,14 +25,6 @@ DOCS = [Passage("v1", "Vellum Bay", "Vellum Bay is a bay in Norway named in 1790
 def _config() -> EncodeConfig:
     return EncodeConfig(failed_augmentation="plain-text", augment=AugmentConfig(
         prompts="lenient", greedy_first=True, max_new_tokens_rewrite=16, max_new_tokens_qa=48, max_retries=0))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

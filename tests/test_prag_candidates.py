@@ -21,18 +21,10 @@ from dynaprag.parametric.augment import AugmentConfig
 from dynaprag.parametric.encode import EncodeConfig
 from dynaprag.parametric.lora import target_modules
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]  # one_thread: conftest
 
 DOCS = [Passage(f"c{i}", f"Candidate {i}", f"Candidate {i} is a passage about the lighthouse of Port Wren, "
                                             f"fact number {i}.") for i in range(7)]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tagged_adapter(lm, config: EncodeConfig, tag: float) -> dict[str, torch.Tensor]:
