@@ -53,7 +53,7 @@ def cost_columns(run_dir: Path) -> dict:
 
 
 def main(argv=None) -> int:
-    from dynaprag.eval.reproduce import get_table, reproduce
+    from dynaprag.eval.reproduce import best_per_dataset, get_table, reproduce
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--table", default="dragin-table2")
@@ -104,7 +104,7 @@ def main(argv=None) -> int:
                   data={"questions": {d: f"{SHARED_DATA}/questions/{d}.jsonl, first {limit}" for d in datasets},
                         "corpus": f"{SHARED_DATA}/corpus (per dataset, dynaprag.eval.datasets)"},
                   notes=notes, extra={"table": args.table, "citation": table.citation,
-                                      "best": json.loads((runs / "reproduce.json").read_text())["best"],
+                                      "best": best_per_dataset(table, result.rows),
                                       "calibrated": [str(p) for p in calibrated]},
                   results_dir=results, group_by="dataset")
     print(f"wrote {results / (name + '.json')}, .md, .png, .svg")
