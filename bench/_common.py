@@ -82,6 +82,51 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def rss_mb() -> float:
+    """This process's resident memory now (Linux ``/proc/self/statm``; else the peak so far)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return peak_rss_mb()
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class RssPeak:
+    """The highest resident memory while a block runs, sampled by a thread every ``interval`` s.
+
+    Why sampled: the kernel's peak (``ru_maxrss``) only grows over a process's life, so it cannot
+    tell one case from the next when several batch sizes run in one process. ``before_mb`` is the
+    RSS on entry and ``growth_mb`` the peak above it: what the block itself needed (KV caches,
+    logits, activations), provided freed memory goes back to the system (big blocks are mmapped
+    by glibc; ``MALLOC_MMAP_THRESHOLD_=65536`` makes smaller ones so too).
+    """
+
+    def __init__(self, interval: float = 0.02):
+        self.interval, self.before_mb, self.peak_mb = interval, 0.0, 0.0
+
+    def __enter__(self) -> "RssPeak":
+        import threading
+
+        self.before_mb = self.peak_mb = rss_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak_mb = max(self.peak_mb, rss_mb())
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, rss_mb())
+
+    @property
+    def growth_mb(self) -> float:
+        return self.peak_mb - self.before_mb
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}" if abs(value) < 1000 else f"{value:,.0f}"

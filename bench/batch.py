@@ -16,6 +16,17 @@ run in another process contributes its cases but ratios only pair cases of the s
 ``--restack always`` adds rows with the batch cache re-stacked every step instead of reused
 while membership is stable (the two strategies of :mod:`dynaprag.lm.batch`).
 
+Memory: each case samples the process's resident memory while it runs (:class:`RssPeak`);
+``peak_rss_mb`` is the highest RSS (model weights included) and ``peak_rss_growth_mb`` the peak
+above the RSS at the case's start, i.e. what the batch's caches and activations cost. Run with
+``MALLOC_MMAP_THRESHOLD_=65536`` so memory freed after one case is returned before the next.
+
+Weight-changing methods (prag: every question loads its own adapters, so
+:class:`~dynaprag.dynamic.batch.BatchLoop` runs them one at a time whatever the batch size) are
+measured at batch 1 and 8 only, on the first ``--grouped-n`` questions, after an untimed batch-1
+pass over the same questions that encodes their documents' adapters into the store
+(``$DYNAPRAG_ADAPTERS``): the timed cases measure answering, not the offline encoding.
+
     .venv/bin/python bench/batch.py --quick      # 135M, 4 questions, sr-rag and dragin at 1 and 4
     .venv/bin/python bench/batch.py --model qwen2.5-coder-0.5b --n 24
     .venv/bin/python bench/batch.py --model qwen2.5-coder-0.5b --methods sr-rag --batch-sizes 8 --restack always
@@ -32,11 +43,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    CHECKPOINTS, DEFAULT_MODEL, SHARED_DATA, load_questions, peak_rss_mb, result_name, write_results,
+    CHECKPOINTS, DEFAULT_MODEL, SHARED_DATA, RssPeak, load_questions, peak_rss_mb, result_name, write_results,
 )
 
 DATASETS = ("hotpotqa", "2wikimultihopqa")
-METHODS = ("sr-rag", "fs-rag", "flare", "dragin")
+METHODS = ("sr-rag", "fs-rag", "flare", "dragin", "prag")
 
 
 def run_case(pipe, method: str, dataset: str, questions: list[dict], batch: int, restack: str) -> dict:
@@ -49,13 +60,14 @@ def run_case(pipe, method: str, dataset: str, questions: list[dict], batch: int,
     loop = BatchLoop(pipe.loop(method), batch_size=batch, restack=restack)
     texts: list[str] = [""] * len(questions)
     traces = []
-    t0 = time.perf_counter()
-    for index, answer in loop.answers([q["question"] for q in questions]):
-        if isinstance(answer, Exception):
-            raise answer
-        texts[index] = answer.text
-        traces.append(answer.trace)
-    seconds = time.perf_counter() - t0
+    with RssPeak() as memory:
+        t0 = time.perf_counter()
+        for index, answer in loop.answers([q["question"] for q in questions]):
+            if isinstance(answer, Exception):
+                raise answer
+            texts[index] = answer.text
+            traces.append(answer.trace)
+        seconds = time.perf_counter() - t0
     stepper = loop.stepper
     return {"method": method, "dataset": dataset, "batch_size": batch, "restack": restack,
             "effective_batch_size": loop.batch_size, "n": len(questions), "seconds": seconds,
@@ -63,7 +75,9 @@ def run_case(pipe, method: str, dataset: str, questions: list[dict], batch: int,
             "prompt_tokens": sum(t.prompt_tokens for t in traces),
             "retrievals": sum(len(t.retrievals) for t in traces),
             "batched_passes": stepper.batched_passes, "rows_in_batched_passes": stepper.rows_stepped,
-            "restacks": stepper.restacks, "feed_failures": loop.feed_failures, "texts": texts, "ids": [q["id"] for q in questions]}
+            "restacks": stepper.restacks, "feed_failures": loop.feed_failures,
+            "rss_before_mb": memory.before_mb, "peak_rss_mb": memory.peak_mb, "peak_rss_growth_mb": memory.growth_mb,
+            "texts": texts, "ids": [q["id"] for q in questions]}
 
 
 def measure_steps(pipe, sizes: list[int], context: int, steps: int, rounds: int = 3) -> list[dict]:
@@ -148,6 +162,9 @@ def rows_of(cases: list[dict]) -> list[dict]:
                                  / sum(c["seconds"] / c["n"] for c, _ in paired)) if paired else float("nan"),
             "same_answer_as_batch_1": sum(same) / len(same) if same else float("nan"),
             "failed_batched_feeds": sum(c.get("feed_failures", 0) for c in group),
+            "peak_rss_mb": max((c.get("peak_rss_mb", float("nan")) for c in group), default=float("nan")),
+            "peak_rss_growth_mb": max((c.get("peak_rss_growth_mb", float("nan")) for c in group),
+                                      default=float("nan")),
         })
     return rows
 
@@ -156,6 +173,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=24, help="questions per dataset and case")
     ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated presets (prag runs one at a time)")
+    ap.add_argument("--grouped-n", type=int, default=2,
+                    help="questions per dataset for weight-changing methods (prag), measured at batch 1 and 8")
     ap.add_argument("--batch-sizes", default="1,4,8,16")
     ap.add_argument("--datasets", default=",".join(DATASETS))
     ap.add_argument("--restack", default="on-change", choices=("on-change", "always"),
@@ -191,6 +210,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     from dynaprag.config import to_dict
+    from dynaprag.dynamic.batch import BatchLoop
     from dynaprag.pipeline import Pipeline, PipelineConfig
     from dynaprag.retrieval import RetrieverConfig
 
@@ -212,19 +232,26 @@ def main() -> None:
         warm = False
         for m_i, method in enumerate(methods):
             order = sizes if m_i % 2 == 0 else [1] + sorted((b for b in sizes if b != 1), reverse=True)
+            if pipe is None:
+                pipe = Pipeline.from_config(config)
+            grouped = BatchLoop(pipe.loop(method)).grouped
+            if grouped:  # one question at a time whatever the size: batch 1 and 8 show it
+                order = [1, 8 if 8 in sizes else max(sizes)] if max(sizes) > 1 else [1]
             for ds in datasets:
-                key = lambda b: (method, ds, b, "on-change" if b == 1 else args.restack, len(questions[ds]))  # noqa: E731
+                qs = questions[ds][:args.grouped_n] if grouped else questions[ds]
+                key = lambda b: (method, ds, b, "on-change" if b == 1 else args.restack, len(qs))  # noqa: E731
                 pending = [b for b in order if key(b) not in done]
                 if pending and 1 not in pending:
                     pending.insert(0, 1)  # ratios pair cases of the same process: measure batch 1 again
+                if pending and grouped:  # encode the questions' adapters first, untimed
+                    prep = run_case(pipe, method, ds, qs, 1, "on-change")
+                    print(f"{method} {ds}: prepared {len(qs)} questions in {prep['seconds']:.1f}s (untimed)", flush=True)
                 for batch in pending:
                     restack = "on-change" if batch == 1 else args.restack
-                    if pipe is None:
-                        pipe = Pipeline.from_config(config)
                     if not warm:  # index pages, prefix cache, kernels: not part of the first case's time
-                        run_case(pipe, method, ds, questions[ds][:1], 1, "on-change")
+                        run_case(pipe, method, ds, qs[:1], 1, "on-change")
                         warm = True
-                    case = run_case(pipe, method, ds, questions[ds], batch, restack)
+                    case = run_case(pipe, method, ds, qs, batch, restack)
                     case["run"] = run
                     out.write(json.dumps(case) + "\n")
                     out.flush()
@@ -247,7 +274,10 @@ def _write(table, cases, args, config, to_dict, questions) -> None:
              f"{args.dtype}. questions_per_hour = questions over the case's wall time (retrieval, re-prefill and the "
              f"tail included). ratio_to_batch_1 = batch 1's s/question over this size's, same method, dataset and "
              f"process. same_answer_as_batch_1 = share of answer texts equal to batch 1's. Methods whose injector "
-             f"changes weights run one question at a time (effective_batch_size 1). Target (issue 17): >= 2.5x at "
+             f"changes weights run one question at a time (effective_batch_size 1); they are measured at batch 1 and "
+             f"8 on the first {args.grouped_n} questions per dataset, after an untimed pass that encodes their "
+             f"adapters. peak_rss_mb = highest resident memory during the case (weights included); "
+             f"peak_rss_growth_mb = that peak above the RSS at the case's start. Target (issue 17): >= 2.5x at "
              f"batch 8 for sr-rag and dragin on qwen2.5-coder-0.5b; here: {'; '.join(targets) or 'not measured'}. "
              f"Peak RSS {peak_rss_mb():.0f} MB.")
     write_results(table, rows + (steps[-1]["rows"] if steps else []), model=args.model,

@@ -1,0 +1,51 @@
+"""``bench/batch.py``: per-case peak memory and the rows it reports."""
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+_BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(_BENCH))
+_SPEC = importlib.util.spec_from_file_location("bench_batch", _BENCH / "batch.py")
+bench = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(bench)
+
+
+def test_rss_peak_sees_memory_taken_and_freed_inside_the_block():
+    import numpy as np
+
+    from _common import RssPeak
+
+    before = np.ones(40 * 2**20 // 8)  # held across the block: not growth
+    with RssPeak(interval=0.005) as memory:
+        block = np.ones(200 * 2**20 // 8)  # 200 MB touched, then freed before the block ends
+        del block
+    assert memory.growth_mb > 150
+    assert memory.peak_mb >= memory.before_mb + memory.growth_mb - 1e-6
+    assert memory.before_mb > before.nbytes / 2**20
+
+
+def _case(method, batch, seconds, peak, growth, run="r", dataset="hotpotqa", texts=("a", "b")):
+    return {"method": method, "dataset": dataset, "batch_size": batch, "restack": "on-change",
+            "effective_batch_size": 1 if method == "prag" else batch, "n": len(texts), "seconds": seconds,
+            "generated_tokens": 10, "retrievals": 2, "rows_in_batched_passes": 0, "batched_passes": 0,
+            "texts": list(texts), "run": run, "peak_rss_mb": peak, "peak_rss_growth_mb": growth}
+
+
+def test_rows_pair_batch_1_of_the_same_run_and_report_the_largest_peak():
+    cases = [_case("sr-rag", 1, 10.0, 1000, 50), _case("sr-rag", 8, 4.0, 1400, 400),
+             _case("sr-rag", 8, 5.0, 1300, 300, dataset="2wikimultihopqa", run="other"),
+             _case("prag", 1, 6.0, 1100, 90), _case("prag", 8, 6.0, 1100, 95)]
+    rows = {(r["method"], r["batch_size"]): r for r in bench.rows_of(cases)}
+    assert rows[("sr-rag", 8)]["ratio_to_batch_1"] == 2.5  # the 2Wiki case has no batch-1 partner in its run
+    assert rows[("sr-rag", 8)]["peak_rss_mb"] == 1400 and rows[("sr-rag", 8)]["peak_rss_growth_mb"] == 400
+    assert rows[("prag", 8)]["effective_batch_size"] == 1 and rows[("prag", 8)]["ratio_to_batch_1"] == 1.0
+
+
+def test_cases_from_before_memory_was_sampled_have_no_peak():
+    old = _case("dragin", 1, 3.0, 0, 0)
+    del old["peak_rss_mb"], old["peak_rss_growth_mb"]
+    (row,) = bench.rows_of([old])
+    assert math.isnan(row["peak_rss_mb"]) and math.isnan(row["peak_rss_growth_mb"])
