@@ -300,7 +300,20 @@ def offline_row(dataset: str, case: str, entries: list[dict], skipped_by_questio
             "bytes_per_doc": mean([e["bytes"] for e in trained]),
             "skipped_passages": len(entries) - len(trained),
             "skipped_per_question": mean(skipped_by_question),
-            "augmentation_failed_attempts": sum(len(e["augmentation"]["failures"]) for e in entries)}
+            "augmentation_failed_attempts": sum(len(e["augmentation"]["failures"]) for e in entries),
+            "encode_dtypes": ",".join(sorted({e.get("model_dtype", "unrecorded") for e in entries}))}
+
+
+def check_dtypes(entries: Mapping[str, Mapping], hashes: Iterable[str], dtype: str) -> None:
+    """Refuse adapters made in another dtype than this run's (a store holds one per document,
+    whatever dtype made it: :func:`dynaprag.parametric.encode.model_dtype`). Entries from before
+    the dtype was recorded pass and show as 'unrecorded' in the offline rows."""
+    for h in hashes:
+        made = entries[h].get("model_dtype")
+        if made not in (None, dtype):
+            doc = entries[h].get("doc", {}).get("id", h[:12])
+            raise BenchError(f"document {doc}: its adapter was encoded in {made}, this run is {dtype}; "
+                             f"use another --checkpoints folder or --dtype {made}")
 
 
 class _Subset:
@@ -353,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from dynaprag.files import atomic_write_json
     from dynaprag.lm import load_model
     from dynaprag.parametric.adapters import config_hash
-    from dynaprag.parametric.encode import PragPromptBuilder, encode_corpus
+    from dynaprag.parametric.encode import PragPromptBuilder, encode_corpus, model_dtype
     from dynaprag.parametric.stores import load_translator, open_store
     from dynaprag.parametric.translator import pairs_from_store, train_translator, translator_metadata
     from dynaprag.pipeline import Pipeline, PipelineConfig
@@ -391,6 +404,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         candidates = {q.id: bm25.search_one(q.question, args.k + EXTRA_CANDIDATES) for q in both}
         chosen = select_passages(both, candidates, args.k, encode, store.status)
         entries = store.entries()
+        check_dtypes(entries, [p.content_hash for q in both for p in chosen[q.id][0] + chosen[q.id][1]],
+                     model_dtype(lm))
         for part, qs in (("evaluation", evaluation), ("translator", translator)):
             docs = {p.content_hash: entries[p.content_hash] for q in qs for p in chosen[q.id][0] + chosen[q.id][1]}
             rows.append(offline_row(d, f"offline-encoding ({part} questions)", list(docs.values()),

@@ -130,3 +130,14 @@ def test_settings_tag_and_rotation():
     orders = [bench.rotated(bench.METHODS, i) for i in range(len(bench.METHODS))]
     assert {o[0] for o in orders} == set(bench.METHODS)
     assert all(sorted(o) == sorted(bench.METHODS) for o in orders)
+
+
+def test_adapters_made_in_another_dtype_are_refused_and_unrecorded_ones_pass():
+    entries = {"h1": {"model_dtype": "float32", "doc": {"id": "wp1"}}, "h2": {"doc": {"id": "wp2"}},
+               "h3": {"model_dtype": "bfloat16", "doc": {"id": "wp3"}}}
+    bench.check_dtypes(entries, ["h1", "h2"], "float32")
+    with pytest.raises(bench.BenchError, match="document wp3: its adapter was encoded in bfloat16, this run is float32"):
+        bench.check_dtypes(entries, ["h1", "h3"], "float32")
+    row = bench.offline_row("hotpotqa", "x", [{**e, "skipped": True, "augmentation": {"failures": []}}
+                                              for e in entries.values()], [0])
+    assert row["encode_dtypes"] == "bfloat16,float32,unrecorded"

@@ -100,6 +100,7 @@ def test_adapters_are_real_lora_from_shared_init(encoded, lm):
                            adapters[1]["model.layers.5.mlp.up_proj.lora_B"])
     for entry in store.entries().values():
         assert entry["train"]["steps"] >= 1 and entry["augmentation"]["attempts"] >= 2
+        assert entry["model_dtype"] == str(lm.dtype).removeprefix("torch.")  # how it was made
         assert len(entry["augmentation"]["failures"]) + len(entry["augmentation"]["qa"]) >= 1
     # all model parameters are intact and trainable again after peft was unloaded
     assert not any("lora" in name for name, _ in lm.model.named_parameters())

@@ -380,6 +380,17 @@ class EncodeReport:
             self.add(store.put(content_hash, adapter, info))
 
 
+def model_dtype(lm) -> str:
+    """The dtype a document was augmented and trained in, recorded per manifest entry.
+
+    Not part of the store's key on purpose: adapters trained in float32 may serve a bfloat16
+    model (encode once carefully, answer fast), so a store holds one adapter per document; the
+    entry says how it was made and a run that must not mix dtypes (the parametric benchmark)
+    checks it.
+    """
+    return str(lm.dtype).removeprefix("torch.")
+
+
 def encode_many(lm, passages: list[Passage], config: EncodeConfig, encoder: DocumentEncoder,
                 augmenter: Augmenter) -> Iterator[tuple[dict[str, torch.Tensor] | None, dict[str, Any]]]:
     """Augment documents as one batch, then train and yield (adapter, manifest info) per passage,
@@ -394,7 +405,8 @@ def encode_many(lm, passages: list[Passage], config: EncodeConfig, encoder: Docu
     for passage, aug in zip(passages, augs):
         info = {"doc": {"id": passage.id, "title": passage.title, "text": passage.text},
                 "augmentation": aug.to_dict(), "augment_complete": aug.complete,
-                "augment_config": asdict(config.augment), "augment_batch": len(passages), "augment_seconds": share}
+                "augment_config": asdict(config.augment), "augment_batch": len(passages), "augment_seconds": share,
+                "model_dtype": model_dtype(lm)}
         if not aug.usable and config.failed_augmentation == "skip":
             yield None, info
             continue
