@@ -195,6 +195,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--baseline-prompt", choices=("prag", "dynaprag"), default="prag",
                     help="wo-rag/sr-rag prompt: PRAG's template (the reference's icl) or dynaprag's own")
     ap.add_argument("--workers", type=int, default=2, help="Ray actors for encoding (0 = in this process)")
+    ap.add_argument("--qa-retries", type=int, default=None,
+                    help="extra QA attempts after an unparsable list (default: AugmentConfig's 2; PRAG: up to 100). "
+                         "More retries keep more top-ranked passages, as the reference does, at a similar cost per kept "
+                         "passage; a known-unusable passage in the store is not retried")
+    ap.add_argument("--qa-tokens", type=int, default=None,
+                    help="token budget of a QA list (default: AugmentConfig's 256; PRAG: 512)")
     ap.add_argument("--tiny-fallbacks", action="store_true",
                     help="for models that cannot write PRAG's QA JSON: failed_augmentation=plain-text, lenient "
                          "prompts, greedy first attempt, short budgets (not PRAG)")
@@ -235,10 +241,11 @@ def encode_config(args):
     from dynaprag.parametric.augment import AugmentConfig
     from dynaprag.parametric.encode import EncodeConfig
 
-    if not args.tiny_fallbacks:
-        return EncodeConfig()
-    return EncodeConfig(failed_augmentation="plain-text", augment=AugmentConfig(
-        prompts="lenient", greedy_first=True, max_new_tokens_rewrite=24, max_new_tokens_qa=48, max_retries=0))
+    if args.tiny_fallbacks:
+        return EncodeConfig(failed_augmentation="plain-text", augment=AugmentConfig(
+            prompts="lenient", greedy_first=True, max_new_tokens_rewrite=24, max_new_tokens_qa=48, max_retries=0))
+    knobs = {k: v for k, v in (("max_retries", args.qa_retries), ("max_new_tokens_qa", args.qa_tokens)) if v is not None}
+    return EncodeConfig(augment=AugmentConfig(**knobs))
 
 
 # -- offline: candidates, selection, encoding ------------------------------------------------
@@ -534,7 +541,9 @@ def write_outputs(args, rows, splits, files, corpus, selection, split, curve, co
              f"{tcfg.delta_scale}{' (reference conventions)' if not args.translator_set else ''}. BM25 top-"
              f"{args.k + EXTRA_CANDIDATES} over wiki_paragraphs, the first {args.k} usable kept (PRAG's selection; "
              f"every method sees them). PRAG: rank {config.rank}, alpha {config.alpha:g}, lr {config.learning_rate:g}, "
-             f"{config.epochs} epoch(s), with_cot template; encoding on {args.workers or 'no'} Ray worker(s). Answers: "
+             f"{config.epochs} epoch(s), with_cot template; augmentation QA lists of up to "
+             f"{config.augment.max_new_tokens_qa} tokens, {config.augment.max_retries} retries (PRAG: 512, up to 100); "
+             f"encoding on {args.workers or 'no'} Ray worker(s). Answers: "
              f"{args.max_new_tokens} new tokens, greedy; parametric methods in PRAG's template, wo-rag/sr-rag in "
              f"{'the same' if args.baseline_prompt == 'prag' else 'dynaprag’s own prompt'}; ratio_to_sr_rag and "
              f"f1_/em_ paired columns (bootstrap 95 % interval, sign-flip p) against sr-rag on the same questions."
