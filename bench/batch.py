@@ -22,13 +22,16 @@ above the RSS at the case's start, i.e. what the batch's caches and activations 
 ``MALLOC_MMAP_THRESHOLD_=65536`` so memory freed after one case is returned before the next.
 
 Weight-changing methods (prag: every question loads its own adapters, so
-:class:`~dynaprag.dynamic.batch.BatchLoop` runs them one at a time whatever the batch size) are
-measured at batch 1 and 8 only, on the first ``--grouped-n`` questions, after an untimed batch-1
-pass over the same questions that encodes their documents' adapters into the store
-(``$DYNAPRAG_ADAPTERS``): the timed cases measure answering, not the offline encoding.
+:class:`~dynaprag.dynamic.batch.BatchLoop` runs them one at a time whatever the batch size) run
+only when named in ``--methods``: their adapters must be encoded first, and the 135M model writes
+no parsable PRAG augmentation. They are measured at batch 1 and 8 only, on the first
+``--grouped-n`` questions, after an untimed batch-1 pass over the same questions that encodes
+their documents' adapters into the store (``$DYNAPRAG_ADAPTERS``): the timed cases measure
+answering, not the offline encoding.
 
     .venv/bin/python bench/batch.py --quick      # 135M, 4 questions, sr-rag and dragin at 1 and 4
-    .venv/bin/python bench/batch.py --model qwen2.5-coder-0.5b --n 24
+    .venv/bin/python bench/batch.py --model qwen2.5-coder-0.5b --n 16 --datasets hotpotqa --threads 1
+    .venv/bin/python bench/batch.py --model qwen2.5-coder-0.5b --n 16 --datasets hotpotqa --threads 1 --methods prag
     .venv/bin/python bench/batch.py --model qwen2.5-coder-0.5b --methods sr-rag --batch-sizes 8 --restack always
 """
 from __future__ import annotations
@@ -47,7 +50,7 @@ from _common import (  # noqa: E402
 )
 
 DATASETS = ("hotpotqa", "2wikimultihopqa")
-METHODS = ("sr-rag", "fs-rag", "flare", "dragin", "prag")
+METHODS = ("sr-rag", "fs-rag", "flare", "dragin")  # prag on request: --methods ...,prag (it needs adapters)
 
 
 def run_case(pipe, method: str, dataset: str, questions: list[dict], batch: int, restack: str) -> dict:
