@@ -7,10 +7,8 @@ losing answers.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
-from pathlib import Path
 
 import pytest
 
@@ -19,10 +17,9 @@ from dynaprag.eval.datasets import Example
 from dynaprag.parametric.augment import usable_first
 from dynaprag.retrieval.base import Hit
 
-_PATH = Path(__file__).resolve().parents[1] / "bench" / "parametric.py"
-_SPEC = importlib.util.spec_from_file_location("bench_parametric", _PATH)
-bench = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(bench)
+from bench_scripts import load_bench
+
+bench = load_bench("parametric")
 
 
 def _questions(n: int) -> list[Example]:

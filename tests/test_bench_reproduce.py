@@ -1,16 +1,13 @@
 """``bench/reproduce.py``: which committed calibrations it applies and which costs it reports."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 from dynaprag.eval.reproduce import get_table
 
-_PATH = Path(__file__).resolve().parents[1] / "bench" / "reproduce.py"
-_SPEC = importlib.util.spec_from_file_location("bench_reproduce", _PATH)
-bench = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(bench)
+from bench_scripts import load_bench
+
+bench = load_bench("reproduce")
 
 
 def test_default_calibrations_are_the_committed_ones_of_this_model_only():

@@ -1,16 +1,11 @@
 """``bench/serve.py``: the latency percentile it reports."""
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
-_BENCH = Path(__file__).resolve().parents[1] / "bench"
-sys.path.insert(0, str(_BENCH))
-_SPEC = importlib.util.spec_from_file_location("bench_serve", _BENCH / "serve.py")
-bench = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(bench)
+from bench_scripts import load_bench
+
+bench = load_bench("serve")
 
 
 def test_percentile_is_the_nearest_rank():
