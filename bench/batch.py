@@ -139,6 +139,12 @@ def read_checkpoint(path: Path) -> list[dict]:
     return out
 
 
+def _largest(cases: list[dict], key: str) -> float:
+    """The largest ``key`` over the cases that recorded it (older checkpoints did not); NaN if none."""
+    values = [c[key] for c in cases if key in c]
+    return max(values) if values else float("nan")
+
+
 def rows_of(cases: list[dict]) -> list[dict]:
     """One row per (method, restack, batch size) over both datasets, ratios against batch 1 of the
     same process and dataset (a case without its batch-1 partner has no ratio)."""
@@ -165,9 +171,8 @@ def rows_of(cases: list[dict]) -> list[dict]:
                                  / sum(c["seconds"] / c["n"] for c, _ in paired)) if paired else float("nan"),
             "same_answer_as_batch_1": sum(same) / len(same) if same else float("nan"),
             "failed_batched_feeds": sum(c.get("feed_failures", 0) for c in group),
-            "peak_rss_mb": max((c.get("peak_rss_mb", float("nan")) for c in group), default=float("nan")),
-            "peak_rss_growth_mb": max((c.get("peak_rss_growth_mb", float("nan")) for c in group),
-                                      default=float("nan")),
+            "peak_rss_mb": _largest(group, "peak_rss_mb"),
+            "peak_rss_growth_mb": _largest(group, "peak_rss_growth_mb"),
         })
     return rows
 

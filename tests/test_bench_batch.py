@@ -44,3 +44,10 @@ def test_cases_from_before_memory_was_sampled_have_no_peak():
     del old["peak_rss_mb"], old["peak_rss_growth_mb"]
     (row,) = bench.rows_of([old])
     assert math.isnan(row["peak_rss_mb"]) and math.isnan(row["peak_rss_growth_mb"])
+
+
+def test_a_case_without_memory_does_not_hide_the_peak_of_one_with_it():
+    old = _case("fs-rag", 8, 3.0, 0, 0, dataset="2wikimultihopqa")
+    del old["peak_rss_mb"], old["peak_rss_growth_mb"]
+    rows = bench.rows_of([old, _case("fs-rag", 8, 3.0, 1500, 120)])
+    assert rows[0]["peak_rss_mb"] == 1500 and rows[0]["peak_rss_growth_mb"] == 120
