@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 from bench_scripts import load_bench
 
@@ -16,6 +17,7 @@ def test_rss_peak_sees_memory_taken_and_freed_inside_the_block():
     before = np.ones(40 * 2**20 // 8)  # held across the block: not growth
     with RssPeak(interval=0.005) as memory:
         block = np.ones(200 * 2**20 // 8)  # 200 MB touched, then freed before the block ends
+        time.sleep(0.2)  # the sampler needs the GIL to look (the fill above holds it)
         del block
     assert memory.growth_mb > 150
     assert memory.peak_mb >= memory.before_mb + memory.growth_mb - 1e-6
