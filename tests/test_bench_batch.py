@@ -20,7 +20,6 @@ def test_rss_peak_sees_memory_taken_and_freed_inside_the_block():
         time.sleep(0.2)  # the sampler needs the GIL to look (the fill above holds it)
         del block
     assert memory.growth_mb > 150
-    assert memory.peak_mb >= memory.before_mb + memory.growth_mb - 1e-6
     assert memory.before_mb > before.nbytes / 2**20
 
 
