@@ -31,13 +31,19 @@ Per dataset (``--datasets``, default HotpotQA and 2WikiMultihopQA from ``../shar
   (:func:`dynaprag.eval.stats.paired_comparison`: ``f1_diff``, ``f1_diff_ci_low``, ...,
   ``f1_within_noise``).
 
-Resumable: every answer is appended to ``bench/checkpoints/<result name>/answers-<settings>.jsonl``
+Resumable: every answer is appended to ``bench/checkpoints/<result name>/answers-<settings>.<dataset>.jsonl``
 keyed by (method, dataset, question id), so a rerun skips what is done; adapters and the
-translator are kept there too. Results go atomically to ``bench/results/parametric[.<model>].json``
+translator are kept there too. ``--answer-datasets`` answers only some datasets, so two
+one-thread processes can share the online part (one dataset each; each dataset's timing
+ratios stay within one process): the translator is trained once under a lock, each dataset has
+its own answer file, and whichever process finishes last writes the results. Results go atomically to ``bench/results/parametric[.<model>].json``
 and ``.md`` (``--quick``: ``parametric_quick[...]``; ``--results DIR`` writes elsewhere).
 
     .venv/bin/python bench/parametric.py                 # qwen2.5-coder-0.5b, 25+25 per dataset (hours)
     .venv/bin/python bench/parametric.py --quick --results /tmp/pq   # smoke: smollm2-135m, 2+2 HotpotQA
+    # once the adapters are encoded (nothing left for Ray), the online part on two processes:
+    .venv/bin/python bench/parametric.py --answer-datasets hotpotqa &
+    .venv/bin/python bench/parametric.py --answer-datasets 2wikimultihopqa
 """
 from __future__ import annotations
 
@@ -168,6 +174,12 @@ def append_checkpoint(path: Path, rec: Mapping[str, Any]) -> None:
         os.fsync(fh.fileno())
 
 
+def unfinished_datasets(splits: Mapping[str, tuple[Sequence, Sequence]], done: Mapping) -> list[str]:
+    """Datasets some evaluation question of which lacks an answer of some method: no results yet."""
+    return [d for d, (evaluation, _) in splits.items()
+            if any((m, d, q.id) not in done for m in METHODS for q in evaluation)]
+
+
 def rotated(methods: Sequence[str], i: int) -> list[str]:
     """The method order of question ``i``: rotated by one per question, so no method always runs first."""
     j = i % len(methods)
@@ -190,6 +202,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                          "costs two 3000-token forwards per step); recorded in the JSON and the translator's key")
     ap.add_argument("--model", default="qwen2.5-coder-0.5b")
     ap.add_argument("--dtype", default="float32", help="float32 (the references) | bfloat16")
+    ap.add_argument("--answer-datasets", default=None,
+                    help="answer only these of --datasets (default all): run one process per dataset to share the "
+                         "online part; the last to finish writes the results")
     ap.add_argument("--k", type=int, default=3, help="passages per question (PRAG/DyPRAG: 3)")
     ap.add_argument("--max-new-tokens", type=int, default=128, help="answer budget (PRAG configs: 128)")
     ap.add_argument("--baseline-prompt", choices=("prag", "dynaprag"), default="prag",
@@ -219,6 +234,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     unknown = [d for d in args.datasets if d not in DATASETS]
     if unknown or not args.datasets:
         ap.error(f"--datasets: {unknown[0] if unknown else '(none)'} is not one of {', '.join(DATASETS)}")
+    args.answer_datasets = args.datasets if args.answer_datasets is None else \
+        [d.strip() for d in args.answer_datasets.split(",") if d.strip()]
+    outside = [d for d in args.answer_datasets if d not in args.datasets]
+    if outside or not args.answer_datasets:
+        ap.error(f"--answer-datasets: {outside[0] if outside else '(none)'} is not one of --datasets "
+                 f"({', '.join(args.datasets)})")
     args.name = result_name("parametric_quick" if args.quick else "parametric", args.model)
     try:
         args.translator_config = translator_config(args)
@@ -364,6 +385,7 @@ def fixed_retriever(kept: Mapping[str, list], questions):
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     import torch
+    from filelock import FileLock
 
     torch.set_num_threads(args.threads)
     from dynaprag.config import to_dict
@@ -437,16 +459,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     ttag = settings_tag({"docs": sorted(docs), "translator": to_dict(tcfg), "store": config_hash(config.store_config()),
                          "model": lm.fingerprint})
     tpath, cpath = work / f"translator-{ttag}.safetensors", work / f"translator-{ttag}-curve.json"
-    if not (tpath.is_file() and cpath.is_file()):
-        pairs = pairs_from_store(lm, _Subset(store, docs), config)
-        start = time.perf_counter()
-        steps = len(pairs) * tcfg.epochs
-        net, curve = train_translator(
-            lm, pairs, config.scaling, config.targets, config.rank, tcfg,
-            progress=lambda r: print(f"[translator] step {r['step']}/{steps} loss {r['total_loss']:.3f}", flush=True))
-        seconds = time.perf_counter() - start
-        net.save(tpath, translator_metadata(lm, tcfg, config.scaling, config.targets))
-        atomic_write_json(cpath, {"seconds": seconds, "pairs": len(pairs), "curve": curve})
+    with FileLock(str(tpath) + ".lock"):  # another process of this run waits for it, then loads it
+        if not (tpath.is_file() and cpath.is_file()):
+            pairs = pairs_from_store(lm, _Subset(store, docs), config)
+            start = time.perf_counter()
+            steps = len(pairs) * tcfg.epochs
+            net, curve = train_translator(
+                lm, pairs, config.scaling, config.targets, config.rank, tcfg,
+                progress=lambda r: print(f"[translator] step {r['step']}/{steps} loss {r['total_loss']:.3f}",
+                                         flush=True))
+            seconds = time.perf_counter() - start
+            net.save(tpath, translator_metadata(lm, tcfg, config.scaling, config.targets))
+            atomic_write_json(cpath, {"seconds": seconds, "pairs": len(pairs), "curve": curve})
     tinfo = json.loads(cpath.read_text(encoding="utf-8"))
     curve = tinfo["curve"]
     half = max(1, len(curve) // 2)
@@ -462,16 +486,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = {"model": lm.fingerprint, "dtype": args.dtype, "k": args.k, "max_new_tokens": args.max_new_tokens,
                 "baseline_prompt": args.baseline_prompt, "store": config_hash(config.store_config()),
                 "translator": ttag, "format": "parametric-bench-v2"}
-    ckpt = work / f"answers-{settings_tag(settings)}.jsonl"
-    atomic_write_json(ckpt.with_suffix(".settings.json"), settings)
-    done = read_checkpoint(ckpt)
+    tag = settings_tag(settings)
+    ckpts = {d: work / f"answers-{tag}.{d}.jsonl" for d in args.datasets}
+    atomic_write_json(work / f"answers-{tag}.settings.json", settings)
+    done = {key: rec for d in args.answer_datasets for key, rec in read_checkpoint(ckpts[d]).items()}
     prag_builder = PragPromptBuilder(lm.tokenizer, lm.chat_template, config.template())
     options = {m: {"store": str(work / "adapters"), "encode": to_dict(config), "on_missing": "context"}
                for m in ("prag", "prag-combine")}
     options.update({m: {"translator": str(tpath)} for m in ("dyprag", "dyprag-combine")})
     prefixes: dict[int, Any] = {}
-    online: list[dict] = []
-    for d, (evaluation, _) in splits.items():
+    for d in args.answer_datasets:
+        evaluation = splits[d][0]
         pipe = Pipeline(PipelineConfig(model=args.model, dtype=args.dtype, method="sr-rag", k=args.k,
                                        max_new_tokens=args.max_new_tokens, max_retrievals=1),
                         lm, fixed_retriever(eval_kept[d], evaluation))
@@ -497,10 +522,16 @@ def main(argv: Sequence[str] | None = None) -> None:
                        "fell_back_to_context": sum("fell back to in-context" in n for n in answer.trace.notes),
                        "prompt_tokens": answer.trace.prompt_tokens, "generated_tokens": answer.trace.generated_tokens,
                        **score_answer(answer.short, list(q.answers))}
-                append_checkpoint(ckpt, rec)
+                append_checkpoint(ckpts[d], rec)
                 done[(method, d, q.id)] = rec
                 print(f"[{d} q{i}] {method}: {rec['seconds']:.1f} s {answer.short!r} f1={rec['f1']:.2f}", flush=True)
-        online += online_rows(d, evaluation, done)
+    done = {key: rec for d in args.datasets for key, rec in read_checkpoint(ckpts[d]).items()}
+    unfinished = unfinished_datasets(splits, done)
+    if unfinished:  # another process is answering them; the last to finish writes the results
+        print(f"answers for {', '.join(unfinished)} are not all in {work}: the process answering them writes "
+              f"the results when it finishes (or rerun with --answer-datasets {','.join(unfinished)})")
+        return
+    online = [row for d, (evaluation, _) in splits.items() for row in online_rows(d, evaluation, done)]
     write_outputs(args, online + rows, splits, files, corpus, selection, split, curve, config, tcfg)
 
 

@@ -138,3 +138,22 @@ def test_adapters_made_in_another_dtype_are_refused_and_unrecorded_ones_pass():
     row = bench.offline_row("hotpotqa", "x", [{**e, "skipped": True, "augmentation": {"failures": []}}
                                               for e in entries.values()], [0])
     assert row["encode_dtypes"] == "bfloat16,float32,unrecorded"
+
+
+def test_results_wait_for_every_dataset_answered_by_another_process():
+    splits = {"hotpotqa": (_questions(2), []), "2wikimultihopqa": (_questions(1), [])}
+    done = {(m, "hotpotqa", q): {} for m in bench.METHODS for q in ("q0", "q1")}
+    assert bench.unfinished_datasets(splits, done) == ["2wikimultihopqa"]
+    done.update({(m, "2wikimultihopqa", "q0"): {} for m in bench.METHODS})
+    del done[("dyprag", "hotpotqa", "q1")]
+    assert bench.unfinished_datasets(splits, done) == ["hotpotqa"]
+    done[("dyprag", "hotpotqa", "q1")] = {}
+    assert bench.unfinished_datasets(splits, done) == []
+
+
+def test_answer_datasets_default_to_all_and_must_be_among_datasets(capsys):
+    assert bench.parse_args([]).answer_datasets == list(bench.DATASETS)
+    assert bench.parse_args(["--answer-datasets", "2wikimultihopqa"]).answer_datasets == ["2wikimultihopqa"]
+    with pytest.raises(SystemExit) as exc:
+        bench.parse_args(["--datasets", "hotpotqa", "--answer-datasets", "2wikimultihopqa"])
+    assert exc.value.code == 2 and "--answer-datasets: 2wikimultihopqa" in capsys.readouterr().err

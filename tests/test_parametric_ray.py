@@ -32,7 +32,7 @@ def test_ray_encodes_documents_into_the_store(lm, tmp_path):
             ray.shutdown()
             pytest.fail("encode_with_ray left the Ray cluster it started running")
     assert report.skipped == 1 and report.encoded == 1  # the finished document is not redone
-    assert sorted(seen) == [("r1", "encoded"), ("r2", "skipped")]
+    assert sorted(seen) == [("r1", "encoded"), ("r2", "already stored")]
     entry = store.entries()[passages[0].content_hash]
     assert entry["worker_pid"] != os.getpid() and entry["doc"]["id"] == "r1"
     assert entry["worker_niceness"] == os.nice(0)  # not Ray's default nice 15: the actors are the job

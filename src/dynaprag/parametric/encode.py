@@ -351,7 +351,7 @@ class DocumentEncoder:
 @dataclass
 class EncodeReport:
     encoded: int = 0
-    skipped: int = 0
+    skipped: int = 0  # already in the store (finished or known unusable): not redone
     repaired: int = 0  # documents whose adapter was damaged (size, checksum or entry) and was redone
     unaugmentable: int = 0  # documents with no adapter: their QA generation never parsed (PRAG skips them)
     incomplete_augmentations: int = 0
@@ -439,7 +439,7 @@ def pending_passages(passages: Iterable[Passage], store: AdapterStore,
             report.skipped += 1
             report.unaugmentable += int(status == "skipped")
             if progress:
-                progress(passage, "skipped")
+                progress(passage, "already stored")
         else:
             report.repaired += int(entry is not None)  # recorded once, damaged or missing since
             todo.append(passage)
