@@ -18,7 +18,8 @@ Per dataset (``--datasets``, default HotpotQA and 2WikiMultihopQA from ``../shar
 * **Translator (DyPRAG).** Trained once per run on the PRAG adapters of the translator split of
   every dataset, at lr 1e-5 (``--translator-lr``) with the reference's conventions
   (:class:`~dynaprag.parametric.translator.TranslatorConfig` defaults); reported: time and the
-  loss curve. Kept under ``bench/checkpoints/`` keyed by its data and settings.
+  loss curve. Kept under ``bench/checkpoints/`` keyed by its data and settings; a killed training
+  resumes from its saved state (:mod:`dynaprag.parametric.training_state`).
 * **Online.** wo-rag, sr-rag, prag, prag-combine, dyprag and dyprag-combine answer the same
   questions in this process, the method order rotated per question, each with one retrieval
   that returns the question's kept passages (the reference feeds every method the same
@@ -220,6 +221,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help="for models that cannot write PRAG's QA JSON: failed_augmentation=plain-text, lenient "
                          "prompts, greedy first attempt, short budgets (not PRAG)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of this process")
+    ap.add_argument("--translator-threads", type=int, default=None,
+                    help="torch threads while the translator trains (default --threads; the other process of a "
+                         "two-process run waits for it, so 2 uses both cores)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: smollm2-135m, HotpotQA, --n 2 --translator-questions 2, tiny fallbacks, "
                          "32 tokens, in-process encoding; results named parametric_quick")
@@ -234,6 +238,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     unknown = [d for d in args.datasets if d not in DATASETS]
     if unknown or not args.datasets:
         ap.error(f"--datasets: {unknown[0] if unknown else '(none)'} is not one of {', '.join(DATASETS)}")
+    args.translator_threads = args.translator_threads or args.threads
     args.answer_datasets = args.datasets if args.answer_datasets is None else \
         [d.strip() for d in args.answer_datasets.split(",") if d.strip()]
     outside = [d for d in args.answer_datasets if d not in args.datasets]
@@ -462,21 +467,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     with FileLock(str(tpath) + ".lock"):  # another process of this run waits for it, then loads it
         if not (tpath.is_file() and cpath.is_file()):
             pairs = pairs_from_store(lm, _Subset(store, docs), config)
-            start = time.perf_counter()
             steps = len(pairs) * tcfg.epochs
+            state = work / f"translator-{ttag}.state.safetensors"  # a killed training resumes from here
+            torch.set_num_threads(args.translator_threads)
             net, curve = train_translator(
-                lm, pairs, config.scaling, config.targets, config.rank, tcfg,
-                progress=lambda r: print(f"[translator] step {r['step']}/{steps} loss {r['total_loss']:.3f}",
-                                         flush=True))
-            seconds = time.perf_counter() - start
+                lm, pairs, config.scaling, config.targets, config.rank, tcfg, state_path=state,
+                progress=lambda r: print(f"[translator] step {r['step']}/{steps} loss {r['total_loss']:.3f} "
+                                         f"({r['seconds']:.0f} s)", flush=True))
+            torch.set_num_threads(args.threads)
             net.save(tpath, translator_metadata(lm, tcfg, config.scaling, config.targets))
-            atomic_write_json(cpath, {"seconds": seconds, "pairs": len(pairs), "curve": curve})
+            atomic_write_json(cpath, {"seconds": curve[-1]["seconds"], "pairs": len(pairs), "curve": curve,
+                                      "threads": args.translator_threads})
+            state.unlink(missing_ok=True)
     tinfo = json.loads(cpath.read_text(encoding="utf-8"))
     curve = tinfo["curve"]
     half = max(1, len(curve) // 2)
     rows.append({"part": "translator", "case": "translator-training", "dataset": "+".join(args.datasets),
                  "docs": tinfo["pairs"], "steps": len(curve), "translator_train_s": tinfo["seconds"],
                  "translator_s_per_step": tinfo["seconds"] / max(1, len(curve)), "translator_lr": tcfg.learning_rate,
+                 "translator_threads": tinfo.get("threads", 1),
                  "first_total_loss": curve[0]["total_loss"], "last_total_loss": curve[-1]["total_loss"],
                  "first_half_mean_total_loss": sum(r["total_loss"] for r in curve[:half]) / half,
                  "second_half_mean_total_loss": sum(r["total_loss"] for r in curve[half:]) / max(1, len(curve) - half)})

@@ -132,6 +132,21 @@ def test_translator_training_lowers_the_loss(encoded, lm, tmp_path):
     encoded_translator[0] = path
 
 
+def test_translator_train_command_writes_the_translator_and_drops_its_state(encoded, lm, tmp_path):
+    from dynaprag.cli.parametric import run_translator_train
+    from dynaprag.parametric.translator import ParameterTranslator
+
+    out = tmp_path / "translator"
+    summary = run_translator_train(str(encoded[0]), str(out), "smollm2-135m", "float32",
+                                   ["max_tokens=48", "sample_tokens=48", "kl_reduction=sum"], show_progress=False)
+    assert summary["steps"] == summary["pairs"] == len(summary["curve"]) >= 1
+    assert summary["seconds"] == summary["curve"][-1]["seconds"] > 0
+    assert not (out / "training-state.safetensors").exists()  # kept only while the training is unfinished
+    _, meta = ParameterTranslator.load(out / "translator.safetensors")
+    assert meta["model_fingerprint"] == lm.fingerprint
+    assert json.loads((out / "loss_curve.json").read_text())["steps"] == summary["steps"]
+
+
 encoded_translator: list = [None]
 
 

@@ -85,3 +85,54 @@ def test_padded_kl_adds_the_pad_positions_on_the_real_model(lm):
         plain = translator_loss(lm, net, emb, pair, sample, 16.0, TranslatorConfig(kl_reduction="sum"))
     assert float(padded["kl"]) > float(plain["kl"]) > 0
     assert float(padded["lm"]) == pytest.approx(float(plain["lm"]), rel=1e-4)
+
+
+@pytest.mark.slow
+def test_training_resumes_after_a_kill_with_the_same_weights(lm, tmp_path):
+    """A run stopped after step 2 and resumed from its saved state takes the same remaining steps
+    and ends with the same weights and losses as an uninterrupted run; a state saved by other
+    settings is refused with the file named."""
+    from dataclasses import replace
+
+    from dynaprag.corpus import Passage
+    from dynaprag.parametric.lora import target_modules
+    from dynaprag.parametric.training_state import TrainingStateError
+    from dynaprag.parametric.translator import TrainingPair, train_translator
+
+    torch.manual_seed(0)
+    shapes = {n: tuple(m.weight.shape) for n, m in target_modules(lm.model).items()}
+    texts = ["Zorblat Lake is in Finland.", "Qwerty Pike is in Chile.", "The Plumbo River is in Peru."]
+    pairs = [TrainingPair(Passage(f"d{i}", "", text),
+                          {f"{n}.lora_{ab}": torch.randn(*(2, s[1]) if ab == "A" else (s[0], 2)) * 1e-2
+                           for n, s in shapes.items() for ab in "AB"},
+                          [lm.tokenizer.encode(text, add_special_tokens=False)])
+             for i, text in enumerate(texts)]
+    config = TranslatorConfig(learning_rate=1e-3, epochs=2, max_tokens=16, kl_reduction="sum")
+    targets = sorted({n.rsplit(".", 1)[-1] for n in shapes})
+
+    def train(cfg=config, **kw):
+        return train_translator(lm, pairs, 16.0, targets, 2, cfg, **kw)
+
+    whole, whole_curve = train()
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_step_2(row):
+        if row["step"] == 2:
+            raise Killed
+
+    state = tmp_path / "translator.state.safetensors"
+    with pytest.raises(Killed):
+        train(state_path=state, save_every=0, progress=kill_at_step_2)
+    resumed, curve = train(state_path=state, save_every=0)
+    assert [r["step"] for r in curve] == list(range(1, 2 * len(pairs) + 1))
+    assert [(r["doc"], r["total_loss"]) for r in curve] == [(r["doc"], r["total_loss"]) for r in whole_curve]
+    mine = resumed.state_dict()
+    assert all(torch.equal(v, mine[k]) for k, v in whole.state_dict().items())
+    torch.manual_seed(config.seed)  # the initial weights train_translator starts from
+    start = ParameterTranslator.for_model(lm.model, targets, 2, config.hidden).state_dict()
+    assert any(not torch.equal(v, start[k]) for k, v in mine.items())  # the steps changed the weights
+    with pytest.raises(TrainingStateError, match="other documents or settings") as err:
+        train(replace(config, learning_rate=1e-4), state_path=state)
+    assert str(state) in str(err.value)

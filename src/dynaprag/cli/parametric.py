@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -98,7 +97,8 @@ def store_encode_config(store_dir: str, fingerprint: str):
 def run_translator_train(store_dir: str, out: str, model: str, dtype: str, overrides: list[str],
                          show_progress: bool = True) -> dict:
     """The body of ``dynaprag translator train``: trains on every adapter in the store, with the
-    settings the store was encoded with (:func:`store_encode_config`)."""
+    settings the store was encoded with (:func:`store_encode_config`). Resumable: the training
+    state is kept in ``OUT/training-state.safetensors`` until the translator is saved."""
     from tqdm import tqdm
 
     from dynaprag.config import apply_overrides
@@ -116,21 +116,21 @@ def run_translator_train(store_dir: str, out: str, model: str, dtype: str, overr
     bar = tqdm(total=len(pairs) * config.epochs, desc="translator", unit="step", disable=not show_progress)
 
     def progress(row):
-        bar.update(1)
+        bar.update(row["step"] - bar.n)  # a resumed run starts past step 1
         bar.set_postfix_str(f"loss {row['total_loss']:.3f}")
 
-    start = time.perf_counter()
-    net, curve = train_translator(lm, pairs, encode_config.scaling, encode_config.targets, encode_config.rank,
-                                  config, progress=progress)
-    seconds = time.perf_counter() - start
-    bar.close()
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    state = out_dir / "training-state.safetensors"
+    net, curve = train_translator(lm, pairs, encode_config.scaling, encode_config.targets, encode_config.rank,
+                                  config, progress=progress, state_path=state)
+    bar.close()
     net.save(out_dir / "translator.safetensors", translator_metadata(lm, config, encode_config.scaling,
                                                                       encode_config.targets))
-    summary = {"pairs": len(pairs), "steps": len(curve), "seconds": seconds, "store": str(store.dir),
-               "curve": curve}
+    summary = {"pairs": len(pairs), "steps": len(curve), "seconds": curve[-1]["seconds"] if curve else 0.0,
+               "store": str(store.dir), "curve": curve}
     atomic_write_json(out_dir / "loss_curve.json", summary)
+    state.unlink(missing_ok=True)
     return summary
 
 

@@ -233,7 +233,8 @@ def translator_loss(lm, translator: ParameterTranslator, embedding: torch.Tensor
 
 def train_translator(lm, pairs: Sequence[TrainingPair], scaling: float, targets: Sequence[str], rank: int,
                      config: TranslatorConfig | None = None, init_adapter: Adapter | None = None,
-                     translator: ParameterTranslator | None = None, progress=None
+                     translator: ParameterTranslator | None = None, progress=None,
+                     state_path=None, save_every: float = 300.0
                      ) -> tuple[ParameterTranslator, list[dict[str, float]]]:
     """Train a translator on PRAG pairs; returns it and the per-step loss curve.
 
@@ -241,9 +242,16 @@ def train_translator(lm, pairs: Sequence[TrainingPair], scaling: float, targets:
     callers and unused: the reference translator starts from small random weights, not from
     PRAG's initialisation. The base model is frozen (its parameters' ``requires_grad`` is restored afterwards); the
     generated adapter enters the model through the same forward hooks used at inference.
+
+    With ``state_path`` the training is resumable (:mod:`dynaprag.parametric.training_state`):
+    the state is saved at most every ``save_every`` seconds and after the last step, and a
+    saved state of the same training is resumed. The curve's ``seconds`` count training time
+    over every run of it. The caller deletes the state once it has saved the translator.
     """
     import random
     import time
+
+    from dynaprag.parametric.training_state import load_state, save_state, training_identity
 
     config = config or TranslatorConfig()
     if not pairs:
@@ -256,16 +264,23 @@ def train_translator(lm, pairs: Sequence[TrainingPair], scaling: float, targets:
     frozen = [(p, p.requires_grad) for p in lm.model.parameters()]
     for p, _ in frozen:
         p.requires_grad_(False)
-    curve: list[dict[str, float]] = []
+    identity = training_identity(pairs, config, scaling, targets, rank, getattr(lm, "fingerprint", ""))
+    curve: list[dict[str, float]] = load_state(state_path, identity, translator, optimizer) if state_path else []
+    resumed, total = len(curve), len(pairs) * config.epochs
     rng = random.Random(config.seed)
-    start = time.perf_counter()
+    start, saved = time.perf_counter(), time.perf_counter()
+    before = curve[-1]["seconds"] if curve else 0.0
     translator.train()
     try:
         with torch.enable_grad():
+            step = 0
             for epoch in range(config.epochs):
                 order = list(range(len(pairs)))
-                rng.shuffle(order)
+                rng.shuffle(order)  # replayed on resume, so the remaining steps are the same
                 for i in order:
+                    step += 1
+                    if step <= resumed:
+                        continue
                     pair = pairs[i]
                     pick = 0 if config.samples == "first" else epoch % len(pair.samples)
                     sample = pair.samples[pick][: config.sample_tokens]
@@ -273,10 +288,13 @@ def train_translator(lm, pairs: Sequence[TrainingPair], scaling: float, targets:
                     losses = translator_loss(lm, translator, embeddings[i], pair, sample, scaling, config)
                     losses["total"].backward()
                     optimizer.step()
-                    row = {"step": len(curve) + 1, "epoch": epoch + 1, "doc": pair.passage.id,
-                           "seconds": time.perf_counter() - start,
+                    row = {"step": step, "epoch": epoch + 1, "doc": pair.passage.id,
+                           "seconds": before + time.perf_counter() - start,
                            **{f"{k}_loss": float(v.detach()) for k, v in losses.items()}}
                     curve.append(row)
+                    if state_path and (step == total or time.perf_counter() - saved >= save_every):
+                        save_state(state_path, identity, translator, optimizer, curve)
+                        saved = time.perf_counter()
                     if progress:
                         progress(row)
     finally:
