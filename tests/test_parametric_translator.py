@@ -136,3 +136,44 @@ def test_training_resumes_after_a_kill_with_the_same_weights(lm, tmp_path):
     with pytest.raises(TrainingStateError, match="other documents or settings") as err:
         train(replace(config, learning_rate=1e-4), state_path=state)
     assert str(state) in str(err.value)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reduction", ["padded-sum", "mean"])
+def test_chunked_loss_equals_the_whole_logits_loss_on_the_real_model(lm, reduction):
+    """The chunked head and losses with recomputed layers (the default) give the losses and the
+    translator gradients of the direct computation, and leave the model as they found it."""
+    from dynaprag.corpus import Passage
+    from dynaprag.parametric.lora import target_modules
+    from dynaprag.parametric.translator import TrainingPair, translator_loss
+
+    torch.manual_seed(0)
+    shapes = {n: tuple(m.weight.shape) for n, m in target_modules(lm.model).items()}
+    teacher = {f"{n}.lora_{ab}": torch.randn(*(2, s[1]) if ab == "A" else (s[0], 2)) * 1e-2
+               for n, s in shapes.items() for ab in "AB"}
+    pair = TrainingPair(Passage("d", "", "x"), teacher, [])
+    sample = lm.tokenizer.encode("Zorblat Lake is a lake in Finland, found in 1873.", add_special_tokens=False)
+    emb = torch.randn(lm.model.config.hidden_size)
+    net = ParameterTranslator(shapes, lm.model.config.hidden_size, 2, 32)
+    with torch.no_grad():  # weights large enough for the generated adapter to move the logits
+        for p in net.parameters():
+            p.mul_(2e3)
+    results = {}
+    for chunk in (0, 7):
+        net.zero_grad()
+        cfg = TranslatorConfig(kl_reduction=reduction, kl_pad_to=len(sample) + 12, loss_chunk=chunk)
+        losses = translator_loss(lm, net, emb, pair, sample, 16.0, cfg, backward=True)
+        results[chunk] = (losses, {k: p.grad.clone() for k, p in net.named_parameters()})
+    (direct, direct_grads), (chunked, chunked_grads) = results[0], results[7]
+    assert float(direct["kl"]) > 1e-6 and float(direct["lm"]) > 0
+    for key in ("total", "lm", "kl", "mse"):
+        assert float(chunked[key]) == pytest.approx(float(direct[key]), rel=1e-4, abs=1e-7), key
+    scale = max(float(g.abs().max()) for g in direct_grads.values())
+    assert scale > 0
+    for k, g in direct_grads.items():
+        torch.testing.assert_close(chunked_grads[k], g, rtol=1e-3, atol=1e-4 * scale)
+    from dynaprag.parametric.chunked_loss import layer_checkpointing
+
+    with layer_checkpointing(lm.model) as on:  # what the chunked run used: layers really recomputed
+        assert on and lm.model.training and lm.model.is_activation_checkpointing
+    assert not lm.model.training and not lm.model.is_activation_checkpointing

@@ -166,6 +166,10 @@ class TranslatorConfig:
         "help": "first: each document's first augmented sample (DyPRAG); cycle: a different one each epoch"})
     sample_tokens: int = field(default=3000, metadata={"help": "tokens per training sample (DyPRAG: 3000)"})
     max_tokens: int = field(default=512, metadata={"help": "passage tokens embedded (DyPRAG: 3000)"})
+    loss_chunk: int = field(default=256, metadata={
+        "help": "positions per chunk of the output head and losses, with the decoder's activations recomputed "
+                "in the backward pass (parametric/chunked_loss.py: the same losses in a fraction of the memory); "
+                "0: the whole sample's logits at once, every activation kept"})
     seed: int = field(default=0, metadata={"help": "shuffling and initialisation seed"})
 
     def __post_init__(self) -> None:
@@ -174,6 +178,8 @@ class TranslatorConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"translator.{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
+        if self.loss_chunk < 0:
+            raise ValueError(f"translator.loss_chunk must be 0 (no chunks) or more, not {self.loss_chunk}")
 
     def generated_scale(self, prag_scaling: float) -> float:
         """The factor the generated B @ A is applied with (1 in the reference)."""
@@ -204,14 +210,20 @@ class TrainingPair:
 
 
 def translator_loss(lm, translator: ParameterTranslator, embedding: torch.Tensor, pair: TrainingPair,
-                    sample: list[int], scaling: float, config: TranslatorConfig) -> dict[str, torch.Tensor]:
+                    sample: list[int], scaling: float, config: TranslatorConfig,
+                    backward: bool = False) -> dict[str, torch.Tensor]:
     """DyPRAG's loss (module docstring) for one document and one augmented sample.
 
     ``scaling`` is PRAG's α/r, with which the teacher adapter is applied; the generated one is
-    applied with :meth:`TranslatorConfig.generated_scale`.
+    applied with :meth:`TranslatorConfig.generated_scale`. With ``backward`` the gradients are
+    computed here, while the generated adapter is still applied: with ``config.loss_chunk`` the
+    backward pass recomputes layers that must see it (:mod:`dynaprag.parametric.chunked_loss`).
+    The returned losses are then detached.
     """
     import torch.nn.functional as F
 
+    from dynaprag.parametric.chunked_loss import (check_head, chunked_lm_and_kl, final_hidden,
+                                                  layer_checkpointing)
     from dynaprag.parametric.lora import applied, combine
 
     n = len(sample)
@@ -220,15 +232,31 @@ def translator_loss(lm, translator: ParameterTranslator, embedding: torch.Tensor
     ids = torch.tensor([list(sample) + [pad] * (width - n)], device=lm.device)
     mask = torch.tensor([[1] * n + [0] * (width - n)], device=lm.device)
     labels = torch.tensor([list(sample) + [-100] * (width - n)], device=lm.device)
+    if config.loss_chunk:
+        check_head(lm.model, ids[:, :n])
     with torch.no_grad(), applied(lm.model, combine([pair.adapter], scaling)):
-        target = lm.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        teacher = (final_hidden(lm.model, ids, mask) if config.loss_chunk
+                   else lm.model(input_ids=ids, attention_mask=mask, use_cache=False).logits)
     generated = translator(embedding)
     with applied(lm.model, combine([generated], config.generated_scale(scaling))):
-        out = lm.model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False)
-    kl = kl_term(out.logits, target, config.kl_reduction)
-    mse = sum(F.mse_loss(generated[k], pair.adapter[k].float()) for k in generated)
-    total = out.loss + config.kl_weight * kl + config.mse_weight * mse
-    return {"total": total, "lm": out.loss.detach(), "kl": kl.detach(), "mse": mse.detach()}
+        if config.loss_chunk:
+            with layer_checkpointing(lm.model):
+                hidden = final_hidden(lm.model, ids, mask)
+                lm_loss, kl = chunked_lm_and_kl(lm.model, hidden, teacher, labels, config.loss_chunk)
+                kl = kl / width if config.kl_reduction == "mean" else kl
+                mse = sum(F.mse_loss(generated[k], pair.adapter[k].float()) for k in generated)
+                total = lm_loss + config.kl_weight * kl + config.mse_weight * mse
+                if backward:
+                    total.backward()
+        else:
+            out = lm.model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False)
+            lm_loss, kl = out.loss, kl_term(out.logits, teacher, config.kl_reduction)
+            mse = sum(F.mse_loss(generated[k], pair.adapter[k].float()) for k in generated)
+            total = lm_loss + config.kl_weight * kl + config.mse_weight * mse
+            if backward:
+                total.backward()
+    return {"total": total.detach() if backward else total, "lm": lm_loss.detach(), "kl": kl.detach(),
+            "mse": mse.detach()}
 
 
 def train_translator(lm, pairs: Sequence[TrainingPair], scaling: float, targets: Sequence[str], rank: int,
@@ -285,8 +313,8 @@ def train_translator(lm, pairs: Sequence[TrainingPair], scaling: float, targets:
                     pick = 0 if config.samples == "first" else epoch % len(pair.samples)
                     sample = pair.samples[pick][: config.sample_tokens]
                     optimizer.zero_grad(set_to_none=True)
-                    losses = translator_loss(lm, translator, embeddings[i], pair, sample, scaling, config)
-                    losses["total"].backward()
+                    losses = translator_loss(lm, translator, embeddings[i], pair, sample, scaling, config,
+                                             backward=True)
                     optimizer.step()
                     row = {"step": step, "epoch": epoch + 1, "doc": pair.passage.id,
                            "seconds": before + time.perf_counter() - start,
