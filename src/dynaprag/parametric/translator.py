@@ -168,8 +168,9 @@ class TranslatorConfig:
     max_tokens: int = field(default=512, metadata={"help": "passage tokens embedded (DyPRAG: 3000)"})
     loss_chunk: int = field(default=256, metadata={
         "help": "positions per chunk of the output head and losses, with the decoder's activations recomputed "
-                "in the backward pass (parametric/chunked_loss.py: the same losses in a fraction of the memory); "
-                "0: the whole sample's logits at once, every activation kept"})
+                "in the backward pass (parametric/chunked_loss.py: the same losses in a fraction of the memory, "
+                "needed for padded-sum); 0: the whole sample's logits at once, every activation kept (faster for "
+                "short unpadded samples: bench/translator.py)"})
     seed: int = field(default=0, metadata={"help": "shuffling and initialisation seed"})
 
     def __post_init__(self) -> None:
