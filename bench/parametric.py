@@ -573,6 +573,10 @@ def write_outputs(args, rows, splits, files, corpus, selection, split, curve, co
 
     fallbacks = (" TINY-MODEL FALLBACKS (not PRAG): failed augmentations trained on plain text, lenient "
                  "augmentation prompts." if args.tiny_fallbacks else "")
+    if tcfg.kl_reduction != "padded-sum":
+        fallbacks += (f" TRANSLATOR KL NOT THE REFERENCE'S: {tcfg.kl_reduction} over the sample's real tokens; the "
+                      f"reference sums it over the sample padded to {tcfg.kl_pad_to} positions (docs/parametric.md "
+                      f"gives the measured cost and the pads' share of the KL).")
     per = ", ".join(f"{d} {v['evaluation']} / {v['translator']}" for d, v in split["datasets"].items())
     notes = (f"Questions (evaluation / translator training): {per}. Translator trained on "
              f"{split['translator_documents']} documents kept for the translator questions "
