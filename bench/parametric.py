@@ -423,6 +423,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     def encode(passages):
         log = lambda p, s: print(f"[encode] {s} {p.id} ({time.perf_counter() - t0:.0f} s)", flush=True)  # noqa: E731
+        pending = [p for p in passages if store.status(p.content_hash) not in ("ok", "skipped")]
+        if pending and args.answer_datasets != args.datasets:  # two such processes would encode side by side
+            raise BenchError(f"{len(pending)} passage(s) are not encoded yet (e.g. {pending[0].id}); --answer-datasets "
+                             f"is for answering once every adapter is in the store: run without it first")
         if args.workers > 0:
             from dynaprag.parametric.distributed import RayConfig, encode_with_ray
 
@@ -606,4 +610,7 @@ def write_outputs(args, rows, splits, files, corpus, selection, split, curve, co
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except BenchError as exc:  # a setting or checkpoint that cannot work: one line, exit code 2
+        raise SystemExit(print(f"error: {exc}", file=sys.stderr) or 2)
