@@ -10,7 +10,7 @@ The state is keyed by everything the training depends on (:func:`training_identi
 from other documents, samples or settings is refused with the file named; it is never silently
 continued. Resuming replays the epoch shuffles from the seed and skips the steps already taken,
 so a resumed run ends with the same weights as one that was never interrupted
-(``tests/test_parametric_encode.py`` checks this on the real model).
+(``tests/test_parametric_translator.py`` checks this on the real model).
 """
 from __future__ import annotations
 

@@ -221,6 +221,8 @@ def translator_loss(lm, translator: ParameterTranslator, embedding: torch.Tensor
     backward pass recomputes layers that must see it (:mod:`dynaprag.parametric.chunked_loss`).
     The returned losses are then detached.
     """
+    from contextlib import nullcontext
+
     import torch.nn.functional as F
 
     from dynaprag.parametric.chunked_loss import (check_head, chunked_lm_and_kl, final_hidden,
@@ -239,23 +241,19 @@ def translator_loss(lm, translator: ParameterTranslator, embedding: torch.Tensor
         teacher = (final_hidden(lm.model, ids, mask) if config.loss_chunk
                    else lm.model(input_ids=ids, attention_mask=mask, use_cache=False).logits)
     generated = translator(embedding)
-    with applied(lm.model, combine([generated], config.generated_scale(scaling))):
+    recompute = layer_checkpointing(lm.model) if config.loss_chunk else nullcontext()
+    with applied(lm.model, combine([generated], config.generated_scale(scaling))), recompute:
         if config.loss_chunk:
-            with layer_checkpointing(lm.model):
-                hidden = final_hidden(lm.model, ids, mask)
-                lm_loss, kl = chunked_lm_and_kl(lm.model, hidden, teacher, labels, config.loss_chunk)
-                kl = kl / width if config.kl_reduction == "mean" else kl
-                mse = sum(F.mse_loss(generated[k], pair.adapter[k].float()) for k in generated)
-                total = lm_loss + config.kl_weight * kl + config.mse_weight * mse
-                if backward:
-                    total.backward()
+            hidden = final_hidden(lm.model, ids, mask)
+            lm_loss, kl = chunked_lm_and_kl(lm.model, hidden, teacher, labels, config.loss_chunk)
+            kl = kl / width if config.kl_reduction == "mean" else kl
         else:
             out = lm.model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False)
             lm_loss, kl = out.loss, kl_term(out.logits, teacher, config.kl_reduction)
-            mse = sum(F.mse_loss(generated[k], pair.adapter[k].float()) for k in generated)
-            total = lm_loss + config.kl_weight * kl + config.mse_weight * mse
-            if backward:
-                total.backward()
+        mse = sum(F.mse_loss(generated[k], pair.adapter[k].float()) for k in generated)
+        total = lm_loss + config.kl_weight * kl + config.mse_weight * mse
+        if backward:
+            total.backward()
     return {"total": total.detach() if backward else total, "lm": lm_loss.detach(), "kl": kl.detach(),
             "mse": mse.detach()}
 
