@@ -32,13 +32,15 @@ Per dataset (``--datasets``, default HotpotQA and 2WikiMultihopQA from ``../shar
   (:func:`dynaprag.eval.stats.paired_comparison`: ``f1_diff``, ``f1_diff_ci_low``, ...,
   ``f1_within_noise``).
 
-Resumable: every answer is appended to ``bench/checkpoints/<result name>/answers-<settings>.<dataset>.jsonl``
-keyed by (method, dataset, question id), so a rerun skips what is done; adapters and the
-translator are kept there too. ``--answer-datasets`` answers only some datasets, so two
-one-thread processes can share the online part (one dataset each; each dataset's timing
-ratios stay within one process): the translator is trained once under a lock, each dataset has
-its own answer file, and whichever process finishes last writes the results. Results go atomically to ``bench/results/parametric[.<model>].json``
-and ``.md`` (``--quick``: ``parametric_quick[...]``; ``--results DIR`` writes elsewhere).
+Resumable: every answer is appended to
+``bench/checkpoints/<result name>/answers-<settings>.<dataset>.jsonl`` keyed by (method, dataset,
+question id), so a rerun skips what is done; adapters and the translator are kept there too.
+``--answer-datasets`` answers only some datasets, so two one-thread processes can share the
+online part (one dataset each; each dataset's timing ratios stay within one process): the
+translator is trained once under a lock, each dataset has its own answer file, and whichever
+process finishes last writes the results. Results go atomically to
+``bench/results/parametric[.<model>].json`` and ``.md`` (``--quick``: ``parametric_quick[...]``;
+``--results DIR`` writes elsewhere).
 
     .venv/bin/python bench/parametric.py                 # qwen2.5-coder-0.5b, 25+25 per dataset (hours)
     .venv/bin/python bench/parametric.py --quick --results /tmp/pq   # smoke: smollm2-135m, 2+2 HotpotQA
