@@ -31,13 +31,17 @@ class TrainingStateError(ValueError):
 
 def training_identity(pairs: Sequence, config, scaling: float, targets: Sequence[str], rank: int,
                       model: str = "") -> str:
-    """A hash of what the steps depend on: the documents, their samples, the settings, the model."""
+    """A hash of what the steps depend on: the documents, their samples and teacher adapters, the
+    settings, the model."""
     h = hashlib.sha256()
     h.update(json.dumps({"config": asdict(config), "scaling": float(scaling), "targets": list(targets),
                          "rank": rank, "model": model}, sort_keys=True).encode())
     for pair in pairs:
         h.update(pair.passage.content_hash.encode())
         h.update(json.dumps(pair.samples).encode())
+        for key in sorted(pair.adapter):
+            h.update(key.encode())
+            h.update(pair.adapter[key].detach().float().contiguous().cpu().numpy().tobytes())
     return h.hexdigest()
 
 
