@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import sys
 import time
@@ -127,16 +126,6 @@ def measure_steps(pipe, sizes: list[int], context: int, steps: int, rounds: int 
     return rows
 
 
-def read_checkpoint(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut by a kill
-    return out
 
 
 def _largest(cases: list[dict], key: str) -> float:
@@ -210,7 +199,9 @@ def main() -> None:
     questions = {ds: load_questions(ds, args.n) for ds in datasets}
     table = result_name(args.name, args.model)
     ckpt = CHECKPOINTS / f"{table}.checkpoint.jsonl"
-    cases = read_checkpoint(ckpt)
+    from dynaprag.jsonl_log import append_jsonl, read_jsonl
+
+    cases = read_jsonl(ckpt, repair=True)  # a line cut by a kill is dropped and cut off before appending
     done = {(c["method"], c["dataset"], c["batch_size"], c["restack"], c["n"]) for c in cases if "method" in c}
 
     import torch
@@ -227,14 +218,13 @@ def main() -> None:
     pipe = None
     run = f"{os.uname().nodename}-{os.getpid()}-{int(time.time())}"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
-    with ckpt.open("a", encoding="utf-8") as out:
+    with ckpt.open("ab") as out:
         want = {"sizes": sizes, "context": args.step_context, "steps": args.steps}
         if args.steps and not any(c.get("kind") == "steps" and c["settings"] == want for c in cases):
             pipe = Pipeline.from_config(config)
             record = {"kind": "steps", "settings": want, "run": run,
                       "rows": measure_steps(pipe, sizes, args.step_context, args.steps)}
-            out.write(json.dumps(record) + "\n")
-            out.flush()
+            append_jsonl(out, record)
             cases.append(record)
             print(f"decode steps measured: {record['rows']}", flush=True)
         warm = False
@@ -261,9 +251,7 @@ def main() -> None:
                         warm = True
                     case = run_case(pipe, method, ds, qs, batch, restack)
                     case["run"] = run
-                    out.write(json.dumps(case) + "\n")
-                    out.flush()
-                    os.fsync(out.fileno())
+                    append_jsonl(out, case)
                     cases.append(case)
                     done.add(key(batch))
                     print(f"{method} {ds} batch {batch} ({restack}): {case['n']} questions in {case['seconds']:.1f}s "
@@ -308,4 +296,9 @@ def _steps_note(rows: list[dict]) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    from dynaprag.jsonl_log import CorruptLogError
+
+    try:
+        main()
+    except CorruptLogError as exc:  # a checkpoint line other than the last is bad: one line, exit code 2
+        raise SystemExit(print(f"error: {exc}", file=sys.stderr) or 2)

@@ -39,11 +39,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    CHECKPOINTS, DEFAULT_MODEL, RESULTS, SHARED_DATA, load_questions, result_name, write_results,
+    CHECKPOINTS, DEFAULT_MODEL, SHARED_DATA, load_questions, result_name, write_results,
 )
 
 DATASETS = ("hotpotqa", "2wikimultihopqa")
 SKIP = {"self-rag": "needs a model trained with Self-RAG reflection tokens (the default model has none)"}
+KEYS = ("method", "dataset", "id")  # what identifies a checkpoint record
 
 
 def split_label(label: str) -> tuple[str, dict[str, str]]:
@@ -99,17 +100,14 @@ def backfill(paths: list[Path], pipe, questions: dict[str, list[dict]]) -> None:
     ratios to sr-rag stay comparable when sr-rag's records are backfilled alike.
     """
     from dynaprag.files import atomic_write_text
+    from dynaprag.jsonl_log import read_jsonl
 
     by_id = {(ds, q["id"]): q["question"] for ds, qs in questions.items() for q in qs}
     for path in paths:
         if not path.exists():
             continue
         lines, changed = [], 0
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a kill
+        for rec in read_jsonl(path, require=KEYS):  # a line cut by a kill is dropped
             key = (rec["dataset"], rec["id"])
             if "extraction" not in rec and key in by_id:
                 rec = with_extraction(pipe, by_id[key], rec)
@@ -121,18 +119,17 @@ def backfill(paths: list[Path], pipe, questions: dict[str, list[dict]]) -> None:
         print(f"{path}: {changed} records given the answer extraction", flush=True)
 
 
-def read_checkpoint(path: Path, done: dict[tuple, dict], sr_seconds: dict[tuple, float]) -> None:
+def read_checkpoint(path: Path, done: dict[tuple, dict], sr_seconds: dict[tuple, float], *,
+                    repair: bool = False) -> None:
     """Add a checkpoint's answers to ``done`` (first record of a key wins; sr-rag is deterministic)
-    and every sr-rag timing to ``sr_seconds`` keyed by (dataset, id, run)."""
-    if not path.exists():
-        return
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by a kill
+    and every sr-rag timing to ``sr_seconds`` keyed by (dataset, id, run).
+
+    A line cut by a kill is dropped (``repair``: cut off the file, for the process that appends
+    to it); a bad line before the last stops the run (:func:`dynaprag.jsonl_log.read_jsonl`).
+    """
+    from dynaprag.jsonl_log import read_jsonl
+
+    for rec in read_jsonl(path, repair=repair, require=KEYS):
         rec.setdefault("run", "legacy")  # records written before runs were named
         done.setdefault((rec["method"], rec["dataset"], rec["id"]), score(rec))
         if rec["method"] == "sr-rag":
@@ -226,6 +223,7 @@ def main() -> None:
 
     from dynaprag.config import to_dict
     from dynaprag.dynamic.methods import METHODS
+    from dynaprag.jsonl_log import append_jsonl
 
     n = 2 if args.quick else args.n
     methods = ["wo-rag", "sr-rag", "dragin"] if args.quick else (
@@ -239,7 +237,7 @@ def main() -> None:
     done: dict[tuple, dict] = {}
     sr_seconds: dict[tuple, float] = {}
     for path in ([ckpt] if args.quick else paths):
-        read_checkpoint(path, done, sr_seconds)
+        read_checkpoint(path, done, sr_seconds, repair=path == ckpt)  # the others may be another process's
     all_methods = sorted({k[0] for k in done} | {row_name(m) for m in methods}, key=lambda m: (m != "sr-rag", m))
     corpus = SHARED_DATA / "corpus" / "wiki_paragraphs.jsonl"
 
@@ -263,7 +261,7 @@ def main() -> None:
                 read_checkpoint(path, done, sr_seconds)
         run = f"{os.uname().nodename}-{os.getpid()}-{int(time.time())}"
         ckpt.parent.mkdir(parents=True, exist_ok=True)
-        with ckpt.open("a", encoding="utf-8") as out:
+        with ckpt.open("ab") as out:
             for i in range(args.start, n):
                 for ds in DATASETS:
                     if ds not in args.datasets.split(",") or i >= len(questions[ds]) or args.backfill_extraction:
@@ -285,9 +283,7 @@ def main() -> None:
                                "prompt_tokens": tr.prompt_tokens, "seconds": time.perf_counter() - t0,
                                "queries": [r.query for r in tr.retrievals], "run": run,
                                "extraction": tr.extraction, "preset": name, "options": options}
-                        out.write(json.dumps(rec) + "\n")
-                        out.flush()
-                        os.fsync(out.fileno())
+                        append_jsonl(out, rec)
                         done.setdefault((m, ds, q["id"]), score(rec))
                         if m == "sr-rag":
                             sr_seconds[(ds, q["id"], run)] = rec["seconds"]
@@ -340,4 +336,9 @@ def _write(table, rows, args, config, methods, questions, paths, to_dict) -> Non
 
 
 if __name__ == "__main__":
-    main()
+    from dynaprag.jsonl_log import CorruptLogError
+
+    try:
+        main()
+    except CorruptLogError as exc:  # a checkpoint line other than the last is bad: one line, exit code 2
+        raise SystemExit(print(f"error: {exc}", file=sys.stderr) or 2)

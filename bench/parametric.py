@@ -51,136 +51,46 @@ process finishes last writes the results. Results go atomically to
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import CHECKPOINTS, ROOT, SHARED_DATA, result_name, write_results  # noqa: E402
+from _common import CHECKPOINTS, SHARED_DATA, result_name  # noqa: E402
+from _parametric_offline import (  # noqa: E402
+    BenchError, encode_and_select, settings_tag, split_questions, trained_translator,
+)
+from _parametric_report import METHODS, PARAMETRIC, online_rows, unfinished_datasets, write_outputs  # noqa: E402
 
 DATASETS = ("hotpotqa", "2wikimultihopqa")
-METHODS = ("wo-rag", "sr-rag", "prag", "prag-combine", "dyprag", "dyprag-combine")
-PARAMETRIC = ("prag", "prag-combine", "dyprag", "dyprag-combine")
-EXTRA_CANDIDATES = 10  # PRAG retrieves top-k + 10 and keeps the first k usable passages
-
-
-class BenchError(ValueError):
-    """A benchmark setting or checkpoint that cannot work; the message names it and the fix."""
-
-
-# -- the split -------------------------------------------------------------------------------
-
-def split_questions(questions: Sequence, n: int, m: int, start: int | None = None,
-                    where: str = "questions") -> tuple[list, list]:
-    """(evaluation = questions 0..n-1, translator = questions start..start+m-1), disjoint by position and id."""
-    start = n if start is None else start
-    if n < 1 or m < 1:
-        raise BenchError(f"{where}: --n and --translator-questions must be >= 1 (got {n}, {m})")
-    if start < n:
-        raise BenchError(f"{where}: --translator-start {start} overlaps the evaluation slice 0..{n - 1}; "
-                         f"use --translator-start {n} or more")
-    if len(questions) < start + m:
-        raise BenchError(f"{where}: holds {len(questions)} questions, the split needs {start + m} "
-                         f"(evaluation 0..{n - 1}, translator {start}..{start + m - 1}); lower --n or "
-                         f"--translator-questions")
-    evaluation, translator = list(questions[:n]), list(questions[start:start + m])
-    shared = {q.id for q in evaluation} & {q.id for q in translator}
-    if shared:
-        raise BenchError(f"{where}: question id {sorted(shared)[0]!r} is in both the evaluation and the "
-                         f"translator slice; the file repeats ids")
-    return evaluation, translator
-
-
-def translator_documents(kept: Mapping[str, Sequence[str]], evaluation_candidates: Iterable[str]
-                         ) -> tuple[list[str], list[str]]:
-    """(documents to train on, documents left out) from the translator questions' kept documents:
-    each once, in order, without any document an evaluation question has among its candidates."""
-    seen_by_eval = set(evaluation_candidates)
-    docs: list[str] = []
-    excluded: list[str] = []
-    for hashes in kept.values():
-        for h in hashes:
-            if h in docs or h in excluded:
-                continue
-            (excluded if h in seen_by_eval else docs).append(h)
-    return docs, excluded
-
-
-def next_needed(ranked: Sequence[str], k: int, usable: Mapping[str, bool]) -> list[str]:
-    """The candidates :func:`~dynaprag.parametric.augment.usable_first` would augment next, given
-    what is known to be usable; [] once the question's selection is decided."""
-    kept, pos = 0, 0
-    while kept < k and pos < len(ranked):
-        batch = list(ranked[pos: pos + k - kept])
-        unknown = [h for h in batch if h not in usable]
-        if unknown:
-            return unknown
-        pos += len(batch)
-        kept += sum(bool(usable[h]) for h in batch)
-    return []
 
 
 # -- the checkpoint --------------------------------------------------------------------------
 
-def settings_tag(settings: Mapping[str, Any]) -> str:
-    """A short hash of everything an answer depends on (names the checkpoint file)."""
-    return hashlib.sha256(json.dumps(dict(settings), sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def read_checkpoint(path: Path) -> dict[tuple[str, str, str], dict]:
+def read_checkpoint(path: Path, *, repair: bool = False) -> dict[tuple[str, str, str], dict]:
     """Answers done so far, keyed by (method, dataset, question id); a missing file is an empty run.
 
-    A last line cut short by a killed run is dropped (that answer is redone); a malformed line
-    before it is an error naming the file and line.
+    A last line cut short by a killed run is dropped (that answer is redone; ``repair`` cuts it
+    off the file before this process appends); a bad line before it is an error naming the file
+    and line (:func:`dynaprag.jsonl_log.read_jsonl`).
     """
-    done: dict[tuple[str, str, str], dict] = {}
-    if not path.is_file():
-        return done
-    lines = path.read_text(encoding="utf-8").split("\n")
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-            key = (rec["method"], rec["dataset"], rec["qid"])
-        except (ValueError, KeyError, TypeError):
-            if number == len(lines) or all(not rest.strip() for rest in lines[number:]):
-                break  # the final write of a killed run
-            raise BenchError(f"{path}:{number}: not an answer record (method, dataset, qid); delete the "
-                             f"line or the file to redo those answers") from None
-        done[key] = rec
-    return done
+    from dynaprag.jsonl_log import CorruptLogError, read_jsonl
+
+    try:
+        records = read_jsonl(path, repair=repair, require=("method", "dataset", "qid"))
+    except CorruptLogError as exc:
+        raise BenchError(str(exc)) from None
+    return {(rec["method"], rec["dataset"], rec["qid"]): rec for rec in records}
 
 
 def append_checkpoint(path: Path, rec: Mapping[str, Any]) -> None:
-    """Append one answer as a line, synced before the next answer starts.
-
-    A partial last line left by a killed run is cut off first (its answer was not counted as
-    done, so it is being redone now), keeping every line of the file a whole record.
-    """
-    import os
+    """Append one answer as a line, synced before the next answer starts (the log was read with ``repair``)."""
+    from dynaprag.jsonl_log import append_jsonl
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+b") as fh:
-        size = fh.seek(0, os.SEEK_END)
-        if size:
-            fh.seek(size - 1)
-            if fh.read(1) != b"\n":
-                fh.seek(0)
-                data = fh.read()
-                fh.truncate(data.rfind(b"\n") + 1)
-        fh.write((json.dumps(dict(rec)) + "\n").encode("utf-8"))
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def unfinished_datasets(splits: Mapping[str, tuple[Sequence, Sequence]], done: Mapping) -> list[str]:
-    """Datasets some evaluation question of which lacks an answer of some method: no results yet."""
-    return [d for d, (evaluation, _) in splits.items()
-            if any((m, d, q.id) not in done for m in METHODS for q in evaluation)]
+    with path.open("ab") as fh:
+        append_jsonl(fh, rec)
 
 
 def rotated(methods: Sequence[str], i: int) -> list[str]:
@@ -276,97 +186,6 @@ def encode_config(args):
     return EncodeConfig(augment=AugmentConfig(**knobs))
 
 
-# -- offline: candidates, selection, encoding ------------------------------------------------
-
-class _Known:
-    """What :func:`usable_first` reads of an augmentation: its passage and whether it is usable."""
-
-    def __init__(self, passage, usable: bool):
-        self.passage, self.usable = passage, usable
-
-
-class _Decided:
-    """An augmenter for :func:`usable_first` after every needed candidate is known (it is never called)."""
-
-    def augment_many(self, passages):
-        raise RuntimeError(f"usable_first asked for {len(passages)} unknown candidates after selection")
-
-
-def select_passages(questions, candidates: Mapping[str, list], k: int, encode: Callable[[list], None],
-                    status: Callable[[str], str], log=print) -> dict[str, tuple[list, list]]:
-    """Per question, (kept hits, skipped hits) as PRAG's reference selects them.
-
-    Round by round, every question's next candidates (:func:`next_needed`) are encoded as one
-    batch (``encode``), then each question's selection is :func:`usable_first` over what is known.
-    """
-    from dynaprag.parametric.augment import usable_first
-
-    usable: dict[str, bool] = {}
-    for round_ in range(k + EXTRA_CANDIDATES + 1):
-        need = {}
-        for q in questions:
-            for h in next_needed([hit.passage.content_hash for hit in candidates[q.id]], k, usable):
-                need.setdefault(h, next(hit.passage for hit in candidates[q.id] if hit.passage.content_hash == h))
-        if not need:
-            break
-        log(f"[select] round {round_ + 1}: {len(need)} candidate(s) to encode")
-        encode(list(need.values()))
-        for h in need:
-            state = status(h)
-            if state not in ("ok", "skipped"):
-                raise BenchError(f"candidate {need[h].id}: adapter {state} after encoding; re-run to redo it")
-            usable[h] = state == "ok"
-    out = {}
-    for q in questions:
-        hits = {hit.passage.content_hash: hit for hit in candidates[q.id]}
-        known = {h: _Known(hits[h].passage, usable[h]) for h in hits if h in usable}
-        kept, skipped = usable_first(_Decided(), [hit.passage for hit in candidates[q.id]], k, known)
-        out[q.id] = ([a.passage for a in kept], [a.passage for a in skipped])
-    return out
-
-
-def offline_row(dataset: str, case: str, entries: list[dict], skipped_by_question: list[int]) -> dict:
-    """Offline cost per document from manifest entries (skipped passages cost augmentation only)."""
-    trained = [e for e in entries if not e.get("skipped")]
-    mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
-    return {"part": "offline", "case": case, "dataset": dataset, "docs": len(entries), "adapters": len(trained),
-            "augment_s_per_doc": mean([e.get("augment_seconds", 0.0) for e in entries]),
-            "train_s_per_doc": mean([e["train"]["seconds"] for e in trained]),
-            "bytes_per_doc": mean([e["bytes"] for e in trained]),
-            "skipped_passages": len(entries) - len(trained),
-            "skipped_per_question": mean(skipped_by_question),
-            "augmentation_failed_attempts": sum(len(e["augmentation"]["failures"]) for e in entries),
-            "encode_dtypes": ",".join(sorted({e.get("model_dtype", "unrecorded") for e in entries}))}
-
-
-def check_dtypes(entries: Mapping[str, Mapping], hashes: Iterable[str], dtype: str) -> None:
-    """Refuse adapters made in another dtype than this run's (a store holds one per document,
-    whatever dtype made it: :func:`dynaprag.parametric.encode.model_dtype`). Entries from before
-    the dtype was recorded pass and show as 'unrecorded' in the offline rows."""
-    for h in hashes:
-        made = entries[h].get("model_dtype")
-        if made not in (None, dtype):
-            doc = entries[h].get("doc", {}).get("id", h[:12])
-            raise BenchError(f"document {doc}: its adapter was encoded in {made}, this run is {dtype}; "
-                             f"use another --checkpoints folder or --dtype {made}")
-
-
-class _Subset:
-    """The part of a store :func:`pairs_from_store` may read: only the translator's documents."""
-
-    def __init__(self, store, hashes: Iterable[str]):
-        self.store, self.hashes = store, set(hashes)
-
-    def entries(self):
-        return {h: e for h, e in self.store.entries().items() if h in self.hashes}
-
-    def has(self, h):
-        return self.store.has(h)
-
-    def get(self, h):
-        return self.store.get(h)
-
-
 # -- online ----------------------------------------------------------------------------------
 
 def fixed_retriever(kept: Mapping[str, list], questions):
@@ -389,126 +208,30 @@ def fixed_retriever(kept: Mapping[str, list], questions):
     return Kept()
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
+def answer_questions(args, work: Path, lm, config, splits, eval_kept, translator) -> dict[str, Path]:
+    """Every method on every evaluation question of ``--answer-datasets`` not answered yet, each answer
+    appended to its dataset's log as it finishes; returns the logs of all datasets."""
     import torch
-    from filelock import FileLock
 
-    torch.set_num_threads(args.threads)
     from dynaprag.config import to_dict
     from dynaprag.dynamic.loop import DynamicLoop, LoopConfig
-    from dynaprag.eval.datasets import load_examples
     from dynaprag.eval.metrics import score_answer
     from dynaprag.files import atomic_write_json
-    from dynaprag.lm import load_model
     from dynaprag.parametric.adapters import config_hash
-    from dynaprag.parametric.encode import PragPromptBuilder, encode_corpus, model_dtype
-    from dynaprag.parametric.stores import load_translator, open_store
-    from dynaprag.parametric.translator import pairs_from_store, train_translator, translator_metadata
+    from dynaprag.parametric.encode import PragPromptBuilder
     from dynaprag.pipeline import Pipeline, PipelineConfig
-    from dynaprag.retrieval import RetrieverConfig, build_retriever
 
-    work = Path(args.checkpoints) if args.checkpoints else CHECKPOINTS / args.name
-    work.mkdir(parents=True, exist_ok=True)
-    corpus = SHARED_DATA / "corpus" / "wiki_paragraphs.jsonl"
-    files = {d: SHARED_DATA / "questions" / f"{d}.jsonl" for d in args.datasets}
-    for path in [corpus, *files.values()]:
-        if not path.is_file():
-            raise SystemExit(f"error: {path} not found: the benchmark reads the shared data in {SHARED_DATA}")
-    splits = {d: split_questions(load_examples(p, dataset=d), args.n, args.translator_questions,
-                                 args.translator_start, str(p)) for d, p in files.items()}
-    lm = load_model(args.model, dtype=args.dtype)
-    bm25 = build_retriever(RetrieverConfig(corpus=str(corpus)))
-    config = encode_config(args)
-    store = open_store(work / "adapters", lm, config)
-    t0 = time.perf_counter()
-
-    def encode(passages):
-        log = lambda p, s: print(f"[encode] {s} {p.id} ({time.perf_counter() - t0:.0f} s)", flush=True)  # noqa: E731
-        pending = [p for p in passages if store.status(p.content_hash) not in ("ok", "skipped")]
-        if pending and args.answer_datasets != args.datasets:  # two such processes would encode side by side
-            raise BenchError(f"{len(pending)} passage(s) are not encoded yet (e.g. {pending[0].id}); --answer-datasets "
-                             f"is for answering once every adapter is in the store: run without it first")
-        if args.workers > 0:
-            from dynaprag.parametric.distributed import RayConfig, encode_with_ray
-
-            encode_with_ray(args.model, args.dtype, lm.fingerprint, passages, store, config,
-                            RayConfig(workers=args.workers), log)
-        else:
-            encode_corpus(lm, passages, store, config, log)
-
-    # -- offline ------------------------------------------------------------------------
-    selection, rows, eval_kept, translator_kept, eval_seen = {}, [], {}, {}, set()
-    for d, (evaluation, translator) in splits.items():
-        both = evaluation + translator
-        candidates = {q.id: bm25.search_one(q.question, args.k + EXTRA_CANDIDATES) for q in both}
-        chosen = select_passages(both, candidates, args.k, encode, store.status)
-        entries = store.entries()
-        check_dtypes(entries, [p.content_hash for q in both for p in chosen[q.id][0] + chosen[q.id][1]],
-                     model_dtype(lm))
-        for part, qs in (("evaluation", evaluation), ("translator", translator)):
-            docs = {p.content_hash: entries[p.content_hash] for q in qs for p in chosen[q.id][0] + chosen[q.id][1]}
-            rows.append(offline_row(d, f"offline-encoding ({part} questions)", list(docs.values()),
-                                    [len(chosen[q.id][1]) for q in qs]))
-        selection[d] = {q.id: {"part": "evaluation" if q in evaluation else "translator",
-                               "kept": [p.id for p in chosen[q.id][0]], "skipped": [p.id for p in chosen[q.id][1]]}
-                        for q in both}
-        eval_kept[d] = {q.id: chosen[q.id][0] for q in evaluation}
-        translator_kept.update({f"{d}/{q.id}": [p.content_hash for p in chosen[q.id][0]] for q in translator})
-        eval_seen |= {hit.passage.content_hash for q in evaluation for hit in candidates[q.id]}
-
-    # -- translator ---------------------------------------------------------------------
-    docs, excluded = translator_documents(translator_kept, eval_seen)
-    tcfg = args.translator_config
-    first = args.n if args.translator_start is None else args.translator_start
-    split = {"rule": "evaluation = questions 0..N-1; translator = documents kept for questions S..S+M-1 of the "
-                     "same file, minus any document among an evaluation question's candidates",
-             "datasets": {d: {"evaluation": f"0..{len(e) - 1}", "translator": f"{first}..{first + len(t) - 1}",
-                              "evaluation_ids": [q.id for q in e], "translator_ids": [q.id for q in t]}
-                          for d, (e, t) in splits.items()},
-             "translator_documents": len(docs), "excluded_documents_seen_by_evaluation": len(excluded)}
-    ttag = settings_tag({"docs": sorted(docs), "translator": to_dict(tcfg), "store": config_hash(config.store_config()),
-                         "model": lm.fingerprint})
-    tpath, cpath = work / f"translator-{ttag}.safetensors", work / f"translator-{ttag}-curve.json"
-    with FileLock(str(tpath) + ".lock"):  # another process of this run waits for it, then loads it
-        if not (tpath.is_file() and cpath.is_file()):
-            pairs = pairs_from_store(lm, _Subset(store, docs), config)
-            steps = len(pairs) * tcfg.epochs
-            state = work / f"translator-{ttag}.state.safetensors"  # a killed training resumes from here
-            torch.set_num_threads(args.translator_threads)
-            net, curve = train_translator(
-                lm, pairs, config.scaling, config.targets, config.rank, tcfg, state_path=state,
-                progress=lambda r: print(f"[translator] step {r['step']}/{steps} loss {r['total_loss']:.3f} "
-                                         f"({r['seconds']:.0f} s)", flush=True))
-            torch.set_num_threads(args.threads)
-            net.save(tpath, translator_metadata(lm, tcfg, config.scaling, config.targets))
-            atomic_write_json(cpath, {"seconds": curve[-1]["seconds"], "pairs": len(pairs), "curve": curve,
-                                      "threads": args.translator_threads})
-            state.unlink(missing_ok=True)
-    tinfo = json.loads(cpath.read_text(encoding="utf-8"))
-    curve = tinfo["curve"]
-    half = max(1, len(curve) // 2)
-    rows.append({"part": "translator", "case": "translator-training", "dataset": "+".join(args.datasets),
-                 "docs": tinfo["pairs"], "steps": len(curve), "translator_train_s": tinfo["seconds"],
-                 "translator_s_per_step": tinfo["seconds"] / max(1, len(curve)), "translator_lr": tcfg.learning_rate,
-                 "translator_threads": tinfo.get("threads", 1),
-                 "first_total_loss": curve[0]["total_loss"], "last_total_loss": curve[-1]["total_loss"],
-                 "first_half_mean_total_loss": sum(r["total_loss"] for r in curve[:half]) / half,
-                 "second_half_mean_total_loss": sum(r["total_loss"] for r in curve[half:]) / max(1, len(curve) - half)})
-    load_translator(tpath, lm)  # fail here, not in the middle of the answers
-
-    # -- online -------------------------------------------------------------------------
     settings = {"model": lm.fingerprint, "dtype": args.dtype, "k": args.k, "max_new_tokens": args.max_new_tokens,
                 "baseline_prompt": args.baseline_prompt, "store": config_hash(config.store_config()),
-                "translator": ttag, "format": "parametric-bench-v2"}
+                "translator": translator.tag, "format": "parametric-bench-v2"}
     tag = settings_tag(settings)
     ckpts = {d: work / f"answers-{tag}.{d}.jsonl" for d in args.datasets}
     atomic_write_json(work / f"answers-{tag}.settings.json", settings)
-    done = {key: rec for d in args.answer_datasets for key, rec in read_checkpoint(ckpts[d]).items()}
+    done = {key: rec for d in args.answer_datasets for key, rec in read_checkpoint(ckpts[d], repair=True).items()}
     prag_builder = PragPromptBuilder(lm.tokenizer, lm.chat_template, config.template())
     options = {m: {"store": str(work / "adapters"), "encode": to_dict(config), "on_missing": "context"}
                for m in ("prag", "prag-combine")}
-    options.update({m: {"translator": str(tpath)} for m in ("dyprag", "dyprag-combine")})
+    options.update({m: {"translator": str(translator.path)} for m in ("dyprag", "dyprag-combine")})
     prefixes: dict[int, Any] = {}
     for d in args.answer_datasets:
         evaluation = splits[d][0]
@@ -540,6 +263,36 @@ def main(argv: Sequence[str] | None = None) -> None:
                 append_checkpoint(ckpts[d], rec)
                 done[(method, d, q.id)] = rec
                 print(f"[{d} q{i}] {method}: {rec['seconds']:.1f} s {answer.short!r} f1={rec['f1']:.2f}", flush=True)
+    return ckpts
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from dynaprag.eval.datasets import load_examples
+    from dynaprag.lm import load_model
+    from dynaprag.parametric.stores import load_translator, open_store
+    from dynaprag.retrieval import RetrieverConfig, build_retriever
+
+    work = Path(args.checkpoints) if args.checkpoints else CHECKPOINTS / args.name
+    work.mkdir(parents=True, exist_ok=True)
+    corpus = SHARED_DATA / "corpus" / "wiki_paragraphs.jsonl"
+    files = {d: SHARED_DATA / "questions" / f"{d}.jsonl" for d in args.datasets}
+    for path in [corpus, *files.values()]:
+        if not path.is_file():
+            raise SystemExit(f"error: {path} not found: the benchmark reads the shared data in {SHARED_DATA}")
+    splits = {d: split_questions(load_examples(p, dataset=d), args.n, args.translator_questions,
+                                 args.translator_start, str(p)) for d, p in files.items()}
+    lm = load_model(args.model, dtype=args.dtype)
+    bm25 = build_retriever(RetrieverConfig(corpus=str(corpus)))
+    config = encode_config(args)
+    store = open_store(work / "adapters", lm, config)
+    offline = encode_and_select(args, lm, bm25, store, config, splits)
+    translator = trained_translator(args, work, lm, store, config, splits, offline)
+    load_translator(translator.path, lm)  # fail here, not in the middle of the answers
+    ckpts = answer_questions(args, work, lm, config, splits, offline.eval_kept, translator)
     done = {key: rec for d in args.datasets for key, rec in read_checkpoint(ckpts[d]).items()}
     unfinished = unfinished_datasets(splits, done)
     if unfinished:  # another process is answering them; the last to finish writes the results
@@ -547,68 +300,8 @@ def main(argv: Sequence[str] | None = None) -> None:
               f"the results when it finishes (or rerun with --answer-datasets {','.join(unfinished)})")
         return
     online = [row for d, (evaluation, _) in splits.items() for row in online_rows(d, evaluation, done)]
-    write_outputs(args, online + rows, splits, files, corpus, selection, split, curve, config, tcfg)
-
-
-def online_rows(dataset: str, questions, done: Mapping) -> list[dict]:
-    """One row per method: quality, time, ratio to sr-rag and paired differences from sr-rag."""
-    from dynaprag.eval.stats import paired_comparisons
-
-    qids = [q.id for q in questions]
-    per = {m: [done[(m, dataset, qid)] for qid in qids] for m in METHODS}
-    base_s = sum(r["seconds"] for r in per["sr-rag"]) / len(qids)
-    rows = []
-    for method, recs in per.items():
-        row = {"part": "online", "case": method, "dataset": dataset, "questions": len(recs),
-               **{metric: sum(r[metric] for r in recs) / len(recs) for metric in ("f1", "cover_em", "em")},
-               "s_per_question": sum(r["seconds"] for r in recs) / len(recs)}
-        row["ratio_to_sr_rag"] = row["s_per_question"] / base_s
-        row["fell_back_to_context"] = sum(r.get("fell_back_to_context", 0) for r in recs)
-        if method != "sr-rag":
-            cmp = paired_comparisons({m: [r[m] for r in recs] for m in ("f1", "em")},
-                                     {m: [r[m] for r in per["sr-rag"]] for m in ("f1", "em")})
-            row.update(cmp["f1"].as_row("f1_"))
-            row.update(cmp["em"].as_row("em_"))
-        rows.append(row)
-    return rows
-
-
-def write_outputs(args, rows, splits, files, corpus, selection, split, curve, config, tcfg) -> None:
-    """The results JSON + table (DESIGN.md convention) with the split, selection and loss curve."""
-    from dynaprag.config import to_dict
-
-    fallbacks = (" TINY-MODEL FALLBACKS (not PRAG): failed augmentations trained on plain text, lenient "
-                 "augmentation prompts." if args.tiny_fallbacks else "")
-    if tcfg.kl_reduction != "padded-sum":
-        fallbacks += (f" TRANSLATOR KL NOT THE REFERENCE'S: {tcfg.kl_reduction} over the sample's real tokens; the "
-                      f"reference sums it over the sample padded to {tcfg.kl_pad_to} positions (docs/parametric.md "
-                      f"gives the measured cost and the pads' share of the KL).")
-    per = ", ".join(f"{d} {v['evaluation']} / {v['translator']}" for d, v in split["datasets"].items())
-    notes = (f"Questions (evaluation / translator training): {per}. Translator trained on "
-             f"{split['translator_documents']} documents kept for the translator questions "
-             f"({split['excluded_documents_seen_by_evaluation']} left out: an evaluation question could retrieve "
-             f"them), lr {tcfg.learning_rate:g}, {tcfg.epochs} epoch(s), KL {tcfg.kl_reduction}, delta "
-             f"{tcfg.delta_scale}{' (reference conventions)' if not args.translator_set else ''}. BM25 top-"
-             f"{args.k + EXTRA_CANDIDATES} over wiki_paragraphs, the first {args.k} usable kept (PRAG's selection; "
-             f"every method sees them). PRAG: rank {config.rank}, alpha {config.alpha:g}, lr {config.learning_rate:g}, "
-             f"{config.epochs} epoch(s), with_cot template; augmentation QA lists of up to "
-             f"{config.augment.max_new_tokens_qa} tokens, {config.augment.max_retries} retries (PRAG: 512, up to 100); "
-             f"encoding on {args.workers or 'no'} Ray worker(s). Answers: "
-             f"{args.max_new_tokens} new tokens, greedy; parametric methods in PRAG's template, wo-rag/sr-rag in "
-             f"{'the same' if args.baseline_prompt == 'prag' else 'dynaprag’s own prompt'}; ratio_to_sr_rag and "
-             f"f1_/em_ paired columns (bootstrap 95 % interval, sign-flip p) against sr-rag on the same questions."
-             + fallbacks)
-    data = {"corpus": str(corpus.relative_to(ROOT.parent)),
-            "questions": {d: str(p.relative_to(ROOT.parent)) for d, p in files.items()},
-            "n_questions": {d: len(e) for d, (e, _) in splits.items()},
-            "n_translator_questions": {d: len(t) for d, (_, t) in splits.items()}}
-    extra = {"translator_split": split, "selection": selection, "encode_config": to_dict(config),
-             "translator_config": to_dict(tcfg),
-             "translator_loss_curve": [{k: r[k] for k in ("step", "seconds", "total_loss", "lm_loss", "kl_loss",
-                                                          "mse_loss") if k in r} for r in curve]}
-    path = write_results(args.name, rows, model=f"{args.model} ({args.dtype})", data=data, notes=notes, extra=extra,
-                         results_dir=args.results, group_by="part")
-    print(path.with_suffix(".md").read_text(encoding="utf-8"))
+    write_outputs(args, online + offline.rows + [translator.row], splits, files, corpus, offline.selection,
+                  translator.split, translator.curve, config, args.translator_config)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,9 @@ from dynaprag.retrieval.base import Hit
 
 from bench_scripts import load_bench
 
-bench = load_bench("parametric")
+bench = load_bench("parametric")  # puts bench/ on sys.path: its helper modules import as bench.py's do
+import _parametric_offline as offline  # noqa: E402
+import _parametric_report as report  # noqa: E402
 
 
 def _questions(n: int) -> list[Example]:
@@ -28,10 +30,10 @@ def _questions(n: int) -> list[Example]:
 
 def test_split_is_evaluation_first_then_translator_disjoint():
     qs = _questions(10)
-    evaluation, translator = bench.split_questions(qs, 3, 4)
+    evaluation, translator = offline.split_questions(qs, 3, 4)
     assert [q.id for q in evaluation] == ["q0", "q1", "q2"]
     assert [q.id for q in translator] == ["q3", "q4", "q5", "q6"]
-    _, later = bench.split_questions(qs, 3, 2, start=8)
+    _, later = offline.split_questions(qs, 3, 2, start=8)
     assert [q.id for q in later] == ["q8", "q9"]
 
 
@@ -39,18 +41,18 @@ def test_split_is_evaluation_first_then_translator_disjoint():
                                                  (0, 2, None, ">= 1")])
 def test_split_refuses_impossible_or_overlapping_slices(n, m, start, needle):
     with pytest.raises(bench.BenchError, match=needle):
-        bench.split_questions(_questions(10), n, m, start, where="hotpotqa.jsonl")
+        offline.split_questions(_questions(10), n, m, start, where="hotpotqa.jsonl")
 
 
 def test_split_refuses_a_question_id_in_both_slices():
     qs = _questions(4) + [Example(id="q0", question="again?", answers=("a",))]
     with pytest.raises(bench.BenchError, match="'q0'"):
-        bench.split_questions(qs, 2, 3)
+        offline.split_questions(qs, 2, 3)
 
 
 def test_translator_documents_leave_out_what_evaluation_can_see():
     kept = {"d/q5": ["h1", "h2", "h3"], "d/q6": ["h3", "h4", "h2"]}
-    docs, excluded = bench.translator_documents(kept, {"h2", "h9"})
+    docs, excluded = offline.translator_documents(kept, {"h2", "h9"})
     assert docs == ["h1", "h3", "h4"]
     assert excluded == ["h2"]
 
@@ -75,7 +77,7 @@ def test_selection_rounds_give_usable_first_and_encode_each_candidate_once(seed)
         assert h in encoded, "status asked before the candidate was encoded"
         return "ok" if usable[h] else "skipped"
 
-    chosen = bench.select_passages(qs, candidates, 3, encode, status, log=lambda _m: None)
+    chosen = offline.select_passages(qs, candidates, 3, encode, status, log=lambda _m: None)
     assert len(encoded) == len(set(encoded))
 
     class Oracle:  # what usable_first sees when it augments as it goes
@@ -90,10 +92,10 @@ def test_selection_rounds_give_usable_first_and_encode_each_candidate_once(seed)
 
 
 def test_next_needed_asks_only_for_the_next_batch():
-    assert bench.next_needed(["a", "b", "c", "d"], 2, {}) == ["a", "b"]
-    assert bench.next_needed(["a", "b", "c", "d"], 2, {"a": True, "b": False}) == ["c"]
-    assert bench.next_needed(["a", "b", "c", "d"], 2, {"a": True, "b": True}) == []
-    assert bench.next_needed(["a", "b"], 2, {"a": False, "b": False}) == []  # candidates exhausted
+    assert offline.next_needed(["a", "b", "c", "d"], 2, {}) == ["a", "b"]
+    assert offline.next_needed(["a", "b", "c", "d"], 2, {"a": True, "b": False}) == ["c"]
+    assert offline.next_needed(["a", "b", "c", "d"], 2, {"a": True, "b": True}) == []
+    assert offline.next_needed(["a", "b"], 2, {"a": False, "b": False}) == []  # candidates exhausted
 
 
 def _rec(method: str, qid: str) -> dict:
@@ -109,6 +111,7 @@ def test_checkpoint_resumes_and_drops_a_cut_last_line(tmp_path):
         fh.write(json.dumps(_rec("dyprag", "q0"))[:25])  # killed mid-write
     done = bench.read_checkpoint(path)
     assert set(done) == {("sr-rag", "hotpotqa", "q0"), ("prag", "hotpotqa", "q0")}
+    assert bench.read_checkpoint(path, repair=True) == done  # as the answering process reads it
     bench.append_checkpoint(path, _rec("dyprag", "q0"))  # the redone answer replaces the cut line
     assert len(path.read_text().splitlines()) == 3
     assert set(bench.read_checkpoint(path)) == set(done) | {("dyprag", "hotpotqa", "q0")}
@@ -122,8 +125,8 @@ def test_checkpoint_refuses_a_bad_line_before_the_end(tmp_path):
 
 
 def test_settings_tag_and_rotation():
-    assert bench.settings_tag({"a": 1, "b": 2}) == bench.settings_tag({"b": 2, "a": 1})
-    assert bench.settings_tag({"a": 1}) != bench.settings_tag({"a": 2})
+    assert offline.settings_tag({"a": 1, "b": 2}) == offline.settings_tag({"b": 2, "a": 1})
+    assert offline.settings_tag({"a": 1}) != offline.settings_tag({"a": 2})
     orders = [bench.rotated(bench.METHODS, i) for i in range(len(bench.METHODS))]
     assert {o[0] for o in orders} == set(bench.METHODS)
     assert all(sorted(o) == sorted(bench.METHODS) for o in orders)
@@ -132,10 +135,10 @@ def test_settings_tag_and_rotation():
 def test_adapters_made_in_another_dtype_are_refused_and_unrecorded_ones_pass():
     entries = {"h1": {"model_dtype": "float32", "doc": {"id": "wp1"}}, "h2": {"doc": {"id": "wp2"}},
                "h3": {"model_dtype": "bfloat16", "doc": {"id": "wp3"}}}
-    bench.check_dtypes(entries, ["h1", "h2"], "float32")
+    offline.check_dtypes(entries, ["h1", "h2"], "float32")
     with pytest.raises(bench.BenchError, match="document wp3: its adapter was encoded in bfloat16, this run is float32"):
-        bench.check_dtypes(entries, ["h1", "h3"], "float32")
-    row = bench.offline_row("hotpotqa", "x", [{**e, "skipped": True, "augmentation": {"failures": []}}
+        offline.check_dtypes(entries, ["h1", "h3"], "float32")
+    row = offline.offline_row("hotpotqa", "x", [{**e, "skipped": True, "augmentation": {"failures": []}}
                                               for e in entries.values()], [0])
     assert row["encode_dtypes"] == "bfloat16,float32,unrecorded"
 
@@ -143,12 +146,12 @@ def test_adapters_made_in_another_dtype_are_refused_and_unrecorded_ones_pass():
 def test_results_wait_for_every_dataset_answered_by_another_process():
     splits = {"hotpotqa": (_questions(2), []), "2wikimultihopqa": (_questions(1), [])}
     done = {(m, "hotpotqa", q): {} for m in bench.METHODS for q in ("q0", "q1")}
-    assert bench.unfinished_datasets(splits, done) == ["2wikimultihopqa"]
+    assert report.unfinished_datasets(splits, done) == ["2wikimultihopqa"]
     done.update({(m, "2wikimultihopqa", "q0"): {} for m in bench.METHODS})
     del done[("dyprag", "hotpotqa", "q1")]
-    assert bench.unfinished_datasets(splits, done) == ["hotpotqa"]
+    assert report.unfinished_datasets(splits, done) == ["hotpotqa"]
     done[("dyprag", "hotpotqa", "q1")] = {}
-    assert bench.unfinished_datasets(splits, done) == []
+    assert report.unfinished_datasets(splits, done) == []
 
 
 def test_answer_datasets_default_to_all_and_must_be_among_datasets(capsys):

@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
 import re
 import resource
 import time
@@ -38,6 +37,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 from dynaprag.eval.datasets import Example
 from dynaprag.eval.metrics import normalize_answer, recall_at_k, score_answer
 from dynaprag.files import atomic_write_json, pid_alive, sweep_stale
+from dynaprag.jsonl_log import CorruptLogError, append_jsonl, read_jsonl
 from dynaprag.trace import Answer
 
 __all__ = ["RECORDS", "SUMMARY", "CONFIG", "RunError", "evaluate", "make_record", "read_records",
@@ -66,40 +66,12 @@ def sweep_leftovers(run_dir: Path) -> list[Path]:
 
 
 def read_records(path: Path, *, repair: bool = False) -> list[dict]:
-    """Records of a ``records.jsonl``; a torn (unterminated or unparsable) last line is dropped.
-
-    With ``repair`` the file is truncated to its last complete record so appends continue
-    cleanly. A bad line anywhere but the end is corruption, not a kill, and raises.
-    """
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    records, good_end, start = [], 0, 0
-    while start < len(data):
-        end = data.find(b"\n", start)
-        if end == -1:
-            break  # unterminated tail: torn by a kill
-        line = data[start:end]
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                if data[end + 1:].strip():
-                    raise RunError(f"{path}:{len(records) + 1}: corrupt record in the middle of the file") from None
-                break
-        good_end, start = end + 1, end + 1
-    if repair and good_end < len(data):
-        with open(path, "r+b") as handle:
-            handle.truncate(good_end)
-            handle.flush()
-            os.fsync(handle.fileno())
-    return records
-
-
-def _append(handle, record: dict) -> None:
-    handle.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
-    handle.flush()
-    os.fsync(handle.fileno())
+    """Records of a ``records.jsonl``: :func:`dynaprag.jsonl_log.read_jsonl` (a torn last line is
+    dropped, and with ``repair`` cut off the file), with corruption before the end a :class:`RunError`."""
+    try:
+        return read_jsonl(path, repair=repair)
+    except CorruptLogError as exc:
+        raise RunError(f"corrupt record in the middle of the file: {exc}") from None
 
 
 def peak_rss_mb() -> float:
@@ -283,7 +255,7 @@ def evaluate(examples: Sequence[Example], answer_fn: Callable[[str], Answer] | N
                         raise result
                     record = make_record(example, result, seconds, yes_no_task=yes_no_task)
                     record["batch_size"] = config.get("batch_size", 1)
-                    _append(handle, record)
+                    append_jsonl(handle, record)
                     records.append(record)
                     written += 1
                     atomic_write_json(run_dir / SUMMARY, summary_now())
