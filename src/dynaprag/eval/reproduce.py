@@ -11,7 +11,8 @@ into ``OUT/<dataset>/<method>/``, each a resumable run folder), then writes
 * ``reproduce.json``: the same as flat rows (``ours_f1``, ``published_f1``, ...);
 * ``reproduce_<metric>.png``/``.svg``: ours (with interval) against published, per method and dataset.
 
-The tables live in ``dynaprag/data/published_tables.yaml``: the paper, table and where each
+The tables live in ``dynaprag/data/published_tables.yaml`` (read and checked by
+:mod:`dynaprag.eval.published`): the paper, table and where each
 number was read; which of our presets stands for which paper row (the DRAGIN paper's "FLARE"
 baseline is the DRAGIN repository's ``method: token``, our ``token-rag``); the datasets and
 metrics; the reference settings applied to our runs (``k``, ``max_new_tokens`` per dataset); and
@@ -30,160 +31,32 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from dynaprag.eval.calibrate import CalibratedThreshold
 from dynaprag.eval.stats import DEFAULT_RESAMPLES, DEFAULT_SEED, bootstrap_interval, pair_by_id, paired_comparison
+from dynaprag.eval.published import BASELINE, MethodMap, PublishedTable, TableError, load_tables, packaged_tables
 from dynaprag.files import atomic_write_json, atomic_write_text
 
 __all__ = ["BASELINE", "MethodMap", "PublishedTable", "ReproduceError", "ReproduceResult", "TableError",
            "get_table", "load_tables", "missing_data", "reproduce", "table_names", "write_outputs"]
 
-BASELINE = "sr-rag"
 METRIC_NAMES = {"em": "EM", "f1": "F1", "acc": "Accuracy", "cover_em": "Cover EM"}
-
-
-class TableError(ValueError):
-    """A published-tables file that breaks its schema (a number without a source, an unknown method, ...)."""
 
 
 class ReproduceError(ValueError):
     """A reproduction that cannot run as asked (missing dataset, unknown backbone); says what to do."""
 
 
-@dataclass(frozen=True)
-class MethodMap:
-    """One row of a published table: our preset ``ours`` stands for the paper's row ``paper``."""
-
-    ours: str
-    paper: str
-    note: str = ""
-
-
-@dataclass(frozen=True)
-class PublishedTable:
-    """A published table's structure, reference settings and numbers (``None`` where unavailable)."""
-
-    name: str
-    title: str
-    source: Mapping[str, str]
-    methods: tuple[MethodMap, ...]
-    datasets: tuple[str, ...]
-    metrics: Mapping[str, tuple[str, ...]]
-    settings: Mapping[str, Any]
-    backbones: tuple[str, ...]
-    published: Mapping[str, Any] | None
-    unavailable: str | None = None
-    other_versions: tuple[Mapping[str, Any], ...] = ()
-
-    @property
-    def citation(self) -> str:
-        s = self.source
-        return f"{s['paper']}, {s['venue']}, {s['table']} ({s['url']})"
-
-    def paper_name(self, method: str) -> str:
-        return next(m.paper for m in self.methods if m.ours == method)
-
-    def value(self, backbone: str, dataset: str, method: str, metric: str,
-              published: Mapping[str, Any] | None = None) -> float | None:
-        """The published number, or ``None`` where the table has none (never a guess)."""
-        cells = self.published if published is None else published
-        try:
-            return float(cells[backbone][dataset][method][metric])
-        except (KeyError, TypeError):
-            return None
-
-    def overrides(self, dataset: str) -> list[str]:
-        """The reference settings of ``dataset`` as ``key=value`` pipeline overrides."""
-        merged = {**self.settings.get("all", {}), **self.settings.get(dataset, {})}
-        return [f"{key}={value}" for key, value in merged.items()]
-
-
-def _fail(path: str, where: str, message: str) -> TableError:
-    return TableError(f"{path}: {where}: {message}")
-
-
-def _check_cells(path: str, table: PublishedTable, cells: Any, where: str) -> None:
-    """Every number sits under a known backbone, dataset, method and metric and is a score in [0, 1]."""
-    if not isinstance(cells, Mapping):
-        raise _fail(path, where, "must map backbone -> dataset -> method -> metric -> number")
-    methods = {m.ours for m in table.methods}
-    for backbone, by_dataset in cells.items():
-        if backbone not in table.backbones:
-            raise _fail(path, f"{where}.{backbone}", f"not among backbones {list(table.backbones)}")
-        for dataset, by_method in by_dataset.items():
-            if dataset not in table.metrics:
-                raise _fail(path, f"{where}.{backbone}.{dataset}", f"no metrics listed for it in {table.name}.metrics")
-            for method, by_metric in by_method.items():
-                if method not in methods:
-                    raise _fail(path, f"{where}.{backbone}.{dataset}.{method}", "not one of the table's methods")
-                for metric, number in by_metric.items():
-                    key = f"{where}.{backbone}.{dataset}.{method}.{metric}"
-                    if metric not in table.metrics[dataset]:
-                        raise _fail(path, key, f"metric not listed in {table.name}.metrics.{dataset}")
-                    if isinstance(number, bool) or not isinstance(number, (int, float)) or not 0 <= number <= 1:
-                        raise _fail(path, key, f"must be a score in [0, 1], got {number!r}")
-
-
-def _parse(path: str, name: str, data: Mapping[str, Any]) -> PublishedTable:
-    source = data.get("source") or {}
-    for key in ("paper", "venue", "table", "url", "read_from"):
-        if not source.get(key):
-            raise _fail(path, f"{name}.source.{key}", "missing: every table names its paper, table and where "
-                                                      "its numbers were read")
-    try:
-        methods = tuple(MethodMap(**m) for m in data["methods"])
-        metrics = {d: tuple(ms) for d, ms in data["metrics"].items()}
-        table = PublishedTable(name, data["title"], dict(source), methods, tuple(data["datasets"]), metrics,
-                               dict(data.get("settings") or {}), tuple(data["backbones"]), data.get("published"),
-                               data.get("unavailable"), tuple(data.get("other_versions") or ()))
-    except (KeyError, TypeError) as exc:
-        raise _fail(path, name, f"malformed table ({exc}); see the key list at the top of the file") from None
-    if BASELINE not in {m.ours for m in methods}:
-        raise _fail(path, f"{name}.methods", f"must include {BASELINE} (the paired baseline)")
-    if unknown := [d for d in table.datasets if d not in metrics]:
-        raise _fail(path, f"{name}.datasets", f"{unknown} have no metrics listed")
-    if table.published is None:
-        if not table.unavailable:
-            raise _fail(path, name, "published: null needs `unavailable:` saying why the numbers are missing")
-    else:
-        _check_cells(path, table, table.published, f"{name}.published")
-    for i, version in enumerate(table.other_versions):
-        if not version.get("version") or not version.get("read_from"):
-            raise _fail(path, f"{name}.other_versions[{i}]", "needs `version` and `read_from`")
-        _check_cells(path, table, version.get("published"), f"{name}.other_versions[{i}].published")
-    return table
-
-
-def load_tables(path: str | Path | None = None) -> dict[str, PublishedTable]:
-    """Every table of ``path`` (default: the packaged ``published_tables.yaml``), schema-checked."""
-    import yaml
-
-    if path is None:
-        text, label = resources.files("dynaprag").joinpath("data/published_tables.yaml").read_text("utf-8"), \
-            "dynaprag/data/published_tables.yaml"
-    else:
-        text, label = Path(path).read_text(encoding="utf-8"), str(path)
-    data = yaml.safe_load(text) or {}
-    return {name: _parse(label, name, spec) for name, spec in data.items()}
-
-
-@lru_cache(maxsize=1)
-def _packaged() -> dict[str, PublishedTable]:
-    return load_tables()
-
-
 def table_names() -> list[str]:
     """The packaged tables' names."""
-    return list(_packaged())
+    return list(packaged_tables())
 
 
 def get_table(name: str) -> PublishedTable:
     """A packaged table by name; an unknown name lists the known ones."""
-    tables = _packaged()
+    tables = packaged_tables()
     if name not in tables:
         raise ReproduceError(f"unknown table {name!r}; choose one of: {', '.join(tables)} "
                              "(dynaprag reproduce --list)")
@@ -457,7 +330,7 @@ def markdown(table: PublishedTable, rows: Sequence[dict], *, backbone: str, mode
                      f" | {r['n']} | {ours} | {diff} | {p} | {r.get('verdict', '–')} | {published} |")
     lines += ["", *_best_lines(table, rows)]
     lines += ["Ours: mean with its percentile bootstrap interval over our questions. Δ: paired on the questions "
-              f"both runs answered; p: two-sided paired sign-flip test; *within noise* unless the interval excludes 0 "
+              "both runs answered; p: two-sided paired sign-flip test; *within noise* unless the interval excludes 0 "
               "and p < 0.05 (dynaprag.eval.stats).", "", "## Method mapping", ""]
     lines += [f"* `{m.ours}` = the paper's {m.paper}" + (f": {m.note}" if m.note else "") for m in table.methods]
     if table.settings:
