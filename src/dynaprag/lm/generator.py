@@ -25,130 +25,18 @@ from __future__ import annotations
 
 import copy
 import inspect
-from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import torch
 
 from dynaprag.lm import signals
+from dynaprag.lm.decoding import (DecodeCounters, DecodeState, Generation, GenerationConfig, PrefixCache,
+                                  PromptTooLong, StepOutput, context_length)
 from dynaprag.lm.models import LoadedModel
 
-
-class PromptTooLong(ValueError):
-    """A prompt (or prompt + answer so far) that does not fit the model's context; says how to shorten it."""
-
-    def __init__(self, tokens: int, limit: int, model: str = "", what: str = "prompt"):
-        self.tokens, self.limit = tokens, limit
-        super().__init__(
-            f"{what} of {tokens} tokens exceeds the context of {limit} tokens of model {model or '?'}; "
-            "use a shorter question, fewer passages (k) or fewer shots (prompt.shots)")
-
-
-#: config attributes that hold a model's context length, most specific first
-_CONTEXT_ATTRIBUTES = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
-
-
-def context_length(config) -> int | None:
-    """The longest sequence the model was built for (tokens), or ``None`` when its config says none.
-
-    Llama/SmolLM2, Qwen2 and Gemma store it as ``max_position_embeddings``; multimodal configs
-    (Gemma 3) keep it on their text config; GPT-2-style configs call it ``n_positions``.
-    """
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    for source in (text, config):
-        for name in _CONTEXT_ATTRIBUTES:
-            value = getattr(source, name, None)
-            if isinstance(value, int) and value > 0:
-                return value
-    return None
-
-
-@dataclass
-class GenerationConfig:
-    """Decoding knobs; greedy by default as the DRAGIN/FLARE line of work decodes."""
-
-    max_new_tokens: int = field(default=128, metadata={"help": "token budget for this call"})
-    do_sample: bool = field(default=False, metadata={"help": "sample instead of greedy"})
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature"})
-    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass"})
-    seed: int | None = field(default=None, metadata={"help": "seed for sampling (determinism)"})
-    stop: tuple[str, ...] = field(default=(), metadata={"help": "stop strings; text is cut before them"})
-    top_alternatives: int = field(default=0, metadata={"help": "how many alternatives to report per token"})
-    capture_attention: bool = field(default=False, metadata={"help": "keep the last layer's attention row"})
-    hidden_layers: tuple[int, ...] = field(default=(), metadata={"help": "hidden_states indices to keep (0 = embeddings)"})
-    stop_at_eos: bool = field(default=True, metadata={"help": "stop at the model's end-of-turn tokens"})
-
-
-@dataclass
-class StepOutput:
-    """One generated token and the signals of the forward pass that predicted it.
-
-    ``attention`` and ``hidden`` belong to the *predicting* position (``position - 1``): the
-    attention row is how the model looked at positions ``0 .. position-1`` when choosing this
-    token. The row of a token's own position arrives with the next step.
-    """
-
-    position: int
-    token_id: int
-    text: str
-    logprob: float
-    entropy: float
-    top_ids: list[int] = field(default_factory=list)
-    top_logprobs: list[float] = field(default_factory=list)
-    attention: torch.Tensor | None = None
-    hidden: dict[int, torch.Tensor] = field(default_factory=dict)
-
-    @property
-    def prob(self) -> float:
-        return float(torch.tensor(self.logprob).exp())
-
-
-@dataclass
-class DecodeCounters:
-    """Costs that traces and benchmarks report."""
-
-    forward_passes: int = 0
-    prompt_tokens: int = 0
-    generated_tokens: int = 0
-
-
-@dataclass
-class DecodeState:
-    """A sequence being decoded: token ids, the KV cache of its first ``fed`` tokens, the next logits."""
-
-    ids: list[int]
-    generated: list[bool]
-    cache: object
-    fed: int = 0
-    logits: torch.Tensor | None = None
-    attention: torch.Tensor | None = None
-    hidden: dict[int, torch.Tensor] = field(default_factory=dict)
-    counters: DecodeCounters = field(default_factory=DecodeCounters)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-@dataclass
-class PrefixCache:
-    """The KV cache of a fixed prompt prefix, computed once and copied for each new prompt."""
-
-    ids: list[int]
-    cache: object
-    logits: torch.Tensor
-
-
-@dataclass
-class Generation:
-    """The result of :meth:`Generator.generate`: steps in order and the text (stop string cut)."""
-
-    steps: list[StepOutput]
-    text: str
-    stopped_by: str
-
-    @property
-    def token_ids(self) -> list[int]:
-        return [s.token_id for s in self.steps]
+# the decoding data types live in dynaprag.lm.decoding; they are imported from here too
+__all__ = ["DecodeCounters", "DecodeState", "Generation", "GenerationConfig", "Generator", "PrefixCache",
+           "PromptTooLong", "StepOutput", "context_length"]
 
 
 class _LastLayerAttentionTap:
