@@ -237,7 +237,8 @@ def main() -> None:
     done: dict[tuple, dict] = {}
     sr_seconds: dict[tuple, float] = {}
     for path in ([ckpt] if args.quick else paths):
-        read_checkpoint(path, done, sr_seconds, repair=path == ckpt)  # the others may be another process's
+        # only the file this process appends to is repaired: the others may be another process's
+        read_checkpoint(path, done, sr_seconds, repair=path == ckpt and not args.aggregate)
     all_methods = sorted({k[0] for k in done} | {row_name(m) for m in methods}, key=lambda m: (m != "sr-rag", m))
     corpus = SHARED_DATA / "corpus" / "wiki_paragraphs.jsonl"
 
