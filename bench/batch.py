@@ -126,8 +126,6 @@ def measure_steps(pipe, sizes: list[int], context: int, steps: int, rounds: int 
     return rows
 
 
-
-
 def _largest(cases: list[dict], key: str) -> float:
     """The largest ``key`` over the cases that recorded it (older checkpoints did not); NaN if none."""
     values = [c[key] for c in cases if key in c]

@@ -69,7 +69,7 @@ def read_records(path: Path, *, repair: bool = False) -> list[dict]:
     """Records of a ``records.jsonl``: :func:`dynaprag.jsonl_log.read_jsonl` (a torn last line is
     dropped, and with ``repair`` cut off the file), with corruption before the end a :class:`RunError`."""
     try:
-        return read_jsonl(path, repair=repair)
+        return read_jsonl(path, repair=repair, require=("id",))
     except CorruptLogError as exc:
         raise RunError(f"corrupt record in the middle of the file: {exc}") from None
 
