@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 
 from dynaprag.corpus import Passage
 from dynaprag.parametric.adapters import AdapterStore
-from dynaprag.parametric.encode import EncodeConfig, EncodeReport, chunks, pending_passages
+from dynaprag.parametric.encode import EncodeConfig, EncodeReport, pending_passages
 
 _ENV = ("DYNAPRAG_CACHE", "HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM", "HF_HOME")
 
@@ -64,6 +64,28 @@ class EncodeWorker:
         return out
 
 
+def even_batches(items: list, workers: int, most: int) -> list[list]:
+    """``items`` in consecutive batches of at most ``most``, as many as a whole number of rounds of
+    ``workers`` batches, their sizes differing by at most one.
+
+    Why: a decoding row costs about the same at any batch size here (augmentation is compute-bound),
+    so a worker's time is its number of rows. Cutting 12 documents into 4 + 4 + 4 for 2 workers
+    leaves one worker idle while the other decodes the last 4; 3 + 3 + 3 + 3 ends both after 6.
+    """
+    if not items:
+        return []
+    workers, most = max(1, workers), max(1, most)
+    count = workers * -(-len(items) // (workers * most))
+    count = min(count, len(items))
+    size, extra = divmod(len(items), count)
+    out, start = [], 0
+    for i in range(count):
+        end = start + size + (i < extra)
+        out.append(items[start:end])
+        start = end
+    return out
+
+
 def _import_ray():
     try:
         import ray
@@ -98,8 +120,7 @@ def encode_with_ray(model: str, dtype: str, fingerprint: str, passages: Iterable
         if remote_fps != {fingerprint}:
             raise RuntimeError(f"Ray workers loaded model(s) {sorted(remote_fps)}, but the store is for "
                                f"{fingerprint}: make the same model available on every node")
-        size = min(config.augment.batch_docs, -(-len(todo) // n))  # keep every actor busy
-        queue = list(reversed(list(chunks(todo, size))))
+        queue = list(reversed(even_batches(todo, n, config.augment.batch_docs)))
         pending: dict = {}
         for actor in actors:
             if queue:
