@@ -21,7 +21,10 @@ def unfinished_datasets(splits: Mapping[str, tuple[Sequence, Sequence]], done: M
 
 
 def online_rows(dataset: str, questions, done: Mapping) -> list[dict]:
-    """One row per method: quality, time, ratio to sr-rag and paired differences from sr-rag."""
+    """One row per method: quality, time, ratio to sr-rag and paired differences from sr-rag.
+
+    The mean prompt and generated tokens say where the time goes: an answer's time grows with the
+    tokens it generates, so a method that answers at length is slower for that reason alone."""
     from dynaprag.eval.stats import paired_comparisons
 
     qids = [q.id for q in questions]
@@ -31,7 +34,9 @@ def online_rows(dataset: str, questions, done: Mapping) -> list[dict]:
     for method, recs in per.items():
         row = {"part": "online", "case": method, "dataset": dataset, "questions": len(recs),
                **{metric: sum(r[metric] for r in recs) / len(recs) for metric in ("f1", "cover_em", "em")},
-               "s_per_question": sum(r["seconds"] for r in recs) / len(recs)}
+               "s_per_question": sum(r["seconds"] for r in recs) / len(recs),
+               **{f"{t}_per_question": sum(r[t] for r in recs) / len(recs)
+                  for t in ("prompt_tokens", "generated_tokens")}}
         row["ratio_to_sr_rag"] = row["s_per_question"] / base_s
         row["fell_back_to_context"] = sum(r.get("fell_back_to_context", 0) for r in recs)
         if method != "sr-rag":

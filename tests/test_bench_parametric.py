@@ -154,6 +154,24 @@ def test_results_wait_for_every_dataset_answered_by_another_process():
     assert report.unfinished_datasets(splits, done) == []
 
 
+def test_online_rows_pair_every_method_with_sr_rag_on_the_same_questions():
+    questions = _questions(4)
+    done = {}
+    for i, q in enumerate(questions):
+        for m in bench.METHODS:
+            better = m == "prag" and i < 3  # prag answers 3 of 4 where sr-rag does not
+            done[(m, "hotpotqa", q.id)] = {"f1": float(better), "em": float(better), "cover_em": float(better),
+                                           "seconds": 4.0 if m == "prag" else 2.0, "prompt_tokens": 100 + i,
+                                           "generated_tokens": 10 * (m == "prag") + 2, "fell_back_to_context": 0}
+    rows = {r["case"]: r for r in report.online_rows("hotpotqa", questions, done)}
+    assert list(rows) == list(bench.METHODS)
+    prag, sr = rows["prag"], rows["sr-rag"]
+    assert prag["f1"] == 0.75 and sr["f1"] == 0.0 and prag["ratio_to_sr_rag"] == 2.0 and sr["ratio_to_sr_rag"] == 1.0
+    assert prag["prompt_tokens_per_question"] == 101.5 and prag["generated_tokens_per_question"] == 12
+    assert prag["f1_diff"] == 0.75 and "f1_diff" not in sr  # sr-rag is the reference, not compared with itself
+    assert rows["wo-rag"]["f1_diff"] == 0.0
+
+
 def test_answer_datasets_default_to_all_and_must_be_among_datasets(capsys):
     assert bench.parse_args([]).answer_datasets == list(bench.DATASETS)
     assert bench.parse_args(["--answer-datasets", "2wikimultihopqa"]).answer_datasets == ["2wikimultihopqa"]
