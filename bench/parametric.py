@@ -30,7 +30,9 @@ Per dataset (``--datasets``, default HotpotQA and 2WikiMultihopQA from ``../shar
   ``--baseline-prompt dynaprag``. Rows give F1, cover EM, EM, s/question and its ratio to
   sr-rag on the same questions, and paired comparisons with sr-rag
   (:func:`dynaprag.eval.stats.paired_comparison`: ``f1_diff``, ``f1_diff_ci_low``, ...,
-  ``f1_within_noise``).
+  ``f1_within_noise``). Rows of ``online, fixed length`` time prag and sr-rag answering the first
+  ``--overhead-questions`` questions with exactly ``--overhead-tokens`` tokens each, alternately,
+  so their ratio is PRAG's online cost at equal answer length (``_parametric_overhead.py``).
 
 Resumable: every answer is appended to
 ``bench/checkpoints/<result name>/answers-<settings>.<dataset>.jsonl`` keyed by (method, dataset,
@@ -62,6 +64,7 @@ from _parametric_offline import (  # noqa: E402
     BenchError, encode_and_select, settings_tag, split_questions, trained_translator,
 )
 from _parametric_report import METHODS, PARAMETRIC, online_rows, unfinished_datasets, write_outputs  # noqa: E402
+from _parametric_overhead import fixed_length_rows  # noqa: E402
 
 DATASETS = ("hotpotqa", "2wikimultihopqa")
 
@@ -122,6 +125,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--max-new-tokens", type=int, default=128, help="answer budget (PRAG configs: 128)")
     ap.add_argument("--baseline-prompt", choices=("prag", "dynaprag"), default="prag",
                     help="wo-rag/sr-rag prompt: PRAG's template (the reference's icl) or dynaprag's own")
+    ap.add_argument("--overhead-questions", type=int, default=10,
+                    help="per dataset, questions on which prag and sr-rag also answer with exactly "
+                         "--overhead-tokens tokens, for PRAG's online cost at equal length (0 = skip)")
+    ap.add_argument("--overhead-tokens", type=int, default=32)
     ap.add_argument("--workers", type=int, default=2, help="Ray actors for encoding (0 = in this process)")
     ap.add_argument("--qa-retries", type=int, default=None,
                     help="extra QA attempts after an unparsable list (default: AugmentConfig's 2; PRAG: up to 100). "
@@ -300,6 +307,15 @@ def main(argv: Sequence[str] | None = None) -> None:
               f"the results when it finishes (or rerun with --answer-datasets {','.join(unfinished)})")
         return
     online = [row for d, (evaluation, _) in splits.items() for row in online_rows(d, evaluation, done)]
+    if args.overhead_questions > 0:
+        from dynaprag.parametric.encode import PragPromptBuilder
+
+        print(f"[overhead] prag and sr-rag at {args.overhead_tokens} tokens on {args.overhead_questions} "
+              f"question(s) per dataset", flush=True)
+        online += fixed_length_rows(lm, store, config.scaling, PragPromptBuilder(lm.tokenizer, lm.chat_template,
+                                                                                 config.template()),
+                                    offline.eval_kept, {d: e for d, (e, _) in splits.items()},
+                                    args.overhead_questions, args.overhead_tokens)
     write_outputs(args, online + offline.rows + [translator.row], splits, files, corpus, offline.selection,
                   translator.split, translator.curve, config, args.translator_config)
 
