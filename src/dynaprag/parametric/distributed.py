@@ -69,8 +69,9 @@ def even_batches(items: list, workers: int, most: int) -> list[list]:
     ``workers`` batches, their sizes differing by at most one.
 
     Why: augmentation is compute-bound on a CPU (a decoding row costs about the same at batch 4
-    as at 8), so a worker's time is about its number of rows. Cutting 12 documents into 4 + 4 + 4 for 2 workers
-    leaves one worker idle while the other decodes the last 4; 3 + 3 + 3 + 3 ends both after 6.
+    as at 8), so a worker's time is about its number of rows. Cutting 12 documents into 4 + 4 + 4
+    for 2 workers leaves one worker idle while the other decodes the last 4; 3 + 3 + 3 + 3 ends
+    both after 6.
     """
     if not items:
         return []
