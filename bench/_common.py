@@ -1,7 +1,11 @@
 """Shared benchmark plumbing: machine facts, git commit, and writing JSON + markdown results.
 
-Every benchmark writes ``bench/results/NAME.json`` (command, git_commit, machine, model, data,
-rows) and ``bench/results/NAME.md`` with the same rows as a table (DESIGN.md convention).
+Every benchmark writes ``bench/results/NAME.json`` (command, git_commit, machine, model, dtype,
+data, rows, run_note) and ``bench/results/NAME.md`` with the same rows as a table (DESIGN.md
+convention). Nothing in a results file is written by hand: run conditions a script cannot see
+(another process sharing the cores, say) go in ``--note TEXT`` (:func:`parse_args`), and a
+resumable script whose rows come from several processes records the commit and dtype of each
+row (``git_commits``, ``dtypes``) beside the top-level ``git_commit`` of the run that wrote the file.
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import platform
 import re
 import subprocess
 import sys
+from argparse import ArgumentParser, Namespace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -23,6 +28,28 @@ os.environ.setdefault("DYNAPRAG_CACHE", str(ROOT / ".cache" / "dynaprag"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 DEFAULT_MODEL = "smollm2-135m"
+
+
+_RUN_NOTE = ""
+
+
+def parse_args(ap: ArgumentParser, argv: Sequence[str] | None = None) -> Namespace:
+    """``ap.parse_args`` plus ``--note TEXT``: the run conditions, written by :func:`write_results`
+    into the JSON (``run_note``) and the table's notes, so no one edits a results file by hand."""
+    global _RUN_NOTE
+    if not any("--note" in action.option_strings for action in ap._actions):
+        ap.add_argument("--note", default="", help="run conditions (other load on the machine, threads, why this "
+                        "run), written into the results' notes")
+    args = ap.parse_args(argv)
+    _RUN_NOTE = args.note
+    return args
+
+
+def resolved_dtype(name: str = "auto") -> str:
+    """The dtype a model loads in on this machine for ``name`` (``auto`` resolved), e.g. ``"bfloat16"``."""
+    from dynaprag.lm.models import resolve_dtype
+
+    return str(resolve_dtype(name)).removeprefix("torch.")
 
 
 def load_questions(name: str, n: int) -> list[dict]:
@@ -148,17 +175,25 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
 
 def write_results(name: str, rows: list[dict[str, Any]], *, model: str, data: dict[str, Any],
                   notes: str = "", extra: dict[str, Any] | None = None, results_dir: Path | None = None,
-                  group_by: str | None = None) -> Path:
+                  group_by: str | None = None, dtype: str | None = None) -> Path:
     """Write ``bench/results/NAME.json`` and ``.md`` atomically; returns the JSON path.
 
     ``results_dir`` writes elsewhere (a smoke run that must not replace committed results);
     ``group_by`` names a row key: the markdown gets one table per value (rows of different
-    shapes stay readable), the JSON keeps the one list of rows.
+    shapes stay readable), the JSON keeps the one list of rows. ``dtype`` is the resolved
+    dtype the model ran in (never ``auto``); the ``--note`` of :func:`parse_args` is appended
+    to ``notes`` as the run conditions.
     """
     results = Path(results_dir) if results_dir is not None else RESULTS
     results.mkdir(parents=True, exist_ok=True)
+    if dtype == "auto":
+        raise ValueError("write_results records the resolved dtype: pass resolved_dtype('auto')")
     payload = {"command": " ".join([Path(sys.executable).name] + sys.argv), "git_commit": git_commit(),
-               "machine": machine(), "model": model, "data": data, "rows": rows, **(extra or {})}
+               "machine": machine(), "model": model, **({"dtype": dtype} if dtype else {}),
+               "data": data, "rows": rows, **(extra or {})}
+    if _RUN_NOTE:
+        payload["run_note"] = _RUN_NOTE
+        notes = f"{notes} Run conditions: {_RUN_NOTE}".strip()
     if notes:
         payload["notes"] = notes
     json_path = results / f"{name}.json"
@@ -166,7 +201,8 @@ def write_results(name: str, rows: list[dict[str, Any]], *, model: str, data: di
     tmp.write_text(json.dumps(payload, indent=2) + "\n")
     os.replace(tmp, json_path)
     md = [f"# {name}", "", f"`{payload['command']}` at `{payload['git_commit']}` on "
-          f"{payload['machine']['cores']} cores ({payload['machine']['cpu']}), model `{model}`.", ""]
+          f"{payload['machine']['cores']} cores ({payload['machine']['cpu']}), model `{model}`"
+          + (f" in {dtype}." if dtype else "."), ""]
     if notes:
         md += [notes, ""]
     if group_by is None:

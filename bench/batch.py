@@ -45,7 +45,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    CHECKPOINTS, DEFAULT_MODEL, SHARED_DATA, RssPeak, load_questions, peak_rss_mb, result_name, write_results,
+    CHECKPOINTS, DEFAULT_MODEL, SHARED_DATA, RssPeak, git_commit, load_questions, parse_args, peak_rss_mb,
+    resolved_dtype, result_name, write_results,
 )
 
 DATASETS = ("hotpotqa", "2wikimultihopqa")
@@ -132,6 +133,11 @@ def _largest(cases: list[dict], key: str) -> float:
     return max(values) if values else float("nan")
 
 
+def _joined(cases: list[dict], key: str) -> str:
+    """The distinct values of ``key`` over the cases (``"unknown"`` where a case lacks it), ``+``-joined."""
+    return "+".join(sorted({str(c.get(key, "unknown")) for c in cases}))
+
+
 def rows_of(cases: list[dict]) -> list[dict]:
     """One row per (method, restack, batch size) over both datasets, ratios against batch 1 of the
     same process and dataset (a case without its batch-1 partner has no ratio)."""
@@ -160,6 +166,7 @@ def rows_of(cases: list[dict]) -> list[dict]:
             "failed_batched_feeds": sum(c.get("feed_failures", 0) for c in group),
             "peak_rss_mb": _largest(group, "peak_rss_mb"),
             "peak_rss_growth_mb": _largest(group, "peak_rss_growth_mb"),
+            "dtype": _joined(group, "dtype"), "git_commit": _joined(group, "git_commit"),
         })
     return rows
 
@@ -183,7 +190,7 @@ def main() -> None:
                     help="decode steps per size in the cache-strategy measurement (0 = skip it)")
     ap.add_argument("--step-context", type=int, default=400, help="prompt tokens in the cache-strategy measurement")
     ap.add_argument("--quick", action="store_true", help="135M model, 4 questions of HotpotQA, sr-rag and dragin at 1 and 4")
-    args = ap.parse_args()
+    args = parse_args(ap)
     if not (SHARED_DATA / "questions").is_dir():
         sys.exit(f"evaluation data not found at {SHARED_DATA}")
     if args.quick:
@@ -215,12 +222,13 @@ def main() -> None:
                             retrieval=RetrieverConfig(corpus=str(SHARED_DATA / "corpus" / "wiki_paragraphs.jsonl")))
     pipe = None
     run = f"{os.uname().nodename}-{os.getpid()}-{int(time.time())}"
+    stamp = {"run": run, "git_commit": git_commit(), "dtype": resolved_dtype(args.dtype)}
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     with ckpt.open("ab") as out:
         want = {"sizes": sizes, "context": args.step_context, "steps": args.steps}
         if args.steps and not any(c.get("kind") == "steps" and c["settings"] == want for c in cases):
             pipe = Pipeline.from_config(config)
-            record = {"kind": "steps", "settings": want, "run": run,
+            record = {"kind": "steps", "settings": want, **stamp,
                       "rows": measure_steps(pipe, sizes, args.step_context, args.steps)}
             append_jsonl(out, record)
             cases.append(record)
@@ -248,7 +256,7 @@ def main() -> None:
                         run_case(pipe, method, ds, qs[:1], 1, "on-change")
                         warm = True
                     case = run_case(pipe, method, ds, qs, batch, restack)
-                    case["run"] = run
+                    case.update(stamp)
                     append_jsonl(out, case)
                     cases.append(case)
                     done.add(key(batch))
@@ -265,7 +273,8 @@ def _write(table, cases, args, config, to_dict, questions) -> None:
                if r["batch_size"] == 8 and r["method"] in ("sr-rag", "dragin") and r["restack"] == "on-change"]
     notes = (f"Questions: the first {args.n} of ../shared/data/questions/{{{','.join(questions)}}}.jsonl per case; "
              f"BM25 over corpus/wiki_paragraphs.jsonl, k=3, max_new_tokens={args.max_new_tokens}, greedy, dtype "
-             f"{args.dtype}. questions_per_hour = questions over the case's wall time (retrieval, re-prefill and the "
+             f"{resolved_dtype(args.dtype)} (each row's dtype and git_commit: those of the processes that measured "
+             f"it). questions_per_hour = questions over the case's wall time (retrieval, re-prefill and the "
              f"tail included). ratio_to_batch_1 = batch 1's s/question over this size's, same method, dataset and "
              f"process. same_answer_as_batch_1 = share of answer texts equal to batch 1's. Methods whose injector "
              f"changes weights run one question at a time (effective_batch_size 1); they are measured at batch 1 and "
@@ -274,9 +283,12 @@ def _write(table, cases, args, config, to_dict, questions) -> None:
              f"peak_rss_growth_mb = that peak above the RSS at the case's start. Target (issue 17): >= 2.5x at "
              f"batch 8 for sr-rag and dragin on qwen2.5-coder-0.5b; here: {'; '.join(targets) or 'not measured'}. "
              f"Peak RSS {peak_rss_mb():.0f} MB.")
-    write_results(table, rows + (steps[-1]["rows"] if steps else []), model=args.model,
+    step_rows = [{**r, "dtype": steps[-1].get("dtype", "unknown"), "git_commit": steps[-1].get("git_commit", "unknown")}
+                 for r in (steps[-1]["rows"] if steps else [])]
+    write_results(table, rows + step_rows, model=args.model,
                   data={ds: {"file": f"questions/{ds}.jsonl", "questions": len(qs)} for ds, qs in questions.items()},
                   notes=notes + _steps_note(steps[-1]["rows"] if steps else []), extra={"config": to_dict(config)},
+                  dtype=resolved_dtype(args.dtype),
                   group_by="kind",
                   results_dir=(CHECKPOINTS / "quick") if args.quick else None)
 
