@@ -39,7 +39,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    CHECKPOINTS, DEFAULT_MODEL, SHARED_DATA, load_questions, result_name, write_results,
+    CHECKPOINTS, DEFAULT_MODEL, SHARED_DATA, git_commit, load_questions, parse_args, resolved_dtype, result_name,
+    write_results,
 )
 
 DATASETS = ("hotpotqa", "2wikimultihopqa")
@@ -165,6 +166,9 @@ def aggregate(done: dict[tuple, dict], sr_seconds: dict[tuple, float], methods: 
                 "n_timed_with_sr_rag": len(timed),
                 "sr_rag_f1_same_questions": mean(done[("sr-rag", ds, i)]["f1"] for i in common),
                 **paired_with_sr_rag(done, m, ds, common),
+                # records written before these were stamped say "unknown"
+                "dtype": "+".join(sorted({r.get("dtype", "unknown") for r in recs})),
+                "git_commit": "+".join(sorted({r.get("git_commit", "unknown") for r in recs})),
             })
     return rows
 
@@ -210,14 +214,13 @@ def main() -> None:
     ap.add_argument("--checkpoint", default="",
                     help="checkpoint(s), comma-separated; the first is written (default: by model)")
     ap.add_argument("--aggregate", action="store_true", help="only rewrite the tables from the checkpoint(s)")
-    ap.add_argument("--note", default="", help="a sentence about this run added to the tables' notes")
     ap.add_argument("--no-tables", action="store_true", help="only append to the checkpoint (secondary process)")
     ap.add_argument("--quick", action="store_true", help="2 questions per dataset, wo-rag/sr-rag/dragin")
     ap.add_argument("--datasets", default=",".join(DATASETS),
                     help="datasets this process answers, comma-separated (the tables cover all)")
     ap.add_argument("--backfill-extraction", action="store_true",
                     help="give checkpoint records written before the one answer extraction their forced answer")
-    args = ap.parse_args()
+    args = parse_args(ap)
     if not (SHARED_DATA / "questions").is_dir():
         sys.exit(f"evaluation data not found at {SHARED_DATA}")
 
@@ -261,6 +264,7 @@ def main() -> None:
             for path in paths:
                 read_checkpoint(path, done, sr_seconds)
         run = f"{os.uname().nodename}-{os.getpid()}-{int(time.time())}"
+        stamp = {"run": run, "git_commit": git_commit(), "dtype": str(pipe.lm.dtype).removeprefix("torch.")}
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         with ckpt.open("ab") as out:
             for i in range(args.start, n):
@@ -282,7 +286,7 @@ def main() -> None:
                                "answers": q["answers"], "retrievals": len(tr.retrievals),
                                "forward_passes": tr.forward_passes, "generated_tokens": tr.generated_tokens,
                                "prompt_tokens": tr.prompt_tokens, "seconds": time.perf_counter() - t0,
-                               "queries": [r.query for r in tr.retrievals], "run": run,
+                               "queries": [r.query for r in tr.retrievals], **stamp,
                                "extraction": tr.extraction, "preset": name, "options": options}
                         append_jsonl(out, rec)
                         done.setdefault((m, ds, q["id"]), score(rec))
@@ -327,12 +331,12 @@ def _write(table, rows, args, config, methods, questions, paths, to_dict) -> Non
              f"from the exemplar prompt without passages, as DRAGIN's scoring; its tokens and seconds count in the "
              f"method's cost); f1_unforced = F1 on the answers' own first lines instead. ratio_to_sr_rag = time over "
              f"sr-rag's on the same questions measured in the same run (n_timed_with_sr_rag questions). "
-             f"{summary(rows)} {_dragin_note(rows)} {args.note} {_size_note(args.model)} "
+             f"{summary(rows)} {_dragin_note(rows)} {_size_note(args.model)} "
              f"Skipped: {', '.join(f'{k} ({v})' for k, v in SKIP.items())}.")
     write_results(table, rows, model=args.model,
                   data={ds: {"file": f"questions/{ds}.jsonl", "questions_requested": len(qs),
                              "questions_finished": n_done.get(ds, 0)} for ds, qs in questions.items()},
-                  notes=notes, extra={"config": to_dict(config), "methods": methods,
+                  notes=notes, dtype=resolved_dtype(config.dtype), extra={"config": to_dict(config), "methods": methods,
                                       "checkpoints": [str(p) for p in paths]})
 
 

@@ -15,7 +15,7 @@ import statistics
 import time
 
 import _common  # noqa: F401  (sets cache/offline env before dynaprag loads models)
-from _common import write_results
+from _common import parse_args, write_results
 
 from dynaprag.lm import GenerationConfig, Generator, load_model
 from dynaprag.lm.prompts import PromptBuilder, PromptConfig
@@ -50,7 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer repeats and tokens")
     parser.add_argument("--model", default="smollm2-135m")
-    args = parser.parse_args()
+    args = parse_args(parser)
     repeats, n_decode = (1, 16) if args.quick else (3, 48)
 
     models = {dtype: load_model(args.model, dtype=dtype) for dtype in ("float32", "bfloat16")}
