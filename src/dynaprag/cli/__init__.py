@@ -10,7 +10,6 @@ import importlib
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Dynamic and parametric retrieval-augmented generation.")
@@ -42,32 +41,31 @@ def fail(message: str, code: int = 2) -> None:
 @app.command()
 def models() -> None:
     """List model aliases: whether installed, size, license, and how to install."""
+    from dynaprag.cli.listing import print_entry, print_title
     from dynaprag.lm.sources import MODELS
 
-    table = Table(title="dynaprag model aliases")
-    for col in ("alias", "installed", "size", "license", "install with"):
-        table.add_column(col, no_wrap=col == "alias", overflow="fold")
+    print_title(console, "dynaprag model aliases (--model ALIAS)")
     for name in MODELS:
         src = MODELS.get(name)
-        table.add_row(name, "yes" if src.installed else "no", f"{src.size_mb} MB", src.license,
-                      "" if src.installed else src.install)
-    console.print(table)
-    console.print("Any Hugging Face model id or local folder (safetensors) also works with --model.")
+        print_entry(console, name, ["installed" if src.installed else "not installed", f"{src.size_mb} MB"],
+                    prose=[f"license: {src.license}"],
+                    commands=[] if src.installed else [f"install: {src.install}"])
+    console.print("Any Hugging Face model id or local folder (safetensors) also works with --model.",
+                  markup=False, highlight=False)
 
 
 @app.command()
 def methods() -> None:
     """List the named methods: each axis's component and the paper or variant it follows."""
+    from dynaprag.cli.listing import print_entry, print_title
     from dynaprag.dynamic.methods import AXES, resolve_method
     from dynaprag.pipeline import method_names
 
-    table = Table(title="dynaprag methods (any other composition: --method M AXIS=NAME AXIS.KNOB=VALUE)")
-    for col in ("method", *AXES, "source"):
-        table.add_column(col, overflow="fold")
+    print_title(console, f"dynaprag methods: {' · '.join(AXES)}")
     for name in method_names():
         m = resolve_method(name)
-        table.add_row(name, *(m.names[axis] for axis in AXES), m.paper)
-    console.print(table)
+        print_entry(console, name, [m.names[axis] for axis in AXES], prose=[m.paper])
+    console.print("Any other composition: --method M AXIS=NAME AXIS.KNOB=VALUE", markup=False, highlight=False)
 
 
 for _name in _COMMAND_MODULES:

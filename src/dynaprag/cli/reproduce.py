@@ -24,20 +24,17 @@ def _questions(items: list[str]) -> dict[str, str]:
 
 
 def _list_tables() -> None:
-    from rich.table import Table
-
     from dynaprag.cli import console
+    from dynaprag.cli.listing import print_entry, print_title
     from dynaprag.eval.reproduce import get_table, table_names
 
-    view = Table(title="published tables (dynaprag reproduce TABLE)")
-    for col in ("table", "source", "methods (ours = paper's)", "datasets", "backbones", "numbers"):
-        view.add_column(col, overflow="fold", no_wrap=col == "table")
+    print_title(console, "published tables (dynaprag reproduce TABLE)")
     for name in table_names():
         t = get_table(name)
-        view.add_row(name, f"{t.source['venue']}, {t.source['table']}",
-                     ", ".join(f"{m.ours}={m.paper}" for m in t.methods), ", ".join(t.datasets),
-                     ", ".join(t.backbones), "unavailable" if t.unavailable else "published")
-    console.print(view)
+        print_entry(console, name, [f"{t.source['venue']}, {t.source['table']}",
+                                    "numbers unavailable" if t.unavailable else "numbers published"],
+                    prose=["methods (ours=paper's): " + ", ".join(f"{m.ours}={m.paper}" for m in t.methods),
+                           "datasets: " + ", ".join(t.datasets), "backbones: " + ", ".join(t.backbones)])
 
 
 def register(app: typer.Typer) -> None:
