@@ -3,9 +3,11 @@
 ``dynaprag report RUN_DIR...`` reads each folder's ``config.json``, ``summary.json`` and
 ``records.jsonl`` and writes into the output folder
 
-* ``report.md``: one row per run (method, dataset) with EM, F1 and cover EM, each with its 95 %
-  bootstrap interval over the run's questions, then yes/no accuracy, gold-passage recall,
-  retrievals, tokens and seconds per question; below it, every method against a baseline
+* ``report.md``: one row per run (dataset, run label, model and dtype) with EM, F1 and cover EM,
+  each with its 95 % bootstrap interval over the run's questions, then yes/no accuracy,
+  gold-passage recall, retrievals and tokens per question and the cost: seconds per question
+  for a run that answered one question at a time, questions per hour for a batched run (a
+  question's seconds inside a batch are its latency among the others', not its cost); below it, every method against a baseline
   (default ``sr-rag``) of the same dataset on the questions both runs answered (matched by
   question id, their number stated): the mean difference, its paired bootstrap interval, the
   paired randomisation test's p-value and a verdict, ``within noise`` unless both the interval
@@ -14,6 +16,9 @@
   comparison and metric);
 * plots as PNG and SVG (:mod:`dynaprag.eval.plots`): F1 per method, F1 against seconds and
   against retrievals per question with intervals as error bars, where retrieval fired.
+
+A run is labelled by its method; runs of one method on one dataset get the knobs that differ
+between them (``dragin (trigger.theta=4.7)``), else their folder names, so no two rows read alike.
 
 Summaries are recomputed from the records, so a report never disagrees with its data, and
 cover the questions of the run's config only: records beyond a shortened ``limit`` stay on disk
@@ -30,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from dynaprag.eval.runner import CONFIG, RECORDS, RunError, read_records, records_within_limit, summarize
+from dynaprag.eval.runner import CONFIG, RECORDS, SUMMARY, RunError, read_records, records_within_limit, summarize
 from dynaprag.eval.stats import (DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED, Interval, PairedComparison,
                                  bootstrap_intervals, paired_comparisons)
 from dynaprag.files import atomic_write_json, atomic_write_text
@@ -44,7 +49,9 @@ INTERVAL_METRICS = (("em", "EM"), ("f1", "F1"), ("cover_em", "Cover EM"))
 COLUMNS = INTERVAL_METRICS + (
     ("acc", "Acc"), ("recall", "Recall"), ("retrievals_per_question", "Retrievals/q"),
     ("generated_tokens_per_question", "Gen tok/q"), ("prompt_tokens_per_question", "Prompt tok/q"),
-    ("s_per_question", "s/q"), ("forced_answer_share", "Forced"))
+    ("forced_answer_share", "Forced"))
+#: settings that say nothing about how a run answered: left out when labels name differing knobs
+_NOT_KNOBS = ("question_file", "data_dir", "questions", "batch_size", "limit")
 
 
 class ReportError(ValueError):
@@ -62,6 +69,26 @@ class Run:
     records: list[dict]
     summary: dict
     intervals: dict[str, Interval] = field(default_factory=dict)
+
+    @property
+    def model(self) -> str:
+        """The model and the dtype it ran in, e.g. ``smollm2-135m, bfloat16`` (``auto`` for runs that
+        predate recording the resolved dtype)."""
+        pipeline = self.config.get("pipeline", {})
+        dtype = self.config.get("resolved_dtype") or pipeline.get("dtype")
+        return ", ".join(str(v) for v in (pipeline.get("model", "?"), dtype) if v)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.config.get("batch_size") or 1)
+
+    def cost(self) -> str:
+        """Seconds per question, or for a batched run questions per hour (its last invocation's)."""
+        if self.batch_size > 1:
+            qph = self.summary.get("questions_per_hour")
+            return f"{qph:.0f} q/h (batch {self.batch_size})" if qph else f"– q/h (batch {self.batch_size})"
+        s = self.summary.get("s_per_question")
+        return "–" if s is None else f"{s:.2f} s/q"
 
     def scores(self, metric: str) -> dict[str, float]:
         """Per-question scores of ``metric`` by question id (questions without it left out)."""
@@ -100,15 +127,17 @@ class Report:
     def markdown(self) -> str:
         """The run table, then the paired comparisons (or why there are none)."""
         pct = f"{self.confidence * 100:g} %"
-        header = ["Dataset", "Method", "N"] + [name for _, name in COLUMNS]
+        header = ["Dataset", "Method", "N"] + [name for _, name in COLUMNS] + ["Cost", "Model, dtype"]
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for run in sorted(self.runs, key=lambda r: (r.dataset, r.label)):
             cells = [run.dataset, run.label, str(run.summary["questions"])]
             cells += [str(run.intervals[key]) if key in run.intervals else _fmt(run.summary.get(key))
                       for key, _ in COLUMNS]
-            lines.append("| " + " | ".join(cells) + " |")
+            lines.append("| " + " | ".join(cells + [run.cost(), run.model]) + " |")
         lines += ["", f"EM, F1 and Cover EM: mean [{pct} percentile bootstrap interval over the run's questions; "
-                      f"{self.resamples} resamples, seed {self.seed}]."]
+                      f"{self.resamples} resamples, seed {self.seed}]. Cost: seconds per question (s/q) for a run "
+                      "answered one question at a time; for a batched run, questions per hour (q/h) over its last "
+                      "invocation, since a question's seconds inside a batch are its latency, not its cost."]
         lines += ["", f"## Against {self.baseline} on the same questions", ""]
         if self.comparisons:
             lines += [f"Δ = method − {self.baseline} on the questions both runs answered (matched by id; Paired N). "
@@ -133,7 +162,8 @@ class Report:
         """Flat rows for ``report.json``: settings, one row per run, one per comparison and metric."""
         runs = []
         for run in sorted(self.runs, key=lambda r: (r.dataset, r.label)):
-            row = {"dataset": run.dataset, "method": run.label, "run": str(run.path), **run.summary}
+            row = {"dataset": run.dataset, "method": run.label, "run": str(run.path), "model": run.model,
+                   "batch_size": run.batch_size, **run.summary}
             for key, iv in run.intervals.items():
                 row.update({f"{key}_ci_low": iv.low, f"{key}_ci_high": iv.high})
             runs.append(row)
@@ -155,18 +185,57 @@ def load_run(path: str | Path) -> Run:
     on_disk = read_records(path / RECORDS)
     records = records_within_limit(on_disk, config)
     summary = summarize(records, config, beyond_limit=len(on_disk) - len(records))
+    if int(config.get("batch_size") or 1) > 1 and (path / SUMMARY).is_file():
+        try:  # throughput is measured while answering, not recoverable from the records
+            written = json.loads((path / SUMMARY).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            written = {}
+        for key in ("questions_per_hour", "questions_per_hour_over"):
+            if written.get(key) is not None:
+                summary[key] = written[key]
     return Run(path, str(summary.get("method") or path.name), str(config.get("dataset") or ""),
                config, records, summary)
 
 
+def _flat(config: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def _unique_labels(runs: Sequence[Run]) -> list[Run]:
-    seen: dict[tuple[str, str], int] = {}
+    """Label runs that share a method and dataset by the knobs that differ between them
+    (``dragin (trigger.theta=4.7)``), or by their folders when no knob does or too many do."""
+    groups: dict[tuple[str, str], list[Run]] = {}
     for run in runs:
-        seen[(run.label, run.dataset)] = seen.get((run.label, run.dataset), 0) + 1
-    for run in runs:
-        if seen[(run.label, run.dataset)] > 1:
-            run.label = f"{run.label} ({run.path.name})"
+        groups.setdefault((run.label, run.dataset), []).append(run)
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        flat = [_flat(r.config) for r in group]
+        keys = sorted({k for f in flat for k in f if k.split(".")[-1] not in _NOT_KNOBS})
+        differing = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in flat}) > 1]
+        shown = [k.removeprefix("pipeline.") for k in differing]
+        labels = [", ".join(f"{s}={f[k] if k in f else 'default'}" for s, k in zip(shown, differing)) for f in flat]
+        if not differing or len(differing) > 3 or len(set(labels)) < len(group):
+            labels = _distinct_paths([r.path for r in group])
+        for run, label in zip(group, labels):
+            run.label = f"{run.label} ({label})"
     return list(runs)
+
+
+def _distinct_paths(paths: Sequence[Path]) -> list[str]:
+    """The shortest trailing parts of ``paths`` that tell them apart (``a/dragin``, ``b/dragin``)."""
+    parts = [p.resolve().parts for p in paths]
+    for depth in range(1, max(len(p) for p in parts) + 1):
+        names = ["/".join(p[-depth:]) for p in parts]
+        if len(set(names)) == len(names):
+            return names
+    return [str(p) for p in paths]
 
 
 def _fmt(value) -> str:
