@@ -236,12 +236,13 @@ def test_download_leaves_nothing_behind(tmp_path):
     dest = tmp_path / "dl"
     with pytest.raises(ValueError, match="outside"):
         download("strategyqa", dest, url=archive.as_uri(), sha256=_sha(archive), log=lambda m: None)
-    assert sorted(p.name for p in dest.iterdir()) == ["strategyqa_dataset.zip"]  # no staging folder
+    assert sorted(p.name for p in dest.iterdir()) == [".dynaprag-downloads.json", "strategyqa_dataset.zip"]
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = dest / f"hotpot_dev_distractor_v1.json.partial-{dead.pid}"
+    stale = dest / f".hotpot_dev_distractor_v1.json.dynaprag-partial-{dead.pid}"
     stale.write_bytes(b"half a download")
     src = _official_files(tmp_path)["hotpotqa"]
     download("hotpotqa", dest, url=src.as_uri(), sha256=_sha(src), log=lambda m: None)
     assert not stale.exists()
-    assert sorted(p.name for p in dest.iterdir()) == ["hotpot_dev_distractor_v1.json", "strategyqa_dataset.zip"]
+    assert sorted(p.name for p in dest.iterdir()) == [".dynaprag-downloads.json", "hotpot_dev_distractor_v1.json",
+                                                      "strategyqa_dataset.zip"]

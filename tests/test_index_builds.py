@@ -1,8 +1,8 @@
 """Index builds that race, fail or are killed (issue 15, items 4 and 5) on real bm25s/FAISS/Milvus.
 
 Two processes building the same index build it once and both serve it; a failed build
-leaves nothing behind; a killed build's ``.NAME.building-<pid>`` folder is swept by the next
-build once its process is gone, and a live builder's folder is left alone.
+leaves nothing behind; a killed build's ``.NAME.dynaprag-building-<pid>`` folder is swept by the
+next build once its process is gone, and a live builder's folder is left alone.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from dynaprag.corpus import Passage
+from dynaprag.files import TEMP_MARKER
 from dynaprag.retrieval import RetrieverConfig, build_retriever
 from dynaprag.retrieval.bm25 import BM25Retriever
 
@@ -48,7 +49,7 @@ def failing(items: list[Passage], after: int):
 def leftovers(folder: Path) -> list[str]:
     """Temporary entries in an index folder's parent (lock files are not leftovers)."""
     return sorted(p.name for p in folder.iterdir()
-                  if not p.name.endswith(".lock") and (".building" in p.name or ".tmp" in p.name))
+                  if not p.name.endswith(".lock") and any(s in p.name for s in ("building", ".tmp", "dynaprag-")))
 
 
 def dead_pid() -> int:
@@ -123,9 +124,10 @@ def test_dead_builders_leftovers_are_swept_and_a_live_ones_kept(tmp_path):
     parent.mkdir()
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
-        stale, kept = parent / f".bm25.building-{dead_pid()}", parent / f".bm25.building-{live.pid}"
+        stale, kept = parent / f".bm25.dynaprag-building-{dead_pid()}", parent / f".bm25.dynaprag-building-{live.pid}"
         for folder in (stale, kept):
             folder.mkdir()
+            (folder / TEMP_MARKER).write_text("")
             (folder / "passages.jsonl.tmp").write_bytes(b"x" * 1000)
         retriever = BM25Retriever.build(passages(10), parent / "bm25", progress=False)
         assert retriever.search_one("Stradivari", 1)[0].id == "stradivari"

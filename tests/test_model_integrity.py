@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from dynaprag.files import TEMP_MARKER
 from dynaprag.lm import ModelError, load_model
 from dynaprag.lm import models
 from dynaprag.lm.sources import ModelSource
@@ -263,14 +264,20 @@ def test_killed_conversions_leftovers_are_swept_and_a_live_ones_kept(fake_cache,
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
         dead = dead_pid()
-        stale = [models_dir / f"fake-0123.staging-{dead}", models_dir / "gguf" / f"fake.staging-{dead}"]
-        kept = [models_dir / f"fake-0123.staging-{live.pid}", models_dir / "gguf" / f"fake.staging-{live.pid}"]
+        own = f"{source.alias}-{source.identity()}"  # the converted folder's name
+        stale = [models_dir / f".{own}.dynaprag-staging-{dead}", models_dir / "gguf" / f".x.dynaprag-staging-{dead}",
+                 models_dir / f"{own}.staging-{dead}", models_dir / "gguf" / f"{own}.staging-{dead}"]
+        kept = [models_dir / f".{own}.dynaprag-staging-{live.pid}", models_dir / f"{own}.staging-{live.pid}",
+                models_dir / "gguf" / f"{own}.staging-{live.pid}",
+                models_dir / "gguf" / f"other-model.staging-{dead}"]  # not this model's: an earlier name, unmarked
         for folder in stale + kept:
             folder.mkdir(parents=True)
             (folder / "model.safetensors").write_bytes(b"x" * 1000)
+            if "dynaprag-" in folder.name:
+                (folder / TEMP_MARKER).write_text("")
         models.cached_alias_folder(source)
-        assert [p.exists() for p in stale] == [False, False]
-        assert [p.exists() for p in kept] == [True, True]
+        assert [p.exists() for p in stale] == [False] * 4
+        assert [p.exists() for p in kept] == [True] * 4
     finally:
         live.kill()
         live.wait()

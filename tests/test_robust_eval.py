@@ -1,7 +1,7 @@
 """Issue 15, items 5 and 8 for evaluation runs: no leftovers, valid limits, consistent summaries.
 
 * A killed eval once left ``.summary.json.tmpPID`` files for good: the next run in the folder
-  sweeps temporary files of dead writers and keeps a live writer's.
+  sweeps dynaprag's temporary files of dead writers and keeps a live writer's.
 * ``--limit 0`` and ``--limit -1`` each evaluated one question; an empty question file gave
   null metrics with exit code 0.
 * After rerunning a 12-record folder with ``--limit 5`` the config said 5 and the summary and
@@ -20,7 +20,7 @@ import pytest
 
 from dynaprag.config import ConfigError
 from dynaprag.eval.datasets import DatasetError, load_examples
-from dynaprag.eval.runner import CONFIG, RECORDS, SUMMARY, read_records
+from dynaprag.eval.runner import CONFIG, RECORDS, RUN_MARKER, SUMMARY, read_records
 
 pytestmark = pytest.mark.slow
 QUESTIONS = [{"id": f"q{i:02d}", "question": f"What is {i} plus {i}?", "answers": [str(2 * i)]}
@@ -128,12 +128,16 @@ def test_summary_and_report_follow_the_limit(lm, question_file, tmp_path):
 
 
 def test_run_sweeps_temporary_files_of_dead_writers(lm, question_file, tmp_path):
+    """Today's ``.summary.json.dynaprag-tmp-<pid>`` and an earlier version's names of the run's
+    own files; the user-like look-alikes are the business of ``test_no_data_loss.py``."""
     out = tmp_path / "run"
-    out.mkdir()
+    _run(lm, question_file, out, limit=1)
     dead = _dead_pid()
-    stale = [out / f"summary.json.tmp-{dead}", out / f".summary.json.tmp{dead}", out / f".config.json.tmp{dead}"]
+    stale = [out / f".summary.json.dynaprag-tmp-{dead}", out / f"summary.json.tmp-{dead}",
+             out / f".summary.json.tmp{dead}", out / f".config.json.tmp{dead}"]
     writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    live = [out / f"summary.json.tmp-{writer.pid}", out / f".summary.json.tmp{writer.pid}"]
+    live = [out / f".summary.json.dynaprag-tmp-{writer.pid}", out / f"summary.json.tmp-{writer.pid}",
+            out / f".summary.json.tmp{writer.pid}"]
     for path in stale + live:
         path.write_text("{half a summ", encoding="utf-8")
     try:
@@ -146,7 +150,7 @@ def test_run_sweeps_temporary_files_of_dead_writers(lm, question_file, tmp_path)
     for path in live:
         path.unlink()
     leftovers = sorted(p.name for p in out.iterdir())
-    assert leftovers == sorted([".lock", CONFIG, RECORDS, SUMMARY])
+    assert leftovers == sorted([".lock", RUN_MARKER, CONFIG, RECORDS, SUMMARY])
 
 
 def test_question_too_long_for_the_model_stops_the_run_naming_it(lm, tmp_path):

@@ -3,6 +3,12 @@
 Why: a typo in a threshold name must fail loudly, and every run stores its fully resolved
 config next to its results so any number can be traced to its settings.
 
+Ranges: a field's ``min``/``max``/``choices`` metadata bounds it. A number knob whose default
+is not negative (a count, a size, a weight, a rate) is also refused below 0 unless its
+metadata says ``"signed": True`` or gives its own ``min``: ``prompt.shots=-1`` is an error
+naming the key, while a knob whose default is negative (a log-probability threshold, layer
+``-1``) keeps its sign.
+
 >>> from dataclasses import dataclass, field
 >>> @dataclass
 ... class Knobs:
@@ -144,18 +150,28 @@ def from_dict(cls: type[C], data: Mapping[str, Any], prefix: str = "") -> C:
     kwargs = {}
     for k, v in data.items():
         kwargs[k] = _coerce(prefix + k, v, hints[k])
-        check_range(prefix + k, kwargs[k], fields[k].metadata)
+        check_range(prefix + k, kwargs[k], fields[k].metadata, fields[k].default)
     return cls(**kwargs)
 
 
-def check_range(key: str, value: Any, metadata: Mapping[str, Any]) -> None:
-    """Enforce a field's ``min``/``max``/``choices`` metadata; the message names the key."""
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_range(key: str, value: Any, metadata: Mapping[str, Any], default: Any = None) -> None:
+    """Enforce a field's ``min``/``max``/``choices`` metadata; the message names the key.
+
+    With the field's ``default``, a number knob whose default is not negative gets ``min`` 0
+    unless the metadata has ``"signed": True`` (see the module docstring).
+    """
     if value is None:
         return
     choices = metadata.get("choices")
     if choices is not None and value not in choices:
         raise ConfigError(f"{key}: {value!r} is not one of {list(choices)}")
     low, high = metadata.get("min"), metadata.get("max")
+    if low is None and _number(value) and _number(default) and default >= 0 and not metadata.get("signed"):
+        low = 0
     if low is not None and value < low:
         raise ConfigError(f"{key}: must be >= {low}, got {value!r}")
     if high is not None and value > high:
@@ -169,7 +185,7 @@ def check_ranges(obj: Any, prefix: str = "") -> None:
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             check_ranges(value, f"{prefix}{f.name}.")
         else:
-            check_range(prefix + f.name, value, f.metadata)
+            check_range(prefix + f.name, value, f.metadata, f.default)
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
@@ -222,7 +238,8 @@ def _set(obj: Any, path: list[str], raw: Any, dotted: str) -> Any:
         value = _set(getattr(obj, head), rest, raw, dotted)
     else:
         value = _coerce(dotted, raw, hint)
-        check_range(dotted, value, next(f for f in dataclasses.fields(obj) if f.name == head).metadata)
+        spec = next(f for f in dataclasses.fields(obj) if f.name == head)
+        check_range(dotted, value, spec.metadata, spec.default)
     return dataclasses.replace(obj, **{head: value})
 
 
@@ -244,8 +261,15 @@ def load_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg.removesuffix(' at')} at column "
+                          f"{exc.colno})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        column = f" at column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{where}: not valid YAML ({problem}{column})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from dynaprag.corpus import Passage
-from dynaprag.files import tmp_name
+from dynaprag.files import sweep_stale_of, tmp_name
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 TSV_SUFFIXES = (".tsv",)
@@ -82,6 +82,12 @@ def _open_binary(path: Path) -> IO[bytes]:
 
 def _not_utf8(path: Path, line: int, byte: int, where: str) -> CorpusError:
     return CorpusError(path, line, f"not valid UTF-8 (byte 0x{byte:02x} {where}); {_REENCODE}")
+
+
+def json_problem(exc: json.JSONDecodeError) -> str:
+    """``"Invalid control character at column 22"``: the decoder's message (some end in "at")
+    and the column, without its "line 1 ... (char 21)" of a one-line document."""
+    return f"{exc.msg.removesuffix(' at')} at column {exc.colno}"
 
 
 def _escaped_byte(fields: list[str]) -> tuple[int, int] | None:
@@ -150,7 +156,7 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, Passage | CorpusError]]:
             try:
                 record = json.loads(raw)
             except json.JSONDecodeError as exc:
-                yield line_no, CorpusError(path, line_no, f"bad JSON ({exc.msg} at column {exc.colno})")
+                yield line_no, CorpusError(path, line_no, f"bad JSON ({json_problem(exc)})")
                 continue
             if not isinstance(record, dict):
                 yield line_no, CorpusError(path, line_no, "a JSONL record must be an object")
@@ -229,9 +235,11 @@ def corpus_fingerprint(path: str | Path) -> str:
 def write_jsonl(passages, path: str | Path) -> int:
     """Write passages as JSONL (``id, title, text`` + extra fields) atomically; returns the count.
 
-    Streams into ``NAME.tmp-<pid>`` (removed if the source fails) and renames it into place.
+    Streams into ``.NAME.dynaprag-tmp-<pid>`` (removed if the source fails) and renames it into
+    place; such a file a killed writer left for ``path`` goes first (and nothing else near it).
     """
     path = Path(path)
+    sweep_stale_of(path)
     tmp = tmp_name(path)
     count = 0
     try:

@@ -2,15 +2,25 @@
 
 Why: a killed run must never leave a half-written result that a rerun trusts, two processes
 that build the same cache (a converted model, an index) must not race, and a crash must not
-leave gigabytes of temporary folders behind for good. Every temporary name carries the
-writer's PID (``NAME.tmp-<pid>``, ``.NAME.building-<pid>``), so the next run can tell a live
-writer's files from a dead one's and remove only the latter (:func:`sweep_stale`).
+leave gigabytes of temporary folders behind for good.
+
+And dynaprag deletes only what it recognisably created. Every temporary name is hidden,
+dynaprag's and its writer's: ``.NAME.dynaprag-<kind>-<pid>`` (:func:`tmp_name`), and a
+temporary folder also holds the marker file ``.dynaprag-temp`` (:func:`temp_dir`). A sweep
+removes an entry only when its name has that form, its PID is dead and, for a folder, the
+marker is inside; :func:`sweep_stale` runs only in folders dynaprag owns (a run folder, the
+cache), :func:`sweep_stale_of` anywhere, since it looks only at the temporary names of one
+path dynaprag writes. Names of earlier versions (``NAME.tmp-<pid>``, ``.NAME.building-<pid>``)
+look like a user's ``thesis.tmp-4242`` or ``site-staging-2019``; :func:`sweep_legacy_of`
+removes them only for one named path in a folder dynaprag owns.
 
 >>> import tempfile, pathlib
 >>> d = pathlib.Path(tempfile.mkdtemp())
 >>> atomic_write_text(d / "a.txt", "hello")
 >>> (d / "a.txt").read_text()
 'hello'
+>>> tmp_name(d / "a.txt").name.startswith(".a.txt.dynaprag-tmp-")
+True
 """
 from __future__ import annotations
 
@@ -20,14 +30,44 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
-_PID_SUFFIX = re.compile(r"[.-](?:tmp|building|partial|staging)-(\d+)$")
+#: the file inside every temporary folder dynaprag creates: a sweep removes no folder without it
+TEMP_MARKER = ".dynaprag-temp"
+_KINDS = "tmp|building|partial|staging"
+_OURS = re.compile(rf"\..+\.dynaprag-(?:{_KINDS})-(\d+)")
 
 
 def tmp_name(path: Path, kind: str = "tmp") -> Path:
-    """A sibling of ``path`` that only this process writes: ``NAME.<kind>-<pid>``."""
-    return path.with_name(f"{path.name}.{kind}-{os.getpid()}")
+    """A hidden sibling of ``path`` that only this process writes: ``.NAME.dynaprag-<kind>-<pid>``."""
+    return path.with_name(f".{path.name}.dynaprag-{kind}-{os.getpid()}")
+
+
+def temp_dir(path: Path, kind: str = "staging", *, resumable: bool = False) -> Path:
+    """Create the temporary folder that becomes ``path``, with :data:`TEMP_MARKER` inside.
+
+    Its name is :func:`tmp_name`'s, emptied first (only of a folder dynaprag marked). With
+    ``resumable`` the name has no PID (``.NAME.dynaprag-<kind>``) and the content is kept,
+    for a caller that holds ``path``'s lock and resumes a killed writer's work.
+    """
+    tmp = path.with_name(f".{path.name}.dynaprag-{kind}") if resumable else tmp_name(path, kind)
+    if not resumable:
+        remove_temp_dir(tmp)
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / TEMP_MARKER).write_text("a temporary folder of dynaprag: removed when its writer is gone\n")
+    return tmp
+
+
+def remove_temp_dir(tmp: Path) -> None:
+    """Remove a folder made by :func:`temp_dir`; a folder without the marker is left alone."""
+    if (tmp / TEMP_MARKER).is_file() and not tmp.is_symlink():
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def publish_temp_dir(tmp: Path, path: Path) -> None:
+    """Rename the complete temporary folder ``tmp`` to ``path`` (absent) and drop its marker."""
+    os.replace(tmp, path)
+    (path / TEMP_MARKER).unlink(missing_ok=True)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -84,32 +124,51 @@ def pid_alive(pid: int) -> bool:
 
 
 def sweep_stale(folder: str | Path) -> list[Path]:
-    """Remove temporary files and folders in ``folder`` whose writer PID is dead; return them.
+    """Remove dead writers' temporary files and folders from ``folder``, a folder dynaprag owns.
 
-    Matches names ending in ``.tmp-<pid>``, ``.building-<pid>``, ``.partial-<pid>`` or
-    ``.staging-<pid>`` (also with ``-`` before the kind). Files of live writers are left alone.
+    Only names of the form ``.NAME.dynaprag-<kind>-<pid>`` with a dead PID are removed, and a
+    folder only when it holds :data:`TEMP_MARKER`; a live writer's are left alone.
     """
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    return _remove_dead(folder, _PID_SUFFIX.search)
+    return _remove_dead(folder, _OURS.fullmatch)
 
 
 def sweep_stale_of(path: str | Path) -> list[Path]:
-    """:func:`sweep_stale` limited to the leftovers of one file or folder ``path``; return them.
+    """:func:`sweep_stale` limited to the temporary names of the one file or folder ``path``.
 
-    Matches ``NAME.<kind>-<pid>`` and ``.NAME.<kind>-<pid>`` next to ``path`` only, so it is
-    safe in a folder the user owns (an ``--index-dir`` in their home), where other files
-    with PID-like names are none of our business.
+    Safe in a folder the user owns (the parent of an ``--index-dir``): it looks only at
+    ``.NAME.dynaprag-<kind>-<pid>`` for this ``NAME``.
     """
     path = Path(path)
     if not path.parent.is_dir():
         return []
-    own = re.compile(rf"\.?{re.escape(path.name)}[.-](?:tmp|building|partial|staging)-(\d+)")
+    own = re.compile(rf"\.{re.escape(path.name)}\.dynaprag-(?:{_KINDS})-(\d+)")
     return _remove_dead(path.parent, own.fullmatch)
 
 
-def _remove_dead(folder: Path, match) -> list[Path]:
+def sweep_legacy_of(path: str | Path) -> list[Path]:
+    """Remove what an earlier dynaprag left for ``path``: ``NAME.<kind>-<pid>``, ``.NAME.<kind>-<pid>``
+    and ``.NAME.tmp<pid>`` of dead PIDs.
+
+    Those names carry no dynaprag mark, so call this only where ``path``'s folder is
+    dynaprag's own (the model cache, a run folder, an adapter store), never in a user's folder.
+    """
+    path = Path(path)
+    return sweep_legacy(path.parent, re.escape(path.name))
+
+
+def sweep_legacy(folder: str | Path, names: str) -> list[Path]:
+    """:func:`sweep_legacy_of` for every file whose ``NAME`` matches the regular expression ``names``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    old = re.compile(rf"(?:\.?(?:{names})[.-](?:{_KINDS})-|\.(?:{names})\.tmp)(\d+)")
+    return _remove_dead(folder, old.fullmatch, need_marker=False)
+
+
+def _remove_dead(folder: Path, match: Callable, need_marker: bool = True) -> list[Path]:
     """Remove the entries of ``folder`` whose name ``match``es with the PID of a dead process."""
     removed: list[Path] = []
     for entry in folder.iterdir():
@@ -117,6 +176,8 @@ def _remove_dead(folder: Path, match) -> list[Path]:
         if not m or pid_alive(int(m.group(1))):
             continue
         if entry.is_dir() and not entry.is_symlink():
+            if need_marker and not (entry / TEMP_MARKER).is_file():
+                continue
             shutil.rmtree(entry, ignore_errors=True)
         else:
             with contextlib.suppress(FileNotFoundError):

@@ -25,6 +25,9 @@ def register(app: typer.Typer) -> None:
             None, "--batch-size", help="questions decoded together (default 1); float32 answers are unchanged, "
                                        "bf16 ones may differ at near-ties; compare runs by questions_per_hour"),
         out: Path = typer.Option(..., "--out", help="run folder (created; an existing run resumes)"),
+        out_nonempty_ok: bool = typer.Option(
+            False, "--out-nonempty-ok", help="write the run into a non-empty folder that is not a run folder "
+                                             "(its files are kept; dynaprag deletes only its own)"),
         config: Optional[str] = typer.Option(None, "--config", help="YAML/JSON config file"),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
     ) -> None:
@@ -35,13 +38,14 @@ def register(app: typer.Typer) -> None:
         from dynaprag.config import ConfigError
         from dynaprag.eval.datasets import DatasetError
         from dynaprag.eval.experiment import resolve, run
-        from dynaprag.eval.runner import RunError
+        from dynaprag.eval.runner import RunError, claim_run_folder
         from dynaprag.registry import UnknownNameError
 
         try:
             run_cfg, pipe_cfg = resolve(dataset, data_dir=data_dir, questions=questions, method=method,
                                         limit=limit, config_file=config, overrides=overrides or [],
                                         batch_size=batch_size)
+            claim_run_folder(out, adopt=out_nonempty_ok)
             summary = run(run_cfg, pipe_cfg, out, progress=progress)
         except (ConfigError, DatasetError, RunError, UnknownNameError, ValueError, FileNotFoundError,
                 ImportError) as exc:
@@ -89,6 +93,8 @@ def register(app: typer.Typer) -> None:
         sha256: Optional[str] = typer.Option(None, "--sha256", help="expected SHA-256 (overrides the recorded one)"),
         allow_unverified: bool = typer.Option(False, "--allow-unverified",
                                               help="fetch without a checksum and print the hash"),
+        overwrite: bool = typer.Option(False, "--overwrite",
+                                       help="replace files in the destination that dynaprag did not download"),
     ) -> None:
         """Fetch an official release, verify its SHA-256, unpack it; print how to evaluate it."""
         from dynaprag.cli import console, fail
@@ -97,7 +103,7 @@ def register(app: typer.Typer) -> None:
 
         try:
             path = download(name, dest / name, url=url, sha256=sha256, allow_unverified=allow_unverified,
-                            log=lambda m: console.print(m, markup=False))
+                            overwrite=overwrite, log=lambda m: console.print(m, markup=False))
         except (ChecksumError, UnknownNameError, ValueError, OSError) as exc:
             fail(str(exc))
             return

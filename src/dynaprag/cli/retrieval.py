@@ -32,8 +32,6 @@ def register(app: typer.Typer) -> None:
         set_: list[str] = typer.Option([], "--set", help="retriever config override key=value (repeatable)"),
     ) -> None:
         """Build (or rebuild) the index for a corpus, with progress; reports passages/s."""
-        import shutil
-
         from dynaprag.cli import console, fail
         from dynaprag.config import ConfigError
         from dynaprag.registry import UnknownNameError
@@ -48,14 +46,13 @@ def register(app: typer.Typer) -> None:
             parts = ["bm25", "dense"] if config.backend == "hybrid" else [config.backend]
             for part in parts:
                 folder = config.resolved_index_dir(part)
-                if rebuild and folder.exists():
-                    from dynaprag.retrieval.index_dir import build_lock
+                if rebuild:
+                    from dynaprag.retrieval.index_dir import remove_index
 
-                    with build_lock(folder):  # never under a concurrent builder's feet
-                        shutil.rmtree(folder)
+                    remove_index(folder)  # under the build lock; never a folder that is not an index
             start = time.perf_counter()
             retriever = build_retriever(config, progress=True)
-        except (ConfigError, UnknownNameError, ValueError, FileNotFoundError, ImportError) as exc:
+        except (ConfigError, UnknownNameError, ValueError, FileNotFoundError, FileExistsError, ImportError) as exc:
             fail(str(exc))
             return
         for part, built in zip(parts, getattr(retriever, "retrievers", [retriever])):

@@ -15,7 +15,9 @@ kept on the example for scoring only: the runner passes a method nothing but
 
 A damaged file fails with a :class:`DatasetError` naming the file and the line (JSONL, TSV, or
 the line of a non-UTF-8 byte) or the record (official JSON lists) and the field, and says what
-was expected.
+was expected. That includes a ``\ud800`` escape (a lone surrogate: valid JSON, but no
+character a tokenizer can encode), a duplicate id (named with both places), and a TSV quote
+left open (named at the line where the row starts).
 
 >>> ex = Example.from_record({"id": "q1", "question": "Is water wet?", "answers": ["yes"]})
 >>> ex.yes_no, ex.answers
@@ -24,6 +26,7 @@ was expected.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from dataclasses import dataclass, field
@@ -31,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from dynaprag.config import ConfigError
+from dynaprag.corpora import json_problem
 from dynaprag.eval.metrics import normalize_answer
 from dynaprag.registry import Registry
 
@@ -54,6 +58,7 @@ class Example:
     gold_ids: tuple[str, ...] = ()  # supporting passages' ids in the dataset's corpus
     gold_titles: tuple[str, ...] = ()  # supporting passages' titles (official files have no ids)
     oracle: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    where: str = field(default="", compare=False, hash=False)  # "line 3" or "record 2" of its file
 
     @property
     def yes_no(self) -> bool:
@@ -89,6 +94,9 @@ class Example:
             raise TypeError(f"'question': expected a string, got {type(question).__name__}")
         if not question.strip():
             raise ValueError("'question' is empty")
+        check_unicode("question", question)
+        for answer in answers:
+            check_unicode("answers", answer)
         # null marks a supporting passage missing from the corpus: gold that cannot be retrieved
         gold_ids = _string_list(record, "supporting_doc_ids", (str, int, type(None)))
         gold_titles = _string_list(record, "supporting_titles", (str,))
@@ -103,6 +111,18 @@ class Example:
 
 
 _SCALARS = (str, bool, int, float)
+
+
+def check_unicode(key: str, text: str) -> str:
+    """``text``, or a ValueError naming ``key`` when it holds a lone surrogate (``\ud800``).
+
+    JSON allows the escape, but it is no character: a tokenizer cannot encode it.
+    """
+    bad = next((c for c in text if "\ud800" <= c <= "\udfff"), None)
+    if bad is not None:
+        raise ValueError(f"{key!r}: holds the lone surrogate \\u{ord(bad):04x} (half of a UTF-16 pair, not a "
+                         "character); fix the escape in the file")
+    return text
 
 
 def _string_list(record: Mapping[str, Any], key: str, kinds: tuple[type, ...]) -> list:
@@ -180,8 +200,10 @@ def load_jsonl(path: Path, dataset: str = "") -> Iterator[Example]:
                 record = json.loads(line)
                 if not isinstance(record, dict):
                     raise ValueError("a line must hold a JSON object")
-                yield Example.from_record(record, dataset)
-            except (json.JSONDecodeError, KeyError, ValueError, TypeError) as exc:
+                yield dataclasses.replace(Example.from_record(record, dataset), where=f"line {line_no}")
+            except json.JSONDecodeError as exc:
+                raise DatasetError(f"{path}:{line_no}: not valid JSON ({json_problem(exc)})") from None
+            except (KeyError, ValueError, TypeError) as exc:
                 message = exc.args[0] if isinstance(exc, KeyError) else str(exc)
                 raise DatasetError(f"{path}:{line_no}: {message}") from None
 
@@ -190,7 +212,7 @@ def _read_json_list(path: Path) -> list[dict]:
     try:
         data = json.loads(_read_text(path))
     except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path}: not valid JSON ({exc})") from None
+        raise DatasetError(f"{path}:{exc.lineno}: not valid JSON ({json_problem(exc)})") from None
     if isinstance(data, dict):  # some releases wrap the list, e.g. {"data": [...]}
         data = next((v for v in data.values() if isinstance(v, list)), None)
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
@@ -209,7 +231,10 @@ def _text(path: Path, index: int, record: Mapping, key: str) -> str:
     value = _field(path, index, record, key)
     if not isinstance(value, str):
         raise DatasetError(f"{path}: record {index}: {key!r}: expected a string, got {type(value).__name__}")
-    return value.strip()
+    try:
+        return check_unicode(key, value).strip()
+    except ValueError as exc:
+        raise DatasetError(f"{path}: record {index}: {exc}") from None
 
 
 def _unique(items) -> tuple:
@@ -226,7 +251,7 @@ def load_hotpot_style(path: Path, dataset: str = "hotpotqa") -> Iterator[Example
         facts = _field(path, i, rec, "supporting_facts")
         yield Example(id=str(_field(path, i, rec, "_id")), question=_text(path, i, rec, "question"),
                       answers=(_answer_text(_field(path, i, rec, "answer")),), dataset=dataset,
-                      type=rec.get("type"), gold_titles=_unique(f[0] for f in facts),
+                      type=rec.get("type"), gold_titles=_unique(f[0] for f in facts), where=f"record {i}",
                       oracle={k: v for k, v in rec.items() if k not in ("_id", "question", "answer", "type")})
 
 
@@ -240,7 +265,8 @@ def load_strategyqa(path: Path, dataset: str = "strategyqa") -> Iterator[Example
         if "facts" in oracle:
             oracle["gold_facts"] = oracle.pop("facts")
         yield Example(id=str(_field(path, i, rec, "qid")), question=_text(path, i, rec, "question"),
-                      answers=(_answer_text(answer),), dataset=dataset, type="implicit_yes_no", oracle=oracle)
+                      answers=(_answer_text(answer),), dataset=dataset, type="implicit_yes_no", oracle=oracle,
+                      where=f"record {i}")
 
 
 def load_iirc(path: Path, dataset: str = "iirc") -> Iterator[Example]:
@@ -271,8 +297,8 @@ def load_iirc(path: Path, dataset: str = "iirc") -> Iterator[Example]:
                 continue
             titles = _unique(title if c.get("passage") == "main" else c.get("passage")
                              for c in q.get("context", []))
-            yield Example(id=str(q.get("qid")), question=q["question"].strip(), answers=tuple(answers),
-                          dataset=dataset, type=kind, gold_titles=tuple(t for t in titles if t),
+            yield Example(id=str(q.get("qid")), question=_text(path, i, q, "question"), answers=tuple(answers),
+                          dataset=dataset, type=kind, gold_titles=tuple(t for t in titles if t), where=f"record {i}",
                           oracle={"context": q.get("context", []), "main_title": title})
 
 
@@ -283,15 +309,35 @@ def load_popqa(path: Path, dataset: str = "popqa") -> Iterator[Example]:
     """
     with io.StringIO(_read_text(path), newline="") as handle:
         reader = csv.DictReader(handle, delimiter="\t")
-        for line_no, row in enumerate(reader, 2):
+        if reader.fieldnames is None:  # reads the header line
+            return
+        rows = iter(reader)
+        while True:
+            line_no = reader.line_num + 1  # where the next row starts (a quoted field may span lines)
             try:
+                row = next(rows)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                raise DatasetError(f"{path}:{line_no}: bad TSV row ({exc})") from None
+            try:
+                if None in row.values() or None in row:
+                    raise ValueError(f"expected {len(reader.fieldnames or [])} tab-separated fields, got "
+                                     f"{len([v for v in row.values() if v is not None]) + len(row.get(None) or [])}"
+                                     + (f" (a quote opened here is closed on line {reader.line_num})"
+                                        if reader.line_num > line_no else ""))
                 answers = json.loads(row["possible_answers"])
-                question, qid = row["question"], row["id"]
-            except (KeyError, TypeError, json.JSONDecodeError) as exc:
-                raise DatasetError(f"{path}:{line_no}: bad PopQA row ({exc})") from None
+                if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
+                    raise ValueError("'possible_answers': expected a JSON list of strings")
+                question, qid = check_unicode("question", row["question"]), row["id"]
+                for answer in answers:
+                    check_unicode("possible_answers", answer)
+            except (KeyError, TypeError, ValueError) as exc:
+                message = f"missing column {exc.args[0]!r}" if isinstance(exc, KeyError) else str(exc)
+                raise DatasetError(f"{path}:{line_no}: bad PopQA row: {message}") from None
             title = row.get("s_wiki_title") or ""
             yield Example(id=str(qid), question=question.strip(), answers=tuple(answers), dataset=dataset,
-                          type=row.get("prop"), gold_titles=(title,) if title else (),
+                          type=row.get("prop"), gold_titles=(title,) if title else (), where=f"line {line_no}",
                           oracle={k: v for k, v in row.items() if k not in ("id", "question", "possible_answers")})
 
 
@@ -309,6 +355,7 @@ def load_cwq(path: Path, dataset: str = "cwq") -> Iterator[Example]:
             continue
         yield Example(id=str(_field(path, i, rec, "ID")), question=_text(path, i, rec, "question"),
                       answers=tuple(answers), dataset=dataset, type=rec.get("compositionality_type"),
+                      where=f"record {i}",
                       oracle={k: v for k, v in rec.items() if k not in ("ID", "question", "answers")})
 
 
@@ -346,11 +393,13 @@ def load_examples(path: str | Path, *, format: str = "auto", dataset: str = "",
         raise DatasetError(f"question file not found: {path}")
     fmt = detect_format(path) if format == "auto" else format
     loader = FORMATS.get(fmt)
-    examples, seen = [], set()
-    for ex in loader(path, dataset or ("" if fmt == "jsonl" else fmt)):
+    examples, seen = [], {}
+    for index, ex in enumerate(loader(path, dataset or ("" if fmt == "jsonl" else fmt))):
+        where = ex.where or f"question {index + 1}"
         if ex.id in seen:
-            raise DatasetError(f"{path}: duplicate question id {ex.id!r}")
-        seen.add(ex.id)
+            here = f"{path}:{where[5:]}" if where.startswith("line ") else f"{path}: {where}"
+            raise DatasetError(f"{here}: duplicate question id {ex.id!r} (first on {seen[ex.id]}); ids must be unique")
+        seen[ex.id] = where
         examples.append(ex)
         if limit is not None and len(examples) >= limit:
             break
@@ -371,8 +420,7 @@ def link_gold_facts(examples: list[Example], passages: Mapping[str, str]) -> lis
     for ex in examples:
         facts = ex.oracle.get("gold_facts") or ()
         ids = _unique(passages[f.strip()] for f in facts if f.strip() in passages)
-        out.append(ex if ex.gold_ids or not ids else
-                   Example(ex.id, ex.question, ex.answers, ex.dataset, ex.type, ids, ex.gold_titles, ex.oracle))
+        out.append(ex if ex.gold_ids or not ids else dataclasses.replace(ex, gold_ids=ids))
     return out
 
 

@@ -10,8 +10,11 @@ Where no trustworthy checksum could be recorded (the release is served from a sh
 may change), ``sha256`` is None and the download needs ``sha256=`` or ``allow_unverified=True``,
 in which case the computed hash is reported so it can be pinned.
 
-Temporary files carry the writer's PID (:mod:`dynaprag.files`) and are removed on failure; a
-download first sweeps those a killed download left in ``dest_dir``.
+Temporary files carry dynaprag's mark and the writer's PID (:mod:`dynaprag.files`) and are
+removed on failure; a download first sweeps those a killed download of the same file left in
+``dest_dir``, and nothing else. ``dest_dir`` may hold the user's own files: the names dynaprag
+put there are recorded in its ``.dynaprag-downloads.json``, and a download that would replace
+a file or folder not recorded there is refused unless ``overwrite=True``.
 
 >>> download("hotpotqa", "data/raw")                   # doctest: +SKIP
 PosixPath('data/raw/hotpot_dev_distractor_v1.json')
@@ -19,6 +22,7 @@ PosixPath('data/raw/hotpot_dev_distractor_v1.json')
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tarfile
@@ -28,10 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from dynaprag.files import sweep_stale, tmp_name
+from dynaprag.files import TEMP_MARKER, atomic_write_json, remove_temp_dir, sweep_stale_of, temp_dir, tmp_name
 from dynaprag.registry import Registry
 
 __all__ = ["RELEASES", "ChecksumError", "Release", "download", "sha256_file"]
+
+#: the names dynaprag downloaded or unpacked into a destination folder (what it may replace)
+DOWNLOADED = ".dynaprag-downloads.json"
 
 
 class ChecksumError(ValueError):
@@ -88,12 +95,35 @@ def _is_archive(name: str) -> bool:
     return name.endswith((".zip", ".tgz", ".tar.gz", ".tar"))
 
 
+def _ours(dest_dir: Path) -> set[str]:
+    try:
+        return set(json.loads((dest_dir / DOWNLOADED).read_text(encoding="utf-8"))["names"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+
+
+def _record(dest_dir: Path, names: list[str]) -> None:
+    atomic_write_json(dest_dir / DOWNLOADED, {"names": sorted(_ours(dest_dir) | set(names))})
+
+
+def _check_replace(dest_dir: Path, names: list[str], overwrite: bool) -> None:
+    """Refuse to replace an entry of ``dest_dir`` that dynaprag did not put there."""
+    if overwrite:
+        return
+    ours = _ours(dest_dir)
+    theirs = [n for n in names if (dest_dir / n).exists() and n not in ours]
+    if theirs:
+        raise FileExistsError(f"{dest_dir / theirs[0]} exists and was not downloaded by dynaprag; move it away, "
+                              f"choose another --dest, or pass --overwrite to replace it")
+
+
 def download(name: str, dest_dir: str | Path, *, url: str | None = None, sha256: str | None = None,
-             allow_unverified: bool = False, log: Callable[[str], None] = print) -> Path:
+             allow_unverified: bool = False, overwrite: bool = False, log: Callable[[str], None] = print) -> Path:
     """Download dataset ``name``'s release into ``dest_dir`` and return the question file's path.
 
     An existing file with the expected checksum is reused. Archives are unpacked into
     ``dest_dir`` (the archive itself is kept, so a rerun verifies instead of refetching).
+    A file or folder that dynaprag did not put in ``dest_dir`` is replaced only with ``overwrite``.
     """
     release = RELEASES.get(name)
     source = url or release.url
@@ -106,11 +136,14 @@ def download(name: str, dest_dir: str | Path, *, url: str | None = None, sha256:
                             "(or allow_unverified=True to fetch and print the hash)")
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
-    sweep_stale(dest_dir)
     target = dest_dir / release.filename
+    extract = dest_dir / f".{name}.extract"
+    sweep_stale_of(target)
+    sweep_stale_of(extract)
     if target.exists() and expected and sha256_file(target) == expected:
         log(f"{target} already present (sha256 verified)")
     else:
+        _check_replace(dest_dir, [release.filename], overwrite)
         tmp = tmp_name(target, "partial")
         digest = hashlib.sha256()
         try:
@@ -124,6 +157,7 @@ def download(name: str, dest_dir: str | Path, *, url: str | None = None, sha256:
             if expected and actual != expected:
                 raise ChecksumError(f"{name}: sha256 of {source} is {actual}, expected {expected}; "
                                     "the file was not kept")
+            _record(dest_dir, [release.filename])
             os.replace(tmp, target)
         finally:
             if tmp.exists():
@@ -133,16 +167,19 @@ def download(name: str, dest_dir: str | Path, *, url: str | None = None, sha256:
         else:
             log(f"{target}: sha256 verified")
     if _is_archive(release.filename):
-        staging = tmp_name(dest_dir / f".{name}.extract", "staging")
+        staging = temp_dir(extract)
         try:
             _safe_extract(target, staging)
-            for item in staging.iterdir():
-                final = dest_dir / item.name
-                if final.is_dir():
+            members = sorted(p.name for p in staging.iterdir() if p.name != TEMP_MARKER)
+            _check_replace(dest_dir, members, overwrite)
+            _record(dest_dir, members)
+            for item in members:
+                final = dest_dir / item
+                if final.is_dir() and not final.is_symlink():
                     shutil.rmtree(final)
-                os.replace(item, final)
+                os.replace(staging / item, final)
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            remove_temp_dir(staging)
     question_file = dest_dir / release.question_file
     if not question_file.exists():
         raise FileNotFoundError(f"{name}: expected {release.question_file} in {dest_dir} after download")

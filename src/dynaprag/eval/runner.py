@@ -18,8 +18,12 @@ size it was decoded at: in bfloat16 a batched answer may differ from batch 1's a
 its limit on disk (a later, longer run reuses them) but its summary and report cover exactly the
 questions of its config; the summary's ``records_beyond_limit`` counts the ones left out.
 
-Every file is written through :mod:`dynaprag.files` (``NAME.tmp-<pid>`` then a rename), and a
-run first removes temporary files that dead processes left in the folder.
+Every file is written through :mod:`dynaprag.files` (``.NAME.dynaprag-tmp-<pid>`` then a rename),
+and a run first removes the temporary files that dead dynaprag processes left in the folder, and
+nothing else. A run folder is marked by a ``.dynaprag-run`` file; a non-empty folder without it
+(and without an earlier version's run ``config.json``) is refused with a :class:`RunError`
+unless the caller claims it on purpose (``claim_run_folder(out, adopt=True)``, the CLI's
+``--out-nonempty-ok``): dynaprag then adds its files next to the user's and deletes none of them.
 
 >>> summary = evaluate(examples, pipeline.answer, "runs/hotpot-dragin", config=cfg)  # doctest: +SKIP
 """
@@ -28,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import re
 import resource
 import time
 from pathlib import Path
@@ -36,32 +39,66 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from dynaprag.eval.datasets import Example
 from dynaprag.eval.metrics import normalize_answer, recall_at_k, score_answer
-from dynaprag.files import atomic_write_json, pid_alive, sweep_stale
+from dynaprag.files import atomic_write_json, atomic_write_text, sweep_legacy_of, sweep_stale
 from dynaprag.jsonl_log import CorruptLogError, append_jsonl, read_jsonl
 from dynaprag.trace import Answer
 
-__all__ = ["RECORDS", "SUMMARY", "CONFIG", "RunError", "evaluate", "make_record", "read_records",
-           "records_within_limit", "summarize"]
+__all__ = ["RECORDS", "SUMMARY", "CONFIG", "RUN_MARKER", "RunError", "claim_run_folder", "evaluate", "make_record",
+           "read_records", "records_within_limit", "summarize"]
 
 RECORDS, SUMMARY, CONFIG = "records.jsonl", "summary.json", "config.json"
+#: the file that marks a folder as a dynaprag run folder (so its leftovers may be swept)
+RUN_MARKER = ".dynaprag-run"
 #: config keys that may change between a run and its resumption
 RESUMABLE_KEYS = ("limit", "batch_size")
-#: temporary names of earlier versions (``.summary.json.tmp1234``), swept like today's ``.tmp-<pid>``
-_LEGACY_TMP = re.compile(r"^\..+\.tmp(\d+)$")
+#: config keys that run folders written before them lack: added when such a run resumes
+RECORDED_SINCE = ("resolved_dtype",)
 
 
 class RunError(RuntimeError):
     """A run folder that cannot be (re)used as asked; the message says why and what to do."""
 
 
+def _earlier_run(run_dir: Path) -> bool:
+    """True for a run folder of an earlier dynaprag (before :data:`RUN_MARKER`): its run ``config.json``."""
+    try:
+        config = json.loads((run_dir / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and isinstance(config.get("pipeline"), dict) and "dataset" in config
+
+
+def claim_run_folder(run_dir: str | Path, *, adopt: bool = False) -> Path:
+    """Create or reuse ``run_dir`` as a run folder; refuse a non-empty folder that is not one.
+
+    A folder is a run folder when it holds :data:`RUN_MARKER` (or an earlier version's run
+    ``config.json``). ``adopt`` claims a non-empty other folder on purpose: the marker is
+    added and the user's files stay untouched (a sweep removes only dynaprag's own names).
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"--out {run_dir} is a file, not a folder; choose a new folder for the run")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if (run_dir / RUN_MARKER).is_file():
+        return run_dir
+    entries = sorted(p.name for p in run_dir.iterdir())
+    if entries and not adopt and not _earlier_run(run_dir):
+        raise RunError(f"--out {run_dir} is not empty and not a dynaprag run folder ({len(entries)} entries, e.g. "
+                       f"{entries[0]!r}); use a new or empty folder, or --out-nonempty-ok to add the run's files "
+                       "to it (nothing in it is deleted)")
+    atomic_write_text(run_dir / RUN_MARKER, "a dynaprag eval run folder (records.jsonl, summary.json, config.json)\n")
+    return run_dir
+
+
 def sweep_leftovers(run_dir: Path) -> list[Path]:
-    """Remove temporary files of dead writers from ``run_dir`` (a killed run leaves them); return them."""
+    """Remove temporary files of dead dynaprag writers from the run folder ``run_dir``; return them.
+
+    Today's names (``.summary.json.dynaprag-tmp-<pid>``) and, for the run's own files only,
+    those of earlier versions (``summary.json.tmp-<pid>``, ``.summary.json.tmp<pid>``).
+    """
     removed = sweep_stale(run_dir)
-    for entry in run_dir.iterdir():
-        m = _LEGACY_TMP.match(entry.name)
-        if m and entry.is_file() and not pid_alive(int(m.group(1))):
-            entry.unlink(missing_ok=True)
-            removed.append(entry)
+    for name in (SUMMARY, CONFIG):
+        removed += sweep_legacy_of(run_dir / name)
     return removed
 
 
@@ -177,9 +214,14 @@ def _check_config(run_dir: Path, config: Mapping) -> None:
     if not path.exists():
         atomic_write_json(path, dict(config))
         return
-    old = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{path}: not a run config ({exc}); use a new --out folder") from None
+    if not isinstance(old, dict):
+        raise RunError(f"{path}: not a run config (not a JSON object); use a new --out folder")
     differing = _diff(old, json.loads(json.dumps(dict(config))))
-    blocking = [k for k in differing if k not in RESUMABLE_KEYS]
+    blocking = [k for k in differing if k not in RESUMABLE_KEYS and not (k in RECORDED_SINCE and k not in old)]
     if blocking:
         raise RunError(f"{run_dir} holds a run with a different config ({', '.join(blocking)} differ); "
                        "use a new --out folder to run other settings")
@@ -200,7 +242,7 @@ AnswerMany = Callable[[Sequence[str]], Iterable[tuple[int, "Answer | BaseExcepti
 
 def evaluate(examples: Sequence[Example], answer_fn: Callable[[str], Answer] | None, run_dir: str | Path, *,
              config: Mapping[str, Any], yes_no_task: bool = False, progress: bool = True,
-             answer_many: AnswerMany | None = None) -> dict:
+             answer_many: AnswerMany | None = None, adopt: bool = False, label: str | None = None) -> dict:
     """Answer every example not yet recorded in ``run_dir``; return the summary of the examples' records.
 
     ``answer_fn`` receives the question text only: no oracle field reaches the method. Records
@@ -216,13 +258,15 @@ def evaluate(examples: Sequence[Example], answer_fn: Callable[[str], Answer] | N
     before it is written, as with ``answer_fn``. A record's ``seconds`` is then the answer's
     ``trace.seconds`` (wall time from joining the batch to finishing, other questions' work
     included), and the summary adds ``questions_per_hour`` over this invocation's wall time.
+
+    A non-empty ``run_dir`` that is not a run folder is refused unless ``adopt``
+    (:func:`claim_run_folder`).
     """
     from dynaprag.lm.generator import PromptTooLong  # here, so `dynaprag report` does not import torch
 
     if (answer_fn is None) == (answer_many is None):
         raise ValueError("pass exactly one of answer_fn and answer_many")
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = claim_run_folder(run_dir, adopt=adopt)
     with _locked(run_dir):
         sweep_leftovers(run_dir)
         _check_config(run_dir, config)
@@ -233,7 +277,7 @@ def evaluate(examples: Sequence[Example], answer_fn: Callable[[str], Answer] | N
         beyond = len(on_disk) - len(records)
         done = {r["id"] for r in records}
         todo = [ex for ex in examples if ex.id not in done]
-        bar = _progress(len(examples), len(examples) - len(todo), enabled=progress)
+        bar = _progress(len(examples), len(examples) - len(todo), enabled=progress, label=label)
         _postfix(bar, records)
         started, written = time.perf_counter(), 0
 
@@ -307,10 +351,11 @@ def _batched(answer_many: AnswerMany, todo: Sequence[Example]) -> Iterator[tuple
             close()
 
 
-def _progress(total: int, initial: int, *, enabled: bool):
+def _progress(total: int, initial: int, *, enabled: bool, label: str | None = None):
+    """The run's bar, labelled (``label``: which run, e.g. ``"hotpotqa dragin"``)."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, disable=not enabled, unit="q", dynamic_ncols=True)
+    return tqdm(total=total, initial=initial, disable=not enabled, unit="q", dynamic_ncols=True, desc=label)
 
 
 def _postfix(bar, records: Sequence[dict]) -> None:

@@ -10,8 +10,9 @@ Nothing unsafe or incomplete is loaded: a folder's weights must all be safetenso
 inside it (an index naming a pickle is refused before anything is opened), every file's
 header must cover the file, and every weight must load (transformers would otherwise fill
 missing ones at random). Conversions are serialised across processes by a file lock, built
-in ``NAME.staging-<pid>`` and swept when their process died; a damaged conversion in the
-cache is converted again.
+in ``.NAME.dynaprag-staging-<pid>`` (:func:`dynaprag.files.temp_dir`) and swept when their
+process died, as are an earlier version's ``NAME.staging-<pid>`` of the same model; a damaged
+conversion in the cache is converted again.
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ from typing import Any, Callable
 import torch
 from platformdirs import user_cache_dir
 
-from dynaprag.files import atomic_write_json, locked, sweep_stale, tmp_name
+from dynaprag.files import (atomic_write_json, locked, publish_temp_dir, remove_temp_dir, sweep_legacy_of,
+                            sweep_stale, temp_dir, tmp_name)
 from dynaprag.lm.sources import MODELS, ModelError, ModelSource, sha256_file
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -207,23 +209,21 @@ def _dequantise(gguf_path: Path, staging: Path, progress: bool = True) -> None:
 def convert_gguf(gguf_path: Path, out_dir: Path, progress: bool = True) -> Path:
     """Dequantise ``gguf_path`` into the safetensors model folder ``out_dir``, atomically.
 
-    The work happens in ``out_dir.staging-<pid>``, removed if anything fails; a killed
+    The work happens in ``.NAME.dynaprag-staging-<pid>``, removed if anything fails; a killed
     conversion's staging folder is swept by the next conversion (:func:`ensure_converted`,
     which also holds the lock that callers of this function need).
     """
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = tmp_name(out_dir, "staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
+    staging = temp_dir(out_dir)
     try:
         _dequantise(gguf_path, staging, progress)
         atomic_write_json(staging / "dynaprag_source.json",
                           {"gguf": str(gguf_path), "size": gguf_path.stat().st_size})
         if out_dir.exists():
             shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
+        publish_temp_dir(staging, out_dir)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_temp_dir(staging)
     return out_dir
 
 
@@ -241,19 +241,19 @@ def ensure_converted(folder: Path, gguf_for: Callable[[Path], Path], progress: b
     with locked(folder):
         sweep_stale(models_dir)
         sweep_stale(models_dir / "gguf")
+        sweep_legacy_of(folder)  # unmarked names, but of this model in the cache's own folder
+        sweep_legacy_of(models_dir / "gguf" / folder.name)
         problem = folder_problem(folder)
         if problem is None:
             return folder
         if folder.exists():
             print(f"[dynaprag] warning: the cached model {folder} is damaged ({problem}); converting it again",
                   file=sys.stderr, flush=True)
-        work = tmp_name(models_dir / "gguf" / folder.name, "staging")
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
+        work = temp_dir(models_dir / "gguf" / folder.name)
         try:
             convert_gguf(gguf_for(work), folder, progress)
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            remove_temp_dir(work)
     return folder
 
 

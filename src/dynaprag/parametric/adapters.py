@@ -32,7 +32,8 @@ from typing import Any, Mapping
 
 import torch
 
-from dynaprag.files import atomic_write_bytes, atomic_write_json, locked, sweep_stale
+from dynaprag.files import (atomic_write_bytes, atomic_write_json, locked, sweep_legacy, sweep_legacy_of,
+                            sweep_stale, sweep_stale_of)
 
 MANIFEST = "manifest.json"
 OK = "ok"
@@ -87,7 +88,16 @@ class AdapterStore:
                 if not self.manifest_path.exists():
                     atomic_write_json(self.manifest_path, {"model_fingerprint": model_fingerprint,
                                                            "config": self.config, "entries": {}})
-        sweep_stale(self.files)  # partial files of killed writers never count as finished
+        self.sweep()
+
+    def sweep(self) -> list[Path]:
+        """Remove what killed writers left in the store's own folders (temporary adapter files,
+        also an earlier version's ``HASH.safetensors.tmp-<pid>``, and manifest writes); return them.
+
+        Partial files of killed writers never count as finished anyway; this reclaims their space.
+        """
+        return (sweep_stale(self.files) + sweep_legacy(self.files, r"[0-9a-f]+\.safetensors")
+                + sweep_stale_of(self.manifest_path) + sweep_legacy_of(self.manifest_path))
 
     # -- manifest -------------------------------------------------------------------------
     def _read_manifest(self) -> dict[str, Any]:
