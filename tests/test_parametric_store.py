@@ -44,11 +44,12 @@ def test_checksum_failure_is_refused(tmp_path):
 
 def test_unfinished_files_are_never_taken_as_finished(tmp_path):
     store = AdapterStore(tmp_path, "m", {"r": 2})
-    store.files.joinpath(".h2.safetensors.tmp-999999").write_bytes(b"partial")  # killed writer
+    store.files.joinpath(".h2.safetensors.dynaprag-tmp-999999").write_bytes(b"partial")  # killed writer
+    store.files.joinpath("h4.safetensors.tmp-999999").write_bytes(b"partial")  # an earlier version's name
     store.path("h3").write_bytes(b"renamed but never recorded")  # killed before the manifest update
     assert not store.has("h2") and not store.has("h3") and len(store) == 0
     reopened = AdapterStore(tmp_path, "m", {"r": 2})
-    assert not list(reopened.files.glob(".*.tmp-*"))  # stale partial of a dead pid removed
+    assert sorted(p.name for p in reopened.files.iterdir()) == ["h3.safetensors"]  # dead pids' partials removed
     reopened.put("h3", _adapter(3))
     assert reopened.has("h3") and reopened.verify() == []
 

@@ -96,7 +96,7 @@ class AdapterStore:
 
         Partial files of killed writers never count as finished anyway; this reclaims their space.
         """
-        return (sweep_stale(self.files) + sweep_legacy(self.files, r"[0-9a-f]+\.safetensors")
+        return (sweep_stale(self.files) + sweep_legacy(self.files, r".+\.safetensors")
                 + sweep_stale_of(self.manifest_path) + sweep_legacy_of(self.manifest_path))
 
     # -- manifest -------------------------------------------------------------------------
