@@ -11,8 +11,14 @@ every (term, document) score at index time, so a query is a sparse column sum.
 
 Like Lucene, documents that match no query term (score 0) are not returned.
 
-Index folder: bm25s's arrays (``*.index.npy``, loaded with ``mmap=True``), the tokenizer
-vocabulary (``vocab.tokenizer.json``), the passage store (JSONL + offsets) and ``meta.json``.
+Two index layouts, the same scores (bit for bit):
+
+- ``memory`` (corpora up to :data:`DISK_LAYOUT_BYTES`): bm25s's ``index()`` in RAM; the folder
+  holds bm25s's arrays (``*.index.npy``, loaded with ``mmap=True``), the tokenizer vocabulary
+  (``vocab.tokenizer.json``), the passage store (JSONL + offsets) and ``meta.json``.
+- ``disk`` (larger corpora, e.g. DPR's 21M passages): built out of core in resumable chunks and
+  searched fully memory-mapped, vocabulary included (:mod:`dynaprag.retrieval.bm25_disk`);
+  ties are ordered by passage row, as Lucene orders them.
 """
 from __future__ import annotations
 
@@ -34,17 +40,13 @@ _TOKENIZE_CHUNK = 10_000
 
 
 def _tokenizer(stemmer: str, stopwords: str):
+    """bm25s's Tokenizer for the config's stemmer and stop-word list (names as in :mod:`.analysis`)."""
     import bm25s.tokenization
 
-    stem = None
-    if stemmer and stemmer.lower() != "none":
-        try:
-            import Stemmer
-        except ImportError:  # pragma: no cover - PyStemmer is a core dependency
-            raise ImportError("stemming needs PyStemmer: pip install PyStemmer") from None
-        stem = Stemmer.Stemmer(stemmer)
-    words = None if not stopwords or stopwords.lower() == "none" else stopwords
-    return bm25s.tokenization.Tokenizer(lower=True, stopwords=words, stemmer=stem)
+    from dynaprag.retrieval.analysis import stemmer_function, stopword_list
+
+    return bm25s.tokenization.Tokenizer(lower=True, stopwords=list(stopword_list(stopwords)) or None,
+                                        stemmer=stemmer_function(stemmer))
 
 
 class BM25Retriever(Retriever):
@@ -58,21 +60,39 @@ class BM25Retriever(Retriever):
         self.index_dir = Path(index_dir)
         self.meta = read_meta(self.index_dir)
         settings = self.meta["settings"]
+        self.store = PassageStore(self.index_dir)
+        if self.meta.get("layout") == "disk":  # out-of-core build: memory-mapped vocabulary too
+            from dynaprag.retrieval.bm25_disk import DiskBM25
+
+            self.disk: DiskBM25 | None = DiskBM25(self.index_dir)
+            return
+        self.disk = None
         self.model = bm25s.BM25.load(str(self.index_dir), mmap=mmap, load_corpus=False)
         self.tokenizer = _tokenizer(settings["stemmer"], settings["stopwords"])
         self.tokenizer.load_vocab(str(self.index_dir))
-        self.store = PassageStore(self.index_dir)
 
     @classmethod
     def build(cls, passages: Iterable[Passage], index_dir: str | Path, *, k1: float = 1.2,
               b: float = 0.75, method: str = "lucene", stemmer: str = "english", stopwords: str = "en",
-              progress: bool = True, source: dict | None = None, read_stats=None) -> "BM25Retriever":
+              progress: bool = True, source: dict | None = None, read_stats=None,
+              layout: str = "memory", chunk_size: int | None = None) -> "BM25Retriever":
         """Stream ``passages`` once: store them and tokenise them, then index with bm25s.
 
         ``read_stats`` (a :class:`~dynaprag.corpora.ReadStats` the reader fills) is recorded
-        in ``meta.json`` with ``source`` once the corpus has been read.
+        in ``meta.json`` with ``source`` once the corpus has been read. ``layout="disk"``
+        builds out of core in resumable chunks (:mod:`dynaprag.retrieval.bm25_disk`): the
+        same scores, bounded memory, for corpora that bm25s cannot index in RAM.
         """
         index_dir = Path(index_dir)
+        if layout == "disk":
+            from dynaprag.retrieval.bm25_disk import DEFAULT_CHUNK_SIZE, bm25_settings, build_disk_index
+
+            build_disk_index(passages, index_dir, settings=bm25_settings(k1, b, method, stemmer, stopwords),
+                             chunk_size=chunk_size or DEFAULT_CHUNK_SIZE, progress=progress, source=source,
+                             read_stats=read_stats)
+            return cls(index_dir)
+        if layout != "memory":
+            raise ValueError(f"unknown BM25 index layout {layout!r}; use memory or disk")
         with build_lock(index_dir):
             cls._build_into(passages, index_dir, k1=k1, b=b, method=method, stemmer=stemmer,
                             stopwords=stopwords, progress=progress, source=source, read_stats=read_stats)
@@ -135,6 +155,9 @@ class BM25Retriever(Retriever):
         k_eff = min(k, len(self.store))
         if k_eff <= 0:
             return [[] for _ in queries]
+        if self.disk is not None:
+            found = [self.disk.top_k(q, k_eff) for q in queries]
+            return [[Hit(self.store[int(r)], float(s)) for r, s in zip(rows, scores)] for rows, scores in found]
         ids = self.tokenizer.tokenize(list(queries), update_vocab=False, return_as="ids",
                                       show_progress=False)
         rows, scores = self.model.retrieve(ids, k=k_eff, show_progress=False, n_threads=1)
@@ -144,13 +167,20 @@ class BM25Retriever(Retriever):
         return out
 
 
+#: corpus files above this size are indexed out of core (:mod:`dynaprag.retrieval.bm25_disk`):
+#: bm25s's in-memory ``index()`` peaks at ~25 bytes per posting, ~8 GB for a 1 GB corpus
+DISK_LAYOUT_BYTES = 256 * 2**20
+
+
 def build_or_load(config: RetrieverConfig, progress: bool = True) -> BM25Retriever:
     """Load the BM25 index for ``config`` or build it from ``config.corpus`` on first use.
 
     Builders of the same folder take turns (:func:`build_lock`); one that waited finds the
-    index built and loads it.
+    index built and loads it. A corpus file over :data:`DISK_LAYOUT_BYTES` is indexed out
+    of core, in chunks, resumably (the same scores as bm25s in memory).
     """
-    from dynaprag.corpora import ReadStats, corpus_fingerprint, read_passages
+    from dynaprag.corpora import ReadStats, corpus_fingerprint
+    from dynaprag.retrieval.readers import read_corpus
 
     folder = config.resolved_index_dir("bm25")
     if not is_built(folder):
@@ -158,13 +188,22 @@ def build_or_load(config: RetrieverConfig, progress: bool = True) -> BM25Retriev
             if not is_built(folder):
                 corpus = config.corpus_path()
                 stats = ReadStats()
-                passages = read_passages(corpus, skip_bad_lines=config.skip_bad_lines, stats=stats,
-                                         check_duplicates=config.check_duplicates)
-                BM25Retriever._build_into(
-                    passages, folder, k1=config.k1, b=config.b, method=config.bm25_method,
-                    stemmer=config.stemmer, stopwords=config.stopwords, progress=progress,
-                    source={"corpus": str(corpus), "fingerprint": corpus_fingerprint(corpus)},
-                    read_stats=stats)
+                passages = read_corpus(corpus, skip_bad_lines=config.skip_bad_lines, stats=stats,
+                                       check_duplicates=config.check_duplicates)
+                source = {"corpus": str(corpus), "fingerprint": corpus_fingerprint(corpus)}
+                if corpus.stat().st_size > DISK_LAYOUT_BYTES:
+                    from dynaprag.retrieval.bm25_disk import bm25_settings, build_disk_index
+                    from dynaprag.retrieval.readers import count_passages
+
+                    build_disk_index(passages, folder, settings=bm25_settings(
+                        config.k1, config.b, config.bm25_method, config.stemmer, config.stopwords),
+                        progress=progress, total=count_passages(corpus) if progress else None, source=source,
+                        read_stats=stats, hold_lock=False)
+                else:
+                    BM25Retriever._build_into(
+                        passages, folder, k1=config.k1, b=config.b, method=config.bm25_method,
+                        stemmer=config.stemmer, stopwords=config.stopwords, progress=progress, source=source,
+                        read_stats=stats)
                 if stats.skipped:
                     log.warning("%s: %s", corpus, stats.summary())
     check_settings(folder, config.index_settings("bm25"))
