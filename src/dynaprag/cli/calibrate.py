@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:
         """Fit a trigger's threshold theta for a model on questions disjoint from the eval slice."""
         from dynaprag.cli import fail
         from dynaprag.config import ConfigError
-        from dynaprag.eval.calibrate import CalibrationError, calibrate, write_config
+        from dynaprag.eval.calibrate import CalibrationError, calibrate, percent, write_config
         from dynaprag.eval.datasets import DatasetError
         from dynaprag.registry import UnknownNameError
 
@@ -61,7 +61,7 @@ def register(app: typer.Typer) -> None:
         except OSError as exc:
             fail(f"cannot write {out}: {exc.strerror or exc}")
             return
-        typer.echo(f"theta = {cal.theta:.6g} for trigger {cal.trigger!r}: fires on {cal.fire_rate:.3g} of {cal.n} "
-                   f"questions (target {cal.target_rate:g}; at the preset theta {cal.preset_theta:g} it would fire on "
-                   f"{cal.preset_fire_rate:.3g}); fitted on {cal.split}")
+        typer.echo(f"theta = {cal.theta:.6g} for trigger {cal.trigger!r}: fires on {percent(cal.fire_rate)} of the "
+                   f"{cal.n} questions (target {percent(cal.target_rate)}; at the preset theta {cal.preset_theta:g} "
+                   f"it would fire on {percent(cal.preset_fire_rate)} of them); fitted on {cal.split}")
         typer.echo(f"wrote {path}; evaluate with: dynaprag eval --config {path} --out runs/NAME")

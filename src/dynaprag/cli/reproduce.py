@@ -69,7 +69,7 @@ def register(app: typer.Typer) -> None:
                                                  help="questions decoded together, as in eval (default 1)"),
     ) -> None:
         """Run a published table's methods x datasets on your model and write ours vs published side by side."""
-        from dynaprag.cli import fail
+        from dynaprag.cli import err, fail
         from dynaprag.config import ConfigError
         from dynaprag.eval.datasets import DatasetError
         from dynaprag.eval.reproduce import ReproduceError, reproduce
@@ -90,7 +90,8 @@ def register(app: typer.Typer) -> None:
             result = reproduce(table, model=model, data_dir=data_dir, out=out, limit=limit, datasets=dataset or None,
                                backbone=backbone, questions=_questions(questions or []), overrides=overrides or [],
                                dtype=dtype, plots=plots, progress=progress, seed=seed, resamples=resamples,
-                               methods=method or None, calibrated=calibrated or [], batch_size=batch_size)
+                               methods=method or None, calibrated=calibrated or [], batch_size=batch_size,
+                               warn=lambda line: err.print(f"warning: {line}", markup=False, highlight=False))
         except (ReproduceError, ConfigError, DatasetError, RunError, UnknownNameError, ValueError,
                 FileNotFoundError, ImportError) as exc:
             fail(str(exc))

@@ -43,7 +43,7 @@ from dynaprag.config import ConfigError, parse_overrides, to_dict
 from dynaprag.files import atomic_write_text
 
 __all__ = ["DEFAULT_N", "DEFAULT_START", "DEFAULT_TARGET_RATE", "Calibration", "CalibrationError",
-           "CalibratedThreshold", "calibrate", "choose_theta", "config_yaml", "fire_rate", "quantile",
+           "CalibratedThreshold", "calibrate", "choose_theta", "config_yaml", "fire_rate", "percent", "quantile",
            "question_maxima", "read_threshold", "write_config"]
 
 DEFAULT_START = 100  # the default evaluation slice is questions 0..99
@@ -59,6 +59,11 @@ def quantile(values: Sequence[float], q: float) -> float:
     """Nearest-rank q-quantile: the smallest value with at least a share q of values at or below it."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def percent(share: float) -> str:
+    """A share as people read it: ``1.0`` -> ``"100 %"``, ``0.3333`` -> ``"33 %"``."""
+    return f"{100 * share:.0f} %"
 
 
 def fire_rate(maxima: Sequence[float], theta: float) -> float:
@@ -303,10 +308,10 @@ def config_yaml(cal: Calibration, *, now: datetime | None = None) -> str:
         f"# dynaprag calibrate: trigger {cal.trigger!r} of method {cal.method!r}, model {cal.model!r}, "
         f"dataset {cal.dataset!r}",
         f"# theta = {cal.theta:.6g} (preset {cal.preset_theta:g}): the trigger fires on its no-retrieval draft "
-        f"for a share {cal.fire_rate:.3g} of the split's questions",
+        f"for {percent(cal.fire_rate)} of the split's questions",
         f"#   target rate {cal.target_rate:g}: theta = nearest-rank {1 - cal.target_rate:g}-quantile of each "
         "question's largest trigger score (answers decoded with theta = +inf)",
-        f"#   at the preset theta the share would be {cal.preset_fire_rate:.3g}",
+        f"#   at the preset theta it would fire for {percent(cal.preset_fire_rate)} of them",
         f"# split: {cal.split}, {cal.n} questions; {eval_slice}",
         f"# per-question maximum score: {spread or 'none'}; {stats['unscored']} of {cal.n} questions scored nothing",
         f"# max_new_tokens {cal.max_new_tokens}, greedy answers; {when}, dynaprag {__version__}, git {_git_commit()}",

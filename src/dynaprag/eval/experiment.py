@@ -15,15 +15,16 @@ naming the key. The resolved result is what ``config.json`` of the run folder re
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from dynaprag.config import ConfigError, apply_overrides, load_file, parse_overrides, to_dict
 from dynaprag.eval.datasets import DATASETS, Example, corpus_path, link_gold_facts, load_examples, questions_path
 
-__all__ = ["RunConfig", "load_run_examples", "resolve", "run"]
+__all__ = ["RunConfig", "is_complete", "library_progress", "load_run_examples", "resolve", "run"]
 
 
 @dataclass
@@ -150,31 +151,90 @@ def load_run_examples(run_cfg: RunConfig, corpus: str | None = None) -> list[Exa
 
 
 def resolved_dict(run_cfg: RunConfig, pipe_cfg: Any) -> dict[str, Any]:
-    """The JSON written to ``config.json``: every run and pipeline knob, resolved."""
+    """The JSON written to ``config.json``: every run and pipeline knob, resolved.
+
+    ``resolved_dtype`` is the dtype the model runs in on this machine (``dtype: auto`` resolved):
+    a run resumed where ``auto`` means another dtype is refused rather than mixed.
+    """
+    from dynaprag.lm.models import resolve_dtype
+
     spec = DATASETS.get(run_cfg.dataset)
     return {**to_dict(run_cfg), "question_file": str(question_file(run_cfg)), "yes_no_task": spec.yes_no,
-            "pipeline": to_dict(pipe_cfg)}
+            "resolved_dtype": str(resolve_dtype(pipe_cfg.dtype)).removeprefix("torch."), "pipeline": to_dict(pipe_cfg)}
 
 
 def run(run_cfg: RunConfig, pipe_cfg: Any, out: str | Path, *, lm: Any = None, retriever: Any = None,
-        progress: bool = True) -> dict:
-    """Evaluate ``pipe_cfg`` on ``run_cfg``'s questions into run folder ``out``; return the summary."""
+        progress: bool = True, label: str | None = None) -> dict:
+    """Evaluate ``pipe_cfg`` on ``run_cfg``'s questions into run folder ``out``; return the summary.
+
+    A run whose folder already holds every question's record is checked against its config and
+    summarised without loading the model or the retriever (a rerun of a finished ``dynaprag
+    eval`` returns at once). ``progress`` shows one bar labelled ``label`` (default: dataset and
+    method); without it no bar is shown at all, the libraries' weight-loading and index-building
+    bars included.
+    """
     from dynaprag.eval.runner import evaluate
     from dynaprag.pipeline import Pipeline
 
     config = resolved_dict(run_cfg, pipe_cfg)
     examples = load_run_examples(run_cfg, pipe_cfg.retrieval.corpus)
-    pipeline = Pipeline.from_config(pipe_cfg, lm=lm, retriever=retriever)
+    if is_complete(out, examples):
+        return evaluate(examples, never_called, out, config=config, yes_no_task=config["yes_no_task"],
+                        progress=False)
+    with library_progress(progress):
+        if retriever is None:
+            from dynaprag.retrieval import build_retriever
+
+            retriever = build_retriever(pipe_cfg.retrieval, progress=progress)
+        pipeline = Pipeline.from_config(pipe_cfg, lm=lm, retriever=retriever)
     forced = run_cfg.extraction == "forced"
+    label = label or f"{run_cfg.dataset} {pipe_cfg.method}"
     if run_cfg.batch_size > 1:
         return evaluate(examples, None, out, config=config, yes_no_task=config["yes_no_task"], progress=progress,
-                        answer_many=lambda questions: _answer_many(pipeline, questions, run_cfg.batch_size, forced))
+                        answer_many=lambda questions: _answer_many(pipeline, questions, run_cfg.batch_size, forced),
+                        label=label)
     answer_fn = pipeline.answer
     if forced:
         def answer_fn(question: str):
             return pipeline.extract(question, pipeline.answer(question))
     return evaluate(examples, answer_fn, out, config=config, yes_no_task=config["yes_no_task"],
-                    progress=progress)
+                    progress=progress, label=label)
+
+
+def is_complete(out: str | Path, examples: Sequence[Example]) -> bool:
+    """Whether run folder ``out`` already records every one of ``examples`` (read only, nothing loads)."""
+    from dynaprag.eval.runner import RECORDS, read_records
+
+    path = Path(out) / RECORDS
+    if not path.is_file():
+        return False
+    done = {r["id"] for r in read_records(path)}
+    return all(ex.id in done for ex in examples)
+
+
+def never_called(question: str):
+    """The answer function of a run that is complete: :func:`~dynaprag.eval.runner.evaluate` never calls it."""
+    raise AssertionError("a complete run was asked for an answer")
+
+
+@contextlib.contextmanager
+def library_progress(enabled: bool) -> Iterator[None]:
+    """Inside, transformers shows its progress bars (weight loading) only if ``enabled``.
+
+    Our own bars take a ``progress`` flag; transformers' are a process-wide switch, restored after.
+    """
+    if enabled:
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _answer_many(pipeline: Any, questions: Sequence[str], batch_size: int, forced: bool):

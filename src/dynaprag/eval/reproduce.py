@@ -29,20 +29,22 @@ Before anything runs, every dataset must be present (``DATA_DIR/questions/NAME.j
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from dynaprag.eval.calibrate import CalibratedThreshold
 from dynaprag.eval.stats import DEFAULT_RESAMPLES, DEFAULT_SEED, bootstrap_interval, pair_by_id, paired_comparison
 from dynaprag.eval.published import BASELINE, MethodMap, PublishedTable, TableError, load_tables, packaged_tables
+from dynaprag.eval.reproduce_report import best_per_dataset, markdown, plot_reproduction
 from dynaprag.files import atomic_write_json, atomic_write_text
 
 __all__ = ["BASELINE", "MethodMap", "PublishedTable", "ReproduceError", "ReproduceResult", "TableError",
-           "get_table", "load_tables", "missing_data", "reproduce", "table_names", "write_outputs"]
+           "best_per_dataset", "get_table", "load_tables", "missing_data", "reproduce", "table_names", "theta_warnings",
+           "write_outputs"]
 
-METRIC_NAMES = {"em": "EM", "f1": "F1", "acc": "Accuracy", "cover_em": "Cover EM"}
+#: a run's costs copied into each of its rows (``questions_per_hour`` for batched runs)
+COST_KEYS = ("retrievals_per_question", "generated_tokens_per_question", "s_per_question", "questions_per_hour")
 
 
 class ReproduceError(ValueError):
@@ -100,10 +102,52 @@ class ReproduceResult:
     markdown: str
     files: list[Path]
     runs: dict[tuple[str, str], Path] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
-def _never(question: str):
-    raise AssertionError("a complete run was asked for an answer")
+def _is_backbone(model: str, backbones: Sequence[str]) -> bool:
+    """Whether ``model`` (an alias, hub id or folder) names one of the paper's backbones."""
+    def squash(text: str) -> str:
+        return "".join(ch for ch in text.lower() if ch.isalnum())
+
+    return any(squash(b) in squash(Path(model).name) for b in backbones)
+
+
+def theta_warnings(table: PublishedTable, cells: Sequence[tuple[str, str]], *, model: str, data_dir, questions,
+                   limit: int | None, overrides: Sequence[str] = (),
+                   calibrated: Mapping[tuple[str, str], CalibratedThreshold] | None = None) -> list[str]:
+    """One line per method whose paper θ runs on a model it was not set for, naming the fix.
+
+    A paper's threshold was chosen for its backbone's score scale; on another model it may fire
+    on every draft or never. A cell with a ``--calibrated`` θ, or run on the paper's backbone, is
+    fine; so is a θ the user set (``trigger.theta=...``).
+    """
+    from dynaprag.eval.experiment import resolve
+    from dynaprag.pipeline import resolve_method_of
+
+    calibrated = calibrated or {}
+    if _is_backbone(model, table.backbones) or any(o.split("=", 1)[0] in ("trigger.theta", "options.theta")
+                                                   for o in overrides):
+        return []
+    found: dict[str, tuple[list[str], bool]] = {}
+    for dataset, method in cells:
+        if (dataset, method) in calibrated:
+            continue
+        _, pipe_cfg = resolve(dataset, data_dir=str(data_dir) if data_dir else None, questions=questions.get(dataset),
+                              method=method, limit=limit, overrides=[*table.overrides(dataset), f"model={model}", *overrides])
+        trigger = resolve_method_of(pipe_cfg).trigger
+        theta = getattr(trigger, "theta", None)
+        if isinstance(theta, (int, float)):
+            where, _ = found.setdefault(method, ([], bool(getattr(type(trigger), "calibratable", False))))
+            where.append(f"{dataset} θ={theta:g}")
+    lines = []
+    for method, (where, calibratable) in found.items():
+        fix = (f"fit one for {model} on held-out questions with `dynaprag calibrate --method {method} --dataset D "
+               f"--model {model} --start N --n 50 --out FILE` and pass --calibrated FILE" if calibratable else
+               f"set trigger.theta for {model} if it fires on every draft or never")
+        lines.append(f"{method} uses the paper's θ ({', '.join(where)}), set for {', '.join(table.backbones)}, on "
+                     f"{model}: {fix}.")
+    return lines
 
 
 def calibrated_thresholds(paths: Sequence[str | Path], *, table: PublishedTable, datasets: Sequence[str],
@@ -142,29 +186,28 @@ def _run_cell(dataset: str, method: str, *, table: PublishedTable, data_dir, que
               batch_size: int | None = None) -> Path:
     """One (dataset, method) run into ``out``; the model and retriever are loaded once and shared."""
     from dynaprag.config import to_dict
-    from dynaprag.eval.experiment import load_run_examples, resolve, resolved_dict, run
-    from dynaprag.eval.runner import RECORDS, evaluate, read_records
+    from dynaprag.eval.experiment import is_complete, library_progress, load_run_examples, resolve, run
 
     settings = table.overrides(dataset) + [f"model={model}"] + ([f"dtype={dtype}"] if dtype else [])
     run_cfg, pipe_cfg = resolve(dataset, data_dir=str(data_dir) if data_dir else None,
                                 questions=questions.get(dataset), method=method, limit=limit,
                                 overrides=[*settings, *overrides], batch_size=batch_size)
-    examples = load_run_examples(run_cfg, pipe_cfg.retrieval.corpus)
-    done = {r["id"] for r in read_records(out / RECORDS)} if (out / RECORDS).is_file() else set()
-    if all(ex.id in done for ex in examples):  # checks the config still matches, answers nothing
-        evaluate(examples, _never, out, config=resolved_dict(run_cfg, pipe_cfg), progress=False)
+    if is_complete(out, load_run_examples(run_cfg, pipe_cfg.retrieval.corpus)):
+        run(run_cfg, pipe_cfg, out, progress=False)  # checks the config still matches, loads and answers nothing
         return out
     key = (pipe_cfg.model, pipe_cfg.dtype)
-    if key not in models:
-        from dynaprag.lm import load_model
-
-        models[key] = load_model(pipe_cfg.model, dtype=pipe_cfg.dtype)
     rkey = repr(to_dict(pipe_cfg.retrieval))
-    if rkey not in retrievers:
-        from dynaprag.retrieval import build_retriever
+    with library_progress(progress):
+        if key not in models:
+            from dynaprag.lm import load_model
 
-        retrievers[rkey] = build_retriever(pipe_cfg.retrieval)
-    run(run_cfg, pipe_cfg, out, lm=models[key], retriever=retrievers[rkey], progress=progress)
+            models[key] = load_model(pipe_cfg.model, dtype=pipe_cfg.dtype)
+        if rkey not in retrievers:
+            from dynaprag.retrieval import build_retriever
+
+            retrievers[rkey] = build_retriever(pipe_cfg.retrieval, progress=progress)
+    run(run_cfg, pipe_cfg, out, lm=models[key], retriever=retrievers[rkey], progress=progress,
+        label=f"{dataset} {method}")
     return out
 
 
@@ -173,8 +216,12 @@ def reproduce(table: str | PublishedTable, *, model: str, data_dir: str | Path |
               questions: Mapping[str, str] | None = None, overrides: Sequence[str] = (), dtype: str | None = None,
               plots: bool = True, progress: bool = True, seed: int = DEFAULT_SEED,
               resamples: int = DEFAULT_RESAMPLES, methods: Sequence[str] | None = None,
-              calibrated: Sequence[str | Path] = (), batch_size: int | None = None) -> ReproduceResult:
+              calibrated: Sequence[str | Path] = (), batch_size: int | None = None,
+              warn: Callable[[str], None] | None = None) -> ReproduceResult:
     """Run ``table``'s methods x ``datasets`` (default: the table's) on ``model`` into ``out``; write the outputs.
+
+    ``warn`` receives, before anything runs, one line per method that uses a paper's θ on a
+    model it was not set for (:func:`theta_warnings`); the lines also go into ``reproduce.md``.
 
     ``overrides`` (``key=value``) apply to every run after the table's reference settings;
     ``calibrated`` are ``dynaprag calibrate`` configs whose θ replaces the preset's for their
@@ -204,6 +251,10 @@ def reproduce(table: str | PublishedTable, *, model: str, data_dir: str | Path |
                                  f"{', '.join(chosen)}")
         chosen = [m for m in chosen if m in methods]
     thetas = calibrated_thresholds(calibrated, table=spec, datasets=datasets, model=model, limit=limit)
+    warnings = theta_warnings(spec, [(d, m) for d in datasets for m in chosen], model=model, data_dir=data_dir,
+                              questions=questions, limit=limit, overrides=overrides, calibrated=thetas)
+    for line in warnings:
+        (warn or (lambda _: None))(line)
     out = Path(out)
     models: dict = {}
     retrievers: dict = {}
@@ -218,7 +269,7 @@ def reproduce(table: str | PublishedTable, *, model: str, data_dir: str | Path |
                 batch_size=batch_size)
     return write_outputs(spec, runs, out, backbone=backbone, model=model, plots=plots, seed=seed,
                          resamples=resamples, overrides=overrides, limit=limit, calibrated=thetas,
-                         batch_size=batch_size)
+                         batch_size=batch_size, warnings=warnings)
 
 
 def build_rows(table: PublishedTable, runs: Mapping[tuple[str, str], Path], *, backbone: str,
@@ -235,7 +286,8 @@ def build_rows(table: PublishedTable, runs: Mapping[tuple[str, str], Path], *, b
             row: dict[str, Any] = {"dataset": dataset, "method": method, "paper_method": table.paper_name(method),
                                    "metric": metric, "n": len(scores), "run": str(run.path),
                                    "published": table.value(backbone, dataset, method, metric) if table.published
-                                   else None, "backbone": backbone}
+                                   else None, "backbone": backbone, "cost": run.cost(), "batch_size": run.batch_size,
+                                   **{k: run.summary.get(k) for k in COST_KEYS if run.summary.get(k) is not None}}
             if scores:
                 iv = bootstrap_interval(list(scores.values()), resamples=resamples, seed=seed)
                 row.update(ours=iv.mean, ours_ci_low=iv.low, ours_ci_high=iv.high)
@@ -250,141 +302,11 @@ def build_rows(table: PublishedTable, runs: Mapping[tuple[str, str], Path], *, b
     return sorted(rows, key=lambda r: (r["dataset"], order[r["method"]], r["metric"]))
 
 
-def _num(value: float | None, digits: int = 3) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
-
-
-def best_per_dataset(table: PublishedTable, rows: Sequence[dict]) -> list[dict]:
-    """Per dataset, the method other than the baseline with the best score on the headline metric.
-
-    The headline metric is the dataset's last (F1 where the paper reports EM and F1). Each entry
-    gives the ratio of its score to the baseline's on the same questions and the paired verdict,
-    so "method X beats sr-rag by 15 %" is read with its interval, never from point estimates.
-    """
-    best = []
-    for dataset in dict.fromkeys(r["dataset"] for r in rows):
-        metric = table.metrics[dataset][-1]
-        group = [r for r in rows if r["dataset"] == dataset and r["metric"] == metric]
-        rivals = [r for r in group if r["method"] != BASELINE and "ours" in r and "diff" in r]
-        if not rivals:
-            continue
-        top = max(rivals, key=lambda r: r["ours"])
-        base = top["ours"] - top["diff"]  # the baseline's mean on the paired questions
-        best.append({"dataset": dataset, "metric": metric, "method": top["method"], "ours": top["ours"],
-                     "baseline": base, "ratio": top["ours"] / base if base > 0 else math.inf,
-                     "diff": top["diff"], "diff_ci_low": top["diff_ci_low"], "diff_ci_high": top["diff_ci_high"],
-                     "p_value": top["p_value"], "verdict": top["verdict"], "n_paired": top["n_paired"]})
-    return best
-
-
-def _best_lines(table: PublishedTable, rows: Sequence[dict]) -> list[str]:
-    lines = []
-    for b in best_per_dataset(table, rows):
-        name = METRIC_NAMES.get(b["metric"], b["metric"])
-        lines.append(f"* {b['dataset']}: best {name} other than {BASELINE} is {b['method']}, {b['ours']:.3f} = "
-                     f"{b['ratio']:.2f} x {BASELINE}'s {b['baseline']:.3f} on the same {b['n_paired']} questions; "
-                     f"Δ {b['diff']:+.3f} [{b['diff_ci_low']:+.3f}, {b['diff_ci_high']:+.3f}], p {b['p_value']:.3f}: "
-                     f"{b['verdict']}.")
-    return ["## Best method per dataset", "", *lines, ""] if lines else []
-
-
-def markdown(table: PublishedTable, rows: Sequence[dict], *, backbone: str, model: str,
-             overrides: Sequence[str] = (), limit: int | None = None,
-             calibrated: Mapping[tuple[str, str], CalibratedThreshold] | None = None,
-             batch_size: int | None = None) -> str:
-    """The side-by-side table with its citation, the backbone caveat and the notes."""
-    calibrated = calibrated or {}
-    s = table.source
-    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
-    lines = [f"# Reproducing {table.name}: {table.title}", "",
-             f"Published: {table.citation}. Numbers read from {s['read_from']}.",
-             *([f"Paper's setting: {s['note']}"] if s.get("note") else []), "",
-             f"**Our model ({model}) is not the paper's backbone ({backbone})**, and our corpus and question "
-             "sample differ from the paper's: compare the ordering of methods and each method's difference to "
-             f"{BASELINE}, not the absolute numbers.",
-             f"Ours: {'the first ' + str(limit) if limit else 'all'} questions of each dataset"
-             + (f"; overrides after the paper's settings: {' '.join(overrides)}" if overrides else "")
-             + (f"; {batch_size} questions decoded together (answers may differ from batch 1's at bf16 near-ties)"
-                if batch_size and batch_size > 1 else "") + ".", ""]
-    if calibrated:
-        lines += ["Thresholds calibrated for our model on held-out questions (θ marked in the table): "
-                  + "; ".join(f"{c.method} on {c.dataset} θ = {c.theta:.4g} from {Path(c.path).name} "
-                              f"(fitted on questions from {c.held_out_from} on)" for c in calibrated.values())
-                  + ". The paper's θ was set for its backbone; on another model's score scale it may fire on "
-                    "every draft or never.", ""]
-    if table.unavailable:
-        lines += [f"Published numbers unavailable: {table.unavailable}", ""]
-    head = ["Dataset", "Method (paper's name)", "Metric", "N", "Ours [95 % CI]", f"Δ vs {BASELINE} [95 % CI]", "p",
-            "Verdict", f"Published ({backbone})"]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        ours = f"{_num(r.get('ours'))} [{_num(r.get('ours_ci_low'))}, {_num(r.get('ours_ci_high'))}]" \
-            if "ours" in r else "–"
-        diff = f"{r['diff']:+.3f} [{r['diff_ci_low']:+.3f}, {r['diff_ci_high']:+.3f}]" if "diff" in r else "–"
-        p = ("<0.001" if r["p_value"] < 0.001 else f"{r['p_value']:.3f}") if "p_value" in r else "–"
-        published = _num(r["published"], 4) if r["published"] is not None else "unavailable"
-        cal = calibrated.get((r["dataset"], r["method"]))
-        theta = f", θ {cal.theta:.4g}" if cal else ""
-        lines.append(f"| {r['dataset']} | {r['method']} ({r['paper_method']}){theta} "
-                     f"| {METRIC_NAMES.get(r['metric'], r['metric'])}"
-                     f" | {r['n']} | {ours} | {diff} | {p} | {r.get('verdict', '–')} | {published} |")
-    lines += ["", *_best_lines(table, rows)]
-    lines += ["Ours: mean with its percentile bootstrap interval over our questions. Δ: paired on the questions "
-              "both runs answered; p: two-sided paired sign-flip test; *within noise* unless the interval excludes 0 "
-              "and p < 0.05 (dynaprag.eval.stats).", "", "## Method mapping", ""]
-    lines += [f"* `{m.ours}` = the paper's {m.paper}" + (f": {m.note}" if m.note else "") for m in table.methods]
-    if table.settings:
-        applied = {k: v for k, v in table.settings.items() if k == "all" or k in datasets}
-        lines += ["", f"Reference settings applied to our runs: {applied} (from {table.settings.get('source', '?')})."]
-    for version in table.other_versions:
-        cells = [f"{d} {m} {METRIC_NAMES.get(k, k)} {v}" for d, by_m in version["published"].get(backbone, {}).items()
-                 if d in datasets for m, by_k in by_m.items() for k, v in by_k.items()]
-        if cells:
-            lines += ["", f"{version['version']} prints other numbers for {backbone} ({version['read_from']}): "
-                          + "; ".join(cells) + "."]
-    return "\n".join(lines) + "\n"
-
-
-def plot_reproduction(table: PublishedTable, rows: Sequence[dict], out_dir: str | Path, *, backbone: str,
-                      model: str) -> list[Path]:
-    """Per dataset, ours (bars with 95 % intervals) beside published (hatched) for its first metric; PNG + SVG."""
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise ImportError("plots need matplotlib: pip install 'dynaprag[plots]'") from None
-    from dynaprag.eval.plots import save_figure
-
-    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
-    fig = Figure(figsize=(max(5.0, 3.2 * len(datasets)), 4.0))
-    axes = fig.subplots(1, len(datasets), squeeze=False)[0]
-    for ax, dataset in zip(axes, datasets):
-        metric = table.metrics[dataset][-1]  # F1 where the paper reports EM and F1
-        group = [r for r in rows if r["dataset"] == dataset and r["metric"] == metric]
-        xs = list(range(len(group)))
-        ours = [r.get("ours", 0.0) for r in group]
-        err = [[max(r.get("ours", 0) - r.get("ours_ci_low", 0), 0) for r in group],
-               [max(r.get("ours_ci_high", 0) - r.get("ours", 0), 0) for r in group]]
-        ax.bar([x - 0.2 for x in xs], ours, 0.4, yerr=err, capsize=3, label=f"ours ({model})")
-        pub = [r["published"] for r in group]
-        ax.bar([x + 0.2 for x in xs], [p or 0.0 for p in pub], 0.4, hatch="//", fill=False,
-               label=f"published ({backbone})")
-        for x, p in zip(xs, pub):
-            if p is None:
-                ax.text(x + 0.2, 0.01, "n/a", ha="center", fontsize="x-small", rotation=90)
-        ax.set_xticks(xs, [r["method"] for r in group], rotation=30, ha="right")
-        ax.set_ylim(0, 1.0)
-        ax.set_title(f"{dataset}: {METRIC_NAMES.get(metric, metric)}", fontsize="medium")
-    axes[0].set_ylabel("score (error bars: our 95 % bootstrap interval)")
-    axes[0].legend(fontsize="x-small")
-    fig.suptitle(f"{table.name}: ours vs {table.source['table']}", fontsize="medium")
-    return save_figure(fig, Path(out_dir) / "reproduce")
-
-
 def write_outputs(table: PublishedTable, runs: Mapping[tuple[str, str], Path], out: str | Path, *, backbone: str,
                   model: str, plots: bool = True, seed: int = DEFAULT_SEED, resamples: int = DEFAULT_RESAMPLES,
                   overrides: Sequence[str] = (), limit: int | None = None,
                   calibrated: Mapping[tuple[str, str], CalibratedThreshold] | None = None,
-                  batch_size: int | None = None) -> ReproduceResult:
+                  batch_size: int | None = None, warnings: Sequence[str] = ()) -> ReproduceResult:
     """``reproduce.md``, ``reproduce.json`` and the plot from finished run folders."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -394,7 +316,7 @@ def write_outputs(table: PublishedTable, runs: Mapping[tuple[str, str], Path], o
         if cal := calibrated.get((row["dataset"], row["method"])):
             row.update(theta=cal.theta, theta_from=cal.path)
     text = markdown(table, rows, backbone=backbone, model=model, overrides=overrides, limit=limit,
-                    calibrated=calibrated, batch_size=batch_size)
+                    calibrated=calibrated, batch_size=batch_size, warnings=warnings)
     md, js = out / "reproduce.md", out / "reproduce.json"
     atomic_write_text(md, text)
     atomic_write_json(js, {"table": table.name, "citation": table.citation, "read_from": table.source["read_from"],
@@ -402,6 +324,6 @@ def write_outputs(table: PublishedTable, runs: Mapping[tuple[str, str], Path], o
                            "batch_size": batch_size or 1,
                            "baseline": BASELINE, "seed": seed,
                            "resamples": resamples, "unavailable": table.unavailable,
-                           "best": best_per_dataset(table, rows), "rows": rows})
+                           "best": best_per_dataset(table, rows), "warnings": list(warnings), "rows": rows})
     files = [md, js] + (plot_reproduction(table, rows, out, backbone=backbone, model=model) if plots else [])
-    return ReproduceResult(table, backbone, rows, text, files, dict(runs))
+    return ReproduceResult(table, backbone, rows, text, files, dict(runs), list(warnings))
