@@ -9,9 +9,12 @@ import typer
 
 
 def select_passages(corpus: str, ids: list[str], limit: Optional[int]):
-    """Passages of ``corpus`` restricted to ``ids`` (in corpus order) and/or the first ``limit``."""
+    """Passages of ``corpus`` restricted to ``ids`` (in corpus order) and/or the first ``limit`` (at least 1)."""
+    from dynaprag.config import ConfigError
     from dynaprag.corpora import read_passages
 
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit: must be at least 1, got {limit}; leave it out to encode every passage")
     wanted = set(ids)
     out = []
     for passage in read_passages(corpus):
@@ -134,12 +137,27 @@ def run_translator_train(store_dir: str, out: str, model: str, dtype: str, overr
     return summary
 
 
+def run_repair(store_root: Optional[str]) -> list:
+    """The body of ``dynaprag encode --repair``: rebuild the manifest of every encoding folder under
+    ``store_root`` (or of the one folder given) from its intact adapters; returns the reports."""
+    from dynaprag.parametric.store_repair import encoding_folders, repair_store
+    from dynaprag.parametric.stores import default_store_root
+
+    root = Path(store_root) if store_root else default_store_root()
+    folders = encoding_folders(root)
+    if not folders:
+        raise FileNotFoundError(f"{root}: no adapter store here (no <fingerprint>/<config hash>/adapters/ "
+                                "folders); pass the --store that `dynaprag encode` wrote")
+    return [repair_store(folder) for folder in folders]
+
+
 def register(app: typer.Typer) -> None:
     """Add ``encode`` and ``translator train`` to the ``dynaprag`` command."""
 
     @app.command("encode")
     def encode(
-        corpus: str = typer.Option(..., "--corpus", help="passages .jsonl or DPR .tsv"),
+        corpus: Optional[str] = typer.Option(None, "--corpus", help="passages .jsonl or DPR .tsv (required "
+                                                                    "unless --repair)"),
         ids: list[str] = typer.Option([], "--ids", help="only these passage ids (repeatable)"),
         limit: Optional[int] = typer.Option(None, "--limit", help="at most N passages"),
         store: Optional[str] = typer.Option(None, "--store", help="adapter store root (default $DYNAPRAG_CACHE/adapters)"),
@@ -148,11 +166,23 @@ def register(app: typer.Typer) -> None:
         ray: bool = typer.Option(False, "--ray", help="distribute over a Ray cluster (local if none)"),
         workers: int = typer.Option(2, "--workers", help="Ray actors"),
         set_: list[str] = typer.Option([], "--set", help="EncodeConfig override key=value, e.g. rank=4"),
+        repair: bool = typer.Option(False, "--repair", help="rebuild the --store's manifest from its intact "
+                                                            "adapters (no model, no encoding), then exit"),
     ) -> None:
         """PRAG offline phase: augment each passage and train its LoRA (resumable: finished docs skip)."""
         from dynaprag.cli import console, fail
         from dynaprag.config import ConfigError
 
+        if repair:
+            try:
+                reports = run_repair(store)
+            except (ValueError, OSError) as exc:
+                fail(str(exc))
+            for found in reports:
+                console.print(found.summary(), markup=False)
+            return
+        if corpus is None:
+            fail("--corpus is required: the passages to encode (or pass --repair to rebuild a store's manifest)")
         try:
             st, report = run_encode(corpus, ids, limit, store, model, dtype, ray, workers, set_)
         except (ConfigError, ValueError, FileNotFoundError) as exc:

@@ -19,6 +19,11 @@ per (size, mtime, inode), so checking a store does not re-read unchanged files. 
 verifies the bytes it actually parses and refuses a mismatch with an
 :class:`AdapterIntegrityError` that names the file, the manifest and the entry. Weights are
 only ever read with ``safetensors`` (never pickle).
+
+Repair. Each adapter file also carries its own manifest entry and the sha256 of its tensor
+data in its safetensors header, so a manifest that is lost or unreadable as a whole can be
+rebuilt from the intact files (:mod:`dynaprag.parametric.store_repair`,
+``dynaprag encode --repair``) instead of re-encoding the whole corpus.
 """
 from __future__ import annotations
 
@@ -36,6 +41,8 @@ from dynaprag.files import (atomic_write_bytes, atomic_write_json, locked, sweep
                             sweep_stale, sweep_stale_of)
 
 MANIFEST = "manifest.json"
+#: what to run when a manifest cannot be read as a whole (it keeps the intact adapters)
+REPAIR_HINT = "run `dynaprag encode --repair --store {root}` to rebuild it from the intact adapters"
 OK = "ok"
 SKIPPED = "skipped"  # PRAG skips a passage whose augmentation never parsed: recorded, no file
 
@@ -59,6 +66,15 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def tensor_data_sha256(data: bytes) -> str:
+    """sha256 of a safetensors file's tensor bytes (all after the 8-byte length and the JSON header).
+
+    The same for a file with or without metadata, so a file can carry its own data checksum.
+    """
+    header = int.from_bytes(data[:8], "little")
+    return hashlib.sha256(data[8 + header:]).hexdigest()
 
 
 class AdapterStore:
@@ -104,12 +120,12 @@ class AdapterStore:
         path = self.manifest_path
         try:
             manifest = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise AdapterIntegrityError(f"{path}: not valid JSON (line {exc.lineno}): {exc.msg}; delete it and "
-                                        f"re-run `dynaprag encode` to rebuild the store") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            why = f"line {exc.lineno}: {exc.msg}" if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+            raise AdapterIntegrityError(f"{path}: not valid JSON ({why}); "
+                                        + REPAIR_HINT.format(root=self.root)) from None
         if not isinstance(manifest, dict) or not isinstance(manifest.get("entries"), dict):
-            raise AdapterIntegrityError(f"{path}: no 'entries' object; delete it and re-run `dynaprag encode` "
-                                        f"to rebuild the store")
+            raise AdapterIntegrityError(f"{path}: no 'entries' object; " + REPAIR_HINT.format(root=self.root))
         return manifest
 
     def entries(self) -> dict[str, dict[str, Any]]:
@@ -177,11 +193,14 @@ class AdapterStore:
 
         path = self.path(content_hash)
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in adapter.items()}
+        entry = {"file": f"adapters/{path.name}", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                 **dict(info or {})}
         metadata = {"content_hash": content_hash, "model_fingerprint": self.model_fingerprint,
-                    "config": json.dumps(self.config, sort_keys=True, default=str)}
+                    "config": json.dumps(self.config, sort_keys=True, default=str),
+                    "data_sha256": tensor_data_sha256(save(tensors)),
+                    "entry": json.dumps(entry, sort_keys=True, default=str)}
         data = save(tensors, metadata=metadata)
-        entry = {"file": f"adapters/{path.name}", "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
-                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **dict(info or {})}
+        entry = {**entry, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
         atomic_write_bytes(path, data)
         with locked(self.manifest_path):
             manifest = self._read_manifest()

@@ -344,7 +344,7 @@ def pairs_from_store(lm, store, encode_config) -> list[TrainingPair]:
 
     pairs = []
     for content_hash, entry in sorted(store.entries().items()):
-        if not store.has(content_hash):
+        if not store.has(content_hash) or "doc" not in entry:  # no text: an adapter repaired without its entry
             continue
         doc = entry["doc"]
         aug = Augmentation.from_dict(entry["augmentation"])
