@@ -112,7 +112,8 @@ def choose_theta(maxima: Sequence[float], target_rate: float = DEFAULT_TARGET_RA
 
 
 def question_maxima(pipeline: Any, questions: Sequence[str], *, method: str | None = None,
-                    progress: bool = False, on_score: Callable[[int, float], None] | None = None) -> list[float]:
+                    progress: bool = False, on_score: Callable[[int, float], None] | None = None,
+                    label: str = "calibrate") -> list[float]:
     """Each question's largest trigger score while answering with θ = +∞ (no retrieval).
 
     ``pipeline`` is a :class:`dynaprag.pipeline.Pipeline` (its configured method, or preset
@@ -124,7 +125,7 @@ def question_maxima(pipeline: Any, questions: Sequence[str], *, method: str | No
     from dynaprag.lm.generator import PromptTooLong  # here, so importing this module does not load torch
 
     maxima: list[float] = []
-    bar = tqdm(total=len(questions), disable=not progress, unit="q", dynamic_ncols=True, desc="calibrate")
+    bar = tqdm(total=len(questions), disable=not progress, unit="q", dynamic_ncols=True, desc=label)
     try:
         for i, question in enumerate(questions):
             try:
@@ -212,7 +213,7 @@ def calibrate(method: str, dataset: str, model: str | None = None, *, data_dir: 
     >>> cal = calibrate("dragin", "demo", start=0, n=3, max_new_tokens=16)   # doctest: +SKIP
     >>> write_config(cal, "dragin-demo.yaml")                                 # doctest: +SKIP
     """
-    from dynaprag.eval.experiment import RunConfig, load_run_examples, question_file, resolve
+    from dynaprag.eval.experiment import RunConfig, library_progress, load_run_examples, question_file, resolve
     from dynaprag.pipeline import Pipeline, resolve_method_of
 
     if start < 0:
@@ -242,8 +243,14 @@ def calibrate(method: str, dataset: str, model: str | None = None, *, data_dir: 
     if len(split) < n:
         raise ConfigError(f"{question_file(run_cfg)} holds {len(examples)} questions, the split "
                           f"{start}..{start + n - 1} needs {start + n}: lower --start or --n")
-    pipeline = Pipeline.from_config(pipe_cfg, lm=lm, retriever=retriever)
-    maxima = question_maxima(pipeline, [ex.question for ex in split], progress=progress)
+    with library_progress(progress):  # --no-progress: no weight-loading or index-building bars either
+        if retriever is None:
+            from dynaprag.retrieval import build_retriever
+
+            retriever = build_retriever(pipe_cfg.retrieval, progress=progress)
+        pipeline = Pipeline.from_config(pipe_cfg, lm=lm, retriever=retriever)
+    maxima = question_maxima(pipeline, [ex.question for ex in split], progress=progress,
+                             label=f"calibrate {method} on {dataset}")
     try:
         theta = choose_theta(maxima, target_rate)
     except CalibrationError as exc:
