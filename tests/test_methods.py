@@ -61,7 +61,7 @@ def test_resolved_config_lists_every_knob_and_resolves_to_the_same_method():
     assert cfg.trigger == {"name": "seakr", "samples": 20, "alpha": 1e-3, "layer": -1, "sample_tokens": 100,
                            "temperature": 1.0, "top_k": 50, "top_p": 0.9, "theta": -5.0, "max_steps": 7,
                            "max_docs": 5}
-    assert cfg.selector == {"name": "top-k"} and cfg.options == {}
+    assert cfg.selector == {"name": "top-k", "k": 0} and cfg.options == {}
     assert resolve_config(cfg) == cfg
 
 

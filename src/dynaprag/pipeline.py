@@ -41,7 +41,8 @@ class PipelineConfig:
     method: str = field(default="dragin", metadata={"help": "a registered method (see `dynaprag methods`)"})
     dataset: str | None = field(default=None, metadata={
         "help": "the questions' dataset: selects a preset's per-dataset reference settings (set by `eval`)"})
-    k: int = field(default=3, metadata={"help": "passages per retrieval (DRAGIN/FLARE: 3)", "min": 1})
+    k: int = field(default=3, metadata={
+        "help": "passages per retrieval (DRAGIN, TokenRAG, FL-RAG: 3; flare keeps 2 on 2Wiki, selector.k)", "min": 1})
     max_new_tokens: int = field(default=128, metadata={"help": "answer length budget in tokens", "min": 1})
     max_retrievals: int = field(default=5, metadata={"help": "retrieval budget per question", "min": 0})
     seed: int = field(default=0, metadata={"help": "seed for methods that sample (SeaKR)"})

@@ -2,7 +2,8 @@
 
 Tests are parametrised over the fixture's cases at collection time; when the directory is
 absent (a checkout without the shared folder) each test collects as one skipped case that
-says where the fixtures were expected.
+says where the fixtures were expected. With the ``CI`` environment variable set, such a skip
+is a failure instead (``conftest.py``): CI must never stay green by not running the parity suite.
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from typing import Any, Callable, Sequence
 import pytest
 
 PARITY = Path(__file__).resolve().parents[2].parent / "shared" / "parity"
+MISSING = "parity fixture not found"
+"""How every skip for an absent fixture begins; under ``CI`` such a skip fails (``conftest.py``)."""
 REL = 1e-4
 """Relative tolerance for floats (issue 13); decisions, positions and strings compare exactly."""
 
@@ -22,7 +25,7 @@ REL = 1e-4
 def load(name: str) -> dict:
     """The parsed fixture ``name`` (e.g. ``"dragin.json"``); skips the calling test if absent."""
     if not (PARITY / name).is_file():
-        pytest.skip(f"parity fixture not found: {PARITY / name}")
+        pytest.skip(f"{MISSING}: {PARITY / name}")
     return _read(name)
 
 
@@ -34,7 +37,7 @@ def _read(name: str) -> dict:
 def params(name: str, select: Callable[[dict], list[Any]], ident: Callable[[Any], str]) -> list:
     """``pytest.param`` per item of ``select(fixture)``, or one skipped param if it is absent."""
     if not (PARITY / name).is_file():
-        return [pytest.param(None, marks=pytest.mark.skip(reason=f"parity fixture not found: {PARITY / name}"))]
+        return [pytest.param(None, marks=pytest.mark.skip(reason=f"{MISSING}: {PARITY / name}"))]
     return [pytest.param(item, id=ident(item)) for item in select(_read(name))]
 
 

@@ -18,13 +18,15 @@ from dynaprag.parametric.augment import Augmentation
 from dynaprag.parametric.encode import (PragPromptBuilder, PragTemplate, lm_batch, tokenize_samples,
                                         training_prompts)
 
+from .parity import MISSING
+
 FIXTURE = Path(__file__).resolve().parents[2].parent / "shared" / "parity" / "prag_samples.json"
 
 
 @pytest.fixture(scope="module")
 def fixture() -> dict:
     if not FIXTURE.is_file():
-        pytest.skip(f"parity fixture not found at {FIXTURE}")
+        pytest.skip(f"{MISSING}: {FIXTURE}")
     return json.loads(FIXTURE.read_text(encoding="utf-8"))
 
 

@@ -40,7 +40,8 @@ class Decision:
     scores: Mapping[str, float] = field(default_factory=dict)  # shown with the retrieval event
     token_scores: Mapping[int, float] = field(default_factory=dict)
     accept_next_sentence: bool = False  # FLARE-style: the regenerated sentence is not re-checked
-    context_for_sentence: bool = False  # DRAGIN: the passages serve one regenerated sentence, then leave
+    context_for_sentence: bool = False  # DRAGIN: the passages serve the accepted text only, then leave
+    accept_tokens: int = 0  # TokenRAG: accept this many regenerated tokens (its whole look-ahead), not one sentence
     end_if_skipped: bool = False  # SeaKR: no retrieval (empty/repeated query, no new hit) ends the answer at keep
     details: Mapping[str, Any] = field(default_factory=dict)  # what the trigger saw, for a formulator that reads it
     notes: tuple[str, ...] = ()

@@ -45,7 +45,7 @@ from dynaprag.dynamic import rind, scoring
 from dynaprag.dynamic.draft import Decision, Draft
 from dynaprag.dynamic.queries import FORMULATORS, QueryFormulator
 from dynaprag.dynamic.text import content_flags
-from dynaprag.dynamic.lookahead import LookAheadTrigger
+from dynaprag.dynamic.lookahead import LookAheadTrigger, sentence_start_token
 from dynaprag.dynamic.triggers import TRIGGERS
 
 
@@ -87,8 +87,9 @@ class DraginTrigger(LookAheadTrigger):
         if not decision.fired:
             return Decision.hold(token_scores=token_scores)
         fired = decision.sentences[decision.sentence_index]
-        keep = start + (words.ranges[fired.start][0] if fired.start < len(words.ranges) else len(steps))
-        keep = min(keep, len(draft.steps))
+        # the reference keeps the text of every earlier sentence (``prev``, generate.py:520), even one
+        # whose word span came out empty (a sentence with a newline): cut where the sentence's text starts
+        keep = sentence_start_token(draft, start, [s.sentence for s in decision.sentences], decision.sentence_index)
         top = max((v for v in fired.values if v == v), default=float("nan"))
         return Decision.fire(
             f"RIND {top:.3g} > θ={self.theta:g} in sentence {decision.sentence_index + 1} of the look-ahead: "
@@ -131,6 +132,7 @@ class RealWordsQuery(QueryFormulator):
 
     top_k: int = field(default=35, metadata={"help": "words kept (reference: 35 HotpotQA, 25 2Wiki)", "min": 1})
     needs_probe: ClassVar[bool] = True
+    retrieves_empty_query: ClassVar[bool] = True  # the reference retrieves with "" too (generate.py:665-674)
 
     def __call__(self, draft: Draft, decision: Decision, probe=None) -> str:
         details = decision.details
@@ -143,7 +145,7 @@ class RealWordsQuery(QueryFormulator):
         ids = probe.encode(all_text)
         query = rind.real_words_query(all_text, probe.pieces(ids), ids, probe.attention_of(ids), hits, self.top_k,
                                       space_marker=probe.space_marker, newline_id=probe.newline_id).query
-        return query or draft.question
+        return query
 
 
 TRIGGERS.register("rind", DraginTrigger)

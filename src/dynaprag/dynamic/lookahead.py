@@ -1,16 +1,28 @@
 """Triggers that judge a whole look-ahead continuation, as the DRAGIN repository's methods do.
 
 ``AttnWeightRAG`` (DRAGIN), ``TokenRAG`` and ``EntityRAG`` in oneal2000/DRAGIN @4d71efc
-``src/generate.py`` share one inference loop: generate ``generate_max_length`` tokens, judge
-them sentence by sentence, and on the first sentence that fires discard it and everything
-after it, retrieve, regenerate one sentence with the passages (accepted unchecked), drop the
-passages, and go on; stop at ``"the answer is"`` or the length limit. :class:`LookAheadTrigger`
-is that loop's contract with :class:`~dynaprag.dynamic.loop.DynamicLoop`; the two confidence
-triggers here score with :mod:`dynaprag.dynamic.confidence` (parity-tested against the
-reference outputs). The kept tokens' KV cache is reused instead of regenerating the prompt
-each iteration; the regenerated sentence ends at the loop's sentence end instead of spaCy's
+``src/generate.py`` generate ``generate_max_length`` tokens, judge them sentence by sentence,
+and on the first sentence that fires discard it and everything after it, retrieve, and
+regenerate with the passages. What is kept from that regeneration differs:
+
+- DRAGIN keeps **one sentence** (``get_top_sentence``, ``generate.py:688``), accepted unchecked;
+  the passages leave and the next look-ahead is judged again.
+- TokenRAG keeps the **whole continuation** of ``generate_max_length`` tokens, unchecked
+  (``TokenRAG.inference``, ``generate.py:381-392``: no ``get_top_sentence``); EntityRAG
+  inherits it (``:477-478``). Only then do the passages leave; the answer usually ends there
+  (``"the answer is"`` or the length limit, ``:394-397``).
+
+Both stop at ``"the answer is"`` or the length limit. :class:`LookAheadTrigger` is that loop's
+contract with :class:`~dynaprag.dynamic.loop.DynamicLoop` (``Decision.accept_tokens`` asks for
+the whole continuation); the two confidence triggers here score with
+:mod:`dynaprag.dynamic.confidence` (parity-tested against the reference outputs).
+
+Deviations: the kept tokens' KV cache is reused instead of regenerating the prompt each
+iteration; DRAGIN's regenerated sentence ends at the loop's sentence end instead of spaCy's
 first sentence of a full continuation; tokens are ``tokenizer.decode([id])`` as in the
-reference, the end-of-sequence token left out.
+reference, the end-of-sequence token left out; the run's answer budget (``max_new_tokens``,
+128 in the bench) can end a continuation the reference would let grow past it (its limit is
+checked only after each whole continuation, ``:394-397``).
 """
 from __future__ import annotations
 
@@ -81,9 +93,11 @@ class TokenConfidenceTrigger(LookAheadTrigger):
     """TokenRAG as the reference computes it (``TokenRAG.modifier``): per spaCy sentence of the
     look-ahead, the mean of ``1 - p`` over its tokens; the first sentence above θ fires.
 
-    θ = 0.08 from the DRAGIN repository's ``FLARE.json`` configs (``method: token``), i.e. a
-    sentence fires when its mean token probability is below 0.92. The masked query is the
-    ``masked-tokens`` formulator's. Tokens are searched without their leading space (the
+    θ from the DRAGIN repository's Llama2-7b ``FLARE.json`` configs (``method: token``): 0.08 on
+    HotpotQA and IIRC (a sentence fires when its mean token probability is below 0.92), 0.1 on
+    2Wiki and StrategyQA (the ``token-rag`` preset sets it per dataset). The masked query is the
+    ``masked-tokens`` formulator's; after a retrieval the whole regenerated look-ahead is kept
+    (module docstring). Tokens are searched without their leading space (the
     intended behaviour; the reference's search breaks on byte-level BPE tokens, see
     :func:`~dynaprag.dynamic.confidence.token_rag_check`).
     """
@@ -107,7 +121,8 @@ class TokenConfidenceTrigger(LookAheadTrigger):
         return Decision.fire(
             f"mean 1-p {fired.score:.3g} > θ={self.theta:g} in sentence {check.sentence_index + 1}: "
             f"{fired.sentence[:80]!r}", keep=keep, span=(keep, len(draft.steps)), token_scores=token_scores,
-            accept_next_sentence=True, context_for_sentence=True, scores={"mean 1-p": fired.score},
+            accept_next_sentence=True, context_for_sentence=True, accept_tokens=self.look_ahead,
+            scores={"mean 1-p": fired.score},
             details={"sentence": fired.sentence, "spans": toks[fired.start:fired.end + 1], "scores": fired.scores})
 
 
@@ -147,7 +162,7 @@ class EntityConfidenceTrigger(LookAheadTrigger):
         return Decision.fire(
             f"entity uncertainty {fired.score:.3g} > θ={self.theta:g} in sentence {check.sentence_index + 1}: "
             f"{fired.sentence[:80]!r}", keep=keep, span=(keep, len(draft.steps)), token_scores=token_scores,
-            accept_next_sentence=True, context_for_sentence=True,
+            accept_next_sentence=True, context_for_sentence=True, accept_tokens=self.look_ahead,
             scores=dict(zip(check.entities[check.sentence_index], fired.scores)),
             details={"sentence": fired.sentence, "spans": check.entities[check.sentence_index],
                      "scores": fired.scores})

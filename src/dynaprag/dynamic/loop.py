@@ -193,7 +193,8 @@ class QuestionRun:
         return draft.checked >= len(draft.steps) and own
 
     def _drop_context(self, question: str, weights: contextlib.ExitStack) -> None:
-        """Take the passages out again (DRAGIN uses them for one sentence): re-prefill without them."""
+        """Take the passages out again (DRAGIN uses them for one sentence, TokenRAG for one look-ahead):
+        re-prefill without them."""
         ids = self.builder.build(question, (), self.answer)
         self.draft.passages = []
         if self.weighted:
@@ -221,6 +222,7 @@ class QuestionRun:
         self.state = self.start(self.builder.build(question, (), ()))
         layout = {"ans": len(self.state.ids), "q": len(self.state.ids) - len(q_ids)}
         decoded, accepting, transient = 0, False, False
+        accept_until: int | None = None  # accept regenerated tokens up to this index (TokenRAG), else one sentence
         budget = int(cfg.max_new_tokens * cfg.max_decoded_factor)
         try:
             decision = self._judge(trace, scores)
@@ -230,7 +232,8 @@ class QuestionRun:
                 formulator = method.formulator
                 query = None if decision is None else formulator(draft, decision, self._probe_for(formulator))
                 skip = None if decision is None else (
-                    "its query came out empty (everything masked)" if not (query or "").strip() else
+                    "its query came out empty (everything masked)"
+                    if not (query or "").strip() and not getattr(formulator, "retrieves_empty_query", False) else
                     f"it would repeat the previous one (same query {query!r})" if self._repeats(decision, query, trace)
                     else None)
                 if decision is not None and skip is None:
@@ -239,6 +242,7 @@ class QuestionRun:
                         skip, accepting = "the selector kept none of the hits", False
                     else:
                         transient = decision.context_for_sentence
+                        accept_until = decision.keep + decision.accept_tokens if decision.accept_tokens else None
                         for i in [i for i in scores if i >= decision.keep]:
                             del scores[i]
                         del self.answer[decision.keep:]
@@ -262,6 +266,8 @@ class QuestionRun:
                 decision = None
                 stop = self._stop_reason(decoded, budget)
                 if stop is not None:
+                    if accepting:  # what was accepted unchecked stays unchecked
+                        accepting, draft.checked = False, len(draft.steps)
                     decision = self._end_of_draft(trace, scores)
                     if decision is not None and not stop.startswith("stopped at the decoding budget"):
                         continue
@@ -270,6 +276,16 @@ class QuestionRun:
                 step = yield self.state
                 decoded += 1
                 if step.token_id in self.gen.eos_ids:
+                    if accepting:
+                        accepting, draft.checked = False, len(draft.steps)
+                        if transient and self.look_ahead:  # the reference's next look-ahead, without the passages
+                            self._drop_context(question, weights)
+                            transient = False
+                            n = len(self.state.ids) - len(self.answer)
+                            layout = {"ans": n, "q": n - len(q_ids)}
+                            if not self._finished():
+                                continue
+                        break
                     decision = self._end_of_draft(trace, scores, end_step=step)
                     if decision is not None:
                         continue
@@ -284,7 +300,7 @@ class QuestionRun:
                 emit({"type": "token", "text": piece, "logprob": step.logprob, "entropy": step.entropy,
                       "score": None})
                 if accepting:
-                    if draft.sentence_end:
+                    if draft.sentence_end if accept_until is None else len(draft.steps) >= accept_until:
                         accepting = False
                         draft.checked = len(draft.steps)
                         if transient:
@@ -351,20 +367,26 @@ class QuestionRun:
         so a passage it cannot use is replaced by the next retrieved one); the selector sees all
         of them, and the injector uses at most k, in order. The event's hits are the passages it
         used, its ``skipped_ids`` those it passed over. With no extra candidates this is top-k.
+        A selector that ``accumulates`` (SeaKR) returns the whole knowledge slot, the documents
+        chosen before plus the new one: all of them are used, k bounds only the search.
         """
         t0 = time.perf_counter()
         method, draft, k = self.method, self.draft, self.config.k
-        hits = self.retriever.search_one(query, k + int(getattr(method.injector, "extra_candidates", 0)))
+        # an empty query (a formulator that still retrieves with it) finds nothing, as the reference's BM25
+        hits = self.retriever.search_one(query, k + int(getattr(method.injector, "extra_candidates", 0))) \
+            if query.strip() else []
         draft.retrieving_at = decision.keep
         try:
             selected = method.selector(hits, draft, self._probe_for(method.selector))
         finally:
             draft.retrieving_at = None
-        if hits and not selected:
+        accumulates = bool(getattr(method.selector, "accumulates", False))
+        if not selected and (hits or accumulates):  # an empty slot from an accumulating selector: nothing new
             return None
         offered = [h.passage for h in selected]
-        injection: Injection = method.injector.inject(offered, question, use=k)
-        used = injection.used_of(offered, k)
+        use = None if accumulates else k
+        injection: Injection = method.injector.inject(offered, question, use=use)
+        used = injection.used_of(offered, use)
         keep = decision.keep
         if keep < len(draft.steps):
             emit({"type": "rollback", "keep_tokens": keep})

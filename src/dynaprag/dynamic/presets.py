@@ -19,28 +19,38 @@ __all__ = ["METHODS"]
 
 METHODS.register("wo-rag", MethodSpec("never", paper="no retrieval"))
 METHODS.register("sr-rag", MethodSpec("once", paper="single retrieval with the question"))
-METHODS.register("fl-rag", MethodSpec("every-n-tokens", "previous-output", knobs={"trigger": {"n": 15}},
-                                      paper="fixed-length retrieval every n tokens (Ram et al. 2023)"))
+METHODS.register("fl-rag", MethodSpec(
+    "every-n-tokens", "previous-output", knobs={"trigger": {"n": 32}},
+    datasets={"2wikimultihopqa": {"trigger": {"n": 16}}},
+    paper="fixed-length retrieval every n tokens (Ram et al. 2023) as the DRAGIN repository ran it: "
+          "fix_length 32, 16 on 2Wiki (its Llama2 FL-RAG configs before commit 6108a97 deleted the key)"))
 METHODS.register("fs-rag", MethodSpec("every-sentence", "previous-output",
                                       paper="retrieval every sentence (Trivedi et al. 2023)"))
 METHODS.register("token-rag", MethodSpec(
     "token-confidence", "masked-tokens", knobs={"trigger": {"theta": 0.08, "look_ahead": 100},
                                                 "formulator": {"theta": 0.08}},
-    datasets={"2wikimultihopqa": {"trigger": {"look_ahead": 64}}},
-    paper="TokenRAG as the DRAGIN repository runs it (its FLARE.json configs, method: token)"))
+    datasets={"2wikimultihopqa": {"trigger": {"theta": 0.1, "look_ahead": 64}, "formulator": {"theta": 0.1}},
+              "strategyqa": {"trigger": {"theta": 0.1}, "formulator": {"theta": 0.1}},
+              "iirc": {"trigger": {"look_ahead": 128}}},
+    paper="TokenRAG as the DRAGIN repository runs it (its Llama2-7b FLARE.json configs, method: token); "
+          "deviations in dynaprag.dynamic.lookahead"))
 METHODS.register("entity-rag", MethodSpec(
     "entity", "masked-entities", knobs={"trigger": {"theta": 0.4, "look_ahead": 100}, "formulator": {"theta": 0.4}},
-    datasets={"2wikimultihopqa": {"trigger": {"look_ahead": 64}}},
+    datasets={"2wikimultihopqa": {"trigger": {"look_ahead": 64}}, "iirc": {"trigger": {"look_ahead": 128}}},
     paper="EntityRAG as the DRAGIN repository computes it (no released config: θ = 0.4 is ours)"))
 METHODS.register("flare", MethodSpec(
     "flare", "masked-sentence", knobs={"trigger": {"theta": 0.8, "initial": True}, "formulator": {"beta": 0.4}},
-    paper="FLARE_direct as its released 2Wiki config runs it (Jiang et al. 2023)"))
+    datasets={"2wikimultihopqa": {"selector": {"k": 2}}},
+    paper="FLARE_direct as its released 2Wiki config runs it (Jiang et al. 2023; topk 2 there); "
+          "its max_generation_len 256 is the run's max_new_tokens"))
 METHODS.register("flare-flashrag", MethodSpec(
     "flare", "masked-sentence", knobs={"trigger": {"theta": 0.2}, "formulator": {"beta": 0.2}},
     paper="FLARE with FlashRAG's 0.2/0.2 thresholds (variant)"))
 METHODS.register("dragin", MethodSpec(
     "rind", "real-words", knobs={"trigger": {"theta": 0.8, "look_ahead": 100}, "formulator": {"top_k": 35}},
-    datasets={"2wikimultihopqa": {"trigger": {"theta": 1.0, "look_ahead": 64}, "formulator": {"top_k": 25}}},
+    datasets={"2wikimultihopqa": {"trigger": {"theta": 1.0, "look_ahead": 64}, "formulator": {"top_k": 25}},
+              "strategyqa": {"trigger": {"theta": 0.75}},
+              "iirc": {"trigger": {"theta": 0.6, "look_ahead": 128}}},
     paper="DRAGIN as its reference code runs it (Su et al. 2024; oneal2000/DRAGIN, Llama-2-7B configs)"))
 METHODS.register("dragin-paper", MethodSpec(
     "rind", "real-words", knobs={"trigger": {"theta": 1.2, "look_ahead": 100, "equation": "paper"},

@@ -21,7 +21,13 @@ from dynaprag.registry import Registry
 
 @dataclass
 class QueryFormulator(Component):
-    """Base formulator: the question itself (sr-rag, and every method's first retrieval)."""
+    """Base formulator: the question itself (sr-rag, and every method's first retrieval).
+
+    ``retrieves_empty_query``: an empty query still counts as a retrieval (the draft is cut and
+    regenerated, with whatever the search finds: nothing); otherwise it means no retrieval.
+    """
+
+    retrieves_empty_query: ClassVar[bool] = False
 
     def __call__(self, draft: Draft, decision: Decision, probe=None) -> str:
         return draft.question
@@ -71,9 +77,11 @@ class _ReferenceMaskQuery(QueryFormulator):
 
     Reads the sentence, its spans (tokens or entities) and their uncertainties from the
     decision when the matching trigger gave them; otherwise takes the judged span's tokens
-    with ``1 - p``. An empty query means no retrieval.
+    with ``1 - p``. An empty query still retrieves, as the reference's ``TokenRAG.inference``
+    does (``generate.py:373-381``; BM25 finds nothing and the sentence is regenerated).
     """
 
+    retrieves_empty_query: ClassVar[bool] = True
     theta: float = field(default=0.08, metadata={"help": "mask spans whose uncertainty > theta", "min": 0.0})
     with_question: bool = field(default=False, metadata={"help": "prepend the question"})
 

@@ -246,10 +246,14 @@ class SeakrTrigger(_Estimator, Trigger):
 @dataclass
 class SeakrSelector(_Estimator, Selector):
     """Keep the one new hit whose step is least uncertain, after the passages already in the
-    knowledge slot (``draft.passages``): chosen documents accumulate (≤ ``max_docs``)."""
+    knowledge slot (``draft.passages``): chosen documents accumulate (≤ ``max_docs``) and all of
+    them enter every later prompt (``self.docs``, reasoner.py:237, 272), whatever the run's k,
+    which bounds only the search (``accumulates``)."""
 
-    max_docs: int = field(default=5, metadata={"help": "most documents kept; the oldest leave first (SeaKR: 5)",
-                                               "min": 1})
+    max_docs: int = field(default=5, metadata={
+        "help": "most documents kept, the oldest leave first past it (SeaKR: 5, when its reasoning also stops)",
+        "min": 1})
+    accumulates: ClassVar[bool] = True
 
     def __call__(self, hits: list, draft: Draft, probe=None) -> list:
         upto = len(draft.steps) if draft.retrieving_at is None else draft.retrieving_at

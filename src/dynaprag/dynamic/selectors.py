@@ -8,7 +8,8 @@ SeaKR's document choice is ``trigger=rind selector=seakr-uncertainty``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 from dynaprag.dynamic.component import Component
 from dynaprag.dynamic.draft import Draft
@@ -17,7 +18,14 @@ from dynaprag.registry import Registry
 
 @dataclass
 class Selector(Component):
-    """Base selector: keep the hits as retrieved (``top-k``)."""
+    """Base selector: keep the hits as retrieved (``top-k``).
+
+    ``accumulates``: the selector returns the whole knowledge slot (the passages chosen at
+    earlier retrievals plus the new ones), all to be injected, so the loop's k bounds only the
+    search (SeaKR keeps up to 5 documents, one per retrieval).
+    """
+
+    accumulates: ClassVar[bool] = False
 
     def __call__(self, hits: list, draft: Draft, probe=None) -> list:
         return list(hits)
@@ -25,7 +33,13 @@ class Selector(Component):
 
 @dataclass
 class TopKSelector(Selector):
-    """The retriever's top-k, in its order (every method without a re-ranker)."""
+    """The retriever's top-k, in its order (every method without a re-ranker); ``k`` keeps fewer
+    than the run's k (FLARE's released 2Wiki config retrieves 2)."""
+
+    k: int = field(default=0, metadata={"help": "hits kept per retrieval; 0 = the run's k", "min": 0})
+
+    def __call__(self, hits: list, draft: Draft, probe=None) -> list:
+        return list(hits)[: self.k or None]
 
 
 SELECTORS: Registry[type[Selector]] = Registry("selector")

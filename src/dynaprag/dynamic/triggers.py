@@ -62,11 +62,15 @@ class OnceTrigger(Trigger):
 class EveryNTokensTrigger(Trigger):
     """FL-RAG: retrieve every ``n`` generated tokens, plus once before generating.
 
-    Khandelwal et al. 2020 / Ram et al. 2023 (In-Context RALM, stride s); ``n = 15`` as in the
-    DRAGIN and FlashRAG toolkits. The judged span is the window of the last ``n`` tokens.
+    Khandelwal et al. 2020 / Ram et al. 2023 (In-Context RALM, stride s). The DRAGIN repository's
+    ``FixLengthRAG`` (``generate.py:263-303``) retrieves with the question, then with each chunk
+    of ``fix_length`` tokens: 32 in its Llama2 FL-RAG configs (HotpotQA, IIRC, StrategyQA), 16
+    on 2Wiki, until commit 6108a97 deleted the key (the ``fl-rag`` preset sets them per dataset).
+    The judged span, and the query, is the window of the last ``n`` tokens.
     """
 
-    n: int = field(default=15, metadata={"help": "retrieval stride in tokens", "min": 1})
+    n: int = field(default=32, metadata={"help": "retrieval stride in tokens (DRAGIN's FL-RAG: 32, 16 on 2Wiki)",
+                                         "min": 1})
     initial: bool = field(default=True, metadata={"help": "retrieve with the question before generating"})
 
     def __call__(self, draft: Draft, probe=None) -> Decision | None:
@@ -133,6 +137,12 @@ class FlareTrigger(TokenProbTrigger):
 
     θ = 0.8 from the released 2WikiMultihopQA config; FlashRAG's variant uses 0.2
     (``flare-flashrag``). Probabilities compare as Python floats, as the reference receives them.
+
+    The ``flare`` preset keeps that config's ``topk: 2`` on 2Wiki (the selector's ``k``; FLARE
+    released no config for other datasets, which keep the run's k = 3). Deviations: the answer
+    budget is the run's ``max_new_tokens`` (128 in the bench, one budget for every method;
+    FLARE's run used ``max_generation_len`` 256, ``openai.sh``: set ``max_new_tokens=256`` to
+    match); our prompt has 3 exemplars without retrieved context (FLARE: 8 with it, ``use_ctx_for_examplars: ret``); the shared retrieval cap.
     """
 
     theta: float = field(default=0.8, metadata={"help": "retrieve if any look-ahead token has p <= theta",
