@@ -69,10 +69,13 @@ def register(app: typer.Typer) -> None:
         import json
 
         from dynaprag.config import ConfigError
+        from dynaprag.eval.datasets import check_unicode
         from dynaprag.pipeline import Pipeline, load_config
         from dynaprag.registry import UnknownNameError
 
         try:
+            check_unicode("question", question, fix="pass the question as UTF-8 text (a byte that is not UTF-8 "
+                                                    "on the command line arrives as \\udcXX)")
             cfg = load_config(config, overrides or [], model=model, method=method)
             answer = Pipeline.from_config(cfg).answer(question)
         except (ConfigError, UnknownNameError, ValueError) as exc:

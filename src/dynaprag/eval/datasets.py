@@ -113,15 +113,16 @@ class Example:
 _SCALARS = (str, bool, int, float)
 
 
-def check_unicode(key: str, text: str) -> str:
+def check_unicode(key: str, text: str, fix: str = "fix the escape in the file") -> str:
     """``text``, or a ValueError naming ``key`` when it holds a lone surrogate (``\ud800``).
 
-    JSON allows the escape, but it is no character: a tokenizer cannot encode it.
+    JSON allows the escape, but it is no character: a tokenizer cannot encode it. (Python also
+    turns a command-line byte that is not UTF-8 into one, ``\xe9`` into ``\udce9``.)
     """
     bad = next((c for c in text if "\ud800" <= c <= "\udfff"), None)
     if bad is not None:
         raise ValueError(f"{key!r}: holds the lone surrogate \\u{ord(bad):04x} (half of a UTF-16 pair, not a "
-                         "character); fix the escape in the file")
+                         f"character); {fix}")
     return text
 
 
