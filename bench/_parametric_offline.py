@@ -192,7 +192,8 @@ def encode_and_select(args, lm, bm25, store, config, splits: Mapping[str, tuple[
             from dynaprag.parametric.distributed import RayConfig, encode_with_ray
 
             encode_with_ray(args.model, args.dtype, lm.fingerprint, passages, store, config,
-                            RayConfig(workers=args.workers), log)
+                            RayConfig(address=args.ray_address, workers=args.workers,
+                                      startup_timeout_s=args.ray_timeout), log)
         else:
             encode_corpus(lm, passages, store, config, log)
 

@@ -130,6 +130,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                          "--overhead-tokens tokens, for PRAG's online cost at equal length (0 = skip)")
     ap.add_argument("--overhead-tokens", type=int, default=32)
     ap.add_argument("--workers", type=int, default=2, help="Ray actors for encoding (0 = in this process)")
+    ap.add_argument("--ray-address", default=None, help="a running Ray cluster for the encoding (default: a local one)")
+    ap.add_argument("--ray-timeout", type=int, default=120, help="seconds a local Ray cluster may take to start")
     ap.add_argument("--qa-retries", type=int, default=None,
                     help="extra QA attempts after an unparsable list (default: AugmentConfig's 2; PRAG: up to 100). "
                          "More retries keep more top-ranked passages, as the reference does, at a similar cost per kept "
@@ -321,7 +323,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    from dynaprag.cluster import RayStartError
+
     try:
         main()
-    except BenchError as exc:  # a setting or checkpoint that cannot work: one line, exit code 2
+    except (BenchError, RayStartError) as exc:  # a setting, checkpoint or cluster that cannot work: one line, exit 2
         raise SystemExit(print(f"error: {exc}", file=sys.stderr) or 2)

@@ -15,6 +15,7 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 os.environ.setdefault("DYNAPRAG_CACHE", str(ROOT / ".cache" / "dynaprag"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+pytest_plugins = ["ray_fixture"]  # the session-wide Ray cluster (tests/ray_fixture.py)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,7 @@
-"""`dynaprag encode --ray`: augmentation + encoding on a local Ray cluster into the same store."""
+"""`dynaprag encode --ray`: augmentation + encoding on the test run's local Ray cluster into the same store.
+
+That a call which starts its own cluster also stops it is in ``test_ray_cluster.py``.
+"""
 from __future__ import annotations
 
 import os
@@ -13,8 +16,7 @@ from dynaprag.parametric.encode import EncodeConfig
 pytestmark = pytest.mark.slow
 
 
-def test_ray_encodes_documents_into_the_store(lm, tmp_path):
-    ray = pytest.importorskip("ray", reason="Ray not installed (pip install 'dynaprag[ray]')")
+def test_ray_encodes_documents_into_the_store(lm, tmp_path, ray_cluster):
     from dynaprag.parametric.distributed import RayConfig, encode_with_ray
 
     config = EncodeConfig(failed_augmentation="plain-text", augment=AugmentConfig(
@@ -24,13 +26,9 @@ def test_ray_encodes_documents_into_the_store(lm, tmp_path):
     store = AdapterStore(tmp_path / "adapters", lm.fingerprint, config.store_config())
     store.put(passages[1].content_hash, {"x.lora_A": __import__("torch").zeros(1, 1)}, {"doc": {"id": "r2"}})
     seen = []
-    try:  # encode_with_ray starts a local cluster itself and stops it when done
-        report = encode_with_ray("smollm2-135m", "float32", lm.fingerprint, passages, store, config,
-                                 RayConfig(workers=2), lambda p, s: seen.append((p.id, s)))
-    finally:
-        if ray.is_initialized():
-            ray.shutdown()
-            pytest.fail("encode_with_ray left the Ray cluster it started running")
+    report = encode_with_ray("smollm2-135m", "float32", lm.fingerprint, passages, store, config,
+                             RayConfig(workers=2), lambda p, s: seen.append((p.id, s)))
+    assert ray_cluster.is_initialized()  # the test run's cluster: not this call's to stop
     assert report.skipped == 1 and report.encoded == 1  # the finished document is not redone
     assert sorted(seen) == [("r1", "encoded"), ("r2", "already stored")]
     entry = store.entries()[passages[0].content_hash]

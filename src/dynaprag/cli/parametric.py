@@ -30,7 +30,8 @@ def select_passages(corpus: str, ids: list[str], limit: Optional[int]):
 
 
 def run_encode(corpus: str, ids: list[str], limit: Optional[int], store_root: Optional[str], model: str,
-               dtype: str, use_ray: bool, workers: int, overrides: list[str], show_progress: bool = True):
+               dtype: str, use_ray: bool, workers: int, overrides: list[str], show_progress: bool = True,
+               ray_address: Optional[str] = None, ray_timeout: int = 120):
     """The body of ``dynaprag encode``: returns (store, report)."""
     from tqdm import tqdm
 
@@ -49,14 +50,17 @@ def run_encode(corpus: str, ids: list[str], limit: Optional[int], store_root: Op
         bar.update(1)
         bar.set_postfix_str(f"{status} {passage.id}")
 
-    if use_ray:
-        from dynaprag.parametric.distributed import RayConfig, encode_with_ray
+    try:  # closed on an error too, so the error's line is not glued to the bar
+        if use_ray:
+            from dynaprag.parametric.distributed import RayConfig, encode_with_ray
 
-        report = encode_with_ray(model, dtype, lm.fingerprint, passages, store, config,
-                                 RayConfig(workers=workers), progress)
-    else:
-        report = encode_corpus(lm, passages, store, config, progress)
-    bar.close()
+            report = encode_with_ray(model, dtype, lm.fingerprint, passages, store, config,
+                                     RayConfig(address=ray_address, workers=workers, startup_timeout_s=ray_timeout),
+                                     progress)
+        else:
+            report = encode_corpus(lm, passages, store, config, progress)
+    finally:
+        bar.close()
     return store, report
 
 
@@ -163,7 +167,12 @@ def register(app: typer.Typer) -> None:
         store: Optional[str] = typer.Option(None, "--store", help="adapter store root (default $DYNAPRAG_CACHE/adapters)"),
         model: str = typer.Option("smollm2-135m", "--model", help="model alias, HF id or folder"),
         dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | auto"),
-        ray: bool = typer.Option(False, "--ray", help="distribute over a Ray cluster (local if none)"),
+        ray: bool = typer.Option(False, "--ray", help="distribute over a Ray cluster (a new local one unless "
+                                                      "--ray-address)"),
+        ray_address: Optional[str] = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS",
+                                                  help="with --ray: a running cluster (auto, HOST:PORT, ray://HOST:10001)"),
+        ray_timeout: int = typer.Option(120, "--ray-timeout", help="with --ray: seconds a local cluster may take "
+                                                                    "to start (retried once)"),
         workers: int = typer.Option(2, "--workers", help="Ray actors"),
         set_: list[str] = typer.Option([], "--set", help="EncodeConfig override key=value, e.g. rank=4"),
         repair: bool = typer.Option(False, "--repair", help="rebuild the --store's manifest from its intact "
@@ -171,6 +180,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """PRAG offline phase: augment each passage and train its LoRA (resumable: finished docs skip)."""
         from dynaprag.cli import console, fail
+        from dynaprag.cluster import RayStartError
         from dynaprag.config import ConfigError
 
         if repair:
@@ -184,8 +194,9 @@ def register(app: typer.Typer) -> None:
         if corpus is None:
             fail("--corpus is required: the passages to encode (or pass --repair to rebuild a store's manifest)")
         try:
-            st, report = run_encode(corpus, ids, limit, store, model, dtype, ray, workers, set_)
-        except (ConfigError, ValueError, FileNotFoundError) as exc:
+            st, report = run_encode(corpus, ids, limit, store, model, dtype, ray, workers, set_,
+                                    ray_address=ray_address, ray_timeout=ray_timeout)
+        except (ConfigError, ValueError, FileNotFoundError, RayStartError) as exc:
             fail(str(exc))
         console.print(f"encoded {report.encoded}, skipped {report.skipped} (already in store), "
                       f"repaired {report.repaired} (damaged or missing adapters redone), "

@@ -6,21 +6,21 @@ encodes the documents it is handed; the driver writes every finished adapter int
 :class:`~dynaprag.parametric.adapters.AdapterStore` as results arrive, so a killed run keeps
 what finished and a re-run skips it. Adapters travel back as safetensors bytes (no pickled
 tensors; a document whose augmentation failed comes back without one and is recorded as
-skipped). The same code runs on a local cluster (``ray.init(num_cpus=2)``) or a real one
-(``address="ray://head:10001"``); workers need the model reachable under the same name.
+skipped). The same code runs on a local cluster or a real one (``address="ray://head:10001"``),
+started or joined by :func:`dynaprag.cluster.ray_session`; workers need the model reachable
+under the same name.
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable
 
+from dynaprag.cluster import ClusterConfig, ray_session
 from dynaprag.corpus import Passage
 from dynaprag.parametric.adapters import AdapterStore
 from dynaprag.parametric.encode import EncodeConfig, EncodeReport, pending_passages
-
-_ENV = ("DYNAPRAG_CACHE", "HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM", "HF_HOME")
-
 
 @dataclass
 class RayConfig:
@@ -29,6 +29,12 @@ class RayConfig:
     address: str | None = field(default=None, metadata={"help": "Ray address (ray://head:10001, auto); None = a new local cluster"})
     workers: int = field(default=2, metadata={"help": "encoding actors (each loads the model once)"})
     cpus_per_worker: float = field(default=1.0, metadata={"help": "CPUs reserved per actor (also its torch threads)"})
+    startup_timeout_s: int = field(default=120, metadata={"help": "seconds a local cluster may take to start"})
+
+    def cluster(self) -> ClusterConfig:
+        """The cluster to join, or a local one with a CPU for every actor."""
+        return ClusterConfig(address=self.address, num_cpus=math.ceil(self.workers * self.cpus_per_worker),
+                             startup_timeout_s=self.startup_timeout_s)
 
 
 class EncodeWorker:
@@ -87,32 +93,29 @@ def even_batches(items: list, workers: int, most: int) -> list[list]:
     return out
 
 
-def _import_ray():
-    try:
-        import ray
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("`dynaprag encode --ray` needs Ray: pip install 'dynaprag[ray]'") from exc
-    return ray
-
-
 def encode_with_ray(model: str, dtype: str, fingerprint: str, passages: Iterable[Passage], store: AdapterStore,
                     config: EncodeConfig | None = None, ray_config: RayConfig | None = None,
                     progress: Callable[[Passage, str], None] | None = None) -> EncodeReport:
-    """Encode the passages that have no finished adapter in ``store`` on Ray actors."""
-    from safetensors.torch import load
+    """Encode the passages that have no finished adapter in ``store`` on Ray actors.
 
-    ray = _import_ray()
+    Ray starts only when something is left to encode; a cluster this call started is stopped
+    when it returns (:func:`~dynaprag.cluster.ray_session`), one it found running is left so.
+    Raises :class:`~dynaprag.cluster.RayStartError` (one line) when no cluster can be had.
+    """
     config, ray_config = config or EncodeConfig(), ray_config or RayConfig()
     report, todo = pending_passages(passages, store, progress)
     if not todo:
         return report
-    started = not ray.is_initialized()
-    if started:
-        if not ray_config.address:  # Ray runs workers at nice 15; on our own cluster they are the job
-            os.environ.setdefault("RAY_worker_niceness", "0")
-        env = {k: os.environ[k] for k in _ENV if k in os.environ}
-        ray.init(address=ray_config.address or "local", include_dashboard=False, runtime_env={"env_vars": env},
-                 log_to_driver=False)
+    with ray_session(ray_config.cluster()) as ray:
+        _encode_on_actors(ray, model, dtype, fingerprint, todo, store, config, ray_config, report, progress)
+    return report
+
+
+def _encode_on_actors(ray, model: str, dtype: str, fingerprint: str, todo: list[Passage], store: AdapterStore,
+                      config: EncodeConfig, ray_config: RayConfig, report: EncodeReport, progress) -> None:
+    """Load the model on the actors, hand them even batches as they free up, store what comes back."""
+    from safetensors.torch import load
+
     actor_cls = ray.remote(num_cpus=ray_config.cpus_per_worker)(EncodeWorker)
     n = max(1, min(ray_config.workers, len(todo)))
     actors = [actor_cls.remote(model, dtype, asdict(config), int(ray_config.cpus_per_worker)) for _ in range(n)]
@@ -140,9 +143,6 @@ def encode_with_ray(model: str, dtype: str, fingerprint: str, passages: Iterable
     finally:
         for actor in actors:
             ray.kill(actor)
-        if started:  # a cluster we started ourselves is ours to stop
-            ray.shutdown()
-    return report
 
 
 def _doc(passage: Passage) -> dict:
