@@ -19,6 +19,13 @@ The reference procedure, step by step, and how the one loop reproduces it:
    has ``generate_max_length`` tokens; there is no retrieval cap in the reference (the
    pipeline's ``max_retrievals`` still applies; set it high to match).
 
+The cut is where the fired sentence's text begins, so an earlier sentence whose word span came
+out empty (one containing a newline; the next sentence absorbs its words) is kept, as the
+reference's ``prev`` keeps it (``generate.py:520``). An empty real-words query is searched as it
+is (``retrieves_empty_query``; the reference retrieves with ``""``, ``:665-674``, and BM25 finds
+nothing). A regenerated sentence that ends at end-of-sequence is followed by the next
+look-ahead without the passages, as the reference's next iteration.
+
 Deviations, with reasons: (a) the look-ahead is not regenerated from scratch after each
 retrieval; the kept tokens' KV cache is reused, so the reference's decisions come at a fraction
 of its cost; (b) the regenerated sentence ends at the loop's sentence end (``.``/``!``/``?``
@@ -26,7 +33,11 @@ or a newline) instead of spaCy's first sentence of a 100-token continuation; (c)
 reference joins text pieces with ``strip()`` and single spaces, here the kept tokens are the
 text; (d) entropies come from the decoder's log-softmax (the reference's numpy softmax with
 ``+1e-10`` differs in the 4th digit on near-deterministic steps); (e) the prompt is ours
-(exemplars, chat template), with the same order (exemplars, context, question, answer).
+(exemplars, chat template), with the same order (exemplars, context, question, answer);
+(f) budgets the reference does not have: ``max_retrievals`` (5) and the decoding budget
+(``max_decoded_factor`` × ``max_new_tokens``); on small models, where the reference θ fires at
+the first sentence of nearly every look-ahead, they end the retrievals early, and an answer
+budget below ``look_ahead`` + the kept text cuts a look-ahead short.
 
 ``equation="paper"`` gives ``dragin-paper``: the printed Eq. (4) per token,
 ``H_i · a_max(i) · s_i`` with ``a_max`` over strictly later tokens of the same look-ahead

@@ -22,7 +22,8 @@ iteration; DRAGIN's regenerated sentence ends at the loop's sentence end instead
 first sentence of a full continuation; tokens are ``tokenizer.decode([id])`` as in the
 reference, the end-of-sequence token left out; the run's answer budget (``max_new_tokens``,
 128 in the bench) can end a continuation the reference would let grow past it (its limit is
-checked only after each whole continuation, ``:394-397``).
+checked only after each whole continuation, ``:394-397``); ``max_retrievals`` (5) and the
+decoding budget are ours too (docs/dynamic.md, "Budgets the reference does not have").
 """
 from __future__ import annotations
 

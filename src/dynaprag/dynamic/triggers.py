@@ -66,7 +66,8 @@ class EveryNTokensTrigger(Trigger):
     ``FixLengthRAG`` (``generate.py:263-303``) retrieves with the question, then with each chunk
     of ``fix_length`` tokens: 32 in its Llama2 FL-RAG configs (HotpotQA, IIRC, StrategyQA), 16
     on 2Wiki, until commit 6108a97 deleted the key (the ``fl-rag`` preset sets them per dataset).
-    The judged span, and the query, is the window of the last ``n`` tokens.
+    The judged span, and the query, is the window of the last ``n`` tokens. The reference has no
+    retrieval cap; the loop's ``max_retrievals`` (5) binds after 64 tokens at n = 16.
     """
 
     n: int = field(default=32, metadata={"help": "retrieval stride in tokens (DRAGIN's FL-RAG: 32, 16 on 2Wiki)",
