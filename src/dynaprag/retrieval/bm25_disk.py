@@ -89,15 +89,13 @@ def build_disk_index(passages: Iterable[Passage], index_dir: str | Path, *, sett
         log.info("resuming the BM25 build in %s after %d passages", tmp, resumed_from)
     analyzer = Analyzer(settings["stemmer"], settings["stopwords"])
     digest = PassageDigest()
-    bar = tqdm(total=total, desc="bm25: read + index", unit=" passages", unit_scale=True, disable=not progress,
-               smoothing=0.05)
+    bar = tqdm(total=total, initial=resumed_from, desc="bm25: index chunks", unit=" passages", unit_scale=True,
+               disable=not progress, smoothing=0.1)
 
-    def counted(stream):
-        for p in stream:
-            bar.update(1)
-            yield p
+    def on_chunk(index: int, done: int) -> None:
+        bar.update(done - bar.n)
 
-    build_chunks(counted(passages), tmp, manifest, analyzer, digest)
+    build_chunks(passages, tmp, manifest, analyzer, digest, on_chunk=on_chunk)
     bar.close()
     if not manifest.chunks:
         raise ValueError("cannot build a BM25 index from an empty corpus")

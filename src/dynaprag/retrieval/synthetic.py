@@ -6,11 +6,13 @@ scale must be measured. :func:`fit_statistics` fits, on a real corpus (by defaul
 (least squares on log-frequency against log-rank, ranks 10 to 5,000), Heaps' law of vocabulary
 growth ``V(n) = K n^beta`` (n = words read), the empirical distribution of passage lengths in
 words, and the real words by frequency. :func:`write_synthetic_tsv` then draws, for N passages,
-lengths from that distribution and words i.i.d. from a Zipf law over a vocabulary whose size is
-solved so that the expected number of distinct words equals Heaps' prediction at the corpus's
-size. The most frequent ranks are the real words (stop words, common content words, so the
-analyser's stop-word removal and stemming see realistic text and real questions find
-matches); the rarer ranks are made-up words (syllables spelling the rank).
+lengths from that distribution and words i.i.d. from :class:`WordModel`: the fitted Zipf law
+for the frequent words and a tail of exponent 1/beta, so the vocabulary grows by Heaps' law at
+every size (the rank where the tail starts is fitted so that the expected vocabulary of a
+sample as large as the real corpus is the one observed). The most frequent ranks are the real
+words (stop words, common content words: the analyser's stop-word removal and stemming see
+realistic text and real questions find matches); the rarer ranks are made-up words (syllables
+spelling the rank).
 
 Everything is seeded: the same (N, seed, statistics) gives the same file, chunk by chunk, and
 a killed generation resumes from its last complete chunk. Files go under the cache folder,
@@ -85,31 +87,70 @@ def fit_statistics(path: str | Path) -> CorpusStatistics:
                             vocabulary=[w for w, _ in counts.most_common()])
 
 
-def _zipf_weights(size: int, s: float) -> np.ndarray:
-    w = np.arange(1, size + 1, dtype=np.float64) ** -s
-    return w / w.sum()
+@dataclass
+class WordModel:
+    """Word ranks drawn i.i.d. from a Zipf law with a heavier tail: p(r) ~ r^-s below ``head``,
+    ~ r^-(1/beta) above it (unbounded, continuous at ``head``).
+
+    Why two regimes: i.i.d. draws from one Zipf law of exponent s grow a vocabulary as n^(1/s),
+    so the fitted head exponent (~1.0) would give beta ~ 1, not the measured ~0.68; a tail of
+    exponent 1/beta gives Heaps' growth at every size, not only at the one a finite vocabulary
+    was solved for. ``head`` is fitted so the expected distinct words match the real sample.
+    """
+
+    s_head: float
+    s_tail: float
+    head: int
+
+    def __post_init__(self) -> None:
+        weights = np.arange(1, self.head + 1, dtype=np.float64) ** -self.s_head
+        tail = self.head ** (1 - self.s_head) / (self.s_tail - 1)  # integral of the tail density
+        self._total = weights.sum() + tail
+        self._head_mass = weights.sum() / self._total
+        self._head_cdf = np.cumsum(weights) / weights.sum()
+
+    def expected_distinct(self, draws: float) -> float:
+        """Expected distinct words after ``draws`` draws (head summed, tail integrated)."""
+        p = np.arange(1, self.head + 1, dtype=np.float64) ** -self.s_head / self._total
+        head = float(np.sum(-np.expm1(-draws * p)))
+        scale = self.head ** (self.s_tail - self.s_head) / self._total
+        t_max = np.log((draws * scale * 1e12) ** (1 / self.s_tail) / self.head)
+        t = np.linspace(0.0, max(t_max, 1.0), 20001)
+        r = self.head * np.exp(t)
+        integrand = -np.expm1(-draws * scale * r ** -self.s_tail) * r
+        return head + float(np.sum((integrand[1:] + integrand[:-1]) * np.diff(t)) / 2)
+
+    def draw(self, rng: np.random.Generator, n: int, min_rank: int = 1) -> np.ndarray:
+        """``n`` ranks (1-based, int64); ``min_rank`` > 1 draws from the head only."""
+        min_rank = min(min_rank, self.head)
+        if min_rank > 1:
+            u = rng.uniform(self._head_cdf[min_rank - 2], 1.0, n)
+            return np.searchsorted(self._head_cdf, u).astype(np.int64) + 1
+        u = rng.random(n)
+        ranks = np.searchsorted(self._head_cdf, u / self._head_mass).astype(np.int64) + 1
+        tail = u >= self._head_mass
+        v = (u[tail] - self._head_mass) / (1 - self._head_mass)
+        ranks[tail] = self.head + 1 + np.floor(
+            np.minimum(self.head * (1 - v) ** (-1 / (self.s_tail - 1)), _MAX_RANK)).astype(np.int64)
+        return np.minimum(ranks, _MAX_RANK)
 
 
-def expected_distinct(size: int, s: float, draws: float) -> float:
-    """Expected distinct words after ``draws`` i.i.d. draws from Zipf(``s``) over ``size`` words."""
-    p = _zipf_weights(size, s)
-    return float(np.sum(-np.expm1(draws * np.log1p(-p))))
+_MAX_RANK = len(_SYLLABLES) ** 9 - 1  # the longest made-up word stays within MAX_WORD_BYTES
 
 
-def solve_vocabulary(target: int, s: float, draws: float) -> int:
-    """The Zipf vocabulary size whose expected distinct words after ``draws`` is ``target``."""
-    lo, hi = max(1, target), max(2, target) * 2
-    while expected_distinct(hi, s, draws) < target and hi < 2**31:
-        lo, hi = hi, hi * 2
-    while hi - lo > max(1, lo // 1000):
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if expected_distinct(mid, s, draws) < target else (lo, mid)
-    return hi
+def fit_word_model(stats: CorpusStatistics) -> WordModel:
+    """The :class:`WordModel` whose expected vocabulary on the real sample is the one observed."""
+    lo, hi = 10, 5_000_000
+    while hi - lo > max(1, lo // 500):
+        mid = int(np.sqrt(lo * hi))
+        model = WordModel(stats.zipf_s, 1 / stats.heaps_beta, mid)
+        lo, hi = (mid, hi) if model.expected_distinct(stats.words) < stats.distinct_words else (lo, mid)
+    return WordModel(stats.zipf_s, 1 / stats.heaps_beta, hi)
 
 
-def _made_up_words(start: int, stop: int) -> np.ndarray:
-    """Words spelling their rank in syllables (``bada``, ``bade``...), as fixed-width bytes."""
-    ranks = np.arange(start, stop, dtype=np.int64)
+def made_up_words(ranks: np.ndarray) -> np.ndarray:
+    """Words spelling their rank in syllables (``xba``, ``xbe``...), as fixed-width bytes."""
+    ranks = np.array(ranks, dtype=np.int64)
     words = np.full(len(ranks), "x", dtype=f"U{MAX_WORD_BYTES}")
     syllables = np.array(_SYLLABLES)
     active = np.ones(len(ranks), dtype=bool)
@@ -126,8 +167,17 @@ def word_table(stats: CorpusStatistics, size: int) -> np.ndarray:
     table = np.empty(size, dtype=f"S{MAX_WORD_BYTES}")
     table[:len(real)] = real
     if size > len(real):
-        table[len(real):] = _made_up_words(len(real), size)
+        table[len(real):] = made_up_words(np.arange(len(real), size))
     return table
+
+
+def _words(table: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """The words of 1-based ``ranks``: the table's for the head, made up for the tail."""
+    words = np.empty(len(ranks), dtype=table.dtype)
+    head = ranks <= len(table)
+    words[head] = table[ranks[head] - 1]
+    words[~head] = made_up_words(ranks[~head] - 1)
+    return words
 
 
 def write_synthetic_tsv(path: str | Path, passages: int, stats: CorpusStatistics, *, seed: int = 0,
@@ -136,11 +186,12 @@ def write_synthetic_tsv(path: str | Path, passages: int, stats: CorpusStatistics
     from tqdm.auto import tqdm
 
     path = Path(path)
-    describe = {"passages": passages, "seed": seed, "fitted_on": stats.summary()}
+    model = fit_word_model(stats)
     words_total = passages * float(np.mean(stats.lengths))
-    describe["vocabulary_target"] = stats.vocabulary_size(words_total)
-    size = solve_vocabulary(describe["vocabulary_target"], stats.zipf_s, words_total)
-    describe["zipf_vocabulary"] = size
+    describe = {"passages": passages, "seed": seed, "fitted_on": stats.summary(),
+                "word_model": {"s_head": model.s_head, "s_tail": round(model.s_tail, 4), "head": model.head},
+                "expected_vocabulary": int(model.expected_distinct(words_total)),
+                "heaps_vocabulary": stats.vocabulary_size(words_total)}
     sidecar = path.with_name(path.name + ".json")
     if path.is_file() and sidecar.is_file() and json.loads(sidecar.read_text()).get("complete") == describe:
         return describe
@@ -149,8 +200,7 @@ def write_synthetic_tsv(path: str | Path, passages: int, stats: CorpusStatistics
     if state.get("describe") != describe:
         state = {"describe": describe, "chunks": 0, "bytes": 0}
     path.parent.mkdir(parents=True, exist_ok=True)
-    cdf = np.cumsum(_zipf_weights(size, stats.zipf_s))
-    table = word_table(stats, size)
+    table = word_table(stats, max(model.head, len(stats.vocabulary)))
     lengths = np.asarray(stats.lengths, dtype=np.int64)
     n_chunks = -(-passages // GENERATION_CHUNK)
     bar = tqdm(total=passages, initial=min(passages, state["chunks"] * GENERATION_CHUNK), unit=" passages",
@@ -163,10 +213,9 @@ def write_synthetic_tsv(path: str | Path, passages: int, stats: CorpusStatistics
             rng = np.random.default_rng([seed, c])
             first, n = c * GENERATION_CHUNK, min(GENERATION_CHUNK, passages - c * GENERATION_CHUNK)
             lens = np.maximum(1, rng.choice(lengths, size=n))
-            words = table[np.minimum(np.searchsorted(cdf, rng.random(int(lens.sum()))), size - 1)]
+            words = _words(table, model.draw(rng, int(lens.sum())))
             title_lens = rng.integers(1, 4, size=n)
-            titles = table[np.minimum(np.searchsorted(cdf, rng.uniform(cdf[49], 1.0, int(title_lens.sum()))),
-                                      size - 1)]
+            titles = table[model.draw(rng, int(title_lens.sum()), min_rank=50) - 1]
             ends, title_ends = np.cumsum(lens), np.cumsum(title_lens)
             lines = []
             for i in range(n):
