@@ -44,7 +44,8 @@ def test_token_rag_keeps_the_whole_regenerated_look_ahead_unchecked():
 
 def test_entity_rag_keeps_the_whole_regenerated_look_ahead_unchecked():
     draft = sentence(" Jaws| was| made| by| Bob| Smith|.", UNSURE)
-    regenerated = sentence(" Jaws| was| made| by| Steven| Spielberg|.", UNSURE) + sentence(" Bob| Smith| is| old|.", UNSURE)
+    regenerated = (sentence(" Jaws| was| made| by| Steven| Spielberg|.", UNSURE)
+                   + sentence(" Bob| Smith| is| old|.", UNSURE))
     loop = scripted_loop("entity-rag", draft, with_context=regenerated, options={"trigger.look_ahead": 10},
                          config=LoopConfig(max_new_tokens=64))
     answer = loop.run(QUESTION)

@@ -143,7 +143,8 @@ class FlareTrigger(TokenProbTrigger):
     released no config for other datasets, which keep the run's k = 3). Deviations: the answer
     budget is the run's ``max_new_tokens`` (128 in the bench, one budget for every method;
     FLARE's run used ``max_generation_len`` 256, ``openai.sh``: set ``max_new_tokens=256`` to
-    match); our prompt has 3 exemplars without retrieved context (FLARE: 8 with it, ``use_ctx_for_examplars: ret``); the shared retrieval cap.
+    match); our prompt has 3 exemplars without retrieved context (FLARE: 8 with it,
+    ``use_ctx_for_examplars: ret``); the shared retrieval cap.
     """
 
     theta: float = field(default=0.8, metadata={"help": "retrieve if any look-ahead token has p <= theta",
