@@ -55,8 +55,6 @@ class BM25Retriever(Retriever):
     name = "bm25"
 
     def __init__(self, index_dir: str | Path, *, mmap: bool = True):
-        import bm25s
-
         self.index_dir = Path(index_dir)
         self.meta = read_meta(self.index_dir)
         settings = self.meta["settings"]
@@ -67,6 +65,8 @@ class BM25Retriever(Retriever):
             self.disk: DiskBM25 | None = DiskBM25(self.index_dir)
             return
         self.disk = None
+        import bm25s
+
         self.model = bm25s.BM25.load(str(self.index_dir), mmap=mmap, load_corpus=False)
         self.tokenizer = _tokenizer(settings["stemmer"], settings["stopwords"])
         self.tokenizer.load_vocab(str(self.index_dir))
@@ -172,13 +172,17 @@ class BM25Retriever(Retriever):
 DISK_LAYOUT_BYTES = 256 * 2**20
 
 
-def build_or_load(config: RetrieverConfig, progress: bool = True) -> BM25Retriever:
+def build_or_load(config: RetrieverConfig, progress: bool = True, *, layout: str = "auto",
+                  chunk_size: int | None = None) -> BM25Retriever:
     """Load the BM25 index for ``config`` or build it from ``config.corpus`` on first use.
 
     Builders of the same folder take turns (:func:`build_lock`); one that waited finds the
-    index built and loads it. A corpus file over :data:`DISK_LAYOUT_BYTES` is indexed out
-    of core, in chunks, resumably (the same scores as bm25s in memory).
+    index built and loads it. With ``layout="auto"`` a corpus file over :data:`DISK_LAYOUT_BYTES`
+    is indexed out of core (``disk``), in chunks of ``chunk_size`` passages, resumably (the
+    same scores as bm25s in memory). Any format of :mod:`dynaprag.retrieval.readers` is read.
     """
+    if layout not in ("auto", "memory", "disk"):
+        raise ValueError(f"unknown BM25 index layout {layout!r}; use auto, memory or disk")
     from dynaprag.corpora import ReadStats, corpus_fingerprint
     from dynaprag.retrieval.readers import read_corpus
 
@@ -191,14 +195,15 @@ def build_or_load(config: RetrieverConfig, progress: bool = True) -> BM25Retriev
                 passages = read_corpus(corpus, skip_bad_lines=config.skip_bad_lines, stats=stats,
                                        check_duplicates=config.check_duplicates)
                 source = {"corpus": str(corpus), "fingerprint": corpus_fingerprint(corpus)}
-                if corpus.stat().st_size > DISK_LAYOUT_BYTES:
-                    from dynaprag.retrieval.bm25_disk import bm25_settings, build_disk_index
+                if layout == "disk" or (layout == "auto" and corpus.stat().st_size > DISK_LAYOUT_BYTES):
+                    from dynaprag.retrieval.bm25_disk import DEFAULT_CHUNK_SIZE, bm25_settings, build_disk_index
                     from dynaprag.retrieval.readers import count_passages
 
                     build_disk_index(passages, folder, settings=bm25_settings(
                         config.k1, config.b, config.bm25_method, config.stemmer, config.stopwords),
-                        progress=progress, total=count_passages(corpus) if progress else None, source=source,
-                        read_stats=stats, hold_lock=False)
+                        chunk_size=chunk_size or DEFAULT_CHUNK_SIZE, progress=progress,
+                        total=count_passages(corpus) if progress else None, source=source, read_stats=stats,
+                        hold_lock=False)
                 else:
                     BM25Retriever._build_into(
                         passages, folder, k1=config.k1, b=config.b, method=config.bm25_method,
