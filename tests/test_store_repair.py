@@ -133,3 +133,15 @@ def test_repair_of_a_folder_that_is_not_a_store_is_one_line(tmp_path):
     assert encoding_folders(tmp_path / "empty") == []
     result = CliRunner().invoke(app, ["encode", "--repair", "--store", str(tmp_path / "empty")])
     assert result.exit_code == 2 and "no adapter store" in " ".join(result.output.split())
+
+
+def test_translator_train_on_an_unreadable_manifest_names_the_repair(store_copy, lm):
+    from dynaprag.cli.parametric import store_encode_config
+
+    store, _ = store_copy
+    store.manifest_path.write_text('{"entries": {')
+    with pytest.raises(ValueError, match=rf"manifest.json: not readable.*encode --repair --store {store.root}"):
+        store_encode_config(str(store.root), lm.fingerprint)
+    repair_store(store.dir)
+    root, config = store_encode_config(str(store.root), lm.fingerprint)
+    assert root == store.root and config.store_config() == _config().store_config()

@@ -73,7 +73,7 @@ def store_encode_config(store_dir: str, fingerprint: str):
     samples and scaling are the ones the store was trained with, not today's defaults.
     """
     from dynaprag.config import ConfigError, from_dict
-    from dynaprag.parametric.adapters import MANIFEST, config_hash
+    from dynaprag.parametric.adapters import MANIFEST, REPAIR_HINT, config_hash
     from dynaprag.parametric.encode import EncodeConfig
 
     path = Path(store_dir)
@@ -89,7 +89,12 @@ def store_encode_config(store_dir: str, fingerprint: str):
                          f"({', '.join(f.name for f in folders)}); pass one of them as --store {folders[0]}")
     manifest = folders[0] / MANIFEST
     try:
-        recorded = dict(json.loads(manifest.read_text(encoding="utf-8"))["config"])
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{manifest}: not readable ({type(exc).__name__}); "
+                         + REPAIR_HINT.format(root=root)) from None
+    try:
+        recorded = dict(data["config"])
         recorded.pop("format", None)
         config = from_dict(EncodeConfig, recorded)
     except (OSError, ValueError, KeyError, TypeError, ConfigError) as exc:
