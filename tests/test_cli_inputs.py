@@ -152,3 +152,16 @@ def test_config_file_errors_are_one_line_with_file_and_line(tmp_path):
 def test_ask_refuses_a_question_that_is_not_utf8_before_loading_the_model():
     said = one_line_error(CliRunner().invoke(app, ["ask", "What is caf\udce9?", "--method", "wo-rag"]))
     assert r"'question': holds the lone surrogate \udce9" in said
+
+
+def test_corpus_lone_surrogate_is_a_bad_line_and_a_real_pair_is_fine(tmp_path):
+    from dynaprag.corpora import CorpusError, ReadStats, read_passages
+
+    path = write(tmp_path / "c.jsonl", '{"id": "p1", "text": "a smile \\ud83d\\ude00"}\n'
+                                       '{"id": "p2", "title": "Half \\ud83d", "text": "b"}\n')
+    with pytest.raises(CorpusError, match=r"c.jsonl:2: field 'title': holds the lone surrogate \\ud83d"):
+        list(read_passages(path))
+    stats = ReadStats()
+    kept = list(read_passages(path, skip_bad_lines=True, stats=stats))
+    assert [p.text for p in kept] == ["a smile \U0001F600"] and stats.skipped == 1
+    assert kept[0].content_hash  # hashable: no surrogate reached it

@@ -33,6 +33,8 @@ JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 TSV_SUFFIXES = (".tsv",)
 #: what undecodable bytes become under ``errors="surrogateescape"`` (byte b -> U+DC00 + b)
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+#: a ``\ud800``-style escape in JSON: valid JSON, but no character (it cannot be encoded or hashed)
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _REENCODE = "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8) or pass skip_bad_lines=true"
 
 
@@ -134,9 +136,13 @@ def _passage(path: Path, line: int, record: dict, extra_keys: bool = True) -> Pa
     pid, title, text = record["id"], record.get("title") or "", record["text"]
     if not isinstance(pid, (str, int)) or isinstance(pid, bool) or str(pid).strip() == "":
         raise CorpusError(path, line, f"field 'id' must be a non-empty string or integer, got {pid!r}")
-    for key, value in (("text", text), ("title", title)):
+    for key, value in (("text", text), ("title", title), ("id", str(pid))):
         if not isinstance(value, str):
             raise CorpusError(path, line, f"field {key!r}: expected a string, got {type(value).__name__}")
+        surrogate = _SURROGATE.search(value)
+        if surrogate:
+            raise CorpusError(path, line, f"field {key!r}: holds the lone surrogate \\u{ord(surrogate.group()):04x} "
+                                          "(half of a UTF-16 pair, not a character); fix the escape in the file")
     if not text.strip():
         raise CorpusError(path, line, f"empty text for passage {pid!r}")
     extra = {k: v for k, v in record.items() if k not in ("id", "title", "text")} if extra_keys else {}
