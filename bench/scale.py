@@ -81,7 +81,7 @@ def case_corpus(n: int, seed: int) -> dict:
             "tsv_bytes": corpus_path(n, seed).stat().st_size}
 
 
-def case_build(n: int, seed: int, chunk_size: int) -> dict:
+def case_build(n: int, seed: int, chunk_size: int, workers: int) -> dict:
     """The out-of-core build in this (child) process: wall time and this process's peak RSS."""
     from dynaprag.corpora import corpus_fingerprint
     from dynaprag.retrieval.bm25_disk import build_disk_index
@@ -90,14 +90,22 @@ def case_build(n: int, seed: int, chunk_size: int) -> dict:
     tsv = corpus_path(n, seed)
     folder = work_dir() / f"bm25-{label(n)}"
     start = time.perf_counter()
-    meta = build_disk_index(read_corpus(tsv, check_duplicates=False), folder, chunk_size=chunk_size,
+    meta = build_disk_index(read_corpus(tsv, check_duplicates=False), folder, chunk_size=chunk_size, workers=workers,
                             total=n, progress=True, source={"corpus": str(tsv), "fingerprint": corpus_fingerprint(tsv)})
     arrays = du_bytes(folder) - du_bytes(folder, {"passages.jsonl", "passages.offsets.npy"})
     return {"build_s": round(meta["build_seconds"], 1), "build_last_run_s": round(time.perf_counter() - start, 1),
             "build_runs": meta["build_runs"], "build_peak_rss_mb": round(peak_rss_mb(), 1),
+            "build_worker_peak_rss_mb": round(_children_peak_rss_mb(), 1),
             "index_bytes": arrays, "store_bytes": du_bytes(folder, {"passages.jsonl", "passages.offsets.npy"}),
             "terms": meta["num_terms"], "postings": meta["num_postings"], "passages": meta["num_passages"],
-            "checksum": meta["source"]["checksum"], "chunk_size": chunk_size}
+            "checksum": meta["source"]["checksum"], "chunk_size": chunk_size, "workers": workers}
+
+
+def _children_peak_rss_mb() -> float:
+    """The largest peak RSS of this process's finished children (the chunk workers), 0 without."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -194,13 +202,14 @@ def main() -> None:
     ap.add_argument("--sizes", default="100k,1M", help="comma-separated passage counts, e.g. 100k,1M,4M,21M")
     ap.add_argument("--seed", type=int, default=0, help="synthetic corpus seed")
     ap.add_argument("--chunk-size", type=int, default=100_000, help="passages per build chunk")
+    ap.add_argument("--workers", type=int, default=1, help="processes analysing chunks during the build")
     ap.add_argument("--force", action="store_true", help="redo the search and recall cases already checkpointed")
     ap.add_argument("--case", help=argparse.SUPPRESS)
     ap.add_argument("--size", help=argparse.SUPPRESS)
     args = parse_args(ap)
     if args.case:  # a child: one case, its result as JSON on stdout's last line
         n = parse_size(args.size) if args.size else 0
-        result = {"corpus": lambda: case_corpus(n, args.seed), "build": lambda: case_build(n, args.seed, args.chunk_size),
+        result = {"corpus": lambda: case_corpus(n, args.seed), "build": lambda: case_build(n, args.seed, args.chunk_size, args.workers),
                   "search": lambda: case_search(n), "recall": case_recall}[args.case]()
         print(json.dumps(result))
         return
@@ -209,7 +218,8 @@ def main() -> None:
         name = f"{label(n)}-seed{args.seed}"
         checkpointed(f"corpus-{name}", False, lambda: run_child("corpus", "--size", text, "--seed", str(args.seed)))
         checkpointed(f"build-{label(n)}", False, lambda: run_child(
-            "build", "--size", text, "--seed", str(args.seed), "--chunk-size", str(args.chunk_size)))
+            "build", "--size", text, "--seed", str(args.seed), "--chunk-size", str(args.chunk_size),
+            "--workers", str(args.workers)))
         checkpointed(f"search-{label(n)}", args.force, lambda: run_child("search", "--size", text))
     recall = checkpointed("recall", args.force, lambda: run_child("recall"))
     write_report(recall)
@@ -235,7 +245,8 @@ def write_report(recall: dict) -> None:
                "fitted_statistics": next((json.loads(p.read_text())["fitted_on"] for p in
                                           sorted(work_dir().glob("corpus-*.json"))), {})},
         notes="bm25-disk: out-of-core chunked build (one process, one thread), index opened memory-mapped in a fresh "
-              "process. build_s sums every run of a resumed build; build_peak_rss_mb is the building process's; "
+              "process. build_s sums every run of a resumed build; build_peak_rss_mb is the building process's "
+              "(build_worker_peak_rss_mb: the largest chunk worker's, with --workers > 1); "
               "index_bytes: score arrays + vocabulary; store_bytes: the passage store (JSONL + offsets). Latency "
               "with the index in the page cache (just built). recall-real-corpus: the same 10,977 paragraphs "
               "indexed in memory (bm25s) and out of core; identical_top10_lists counts questions whose top-10 "

@@ -124,6 +124,15 @@ def test_big_corpus_files_are_indexed_out_of_core(tmp_path, monkeypatch):
     assert retriever.search_one("Who directed Jaws?", 3) == memory.search_one("Who directed Jaws?", 3)
 
 
+def test_parallel_chunk_workers_build_the_same_index(synthetic, tmp_path):
+    for workers in (1, 2):
+        build_disk_index(read_corpus(synthetic), tmp_path / f"w{workers}", chunk_size=450, workers=workers,
+                         progress=False)
+    for name in ("data.csc.index.npy", "indices.csc.index.npy", "indptr.csc.index.npy", "vocab.bytes.npy",
+                 "passages.jsonl", "passages.offsets.npy"):
+        assert (tmp_path / "w1" / name).read_bytes() == (tmp_path / "w2" / name).read_bytes(), name
+
+
 KILLED_BUILD = textwrap.dedent("""
     import os, signal, sys
     from dynaprag.retrieval import bm25_chunks, bm25_merge

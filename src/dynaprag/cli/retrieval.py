@@ -50,6 +50,8 @@ def register(app: typer.Typer) -> None:
                                    "resumable) | auto (disk above 256 MB of corpus)"),
         chunk_size: Optional[int] = typer.Option(None, "--chunk-size", help="bm25 disk layout: passages per chunk "
                                                  "(default 100000; memory grows with it)"),
+        workers: int = typer.Option(1, "--workers", help="bm25 disk layout: processes analysing chunks (e.g. "
+                                    "the number of cores)"),
         set_: list[str] = typer.Option([], "--set", help="retriever config override key=value (repeatable)"),
     ) -> None:
         """Build (or rebuild) the index for a corpus, with progress; reports passages/s.
@@ -79,7 +81,8 @@ def register(app: typer.Typer) -> None:
             if config.backend == "bm25":
                 from dynaprag.retrieval.bm25 import build_or_load
 
-                retriever = build_or_load(config, progress=True, layout=layout, chunk_size=chunk_size)
+                retriever = build_or_load(config, progress=True, layout=layout, chunk_size=chunk_size,
+                                          workers=workers)
             else:
                 retriever = build_retriever(config, progress=True)
         except (ConfigError, UnknownNameError, ValueError, FileNotFoundError, FileExistsError, ImportError) as exc:

@@ -173,13 +173,13 @@ DISK_LAYOUT_BYTES = 256 * 2**20
 
 
 def build_or_load(config: RetrieverConfig, progress: bool = True, *, layout: str = "auto",
-                  chunk_size: int | None = None) -> BM25Retriever:
+                  chunk_size: int | None = None, workers: int = 1) -> BM25Retriever:
     """Load the BM25 index for ``config`` or build it from ``config.corpus`` on first use.
 
     Builders of the same folder take turns (:func:`build_lock`); one that waited finds the
     index built and loads it. With ``layout="auto"`` a corpus file over :data:`DISK_LAYOUT_BYTES`
-    is indexed out of core (``disk``), in chunks of ``chunk_size`` passages, resumably (the
-    same scores as bm25s in memory). Any format of :mod:`dynaprag.retrieval.readers` is read.
+    is indexed out of core (``disk``), in chunks of ``chunk_size`` passages analysed by
+    ``workers`` processes, resumably (the same scores as bm25s in memory). Any format of :mod:`dynaprag.retrieval.readers` is read.
     """
     if layout not in ("auto", "memory", "disk"):
         raise ValueError(f"unknown BM25 index layout {layout!r}; use auto, memory or disk")
@@ -203,7 +203,7 @@ def build_or_load(config: RetrieverConfig, progress: bool = True, *, layout: str
                         config.k1, config.b, config.bm25_method, config.stemmer, config.stopwords),
                         chunk_size=chunk_size or DEFAULT_CHUNK_SIZE, progress=progress,
                         total=count_passages(corpus) if progress else None, source=source, read_stats=stats,
-                        hold_lock=False)
+                        workers=workers, hold_lock=False)
                 else:
                     BM25Retriever._build_into(
                         passages, folder, k1=config.k1, b=config.b, method=config.bm25_method,

@@ -139,13 +139,18 @@ def store_line(p: Passage) -> bytes:
     return f'{{"id": {_quote(p.id)}, "title": {_quote(p.title)}, "text": {_quote(p.text)}}}\n'.encode("utf-8")
 
 
-def write_chunk(folder: Path, index: int, passages: list[Passage], analyzer: Analyzer, store) -> dict:
-    """Analyse ``passages``, append them to the open ``store`` file, write chunk ``index``."""
+def append_to_store(passages: list[Passage], store) -> np.ndarray:
+    """Append ``passages`` to the open store file (flushed, fsynced); returns each line's length."""
     lines = [store_line(p) for p in passages]
     store.write(b"".join(lines))
     store.flush()
     os.fsync(store.fileno())
-    term_ids, doc_lens, vocabulary = analyzer.analyze_chunk([passage_text(p) for p in passages])
+    return np.fromiter(map(len, lines), dtype=np.int64, count=len(lines))
+
+
+def index_chunk(folder: Path, index: int, texts: list[str], analyzer: Analyzer, store_lens: np.ndarray) -> dict:
+    """Analyse ``texts`` and write chunk ``index``'s folder (under a temporary name, renamed whole)."""
+    term_ids, doc_lens, vocabulary = analyzer.analyze_chunk(texts)
     present = np.unique(term_ids)
     terms = [vocabulary[i] for i in present.tolist()]
     order = sorted(range(len(terms)), key=terms.__getitem__)
@@ -158,11 +163,28 @@ def write_chunk(folder: Path, index: int, passages: list[Passage], analyzer: Ana
     tmp.mkdir(parents=True)
     (tmp / "terms.txt").write_text("\n".join(terms[i] for i in order), encoding="utf-8")
     for name, arr in (("term_ptr", term_ptr), ("docs", docs), ("tfs", tfs), ("doc_lens", doc_lens),
-                      ("store_lens", np.fromiter(map(len, lines), dtype=np.int64, count=len(lines)))):
+                      ("store_lens", store_lens)):
         np.save(tmp / f"{name}.npy", arr, allow_pickle=False)
     os.replace(tmp, final)
-    return {"passages": len(passages), "store_bytes": store.tell(), "tokens": int(doc_lens.sum()),
-            "postings": int(len(docs)), "terms": len(order)}
+    return {"tokens": int(doc_lens.sum()), "postings": int(len(docs)), "terms": len(order)}
+
+
+def write_chunk(folder: Path, index: int, passages: list[Passage], analyzer: Analyzer, store) -> dict:
+    """Append ``passages`` to the ``store`` and write chunk ``index`` (one process does both)."""
+    store_lens = append_to_store(passages, store)
+    return {"passages": len(passages), "store_bytes": store.tell(),
+            **index_chunk(folder, index, [passage_text(p) for p in passages], analyzer, store_lens)}
+
+
+_WORKER_ANALYZERS: dict[tuple, Analyzer] = {}
+
+
+def _index_chunk_job(folder: Path, index: int, texts: list[str], analysis: tuple, store_lens: np.ndarray) -> dict:
+    """:func:`index_chunk` in a worker process, with that process's (cached) analyser."""
+    analyzer = _WORKER_ANALYZERS.get(analysis)
+    if analyzer is None:
+        analyzer = _WORKER_ANALYZERS[analysis] = Analyzer(*analysis)
+    return index_chunk(folder, index, texts, analyzer, store_lens)
 
 
 def read_chunk_terms(folder: Path, index: int) -> list[str]:
@@ -181,11 +203,14 @@ def batched(passages: Iterable[Passage], size: int) -> Iterator[list[Passage]]:
 
 
 def build_chunks(passages: Iterable[Passage], folder: Path, manifest: BuildManifest, analyzer: Analyzer,
-                 digest: PassageDigest, on_chunk: Callable[[int, int], None] | None = None) -> None:
+                 digest: PassageDigest, on_chunk: Callable[[int, int], None] | None = None,
+                 workers: int = 1) -> None:
     """Run phase 1 to the end of ``passages``, resuming after the manifest's chunks.
 
     The first ``manifest.passages`` passages are read (and digested) but not redone.
-    ``on_chunk(chunk_index, passages_done)`` is called after each committed chunk.
+    ``on_chunk(chunk_index, passages_done)`` is called after each committed chunk. With
+    ``workers`` > 1, chunks are analysed in that many processes while this one reads on and
+    appends to the store; chunks are still committed in order.
     """
     folder = Path(folder)
     if manifest.corpus_done:
@@ -201,18 +226,49 @@ def build_chunks(passages: Iterable[Passage], folder: Path, manifest: BuildManif
     if digest.count < skip or (skip and digest.hexdigest() != manifest.chunks[-1].get("digest")):
         raise ValueError(f"the corpus is not the one the interrupted build in {folder} was reading (its first "
                          f"{skip} passages differ); remove that folder to start over")
+
+    def commit(entry: dict) -> None:
+        manifest.chunks.append(entry)
+        manifest.save(folder)
+        if on_chunk is not None:
+            on_chunk(len(manifest.chunks) - 1, manifest.passages)
+
     with open(folder / PASSAGES, "ab") as store:
+        if workers <= 1:
+            for batch in batched(stream, manifest.chunk_size):
+                for p in batch:
+                    digest.update(p)
+                entry = write_chunk(folder, len(manifest.chunks), batch, analyzer, store)
+                commit({**entry, "digest": digest.hexdigest()})  # the corpus up to here: the resume check
+        else:
+            _build_chunks_in_pool(stream, folder, manifest, analyzer, digest, store, commit, workers)
+    manifest.corpus_done, manifest.digest = True, digest.hexdigest()
+    manifest.save(folder)
+
+
+def _build_chunks_in_pool(stream, folder, manifest, analyzer, digest, store, commit, workers: int) -> None:
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    analysis = (analyzer.stemmer_name, analyzer.stopwords_name)
+    pending: deque = deque()
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         for batch in batched(stream, manifest.chunk_size):
             for p in batch:
                 digest.update(p)
-            index = len(manifest.chunks)
-            manifest.chunks.append({**write_chunk(folder, index, batch, analyzer, store),
-                                    "digest": digest.hexdigest()})  # of the corpus up to here: resume check
-            manifest.save(folder)
-            if on_chunk is not None:
-                on_chunk(index, manifest.passages)
-    manifest.corpus_done, manifest.digest = True, digest.hexdigest()
-    manifest.save(folder)
+            store_lens = append_to_store(batch, store)
+            index = len(manifest.chunks) + len(pending)
+            future = pool.submit(_index_chunk_job, folder, index, [passage_text(p) for p in batch], analysis,
+                                 store_lens)
+            pending.append((future, {"passages": len(batch), "store_bytes": store.tell(),
+                                     "digest": digest.hexdigest()}))
+            while len(pending) >= workers:
+                future, entry = pending.popleft()
+                commit({**entry, **future.result()})
+        while pending:
+            future, entry = pending.popleft()
+            commit({**entry, **future.result()})
 
 
 def _prepend(first: Passage, rest: Iterator[Passage]) -> Iterator[Passage]:

@@ -61,19 +61,20 @@ def _fresh(folder: Path) -> None:
 def build_disk_index(passages: Iterable[Passage], index_dir: str | Path, *, settings: dict | None = None,
                      chunk_size: int = DEFAULT_CHUNK_SIZE, slab_postings: int = 32_000_000,
                      progress: bool = True, total: int | None = None, source: dict | None = None,
-                     read_stats=None, hold_lock: bool = True) -> dict:
+                     read_stats=None, workers: int = 1, hold_lock: bool = True) -> dict:
     """Build (or resume building) the BM25 index of ``passages`` in ``index_dir``; returns its meta.
 
     ``total`` (the expected passage count, e.g. from :func:`dynaprag.retrieval.readers.count_passages`)
     gives the progress bar its ETA. ``hold_lock=False`` is for a caller already holding the
-    folder's :func:`~dynaprag.retrieval.index_dir.build_lock`.
+    folder's :func:`~dynaprag.retrieval.index_dir.build_lock`. ``workers`` processes analyse
+    chunks in parallel (the merge runs in this one).
     """
     index_dir = Path(index_dir)
     if hold_lock:
         with build_lock(index_dir):
             return build_disk_index(passages, index_dir, settings=settings, chunk_size=chunk_size,
                                     slab_postings=slab_postings, progress=progress, total=total, source=source,
-                                    read_stats=read_stats, hold_lock=False)
+                                    read_stats=read_stats, workers=workers, hold_lock=False)
     from tqdm.auto import tqdm
 
     settings = settings or bm25_settings()
@@ -95,7 +96,7 @@ def build_disk_index(passages: Iterable[Passage], index_dir: str | Path, *, sett
     def on_chunk(index: int, done: int) -> None:
         bar.update(done - bar.n)
 
-    build_chunks(passages, tmp, manifest, analyzer, digest, on_chunk=on_chunk)
+    build_chunks(passages, tmp, manifest, analyzer, digest, on_chunk=on_chunk, workers=workers)
     bar.close()
     if not manifest.chunks:
         raise ValueError("cannot build a BM25 index from an empty corpus")
@@ -118,7 +119,8 @@ def build_disk_index(passages: Iterable[Passage], index_dir: str | Path, *, sett
     meta = {"backend": "bm25", "layout": LAYOUT, **stats, "build_seconds": round(manifest.seconds, 3),
             "passages_per_s": round(stats["num_passages"] / max(manifest.seconds, 1e-9), 1),
             "build_runs": manifest.runs, "last_run_seconds": round(seconds, 3),
-            "resumed_from_passages": resumed_from, "chunk_size": chunk_size, "settings": settings,
+            "resumed_from_passages": resumed_from, "chunk_size": chunk_size, "workers": workers,
+            "settings": settings,
             "bm25s_version": bm25s.__version__, "source": source}
     write_meta(tmp, meta)
     (tmp / MANIFEST).unlink(missing_ok=True)
