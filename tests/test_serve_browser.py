@@ -38,7 +38,8 @@ def server(lm):
     from dynaprag.serve.app import create_app
     from dynaprag.serve.server import ServerThread
 
-    pipeline = Pipeline.from_config(PipelineConfig(dtype="float32", max_retrievals=1), lm=lm)
+    # two retrievals: FLARE's first one is the question's, its second cuts a look-ahead sentence
+    pipeline = Pipeline.from_config(PipelineConfig(dtype="float32", max_retrievals=2), lm=lm)
     with ServerThread(create_app(pipeline, max_queue=2)) as running:
         yield running
 
@@ -88,6 +89,47 @@ def test_viewer_shows_tokens_markers_and_passages(server, browser, tmp_path):
     shot = tmp_path / "trace-viewer.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
+    assert errors == []
+    page.close()
+
+
+@pytest.mark.parametrize("method", ["dragin", "flare"])
+def test_viewer_shows_the_discarded_draft_shaded_by_the_scores_that_fired(server, browser, method, tmp_path):
+    """Under the default "Shade by: trigger score", DRAGIN's and FLARE's scores belong to the
+    look-ahead they discard: the viewer shows it at its marker, struck through and shaded, with the
+    firing sentence marked, so the query no longer appears from nowhere."""
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(server.url + "/")
+    page.wait_for_selector(f"#method option[value='{method}']", state="attached")
+    page.fill("#question", QUESTION)
+    page.select_option("#method", method)
+    page.fill("#max-tokens", "40")
+    page.click("#ask")
+    page.wait_for_selector("#stats:not(:empty)", timeout=240_000)
+    assert not page.is_visible("#error"), page.inner_text("#error")
+    assert page.input_value("#shade") == "score"
+
+    discarded = page.locator("#answer .discarded")
+    assert discarded.count() >= 1, "the discarded draft is shown at its retrieval marker"
+    # it follows a marker of the same retrieval
+    follows = page.eval_on_selector_all(
+        "#answer .discarded",
+        "ns => ns.map(n => n.previousElementSibling && n.previousElementSibling.classList.contains('marker') "
+        "&& n.previousElementSibling.dataset.retrieval === n.dataset.retrieval)")
+    assert all(follows)
+    assert "line-through" in page.eval_on_selector("#answer .discarded", "n => getComputedStyle(n).textDecorationLine")
+    fired = page.locator("#answer .discarded .fired")
+    assert fired.count() >= 1 and fired.first.inner_text().strip()
+    alphas = page.eval_on_selector_all(
+        "#answer .discarded .tok",
+        "ns => ns.map(n => { const m = getComputedStyle(n).backgroundColor.match(/rgba?\\(([^)]*)\\)/); "
+        "const parts = m ? m[1].split(',') : []; return parts.length === 4 ? Number(parts[3]) : 1; })")
+    assert max(alphas) > 0.2, "the trigger's scores shade the discarded tokens"
+    assert "the trigger scored no token" not in page.inner_text("#legend")
+    assert "fired on" in page.inner_text("#retrievals")
+    page.screenshot(path=str(tmp_path / f"discarded-{method}.png"), full_page=True)
     assert errors == []
     page.close()
 

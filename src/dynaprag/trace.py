@@ -29,6 +29,11 @@ class RetrievalEvent:
     PRAG, the first k usable of the top-k + 10 candidates, with the unusable ones it passed over
     in ``skipped_ids`` (spare candidates after the used ones are in neither). Traces written
     before ``skipped_ids`` existed load with it empty.
+
+    ``discarded`` are the draft tokens the retrieval cut away (a look-ahead, a judged sentence),
+    each with the trigger's score for it: what made the trigger fire, which the kept ``tokens``
+    never show. ``fired`` is ``[start, end)`` in ``discarded``: the sentence that fired. Traces
+    written before these existed load with them empty.
     """
 
     position: int  # number of answer tokens kept before the retrieval
@@ -41,6 +46,8 @@ class RetrievalEvent:
     injection: str = "in-context"  # how the knowledge entered the model
     seconds: float = 0.0
     skipped_ids: list[str] = field(default_factory=list)  # candidates left out as unusable (PRAG)
+    discarded: list[TokenRecord] = field(default_factory=list)  # draft tokens cut at this retrieval, scored
+    fired: list[int] = field(default_factory=list)  # [start, end) in ``discarded``: the sentence that fired
 
 
 @dataclass
@@ -65,7 +72,8 @@ class Trace:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Trace":
         data = dict(data)
-        data["retrievals"] = [RetrievalEvent(**r) for r in data.get("retrievals", [])]
+        data["retrievals"] = [RetrievalEvent(**{**r, "discarded": [TokenRecord(**t) for t in r.get("discarded", [])]})
+                              for r in data.get("retrievals", [])]
         data["tokens"] = [TokenRecord(**t) for t in data.get("tokens", [])]
         return cls(**data)
 

@@ -106,9 +106,22 @@ class DraginTrigger(LookAheadTrigger):
             f"RIND {top:.3g} > θ={self.theta:g} in sentence {decision.sentence_index + 1} of the look-ahead: "
             f"{fired.sentence[:80]!r}", keep=keep, span=(keep, len(draft.steps)), at=keep,
             token_scores=token_scores, accept_next_sentence=True, context_for_sentence=True,
-            scores={w: v for w, v, h in zip(decision.curr_words, fired.values, decision.hits) if h},
+            scores=self._shown_scores(probe.token_texts(ids), words.ranges, fired, decision.hits),
             details={"curr_words": decision.curr_words, "hits": decision.hits, "prev_text": decision.prev_text,
                      "text_before": draft.span_text(0, start)})
+
+    @staticmethod
+    def _shown_scores(texts: list[str], ranges, fired, hits) -> dict[str, float]:
+        """The firing sentence's hit words with their RIND, as a user reads them: each word decoded
+        from its tokens (``texts``: each id decoded alone, special tokens dropped), not the
+        reference's vocabulary pieces (``"1975.<|im_end|>"``, ``"ĊThe"``)."""
+        out = {}
+        for offset, (value, hit) in enumerate(zip(fired.values, hits)):
+            a, b = ranges[fired.start + offset]
+            word = "".join(texts[a:b + 1]).strip()
+            if hit and word:
+                out[word] = value
+        return out
 
     def _paper(self, draft: Draft, start: int, pieces, heads: torch.Tensor, entropy) -> Decision:
         """Eq. (4) per token: ``H_i · a_max(i) · s_i`` with ``a_max`` over strictly later tokens."""

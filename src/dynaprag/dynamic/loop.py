@@ -358,6 +358,26 @@ class QuestionRun:
         last = trace.retrievals[-1] if trace.retrievals else None
         return last is not None and last.position == decision.keep and last.query == query
 
+    @staticmethod
+    def _discarded(decision: Decision, draft: Draft) -> tuple[list[TokenRecord], list[int]]:
+        """The draft tokens a retrieval cuts away, with the trigger's score of each, and ``[start,
+        end)`` among them of the sentence that fired: the one the trigger names
+        (``details["sentence"]``), else the text from the cut to its first sentence end."""
+        keep = decision.keep
+        pieces = draft.pieces[keep:]
+        tokens = [TokenRecord(text=p, logprob=s.logprob, entropy=s.entropy, score=decision.token_scores.get(keep + i))
+                  for i, (p, s) in enumerate(zip(pieces, draft.steps[keep:]))]
+        if not tokens:
+            return [], []
+        sentence = " ".join(str(decision.details.get("sentence") or "").split())
+        text, end = "", len(tokens)
+        for i, piece in enumerate(pieces):
+            text += piece
+            if (len(" ".join(text.split())) >= len(sentence)) if sentence else is_sentence_end(text):
+                end = i + 1
+                break
+        return tokens, [0, end]
+
     def _retrieve(self, decision: Decision, query: str, question: str, weights: contextlib.ExitStack,
                   trace: Trace, emit: EventSink) -> bool | None:
         """Search, select, inject, cut the draft and re-prefill; return whether to accept the next sentence
@@ -390,12 +410,14 @@ class QuestionRun:
         keep = decision.keep
         if keep < len(draft.steps):
             emit({"type": "rollback", "keep_tokens": keep})
+        discarded, fired = self._discarded(decision, draft)
         draft.truncate(keep)
         kept = self.answer[:keep]
         event = RetrievalEvent(position=keep, reason=decision.reason, query=query,
                                hit_ids=[p.id for p in used], hit_titles=[p.title for p in used],
                                hit_texts=[p.text for p in used], scores=dict(decision.scores),
-                               injection=injection.kind, skipped_ids=[p.id for p in injection.skipped])
+                               injection=injection.kind, skipped_ids=[p.id for p in injection.skipped],
+                               discarded=discarded, fired=fired)
         passages: Sequence[Passage] = list(injection.context)
         draft.passages = list(passages)
         draft.queries.append(query)

@@ -1,6 +1,8 @@
 // dynaprag trace viewer: asks the server's OpenAI-compatible endpoint (streaming) and draws the
-// answer's trace: each kept token shaded by a signal, a marker where retrieval fired, and the
-// query and passages behind each marker. Plain JS, no build step.
+// answer's trace: each kept token shaded by a signal, a marker where retrieval fired followed by
+// the draft that retrieval discarded (struck through, shaded by the scores that made the trigger
+// fire, the firing sentence underlined), and the query and passages behind each marker.
+// Plain JS, no build step.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -127,13 +129,51 @@ function shadeValue(tok, mode, maxes) {
   return maxes.score > 0 ? Math.max(0, tok.score) / maxes.score : 0;
 }
 
+const scored = (t) => t.score !== null && t.score !== undefined;
+
+function tokenSpan(tok, label, mode, maxes, cls = "tok") {
+  const v = Math.min(1, Math.max(0, shadeValue(tok, mode, maxes)));
+  const span = el("span", { class: cls, text: tok.text });
+  span.style.background = `rgba(220, 38, 38, ${(0.85 * v).toFixed(3)})`;
+  span.dataset.info = [
+    `${label}: ${JSON.stringify(tok.text)}`,
+    `p = ${Math.exp(tok.logprob).toFixed(3)}   logprob = ${tok.logprob.toFixed(3)}`,
+    `entropy = ${tok.entropy.toFixed(3)}`,
+    `trigger score = ${scored(tok) ? tok.score.toFixed(3) : "–"}`,
+  ].join("\n");
+  span.addEventListener("mouseenter", showTip);
+  span.addEventListener("mousemove", showTip);
+  span.addEventListener("mouseleave", () => { $("tooltip").hidden = true; });
+  return span;
+}
+
+// The draft retrieval i cut away, struck through after its marker; the firing sentence underlined.
+function discardedSpan(r, i, mode, maxes) {
+  const box = el("span", { class: "discarded", "data-retrieval": String(i) });
+  const [start, end] = r.fired && r.fired.length === 2 ? r.fired : [0, 0];
+  let fired = null;
+  r.discarded.forEach((tok, j) => {
+    const span = tokenSpan(tok, `discarded at R${i + 1}, token ${j}${j >= start && j < end ? " (firing sentence)" : ""}`,
+      mode, maxes, "tok dropped");
+    if (j >= start && j < end) {
+      if (!fired) { fired = el("span", { class: "fired", title: "the sentence that made the trigger fire" }); box.append(fired); }
+      fired.append(span);
+    } else {
+      box.append(span);
+    }
+  });
+  return box;
+}
+
 function render(ext) {
   const trace = ext.trace;
   const mode = $("shade").value;
   const tokens = trace.tokens || [];
+  const dropped = trace.retrievals.flatMap((r) => r.discarded || []);
+  const all = tokens.concat(dropped);
   const maxes = {
-    entropy: Math.max(0, ...tokens.map((t) => t.entropy || 0)),
-    score: Math.max(0, ...tokens.map((t) => (t.score === null || t.score === undefined ? 0 : t.score))),
+    entropy: Math.max(0, ...all.map((t) => t.entropy || 0)),
+    score: Math.max(0, ...all.map((t) => (scored(t) ? t.score : 0))),
   };
   const byPosition = new Map();
   trace.retrievals.forEach((r, i) => {
@@ -144,34 +184,25 @@ function render(ext) {
   answer.replaceChildren();
   const addMarkers = (pos) => {
     for (const i of byPosition.get(pos) || []) {
-      const m = el("span", { class: "marker", "data-retrieval": String(i), title: `retrieval ${i + 1}: ${trace.retrievals[i].query}`, text: `R${i + 1}` });
+      const r = trace.retrievals[i];
+      const m = el("span", { class: "marker", "data-retrieval": String(i), title: `retrieval ${i + 1}: ${r.query}`, text: `R${i + 1}` });
       m.addEventListener("click", () => focusRetrieval(i));
       answer.append(m);
+      if ((r.discarded || []).length) answer.append(discardedSpan(r, i, mode, maxes));
     }
   };
   tokens.forEach((tok, pos) => {
     addMarkers(pos);
-    const v = Math.min(1, Math.max(0, shadeValue(tok, mode, maxes)));
-    const span = el("span", { class: "tok", text: tok.text });
-    span.style.background = `rgba(220, 38, 38, ${(0.85 * v).toFixed(3)})`;
-    span.dataset.info = [
-      `token ${pos}: ${JSON.stringify(tok.text)}`,
-      `p = ${Math.exp(tok.logprob).toFixed(3)}   logprob = ${tok.logprob.toFixed(3)}`,
-      `entropy = ${tok.entropy.toFixed(3)}`,
-      `trigger score = ${tok.score === null || tok.score === undefined ? "–" : tok.score.toFixed(3)}`,
-    ].join("\n");
-    span.addEventListener("mouseenter", showTip);
-    span.addEventListener("mousemove", showTip);
-    span.addEventListener("mouseleave", () => { $("tooltip").hidden = true; });
-    answer.append(span);
+    answer.append(tokenSpan(tok, `token ${pos}`, mode, maxes));
   });
   for (const pos of [...byPosition.keys()].filter((p) => p >= tokens.length).sort((a, b) => a - b)) addMarkers(pos);
   if (!tokens.length) answer.append(el("span", { class: "muted", text: ext.trace.tokens ? "(no tokens)" : "" }));
   $("live").textContent = "";
   $("short").textContent = ext.short ? `→ ${ext.short}` : "";
   const label = { score: "trigger score (scaled to this answer's max)", entropy: "entropy (scaled to this answer's max)", prob: "1 − p" }[mode];
-  const unscored = mode === "score" && !tokens.some((t) => t.score !== null && t.score !== undefined);
+  const unscored = mode === "score" && !all.some(scored);
   $("legend").replaceChildren(el("span", { text: "low" }), el("span", { class: "bar" }), el("span", { text: `high ${label}` }));
+  if (dropped.length) $("legend").append(el("span", { class: "discarded-key", text: "discarded draft" }), el("span", { text: "(cut by the retrieval before it; underlined: the sentence that fired)" }));
   if (unscored) $("legend").append(el("span", { text: "· the trigger scored no token of this answer: try entropy or 1 − p" }));
   $("stats").textContent = `${ext.method} · ${trace.retrievals.length} retrieval(s) · ${tokens.length} kept / ${trace.generated_tokens} generated tokens · ${trace.forward_passes} forward passes · ${trace.seconds.toFixed(2)} s`;
   renderRetrievals(trace);
@@ -186,6 +217,11 @@ function renderRetrievals(trace) {
     const item = el("li", { class: "retrieval", id: `retrieval-${i}` },
       el("div", {}, el("strong", { text: `R${i + 1}` }), ` after ${r.position} tokens · query `, el("span", { class: "query", text: r.query })),
       el("div", { class: "why", text: `${r.reason}${scores ? ` · scores: ${scores}` : ""} · ${r.injection}` }));
+    if ((r.discarded || []).length) {
+      const [start, end] = r.fired && r.fired.length === 2 ? r.fired : [0, 0];
+      const firedText = r.discarded.slice(start, end).map((t) => t.text).join("").trim();
+      item.append(el("div", { class: "why", text: `discarded ${r.discarded.length} draft token(s)${firedText ? `; fired on “${firedText}”` : ""}` }));
+    }
     r.hit_ids.forEach((id, j) => {
       item.append(el("div", { class: "passage" },
         el("span", { class: "title", text: (r.hit_titles || [])[j] || id }), el("span", { class: "pid", text: id }),
