@@ -24,7 +24,21 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(8, "--batch-size", min=1,
                                        help="waiting requests of one method and budget decoded together (1 = one "
                                             "at a time)"),
-        max_tokens: int = typer.Option(512, "--max-tokens-limit", help="largest max_tokens a request may ask"),
+        max_tokens: int = typer.Option(512, "--max-tokens-limit", min=1, help="largest max_tokens a request may ask"),
+        max_request_tokens: int = typer.Option(
+            4096, "--max-request-tokens", min=1,
+            help="token budget per request: prompt + question + max_tokens; a longer request gets 413 before it "
+                 "queues"),
+        memory_budget_mb: int = typer.Option(
+            4096, "--memory-budget-mb", min=1,
+            help="working memory (MiB) the requests decoding at once may hold, beyond the loaded model and index; "
+                 "a request estimated over it gets 413, one that does not fit beside a running batch waits"),
+        encode_on_demand: bool = typer.Option(
+            False, "--encode-on-demand/--no-encode-on-demand",
+            help="let PRAG train a missing adapter while its request waits (off: such a passage is answered in "
+                 "context)"),
+        body_timeout: float = typer.Option(30.0, "--body-timeout", min=0.1,
+                                           help="seconds a request body may take to arrive (then 408)"),
         log_level: str = typer.Option("info", "--log-level", help="uvicorn log level"),
     ) -> None:
         """Serve an OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/models,
@@ -48,8 +62,10 @@ def register(app: typer.Typer) -> None:
             pipeline = Pipeline.from_config(pipeline_config)
         except (ConfigError, UnknownNameError, ValueError, FileNotFoundError) as exc:
             fail(str(exc))
-        app_ = create_app(pipeline, max_queue=max_queue, limits=Limits(max_tokens=max_tokens),
-                          batch_size=batch_size)
+        limits = Limits(max_tokens=max_tokens, max_request_tokens=max_request_tokens,
+                        memory_budget_mb=memory_budget_mb, encode_on_demand=encode_on_demand,
+                        body_timeout_seconds=body_timeout)
+        app_ = create_app(pipeline, max_queue=max_queue, limits=limits, batch_size=batch_size)
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         console.print(f"serving on http://{shown}:{port}/ (viewer) and http://{shown}:{port}/v1 (API)")
         uvicorn.run(app_, host=host, port=port, log_level=log_level)

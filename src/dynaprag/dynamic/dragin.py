@@ -154,7 +154,8 @@ class RealWordsQuery(QueryFormulator):
     judged span's words are the sentence and all of them are hits.
     """
 
-    top_k: int = field(default=35, metadata={"help": "words kept (reference: 35 HotpotQA, 25 2Wiki)", "min": 1})
+    top_k: int = field(default=35, metadata={"help": "words kept (reference: 35 HotpotQA, 25 2Wiki)", "min": 1,
+                                                   "max": 1000})
     needs_probe: ClassVar[bool] = True
     retrieves_empty_query: ClassVar[bool] = True  # the reference retrieves with "" too (generate.py:665-674)
 
@@ -167,8 +168,10 @@ class RealWordsQuery(QueryFormulator):
         all_text = rind.real_words_query_text(draft.question, details.get("text_before", draft.span_text(
             0, decision.span[0])), details.get("prev_text", ""), curr)
         ids = probe.encode(all_text)
-        query = rind.real_words_query(all_text, probe.pieces(ids), ids, probe.attention_of(ids), hits, self.top_k,
-                                      space_marker=probe.space_marker, newline_id=probe.newline_id).query
+        pieces, marks = probe.pieces(ids), {"space_marker": probe.space_marker, "newline_id": probe.newline_id}
+        rows = rind.real_words_rows(pieces, ids, hits, **marks)  # only the rows it reads: memory ~ rows · n
+        query = rind.real_words_query(all_text, pieces, ids, probe.attention_of(ids, rows), hits, self.top_k,
+                                      rows=rows, **marks).query
         return query
 
 

@@ -43,7 +43,7 @@ class LookAheadTrigger(Trigger):
 
     look_ahead: int = field(default=100, metadata={
         "help": "generate_max_length: tokens per look-ahead and the answer's length limit (100 HotpotQA, 64 2Wiki)",
-        "min": 1})
+        "min": 1, "max": 1024})
     needs_probe: ClassVar[bool] = True
     rolls_back: ClassVar[bool] = True
     judges_look_ahead: ClassVar[bool] = True

@@ -132,20 +132,31 @@ def resolve_method(name: str, choices: Mapping[str, Mapping[str, Any]] | None = 
     return Method(name=name, names=names, paper=spec.paper, **built)
 
 
+#: the upper bound of a count knob that declares no ``max`` of its own, when a request sets it
+REQUEST_COUNT_CAP = 1024
+
+
 def check_tunable(method: Method, options: Mapping[str, Any]) -> None:
     """Refuse ``options`` that are not numeric or boolean knobs of ``method``'s components.
 
     What an untrusted caller (an HTTP request) may set: thresholds, counts, weights. Paths,
     stores, names and nested training settings are the operator's configuration only, so a
     request can never choose a file on disk or start a training run with its own settings.
+    Every numeric knob has an upper bound in a request: its ``max`` (e.g. SeaKR's ``samples``
+    ≤ 64), or :data:`REQUEST_COUNT_CAP` for an integer knob that declares none, so no knob
+    can multiply the work of one request without limit.
     """
-    for key in options:
+    for key, value in options.items():
         axis, knob = _route(key, method.names)
         cls = type(getattr(method, axis))
-        hint = typing.get_type_hints(cls).get(knob) if knob in knob_fields(cls) else None
+        fields = knob_fields(cls)
+        hint = typing.get_type_hints(cls).get(knob) if knob in fields else None
         if hint not in (int, float, bool):
             raise ConfigError(f"option {key!r} cannot be set per request: only numeric knobs of the method's "
                               f"components can (set the rest in the server's configuration)")
+        upper = fields[knob].metadata.get("max", REQUEST_COUNT_CAP if hint is int else None)
+        if upper is not None and isinstance(value, (int, float)) and not isinstance(value, bool) and value > upper:
+            raise ConfigError(f"option {key!r}: must be <= {upper} in a request, got {value!r}")
 
 
 def _lookup(registry: Registry, name: str) -> Any:

@@ -75,8 +75,9 @@ class Probe(Protocol):
     def token_texts(self, ids: Sequence[int]) -> list[str]:
         """Each id decoded alone (``tokenizer.decode([id])``), as the DRAGIN repository lists tokens."""
 
-    def attention_of(self, ids: Sequence[int]) -> torch.Tensor:
-        """Last-layer attention ``[heads, n, n]`` of a fresh forward pass over ``ids`` alone."""
+    def attention_of(self, ids: Sequence[int], rows: Sequence[int] | None = None) -> torch.Tensor:
+        """Last-layer attention rows ``[heads, len(rows), n]`` of a fresh forward pass over ``ids``
+        alone (``rows=None``: all ``n`` rows; ask only for the rows you read, memory is their size)."""
 
 
 class LoopProbe:
@@ -176,9 +177,9 @@ class LoopProbe:
     def token_texts(self, ids):
         return [self._loop.gen.decode([i]) for i in ids]
 
-    def attention_of(self, ids):
+    def attention_of(self, ids, rows=None):
         self._loop.extra_passes += 1
-        return self._loop.gen.attention_of(list(ids))
+        return self._loop.gen.attention_of(list(ids), rows)
 
 
 def vocabulary_id(tokenizer, token: str) -> int | None:

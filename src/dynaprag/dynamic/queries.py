@@ -124,7 +124,8 @@ class AttentionQuery(QueryFormulator):
     spaCy noun, verb, adjective, proper noun or number, as the reference code's word filter.
     """
 
-    n: int = field(default=35, metadata={"help": "words kept in the query (DRAGIN: 25-40)", "min": 1})
+    n: int = field(default=35, metadata={"help": "words kept in the query (DRAGIN: 25-40)", "min": 1,
+                                               "max": 1000})
     filter: str = field(default="stopwords", metadata={"help": "stopwords (paper) | pos (reference code, spaCy)",
                                                        "choices": ("stopwords", "pos")})
     needs_attention: ClassVar[bool] = True

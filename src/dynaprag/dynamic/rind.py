@@ -95,7 +95,6 @@ class RealWordsQuery(NamedTuple):
     curr_start: int
     forward_attention: list[float]
     real_pairs: list[tuple[float, str, int]]
-    chosen: list[int] = []  # indices into ``words``/``ranges`` of the query's words, in text order
 
 
 def token_entropies(logits: torch.Tensor) -> torch.Tensor:
@@ -276,13 +275,33 @@ def real_words_query_text(question: str, text: str, kept_text: str, curr_words: 
     return prev_text + " " + " ".join(curr_words)
 
 
+def real_words_rows(pieces: Sequence[str], ids: Sequence[int], hits: Sequence[int], *, space_marker: str,
+                    newline_id: int) -> list[int]:
+    """The attention rows :func:`real_words_query` reads: row ``i - 1`` for each token ``i`` of a hit word.
+
+    Only the hit words' rows enter the query, so a forward pass need compute no other row
+    (:meth:`~dynaprag.lm.generator.Generator.attention_of` with ``rows``): the memory of the
+    query's attention pass grows with the hit words times the text, not with the text squared.
+    """
+    ranges = word_ranges(pieces, ids, space_marker=space_marker, newline_id=newline_id, boundary_after=None)
+    curr_start = len(ranges) - len(hits)
+    rows: set[int] = set()
+    for offset, hit in enumerate(hits):
+        if hit == 1 and 0 <= curr_start + offset < len(ranges):
+            a, b = ranges[curr_start + offset]
+            rows.update(i - 1 for i in range(max(a, 1), b + 1))
+    return sorted(rows)
+
+
 def real_words_query(all_text: str, pieces: Sequence[str], ids: Sequence[int], attention: torch.Tensor,
-                     hits: Sequence[int], top_k: int, *, space_marker: str, newline_id: int) -> RealWordsQuery:
+                     hits: Sequence[int], top_k: int, *, space_marker: str, newline_id: int,
+                     rows: Sequence[int] | None = None) -> RealWordsQuery:
     """DRAGIN's query (QFS): the real words the hit words attend to most, in text order.
 
     Reference ``AttnWeightRAG.keep_real_words``. ``all_text`` is :func:`real_words_query_text`,
     ``pieces``/``ids`` its tokenisation (``tokenizer.encode``, ``convert_ids_to_tokens``) and
-    ``attention`` the last layer's ``[heads, n, n]`` from a forward pass over ``ids`` alone;
+    ``attention`` the last layer's ``[heads, n, n]`` from a forward pass over ``ids`` alone, or
+    only its ``rows`` (``[heads, len(rows), n]``, at least :func:`real_words_rows`);
     ``hits`` are the firing sentence's word hits (:attr:`RindDecision.hits`).
 
     Steps: pieces are merged into words (space marker or newline id; no ``"</s>"`` rule); the
@@ -295,27 +314,29 @@ def real_words_query(all_text: str, pieces: Sequence[str], ids: Sequence[int], a
     ``top_k`` 35, 2Wiki 25. Quirks kept: the curr words are located by counting back
     ``len(hits)`` words from the end of the re-tokenised text; words keep punctuation
     (``"consultant?"``); with no hit left the mean is 0/0 = NaN and the sort keeps text order.
+    Only the hit words' attention is computed (the reference computes every word's and reads
+    the hit words'): the same values, without a cost quadratic in the text.
     """
     ranges = word_ranges(pieces, ids, space_marker=space_marker, newline_id=newline_id, boundary_after=None)
     words = ["".join(pieces[a:b + 1]).replace(space_marker, "") for a, b in ranges]
     curr_start = len(words) - len(hits)
-    head_mean = torch.mean(attention.float(), dim=0)
-    n = head_mean.shape[0]
+    n = len(ids)
+    row_index = {r: j for j, r in enumerate(range(n) if rows is None else rows)}
+    attention = attention.float()
 
-    per_word = []
-    for a, b in ranges:
+    def word_row(a: int, b: int) -> torch.Tensor:
         row = torch.zeros(n)
         for i in range(max(a, 1), b + 1):
-            before = head_mean[i - 1][:a]
+            before = torch.mean(attention[:, row_index[i - 1]], dim=0)[:a]  # the head mean of one row
             row[:a] += before / before.sum()
         row /= (b - a + 1)
-        per_word.append(torch.tensor([row[c:d + 1].sum() for c, d in ranges]))
+        return torch.tensor([row[c:d + 1].sum() for c, d in ranges])
 
     forward = torch.zeros(len(words))
     hit_count = 0
     for i, hit in enumerate(hits):
         if hit == 1:
-            forward += per_word[curr_start + i]
+            forward += word_row(*ranges[curr_start + i])
             hit_count += 1
     forward = (forward / hit_count).tolist()
 
@@ -324,5 +345,4 @@ def real_words_query(all_text: str, pieces: Sequence[str], ids: Sequence[int], a
              if not (i >= curr_start and hits[i - curr_start]) and nlp.contains_real_word(word, real)]
     keep = min(top_k, len(pairs))
     chosen = sorted(sorted(pairs, key=lambda p: p[0], reverse=True)[:keep], key=lambda p: p[2])
-    return RealWordsQuery(" ".join(p[1] for p in chosen), words, ranges, curr_start, forward, pairs,
-                          [p[2] for p in chosen])
+    return RealWordsQuery(" ".join(p[1] for p in chosen), words, ranges, curr_start, forward, pairs)

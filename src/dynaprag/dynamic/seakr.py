@@ -157,15 +157,22 @@ class _Estimator:
     """SeaKR's uncertainty estimate, shared by its trigger and its selector."""
 
     samples: int = field(default=20, metadata={"help": "samples per estimate, decoded as one batch (SeaKR: 20)",
-                                               "min": 1})
+                                               "min": 1, "max": 64})
     alpha: float = field(default=1e-3, metadata={"help": "alpha in (1/k) logdet(Z J Z^T + alpha I)", "min": 0.0})
     layer: int = field(default=-1, metadata={
-        "help": "decoder layer whose MLP output at each sample's end token forms Z; -1 = num_layers // 2 - 1"})
-    sample_tokens: int = field(default=100, metadata={"help": "token budget of each sample (SeaKR: 100)", "min": 1})
+        "help": "decoder layer whose MLP output at each sample's end token forms Z; -1 = num_layers // 2 - 1",
+        "min": -1, "max": 1024})
+    sample_tokens: int = field(default=100, metadata={"help": "token budget of each sample (SeaKR: 100)", "min": 1,
+                                                    "max": 512})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature (SeaKR: 1.0)", "min": 0.0})
-    top_k: int = field(default=50, metadata={"help": "top-k of the samples, 0 = off (SeaKR: 50)", "min": 0})
+    top_k: int = field(default=50, metadata={"help": "top-k of the samples, 0 = off (SeaKR: 50)", "min": 0,
+                                            "max": 1_000_000})
     top_p: float = field(default=0.9, metadata={"help": "top-p of the samples (SeaKR: 0.9)", "min": 0.0, "max": 1.0})
     needs_probe: ClassVar[bool] = True
+
+    def kv_copies(self) -> int:
+        """Caches held at once beyond the answer's: a fork of it and the samples' batch (+1 greedy row)."""
+        return self.samples + 2
 
     def estimate(self, probe, stop: tuple[str, ...], k: int | None = None, greedy: bool = False,
                  **where) -> tuple[SampledSteps, float]:
@@ -184,9 +191,9 @@ class SeakrTrigger(_Estimator, Trigger):
 
     theta: float = field(default=-6.0, metadata={"help": "retrieve when the eigen score exceeds theta (SeaKR: -6)"})
     max_steps: int = field(default=7, metadata={"help": "stop reasoning after this many steps (SeaKR: 7)",
-                                                "min": 1})
+                                                "min": 1, "max": 64})
     max_docs: int = field(default=5, metadata={
-        "help": "stop reasoning after this many retrievals, one document each (SeaKR: 5)", "min": 1})
+        "help": "stop reasoning after this many retrievals, one document each (SeaKR: 5)", "min": 1, "max": 64})
     calibratable: ClassVar[bool] = True
     rolls_back: ClassVar[bool] = True
 
@@ -252,7 +259,7 @@ class SeakrSelector(_Estimator, Selector):
 
     max_docs: int = field(default=5, metadata={
         "help": "most documents kept, the oldest leave first past it (SeaKR: 5, when its reasoning also stops)",
-        "min": 1})
+        "min": 1, "max": 64})
     accumulates: ClassVar[bool] = True
 
     def __call__(self, hits: list, draft: Draft, probe=None) -> list:

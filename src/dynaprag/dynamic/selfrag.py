@@ -147,12 +147,14 @@ class SelfRagCritiqueSelector(Selector):
     use_seqscore: bool = field(default=True, metadata={
         "help": "add exp(mean log-prob) of the segment (the README's --use_seqscore)"})
     max_new_tokens: int = field(default=100, metadata={
-        "help": "segment budget (README PopQA: 100; ARC/PubHealth 50; argparse default 15)", "min": 1})
+        "help": "segment budget (README PopQA: 100; ARC/PubHealth 50; argparse default 15)", "min": 1,
+        "max": 1024})
     logprobs: int = field(default=5000, metadata={
-        "help": "top log-probs listed per position (vLLM logprobs=5000); others count as -100", "min": 1})
+        "help": "top log-probs listed per position (vLLM logprobs=5000); others count as -100", "min": 1,
+        "max": 1_000_000})
     keep: int = field(default=1, metadata={
         "help": "best hits to inject (the reference answers from the best segment); 0 keeps all, ranked",
-        "min": 0})
+        "min": 0, "max": 64})
     needs_probe: ClassVar[bool] = True
     required_tokens: ClassVar[tuple[str, ...]] = RELEVANCE + SUPPORT + UTILITY
     missing_token_hint: ClassVar[str] = _HINT

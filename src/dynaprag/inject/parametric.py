@@ -199,6 +199,14 @@ class DyPragInjector(Injector):
         """PRAG's answer template (the DyPRAG reference answers with it; its translator learns from PRAG's samples)."""
         return PragPromptBuilder(tokenizer, chat, EncodeConfig().template())
 
+    def check_ready(self, lm) -> None:
+        """Raise ``FileNotFoundError`` (naming the path and how to train one) when there is no translator.
+
+        A server calls it before queueing a request, so a missing translator is the client's
+        400, not a failure half-way through an answer.
+        """
+        load_translator(self.translator or default_translator_path(lm.fingerprint), lm)
+
     def inject(self, passages: Sequence[Passage], question: str, *, use: int | None = None) -> Injection:
         import torch
 

@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import copy
 import inspect
-from typing import Callable, Iterator
+import weakref
+from typing import Callable, Iterator, Sequence
 
 import torch
 
 from dynaprag.lm import signals
+from dynaprag.lm.attention import AttentionRowsTap
 from dynaprag.lm.decoding import (DecodeCounters, DecodeState, Generation, GenerationConfig, PrefixCache,
                                   PromptTooLong, StepOutput, context_length)
 from dynaprag.lm.models import LoadedModel
@@ -70,6 +72,24 @@ class _LastLayerAttentionTap:
         self.active = False
 
 
+def _check_before_every_pass(gen: "Generator") -> None:
+    """Call ``gen.interrupt()`` (when set) before every forward pass of its model.
+
+    A forward pre-hook on the model itself, so no pass escapes it: decoding steps, prefills,
+    batched steps, SeaKR's sample batches, attention passes. A server sets ``interrupt`` to
+    raise when the client has gone, so work nobody waits for stops within one pass. The hook
+    holds the generator weakly (several generators may share one loaded model).
+    """
+    ref = weakref.ref(gen)
+
+    def before_pass(_module, _args):
+        owner = ref()
+        if owner is not None and owner.interrupt is not None:
+            owner.interrupt()
+
+    gen.model.register_forward_pre_hook(before_pass)
+
+
 class Generator:
     """Step-wise decoder over a loaded model. One instance per model; not thread-safe."""
 
@@ -81,6 +101,9 @@ class Generator:
         self.tokenizer = lm.tokenizer
         self._new_cache = lambda: DynamicCache(config=self.model.config)
         self._tap = _LastLayerAttentionTap(self.model)
+        self._rows = AttentionRowsTap(self.model)
+        self.interrupt: Callable[[], None] | None = None
+        _check_before_every_pass(self)
         self.eos_ids = self._end_ids()
         params = inspect.signature(self.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
@@ -139,22 +162,20 @@ class Generator:
         return list(self.tokenizer.convert_ids_to_tokens(list(ids)))
 
     @torch.inference_mode()
-    def attention_of(self, ids: list[int]) -> torch.Tensor:
-        """The last layer's attention ``[heads, n, n]`` of a fresh forward pass over ``ids`` alone.
+    def attention_of(self, ids: list[int], rows: Sequence[int] | None = None) -> torch.Tensor:
+        """The last layer's attention rows ``[heads, len(rows), n]`` of a fresh pass over ``ids`` alone.
 
         DRAGIN's reference scores a look-ahead with such a pass over the generated tokens (no
-        prompt, no cache). The whole model runs eager attention for it, because a multi-token
-        eager layer needs the causal mask that only an eager model builds.
+        prompt, no cache) and builds its query from one over question + answer. ``rows`` are the
+        query rows to return (``None``: all ``n``, for a short look-ahead). Memory is bounded by
+        what is returned: every layer computes eager attention in chunks of rows, bit-for-bit the
+        reference's eager pass, and only the last keeps weights (:mod:`dynaprag.lm.attention`).
         """
         self._check_fits(len(ids), "attention pass")
-        previous = self.model.config._attn_implementation
-        self.model.set_attn_implementation("eager")
-        try:
-            out = self.model(input_ids=torch.tensor([list(ids)], dtype=torch.long, device=self.lm.device),
-                             use_cache=False, output_attentions=True, logits_to_keep=1)
-        finally:
-            self.model.set_attn_implementation(previous)
-        return out.attentions[-1][0].float()
+        with self._rows.reading(rows) as request:
+            self.model(input_ids=torch.tensor([list(ids)], dtype=torch.long, device=self.lm.device),
+                       use_cache=False, logits_to_keep=1)
+        return request.weights
 
     # -- text <-> ids --------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:

@@ -30,20 +30,38 @@ from dynaprag.serve.schemas import (AssistantMessage, ChatChoice, ChatCompletion
                                     Completion, CompletionChoice, CompletionRequest, ModelCard, ModelList,
                                     RetrieveRequest, Usage, error_body, new_id, now)
 from dynaprag.pipeline import method_names, stop_strings
+from dynaprag.serve.budget import MemoryModel, cache_copies, request_tokens
 from dynaprag.serve.errors import ApiError
 from dynaprag.serve.stream import CommitStream
-from dynaprag.serve.worker import Cancelled, QueueFull, Worker
+from dynaprag.serve.worker import Cancelled, OverBudget, QueueFull, Worker
 
 _DONE = object()
 
 
 @dataclass
 class Limits:
-    """Input bounds that keep one request from exhausting memory or the model's context."""
+    """Input bounds that keep one request from exhausting memory, the model's context or the worker.
+
+    ``max_request_tokens``: the longest prompt + answer a request may need (prompt prefix,
+    question and ``max_tokens``; refused with 413 before it queues). ``memory_budget_mb``: the
+    working memory the requests decoding at once may hold, beyond the loaded model and index
+    (:mod:`dynaprag.serve.budget` estimates each request; one that alone does not fit is refused
+    with 413, and one that does not fit beside a running batch waits). ``body_timeout_seconds``:
+    how long a declared body may take to arrive (then 408). ``max_queries`` and ``max_k`` bound
+    ``/v1/retrieve``. ``encode_on_demand``: PRAG may train missing adapters while a request
+    waits (off: a passage without an adapter is answered in context; the operator's choice,
+    ``dynaprag serve --encode-on-demand``, never a request's).
+    """
 
     max_body_bytes: int = 1 << 20
     max_question_chars: int = 4000
     max_tokens: int = 512
+    max_request_tokens: int = 4096
+    memory_budget_mb: int = 4096
+    body_timeout_seconds: float = 30.0
+    max_queries: int = 32
+    max_k: int = 20
+    encode_on_demand: bool = False
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
@@ -81,14 +99,18 @@ class Service:
         self.limits = limits
         self.model_id = model_id
         self.default_method = pipeline.config.method
+        self.memory = MemoryModel.of(pipeline.lm)
         worker.run_batch = self.run_batch
 
     # --- validation ---------------------------------------------------------------------
-    def check(self, req: ChatCompletionRequest | CompletionRequest) -> tuple[str, str, dict[str, Any], int]:
+    def check(self, req: ChatCompletionRequest | CompletionRequest) -> "Checked":
+        """Validate a completion request before it queues: every refusal here is a 4xx naming the field."""
         if req.model != self.model_id:
             raise ApiError(404, f"model {req.model!r} does not exist; this server serves {self.model_id!r} "
                            "(see GET /v1/models)", param="model", code="model_not_found")
+        param = "messages" if isinstance(req, ChatCompletionRequest) else "prompt"
         question = req.question().strip()
+        check_text(question, param)
         if len(question) > self.limits.max_question_chars:
             raise ApiError(413, f"the question has {len(question)} characters; the limit is "
                            f"{self.limits.max_question_chars}", param="messages", code="input_too_long")
@@ -102,9 +124,16 @@ class Service:
             raise ApiError(400, f"unknown method {method!r}; choose one of: {', '.join(names)}",
                            param="dynaprag.method", code="unknown_method")
         try:
-            self.pipeline.method_for_request(method, req.dynaprag.options)
+            resolved = self.pipeline.method_for_request(method, req.dynaprag.options)
         except _user_error_types() as exc:
             raise ApiError(400, str(exc), param="dynaprag.options", code="invalid_option") from None
+        ready = getattr(resolved.injector, "check_ready", None)
+        if ready is not None:
+            try:
+                ready(self.pipeline.lm)
+            except (FileNotFoundError, ValueError) as exc:
+                raise ApiError(400, f"method {method!r} cannot answer on this server: {exc}",
+                               param="dynaprag.method", code="method_unavailable") from None
         sampling = [name for name, value, greedy in (("temperature", req.temperature, 0.0), ("top_p", req.top_p, 1.0),
                                                      ("seed", req.seed, None)) if value not in (None, greedy)]
         if sampling:
@@ -113,7 +142,27 @@ class Service:
         if req.stop:
             raise ApiError(400, "stop strings are not supported: every method stops after its answer "
                            "sentence ('So the answer is ...') or at max_tokens", param="stop")
-        return question, method, dict(req.dynaprag.options), budget
+        options = dict(req.dynaprag.options)
+        if not self.limits.encode_on_demand and getattr(resolved.injector, "on_missing", None) == "encode":
+            options["injector.on_missing"] = "context"  # the operator's --encode-on-demand, never a request's
+        return Checked(question, method, options, budget, self.cost(question, resolved, budget, param))
+
+    def cost(self, question: str, resolved, budget: int, param: str) -> int:
+        """The request's estimated working memory; 413 when its tokens or memory are over the limits."""
+        builder = self.pipeline.builder_for(resolved)
+        prefix = len(getattr(builder, "prefix_ids", ()))
+        asked = len(self.pipeline.generator.encode(question))
+        tokens = prefix + asked + budget
+        if tokens > self.limits.max_request_tokens:
+            raise ApiError(413, f"the request needs {tokens} tokens (prompt {prefix} + question {asked} + max_tokens "
+                           f"{budget}); this server's limit is {self.limits.max_request_tokens} tokens per request "
+                           "(--max-request-tokens)", param=param, code="too_many_tokens")
+        cost = self.memory.request_bytes(request_tokens(prefix, asked, self.pipeline.config.k, budget),
+                                         cache_copies(resolved))
+        if cost > self.limits.memory_budget_mb << 20:
+            raise ApiError(413, str(OverBudget(cost, self.limits.memory_budget_mb << 20)), param=param,
+                           code="over_memory_budget")
+        return cost
 
     # --- running ------------------------------------------------------------------------
     def submit(self, fn: Callable) -> Any:
@@ -123,11 +172,13 @@ class Service:
             raise ApiError(503, str(exc), type="server_busy", code="queue_full",
                            headers={"Retry-After": str(exc.retry_after)}) from None
 
-    def answer_job(self, question: str, method: str, options: dict[str, Any], budget: int,
-                   sink: Callable[[Any], None] | None = None):
+    def answer_job(self, checked: "Checked", sink: Callable[[Any], None] | None = None):
         """Queue an answer; it runs in a batch with the waiting requests of the same key."""
         try:
-            return self.worker.submit_batched(batch_key(method, options, budget), AnswerRequest(question, sink))
+            return self.worker.submit_batched(batch_key(checked.method, checked.options, checked.budget),
+                                              AnswerRequest(checked.question, sink), cost=checked.cost)
+        except OverBudget as exc:
+            raise ApiError(413, str(exc), code="over_memory_budget") from None
         except QueueFull as exc:
             raise ApiError(503, str(exc), type="server_busy", code="queue_full",
                            headers={"Retry-After": str(exc.retry_after)}) from None
@@ -177,9 +228,16 @@ class Service:
                 done(index)
                 yield index, ValueError("question is empty")
 
+        def interrupt() -> None:
+            """Before every forward pass: stop when no client of this batch is still waiting."""
+            if all(job.cancelled.is_set() for i, job in enumerate(jobs) if i not in finished):
+                raise Cancelled("every client of this batch went away")
+
         refused += [i for i, r in enumerate(requests) if not r.question.strip()]
         yield from empties()  # answered alone: answer_many refuses a batch holding an empty question
         live = [i for i in range(len(jobs)) if i not in finished]
+        generator = self.pipeline.generator
+        generator.interrupt = interrupt
         try:
             if live:
                 answers = self.pipeline.answer_many([requests[i].question for i in live],
@@ -192,6 +250,7 @@ class Service:
                     yield from empties()
                 yield from empties()
         finally:
+            generator.interrupt = None
             for index in range(len(jobs)):
                 if index not in finished:
                     done(index)
@@ -213,6 +272,8 @@ class Service:
             return ApiError(400, str(exc), code="invalid_options")
         if isinstance(exc, Cancelled):
             return ApiError(499, "the request was cancelled", type="cancelled")
+        if isinstance(exc, OverBudget):
+            return ApiError(413, str(exc), code="over_memory_budget")
         return ApiError(500, f"the pipeline failed: {type(exc).__name__}: {exc}", type="server_error")
 
     # --- shaping ------------------------------------------------------------------------
@@ -256,11 +317,11 @@ class Service:
 
         Returns an async iterator of SSE lines; the job is cancelled if the client leaves.
         """
-        question, method, options, budget = self.check(req)
+        checked = self.check(req)
+        question, method, budget = checked.question, checked.method, checked.budget
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
-        job = self.answer_job(question, method, options, budget,
-                              sink=lambda e: loop.call_soon_threadsafe(events.put_nowait, e))
+        job = self.answer_job(checked, sink=lambda e: loop.call_soon_threadsafe(events.put_nowait, e))
         try:
             first = await events.get()
         except asyncio.CancelledError:
@@ -329,6 +390,13 @@ class Service:
             queries = req.queries()
         except ValueError as exc:
             raise ApiError(400, str(exc), param="query") from None
+        if len(queries) > self.limits.max_queries:
+            raise ApiError(413, f"{len(queries)} queries in one request; the limit is {self.limits.max_queries}",
+                           param="query", code="too_many_queries")
+        if req.k > self.limits.max_k:
+            raise ApiError(400, f"k={req.k} is over this server's limit of {self.limits.max_k}", param="k")
+        for query in queries:
+            check_text(query, "query")
         if any(len(q) > self.limits.max_question_chars for q in queries):
             raise ApiError(413, f"a query is over {self.limits.max_question_chars} characters", param="query")
         retriever = self.pipeline.retriever
@@ -340,6 +408,27 @@ class Service:
 
     def models(self) -> dict[str, Any]:
         return ModelList(data=[ModelCard(id=self.model_id, created=now())]).model_dump()
+
+
+@dataclass
+class Checked:
+    """A validated completion request: what the worker runs, and its estimated memory (bytes)."""
+
+    question: str
+    method: str
+    options: dict[str, Any]
+    budget: int
+    cost: int
+
+
+def check_text(text: str, param: str) -> None:
+    """400 for text that is not valid Unicode: JSON's ``"\\ud800"`` escape decodes to a lone surrogate,
+    which no tokenizer or encoder accepts (it failed deep inside with a 500)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ApiError(400, f"{param}: the text holds a lone UTF-16 surrogate ({text[exc.start]!a} at character "
+                       f"{exc.start}); send valid Unicode", param=param, code="invalid_unicode") from None
 
 
 def _static_dir():
@@ -356,6 +445,6 @@ def create_app(pipeline, *, max_queue: int = 8, limits: Limits | None = None, mo
     from dynaprag.serve.routes import build
 
     limits = limits or Limits()
-    worker = Worker(max_queue=max_queue, batch_size=batch_size)
+    worker = Worker(max_queue=max_queue, batch_size=batch_size, memory_budget=limits.memory_budget_mb << 20)
     service = Service(pipeline, worker, limits, model_id or pipeline.config.model)
     return build(service, static_dir=_static_dir())

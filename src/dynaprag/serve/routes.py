@@ -27,47 +27,57 @@ def _require_fastapi():
 
 
 class BodyLimit:
-    """ASGI middleware: answer 413 to a request body over ``max_bytes`` (declared or streamed)."""
+    """ASGI middleware: read the whole request body first, within a size and a time limit.
 
-    class _TooLarge(Exception):
-        pass
+    A body over ``max_bytes`` gets 413, whether its length was declared or it came chunked (a
+    chunked body used to surface as the framework's generic 400); a body that does not arrive
+    within ``timeout`` seconds per chunk gets 408 (a client that declared a body and never sent it
+    held a connection for 90 s and then got a 500). The app then reads the buffered body; after it,
+    ``receive`` is the server's again, so a disconnect still reaches :func:`unless_gone`.
+    """
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, timeout: float = 30.0):
+        self.app, self.max_bytes, self.timeout = app, max_bytes, timeout
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._refuse(send)
-        seen, started = 0, False
+            return await self._refuse(send, 413, f"the request body is over the limit of {self.max_bytes} bytes",
+                                      "body_too_large")
+        chunks, size = [], 0
+        while True:
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout)
+            except asyncio.TimeoutError:
+                return await self._refuse(send, 408, f"the request body did not arrive within {self.timeout:g} s",
+                                          "body_timeout")
+            if message["type"] == "http.disconnect":
+                return None  # the client left before its body arrived: nobody to answer
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                return await self._refuse(send, 413, f"the request body is over the limit of {self.max_bytes} bytes",
+                                          "body_too_large")
+            if not message.get("more_body", False):
+                break
+        body, replayed = b"".join(chunks), False
 
-        async def limited_receive():
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise self._TooLarge
-            return message
+        async def buffered_receive():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
 
-        async def tracking_send(message):
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
+        await self.app(scope, buffered_receive, send)
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except self._TooLarge:
-            if not started:
-                await self._refuse(send)
-
-    async def _refuse(self, send):
-        body = json.dumps(error_body(f"the request body is over the limit of {self.max_bytes} bytes",
-                                     code="body_too_large")).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
+    @staticmethod
+    async def _refuse(send, status: int, message: str, code: str):
+        body = json.dumps(error_body(message, code=code)).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),
                                 (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
 
@@ -108,10 +118,19 @@ async def unless_gone(receive, work: Awaitable[T]) -> T:
     raise ApiError(499, "the client closed the request", type="cancelled", code="client_closed_request")
 
 
-def _describe_validation(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
+#: the fields a body must have, per route: named when the body is empty
+REQUIRED_FIELDS = {"/v1/chat/completions": ("model", "messages"), "/v1/completions": ("model", "prompt"),
+                   "/v1/retrieve": ("query",)}
+
+
+def _describe_validation(errors: list[dict[str, Any]], path: str = "") -> tuple[str, str | None]:
     """One readable sentence from pydantic's error list, and the offending field."""
     first = errors[0]
     loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    if not loc and first.get("type") == "missing":  # no body at all: name what it must hold
+        fields = REQUIRED_FIELDS.get(path, ())
+        wanted = f" with the required fields {', '.join(fields)}" if fields else ""
+        return f"the request body is empty: send a JSON object{wanted}", (fields[0] if fields else None)
     if first.get("type") == "json_invalid":
         detail = first.get("ctx", {}).get("error", "")
         return f"the request body is not valid JSON ({detail})", None
@@ -145,7 +164,7 @@ def build(service, static_dir) -> Any:
     app = FastAPI(title="dynaprag", version="0.1.0", lifespan=lifespan,
                   description="OpenAI-compatible dynamic RAG with per-token traces")
     app.state.service = service
-    app.add_middleware(BodyLimit, max_bytes=service.limits.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=service.limits.max_body_bytes, timeout=service.limits.body_timeout_seconds)
 
     @app.exception_handler(ApiError)
     async def _api_error(_request, exc: ApiError):
@@ -153,8 +172,8 @@ def build(service, static_dir) -> Any:
                             status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_request, exc: RequestValidationError):
-        message, param = _describe_validation(list(exc.errors()))
+    async def _invalid(request, exc: RequestValidationError):
+        message, param = _describe_validation(list(exc.errors()), request.url.path)
         return JSONResponse(error_body(message, param=param), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
@@ -186,11 +205,11 @@ def build(service, static_dir) -> Any:
             lines = await unless_gone(request.receive, service.open_stream(req, chat))
             return StreamingResponse(lines, media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        question, method, options, budget = service.check(req)
-        job = service.answer_job(question, method, options, budget)
+        checked = service.check(req)
+        job = service.answer_job(checked)
         answer = await unless_gone(request.receive, service.result(job))
         shape = service.chat_body if chat else service.completion_body
-        return JSONResponse(shape(answer, req, method, question, budget))
+        return JSONResponse(shape(answer, req, checked.method, checked.question, checked.budget))
 
     @app.post("/v1/chat/completions")
     async def chat_completions(req: ChatCompletionRequest, request: Request):

@@ -26,7 +26,11 @@ for streaming and plain requests alike). A waiting job then leaves the line at o
 never runs and its slot is free for the next request; a running job's check raises
 :class:`Cancelled` at the next token, which unwinds the pipeline and frees the worker.
 
-``Retry-After`` comes from measured service times (:class:`ServiceTime`), not a constant.
+``Retry-After`` comes from the measured throughput (:class:`~dynaprag.serve.drain.DrainRate`),
+not a constant. **Memory.** With a ``memory_budget`` (bytes), jobs carry an estimated ``cost``;
+a job whose cost alone is over the budget is refused before it queues (the HTTP layer answers
+413), and a job joins a running batch only while the running jobs' costs plus its own fit the
+budget (otherwise it waits for its turn to run first).
 
 >>> w = Worker(max_queue=2).start()
 >>> w.submit(lambda job: 6 * 7).future.result()
@@ -43,6 +47,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Iterable
 
+from dynaprag.serve.drain import DrainRate, ServiceTime
+
+__all__ = ["Cancelled", "DrainRate", "Job", "OverBudget", "QueueFull", "ServiceTime", "Worker"]
+
 
 class QueueFull(RuntimeError):
     """The waiting line is full; ``retry_after`` is a hint in whole seconds."""
@@ -57,60 +65,14 @@ class Cancelled(Exception):
     """Raised inside a running job whose client has gone away."""
 
 
-@dataclass
-class ServiceTime:
-    """How long a job holds the worker, learnt from the jobs it ran; the ``Retry-After`` estimate.
+class OverBudget(ValueError):
+    """A job whose estimated memory alone is over the worker's budget: it could never run."""
 
-    The mean service time ``m`` is an exponentially weighted mean of measured job durations,
-    ``m ← w·d + (1 − w)·m`` with ``weight`` w = 0.5, so a job's influence halves with each
-    later job: one slow request (the first one, which warms caches, or an unusually long
-    answer) stops mattering after a few, which is what made the old estimate say 116 s for a
-    queue that drained in ~10 s. The first measurement replaces ``prior_seconds``, which is
-    used only before any job has finished.
-
-    A refused client is told how long until the line now in front of it has drained, with
-    one worker::
-
-        Retry-After = clamp(ceil(max(m − r, 0) + pending · m), floor, cap)
-
-    where ``r`` is how long the running job has run so far (its expected remaining time is
-    ``m − r``; none if the worker is idle) and ``pending`` the jobs waiting. With batching a
-    "job" is one run of the worker (a batch or a lone job): ``m`` is measured per batch and
-    ``pending`` counts the batches the waiting line will form (:meth:`Worker.retry_after`). The floor (1 s)
-    keeps the header meaningful; the cap (600 s) bounds what one mismeasured job can claim.
-
-    >>> est = ServiceTime(prior_seconds=2.0)
-    >>> est.retry_after(pending=2, running_for=None)
-    4
-    >>> est.record(3.0); est.record(1.0); est.mean_seconds
-    2.0
-    >>> est.retry_after(pending=2, running_for=0.5)
-    6
-    """
-
-    prior_seconds: float = 2.0
-    weight: float = 0.5
-    floor_seconds: int = 1
-    cap_seconds: int = 600
-    mean_seconds: float = field(init=False)
-    measured: int = field(default=0, init=False)
-
-    def __post_init__(self) -> None:
-        self.mean_seconds = self.prior_seconds
-
-    def record(self, seconds: float) -> None:
-        """Add one job's duration (a job that ran until it returned or failed)."""
-        if self.measured == 0:
-            self.mean_seconds = seconds
-        else:
-            self.mean_seconds = self.weight * seconds + (1 - self.weight) * self.mean_seconds
-        self.measured += 1
-
-    def retry_after(self, pending: int, running_for: float | None) -> int:
-        """Whole seconds until ``pending`` waiting jobs and the running one (if any) are done."""
-        remaining = 0.0 if running_for is None else max(self.mean_seconds - running_for, 0.0)
-        seconds = math.ceil(remaining + pending * self.mean_seconds)
-        return int(min(self.cap_seconds, max(self.floor_seconds, seconds)))
+    def __init__(self, cost: int, budget: int):
+        super().__init__(f"this request needs an estimated {cost / 2**20:.0f} MiB of working memory; the server's "
+                         f"budget is {budget / 2**20:.0f} MiB (--memory-budget-mb): use a shorter question, fewer "
+                         "samples or a smaller max_tokens")
+        self.cost, self.budget = cost, budget
 
 
 @dataclass
@@ -129,6 +91,7 @@ class Job:
     on_cancel: Callable[["Job"], None] | None = field(default=None, repr=False)
     batch_key: Hashable | None = None
     payload: Any = None
+    cost: int = 0  # estimated bytes it holds while it runs (the worker's memory budget admits by it)
 
     def cancel(self) -> None:
         """The client went away: leave the line if waiting, stop at the next :meth:`check` if running.
@@ -167,7 +130,8 @@ class Worker:
     """
 
     def __init__(self, max_queue: int = 8, name: str = "dynaprag-worker",
-                 service_time: ServiceTime | None = None, batch_size: int = 1, run_batch: RunBatch | None = None):
+                 service_time: ServiceTime | None = None, batch_size: int = 1, run_batch: RunBatch | None = None,
+                 memory_budget: int | None = None):
         if max_queue < 1:
             raise ValueError(f"max_queue must be at least 1, got {max_queue}")
         if batch_size < 1:
@@ -176,6 +140,8 @@ class Worker:
         self.batch_size = batch_size
         self.run_batch = run_batch
         self.service_time = service_time or ServiceTime()
+        self.drain = DrainRate()
+        self.memory_budget = memory_budget
         self._line: collections.deque[Job] = collections.deque()
         self._changed = threading.Condition()
         self._stopping = False
@@ -228,6 +194,9 @@ class Worker:
     def retry_after(self) -> int:
         """Seconds until the jobs now waiting and running are likely done (:class:`ServiceTime`)."""
         with self._changed:
+            measured = self.drain.retry_after(len(self._line) + len(self._running))
+            if measured is not None:
+                return measured
             started = self._running[0].started if self._running else None
             running_for = None if started is None else time.monotonic() - started
             return self.service_time.retry_after(self._pending_runs(), running_for)
@@ -236,11 +205,17 @@ class Worker:
         """Queue ``fn`` (run alone) or raise :class:`QueueFull` at once (never blocks)."""
         return self._enqueue(Job(fn, on_cancel=self._withdraw))
 
-    def submit_batched(self, key: Hashable, payload: Any) -> Job:
-        """Queue a job that ``run_batch`` runs with the other waiting jobs of ``key``; or raise :class:`QueueFull`."""
+    def submit_batched(self, key: Hashable, payload: Any, cost: int = 0) -> Job:
+        """Queue a job that ``run_batch`` runs with the other waiting jobs of ``key``; or raise :class:`QueueFull`.
+
+        ``cost``: the bytes it is estimated to hold while it runs; over the memory budget alone
+        it raises :class:`OverBudget` (it could never run).
+        """
         if self.run_batch is None:
             raise RuntimeError("this worker has no run_batch")
-        return self._enqueue(Job(None, on_cancel=self._withdraw, batch_key=key, payload=payload))
+        if self.memory_budget is not None and cost > self.memory_budget:
+            raise OverBudget(cost, self.memory_budget)
+        return self._enqueue(Job(None, on_cancel=self._withdraw, batch_key=key, payload=payload, cost=cost))
 
     def _enqueue(self, job: Job) -> Job:
         with self._changed:
@@ -274,21 +249,27 @@ class Worker:
                     self.dropped += 1  # its waiter cancelled the future without Job.cancel
                     continue
                 group = [head]
+                self._running = group  # the budget counts the head while more are taken
                 if head.batch_key is not None:
                     group += self._take(head.batch_key, self.batch_size - 1)
                 started = time.monotonic()
                 for job in group:
                     job.started = started
                 self._running = group
+                self.drain.busy(started)
                 return group
 
     def _take(self, key: Hashable, n: int) -> list[Job]:
         """Up to ``n`` waiting jobs of ``key`` from anywhere in the line, oldest first, out of the line
         and marked running (jobs whose future was cancelled are dropped). Hold ``_changed``."""
         taken: list[Job] = []
+        held = sum(j.cost for j in self._running if not j.future.done())
         for job in [j for j in self._line if j.batch_key == key]:
             if len(taken) >= n:
                 break
+            if self.memory_budget is not None and held + job.cost > self.memory_budget:
+                break  # it waits: the running jobs and it would not fit the budget together
+            held += job.cost
             self._line.remove(job)
             if job.future.set_running_or_notify_cancel():
                 taken.append(job)
@@ -339,14 +320,22 @@ class Worker:
                     self.batches += 1
                     self.largest_batch = max(self.largest_batch, len(group))
                 self._running = []
+                self.drain.idle(time.monotonic())
 
-    @staticmethod
-    def _run_alone(job: Job) -> BaseException | None:
+    def _finished(self, result: Any) -> None:
+        """Count one finished job toward the throughput (a cancelled one says nothing about it)."""
+        if not isinstance(result, Cancelled):
+            with self._changed:
+                self.drain.finished(time.monotonic())
+
+    def _run_alone(self, job: Job) -> BaseException | None:
         try:
             result = job.fn(job)
         except BaseException as exc:  # noqa: BLE001 - every failure goes back to its caller
+            self._finished(exc)
             job.future.set_exception(exc)
             return exc
+        self._finished(result)
         job.future.set_result(result)
         return None
 
@@ -355,6 +344,7 @@ class Worker:
         errors: dict[int, BaseException | None] = {}
         try:
             for index, result in self.run_batch(group[0].batch_key, group):
+                self._finished(result)
                 if isinstance(result, BaseException):
                     group[index].future.set_exception(result)
                     errors[index] = result
@@ -380,4 +370,7 @@ class Worker:
                     "cancelled": self.cancelled, "dropped": self.dropped,
                     "batches": self.batches, "largest_batch": self.largest_batch, "joined": self.joined,
                     "mean_job_seconds": round(self.service_time.mean_seconds, 3),
-                    "measured_jobs": self.service_time.measured, "retry_after_seconds": self.retry_after()}
+                    "measured_jobs": self.service_time.measured, "retry_after_seconds": self.retry_after(),
+                    "jobs_per_second": None if (rate := self.drain.rate()) is None else round(rate, 4),
+                    "memory_budget_mb": None if self.memory_budget is None else self.memory_budget // 2**20,
+                    "running_cost_mb": sum(j.cost for j in self._running if not j.future.done()) // 2**20}

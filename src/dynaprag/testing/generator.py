@@ -108,11 +108,12 @@ class ScriptedGenerator:
     def token_texts(self, ids: Sequence[int]) -> list[str]:
         return [self.texts[i] for i in ids]
 
-    def attention_of(self, ids: Sequence[int], heads: int = 2) -> torch.Tensor:
-        """Causal uniform attention ``[heads, n, n]`` (each row spreads evenly over its prefix)."""
+    def attention_of(self, ids: Sequence[int], rows: Sequence[int] | None = None, heads: int = 2) -> torch.Tensor:
+        """Causal uniform attention ``[heads, len(rows), n]`` (each row spreads evenly over its prefix)."""
         n = len(ids)
-        rows = torch.tril(torch.ones(n, n)) / torch.arange(1, n + 1).unsqueeze(1)
-        return rows.expand(heads, n, n).clone()
+        full = torch.tril(torch.ones(n, n)) / torch.arange(1, n + 1).unsqueeze(1)
+        picked = full if rows is None else full[list(rows)]
+        return picked.expand(heads, *picked.shape).clone()
 
     def room(self, state: DecodeState) -> None:
         """No context limit."""
