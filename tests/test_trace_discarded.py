@@ -28,6 +28,9 @@ def test_a_retrieval_that_cut_the_draft_keeps_the_scored_discarded_tokens(pipe, 
         assert fired_text.strip() and "<|" not in fired_text
         scored = [t.score for t in r.discarded[start:end] if t.score is not None]
         assert scored, "the firing sentence carries the scores that made the trigger fire"
+    for r in trace.retrievals:  # what a user reads is decoded text, never vocabulary pieces
+        for text in [r.query, *r.scores]:
+            assert not any(piece in text for piece in ("<|", "Ċ", "Ġ")), text
     # what the trace serialises is what loads back
     again = Trace.from_dict(trace.to_dict())
     assert [r.discarded for r in again.retrievals] == [r.discarded for r in trace.retrievals]
@@ -39,3 +42,16 @@ def test_traces_written_before_discarded_tokens_load():
            "tokens": [{"text": "x", "logprob": -0.1, "entropy": 0.2}]}
     trace = Trace.from_dict(old)
     assert trace.retrievals[0].discarded == [] and trace.retrievals[0].fired == []
+
+
+def test_the_demo_prints_decoded_words_in_its_scores_line():
+    from typer.testing import CliRunner
+
+    from dynaprag.cli import app
+
+    result = CliRunner().invoke(app, ["demo", "dtype=float32", "max_new_tokens=40"])
+    assert result.exit_code == 0, result.output
+    scores = [line for line in result.output.splitlines() if line.strip().startswith("scores:")]
+    assert scores, result.output
+    for line in scores + [line for line in result.output.splitlines() if line.strip().startswith("query:")]:
+        assert not any(piece in line for piece in ("<|", "Ċ", "Ġ")), line
