@@ -152,6 +152,11 @@ class RealWordsQuery(QueryFormulator):
     PROPN or NUM token that are not hits; the ``top_k`` highest in text order
     (:func:`dynaprag.dynamic.rind.real_words_query`). With a trigger other than DRAGIN's, the
     judged span's words are the sentence and all of them are hits.
+
+    Deviation: the query's words are decoded text (each word's tokens decoded), where the
+    reference joins vocabulary pieces with only the space marker removed: with a byte-level BPE
+    tokenizer a newline reached the retriever (and the trace) as ``"Ċ"`` and a word after it as
+    ``"ĊThe"``. The words chosen are the reference's; a word that decodes to nothing is dropped.
     """
 
     top_k: int = field(default=35, metadata={"help": "words kept (reference: 35 HotpotQA, 25 2Wiki)", "min": 1,
@@ -170,9 +175,11 @@ class RealWordsQuery(QueryFormulator):
         ids = probe.encode(all_text)
         pieces, marks = probe.pieces(ids), {"space_marker": probe.space_marker, "newline_id": probe.newline_id}
         rows = rind.real_words_rows(pieces, ids, hits, **marks)  # only the rows it reads: memory ~ rows · n
-        query = rind.real_words_query(all_text, pieces, ids, probe.attention_of(ids, rows), hits, self.top_k,
-                                      rows=rows, **marks).query
-        return query
+        result = rind.real_words_query(all_text, pieces, ids, probe.attention_of(ids, rows), hits, self.top_k,
+                                       rows=rows, **marks)
+        texts = probe.token_texts(ids)
+        words = ("".join(texts[a:b + 1]).strip() for a, b in (result.ranges[i] for i in result.chosen))
+        return " ".join(w for w in words if w)
 
 
 TRIGGERS.register("rind", DraginTrigger)

@@ -95,6 +95,7 @@ class RealWordsQuery(NamedTuple):
     curr_start: int
     forward_attention: list[float]
     real_pairs: list[tuple[float, str, int]]
+    chosen: list[int] = []  # indices into ``words``/``ranges`` of the query's words, in text order
 
 
 def token_entropies(logits: torch.Tensor) -> torch.Tensor:
@@ -345,4 +346,5 @@ def real_words_query(all_text: str, pieces: Sequence[str], ids: Sequence[int], a
              if not (i >= curr_start and hits[i - curr_start]) and nlp.contains_real_word(word, real)]
     keep = min(top_k, len(pairs))
     chosen = sorted(sorted(pairs, key=lambda p: p[0], reverse=True)[:keep], key=lambda p: p[2])
-    return RealWordsQuery(" ".join(p[1] for p in chosen), words, ranges, curr_start, forward, pairs)
+    return RealWordsQuery(" ".join(p[1] for p in chosen), words, ranges, curr_start, forward, pairs,
+                          [p[2] for p in chosen])
