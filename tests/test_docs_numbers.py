@@ -23,7 +23,8 @@ How to quote a benchmark number in README.md or docs/*.md (for contributors):
   ``q/h``, ``answers/h``, ``s/question``) but is not one (a setting, a target, arithmetic) gets
   ``<!-- not-bench -->`` after it; unmarked ones fail this test ("95 %", the confidence level of
   the intervals, is known). Numbers without such a unit (F1 scores, seconds) are not caught when
-  unmarked: mark every number you take from a results file.
+  unmarked, nor are numbers in code (fenced blocks, inline ``code``: commands, example output):
+  mark every number you take from a results file.
 
 ``python tests/test_docs_numbers.py`` prints every marker with the value it points at: run it
 after a benchmark rewrites its results, then update the quoted numbers (never the JSON).
@@ -211,6 +212,7 @@ def test_no_unmarked_number_looks_like_a_measurement():
                 continue
             in_table = False
             text = re.sub(r"<!--.*?-->", "<!---->", text)  # a marker's own text is no quote
+            text = re.sub(r"`[^`]*`", "``", text)  # inline code: commands and example output
             for m in UNIT.finditer(text):
                 if m.group(0).replace(" ", "") == "95%":  # the confidence level of an interval
                     continue
