@@ -1,23 +1,29 @@
-"""The server under a burst of concurrent requests: refusals, wall time and latency per batch size.
+"""The server under load, and one long question per preset: latency, refusals, Retry-After, memory.
 
-Issue 17's server target: 20 simultaneous requests held with no 503 at batch 8 on the 135M
-model (before batching, 20 concurrent requests got 9 x 200 and 11 x 503). One process starts the
-real server (:func:`dynaprag.serve.app.create_app` on uvicorn, :class:`ServerThread`) over one
-loaded pipeline, and for each method fires ``--requests`` requests at once (the first distinct
-questions of ``../shared/data/questions/hotpotqa.jsonl``, every other one streamed) at:
+Issue 27's targets. One process loads the pipeline once and measures two things:
 
-* ``batch 1, queue 4``: one request at a time with a short waiting line (the old behaviour:
-  the surplus is refused with 503);
-* ``batch 1, queue N``: one at a time, everyone may wait (the throughput baseline);
-* ``batch 8, queue 32``: ``dynaprag serve``'s defaults (batched, newcomers join a running batch).
+**load** -- the real server (:func:`dynaprag.serve.app.create_app` with ``dynaprag serve``'s
+defaults: batch 8, queue 32, the default limits) on loopback, warmed by a few sequential
+requests, then ``--dragin`` concurrent ``dragin`` requests and ``--sr-rag`` concurrent ``sr-rag``
+requests at once (distinct questions of ``../shared/data/questions/hotpotqa.jsonl``). A refused
+client waits the ``Retry-After`` it was given and tries again (at most ``--attempts`` times), as a
+polite client does. A thread polls ``/health`` every 0.2 s, so for each 503 the *actual* drain
+time is known: from the refusal until the line that stood in front of it had drained (the
+worker's completed count reached what it would be after the line then waiting and running).
+Reported per method: answered, refused (503s), p50/p95 latency of the answered (from the first
+attempt to the last byte); and per 503 the Retry-After, the measured drain and their ratio
+(target: within 2x), split by whether the worker had measured a throughput yet.
 
-Cases alternate order per method, so drift does not favour one. Reported per case: responses by
-status, wall time for the burst, requests per hour (answered ones), latency p50/p95 of the answered
-ones, the worker's batches, largest batch and joins, and ``ratio_to_batch_1`` (the answered
-requests per hour over ``batch 1, queue N``'s for the same method).
+**long** -- for each preset and each question length (``--lengths`` tokens: a real question after
+corpus paragraphs that make it that long), the server's decision (its token budget and its memory
+estimate against the default budget, :mod:`dynaprag.serve.budget`) and, when the memory budget
+admits it, the peak RSS growth of answering it alone (the kernel's high-water mark, reset before
+each case through ``/proc/self/clear_refs``), next to the estimate. Target: flat or bounded, never
+over the estimate (the budget admits by it).
 
-    .venv/bin/python bench/serve.py                  # smollm2-135m, sr-rag and dragin, 20 requests
-    .venv/bin/python bench/serve.py --quick          # 4 requests, sr-rag (smoke)
+    .venv/bin/python bench/serve.py --note "..."                  # both parts, every preset
+    .venv/bin/python bench/serve.py --part long --presets dragin,sr-rag --lengths 1000,2000
+    .venv/bin/python bench/serve.py --quick                        # smoke: small, not committed
 """
 from __future__ import annotations
 
@@ -26,16 +32,21 @@ import concurrent.futures
 import json
 import math
 import sys
+import threading
 import time
 from pathlib import Path
 from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    CHECKPOINTS, DEFAULT_MODEL, SHARED_DATA, load_questions, peak_rss_mb, result_name, write_results,
+    CHECKPOINTS, DEFAULT_MODEL, RESULTS, SHARED_DATA, load_questions, parse_args, resolved_dtype, result_name, rss_mb,
+    write_results,
 )
 
-CASES = (("batch 1, queue 4", 1, 4), ("batch 1, queue N", 1, None), ("batch 8, queue 32", 8, 32))
+#: presets the long-question part skips, and why (they cannot answer on the default model/setup)
+SKIPPED = {"self-rag": "needs Self-RAG's reflection tokens (not in this tokenizer)",
+           "dyprag": "needs a trained translator (refused with 400 without one)",
+           "dyprag-combine": "needs a trained translator (refused with 400 without one)"}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -46,98 +57,232 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
 
 
-def ask(url: str, body: dict) -> tuple[int, float]:
-    """POST one completion (streamed if ``body`` says so): its status and seconds to the last byte."""
+# --- load ---------------------------------------------------------------------------------------
+
+class HealthLog:
+    """``/health`` every ``interval`` s in a thread: (time, completed, waiting + running) readings."""
+
+    def __init__(self, url: str, interval: float = 0.2):
+        self.url, self.interval, self.readings = url, interval, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        import httpx
+
+        with httpx.Client(timeout=60) as http:
+            while not self._stop.is_set():
+                q = http.get(f"{self.url}/health").json()["queue"]
+                self.readings.append((time.perf_counter(), q["completed"], q["pending"] + q["running"]))
+                self._stop.wait(self.interval)
+
+    def __enter__(self) -> "HealthLog":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def drained_at(self, since: float) -> float | None:
+        """When the jobs in line at ``since`` (waiting and running) had all finished."""
+        before = [r for r in self.readings if r[0] <= since]
+        if not before:
+            return None
+        _, completed, in_line = before[-1]
+        return next((t for t, done, _ in self.readings if t > since and done >= completed + in_line), None)
+
+
+def ask(url: str, body: dict, attempts: int, refusals: list) -> tuple[int, float]:
+    """POST until answered or refused ``attempts`` times, waiting each Retry-After; (status, seconds)."""
     import httpx
 
     start = time.perf_counter()
     with httpx.Client(timeout=3600) as http:
-        if body.get("stream"):
-            with http.stream("POST", f"{url}/v1/completions", json=body) as resp:
-                for _ in resp.iter_lines():
-                    pass
-                status = resp.status_code
-        else:
-            status = http.post(f"{url}/v1/completions", json=body).status_code
-    return status, time.perf_counter() - start
+        for attempt in range(attempts):
+            resp = http.post(f"{url}/v1/completions", json=body)
+            if resp.status_code != 503:
+                return resp.status_code, time.perf_counter() - start
+            retry = int(resp.headers["Retry-After"])
+            refusals.append({"at": time.perf_counter(), "retry_after": retry, "method": body["dynaprag"]["method"],
+                             "attempt": attempt + 1})
+            if attempt + 1 < attempts:
+                time.sleep(retry)
+    return 503, time.perf_counter() - start
 
 
-def run_case(pipeline, method: str, questions: list[str], batch: int, queue: int, max_tokens: int) -> dict:
-    """Start a server at ``batch``/``queue``, fire every question at once, and stop it."""
+def run_load(pipeline, questions: list[str], n_dragin: int, n_srrag: int, max_tokens: int, attempts: int) -> list:
     import httpx
 
     from dynaprag.serve.app import create_app
     from dynaprag.serve.server import ServerThread
 
-    with ServerThread(create_app(pipeline, batch_size=batch, max_queue=queue)) as server:
+    with ServerThread(create_app(pipeline, batch_size=8, max_queue=32)) as server:
         model = httpx.get(f"{server.url}/v1/models").json()["data"][0]["id"]
-        bodies = [{"model": model, "prompt": q, "max_tokens": max_tokens, "stream": i % 2 == 1,
-                   "dynaprag": {"method": method}} for i, q in enumerate(questions)]
-        start = time.perf_counter()
-        with concurrent.futures.ThreadPoolExecutor(max_workers=len(bodies)) as pool:
-            results = list(pool.map(lambda b: ask(server.url, b), bodies))
-        seconds = time.perf_counter() - start
+        body = lambda q, m: {"model": model, "prompt": q, "max_tokens": max_tokens, "dynaprag": {"method": m}}
+        for q, m in [(questions[-1], "sr-rag"), (questions[-2], "sr-rag"), (questions[-3], "dragin")]:
+            httpx.post(f"{server.url}/v1/completions", json=body(q, m), timeout=3600)  # warm: a measured rate
+        bodies = ([body(q, "dragin") for q in questions[:n_dragin]]
+                  + [body(q, "sr-rag") for q in questions[n_dragin:n_dragin + n_srrag]])
+        refusals: list[dict] = []
+        with HealthLog(server.url) as health, concurrent.futures.ThreadPoolExecutor(len(bodies)) as pool:
+            start = time.perf_counter()
+            measured_before = server.app.state.service.worker.drain.rate() is not None
+            results = list(pool.map(lambda b: (b["dynaprag"]["method"], *ask(server.url, b, attempts, refusals)),
+                                    bodies))
+            seconds = time.perf_counter() - start
+            time.sleep(0.5)
         stats = httpx.get(f"{server.url}/health").json()["queue"]
-    answered = [s for code, s in results if code == 200]
-    codes: dict[str, int] = {}
-    for code, _ in results:
-        codes[str(code)] = codes.get(str(code), 0) + 1
-    return {"method": method, "requests": len(questions), "batch_size": batch, "max_queue": queue,
-            "ok_200": codes.get("200", 0), "refused_503": codes.get("503", 0),
-            "other_status": sum(v for k, v in codes.items() if k not in ("200", "503")),
-            "burst_seconds": seconds, "answered_per_hour": 3600 * len(answered) / seconds,
-            "latency_p50_s": median(answered) if answered else float("nan"),
-            "latency_p95_s": percentile(answered, 95),
-            "batches": stats["batches"], "largest_batch": stats["largest_batch"], "joined": stats["joined"]}
+    rows = []
+    for method in ("dragin", "sr-rag"):
+        answered = [s for m, code, s in results if m == method and code == 200]
+        rows.append({"part": "load", "method": method, "requests": sum(m == method for m, _, _ in results),
+                     "ok_200": len(answered), "refused_503": sum(r["method"] == method for r in refusals),
+                     "gave_up": sum(m == method and code == 503 for m, code, _ in results),
+                     "other_status": sum(m == method and code not in (200, 503) for m, code, _ in results),
+                     "latency_p50_s": median(answered) if answered else float("nan"),
+                     "latency_p95_s": percentile(answered, 95), "burst_seconds": seconds})
+    for r in refusals:
+        drained = health.drained_at(r["at"])
+        actual = None if drained is None else drained - r["at"]
+        rows.append({"part": "retry-after", "method": r["method"], "attempt": r["attempt"],
+                     "retry_after_s": r["retry_after"], "drain_s": actual,
+                     "ratio": None if not actual else r["retry_after"] / actual,
+                     "within_2x": None if not actual else 0.5 <= r["retry_after"] / actual <= 2.0,
+                     "rate_measured": measured_before})
+    rows.append({"part": "load", "method": "worker", "batches": stats["batches"], "largest_batch": stats["largest_batch"],
+                 "joined": stats["joined"], "jobs_per_second": stats["jobs_per_second"]})
+    return rows
+
+
+# --- long questions --------------------------------------------------------------------------------
+
+def long_question(gen, paragraphs: list[str], question: str, tokens: int) -> str:
+    """Corpus paragraphs, then ``question``, cut so the whole is ``tokens`` tokens."""
+    tail = gen.encode("\n\n" + question)
+    ids: list[int] = []
+    for text in paragraphs:
+        ids += gen.encode(text + "\n")
+        if len(ids) >= tokens - len(tail):
+            break
+    return gen.decode(ids[: max(0, tokens - len(tail))] + tail)
+
+
+def peak_reset() -> None:
+    Path("/proc/self/clear_refs").write_text("5")  # the kernel's high-water mark := current RSS
+
+
+def peak_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def run_long(pipeline, presets: list[str], lengths: list[int], question: str, paragraphs: list[str],
+             max_tokens: int) -> list:
+    from dynaprag.serve.app import Limits, Service
+    from dynaprag.serve.errors import ApiError
+    from dynaprag.serve.worker import Worker
+
+    default = Limits()
+    service = Service(pipeline, Worker(), Limits(max_request_tokens=10**9, memory_budget_mb=10**9), "bench")
+    rows = []
+    for preset in presets:
+        if preset in SKIPPED:
+            rows.append({"part": "long", "preset": preset, "skipped": SKIPPED[preset]})
+            continue
+        options = {"injector.on_missing": "context"} if preset.startswith("prag") else {}
+        resolved = pipeline.method(preset, options)
+        for tokens in lengths:
+            text = long_question(pipeline.generator, paragraphs, question, tokens)
+            estimate = service.cost(text, resolved, max_tokens, "prompt")
+            asked = len(pipeline.generator.encode(text))
+            row = {"part": "long", "preset": preset, "question_tokens": asked, "estimate_mb": estimate / 2**20,
+                   "server": ("413 tokens" if asked + max_tokens > default.max_request_tokens else "")
+                   + (" 413 memory" if estimate > default.memory_budget_mb << 20 else "") or "admitted"}
+            if estimate > default.memory_budget_mb << 20:
+                rows.append({**row, "skipped": "over the default memory budget: refused before decoding"})
+                print(json.dumps(rows[-1]), flush=True)
+                continue
+            before = rss_mb()
+            peak_reset()
+            start = time.perf_counter()
+            try:
+                answer = pipeline.answer(text, method=preset, options=options, max_new_tokens=max_tokens)
+                row["prompt_tokens"] = answer.trace.prompt_tokens
+                row["retrievals"] = len(answer.trace.retrievals)
+            except (ValueError, ApiError) as exc:
+                row["error"] = f"{type(exc).__name__}: {exc}"[:160]
+            row.update(seconds=time.perf_counter() - start, rss_before_mb=before, peak_growth_mb=peak_mb() - before)
+            row["within_estimate"] = row["peak_growth_mb"] <= row["estimate_mb"]
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=DEFAULT_MODEL)
-    ap.add_argument("--methods", default="sr-rag,dragin")
-    ap.add_argument("--requests", type=int, default=20, help="simultaneous requests per case")
-    ap.add_argument("--max-tokens", type=int, default=64, help="max_tokens of every request")
+    ap.add_argument("--part", choices=("load", "long", "both"), default="both")
+    ap.add_argument("--dragin", type=int, default=20, help="concurrent dragin requests")
+    ap.add_argument("--sr-rag", type=int, default=40, help="concurrent sr-rag requests")
+    ap.add_argument("--attempts", type=int, default=3, help="tries per client (waiting Retry-After between)")
+    ap.add_argument("--max-tokens", type=int, default=32, help="max_tokens of every load request")
+    ap.add_argument("--presets", default="", help="long part: comma-separated presets (default: every one)")
+    ap.add_argument("--lengths", default="1000,2000,4000,8000", help="long part: question lengths in tokens")
+    ap.add_argument("--long-max-tokens", type=int, default=8, help="long part: answer budget")
     ap.add_argument("--dtype", default="auto")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
-    ap.add_argument("--quick", action="store_true", help="4 requests, sr-rag, 16 tokens; results not committed")
-    args = ap.parse_args()
+    ap.add_argument("--quick", action="store_true", help="2 + 4 requests, 2 presets at 500 tokens; not committed")
+    args = parse_args(ap)
     if args.quick:
-        args.methods, args.requests, args.max_tokens = "sr-rag", 4, 16
+        args.dragin, args.sr_rag, args.presets, args.lengths = 2, 4, "sr-rag,dragin", "500"
     if not (SHARED_DATA / "questions").is_dir():
         sys.exit(f"evaluation data not found at {SHARED_DATA}")
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    from dynaprag.pipeline import Pipeline, PipelineConfig
+    from dynaprag.pipeline import Pipeline, PipelineConfig, method_names
     from dynaprag.retrieval import RetrieverConfig
 
-    questions = [q["question"] for q in load_questions("hotpotqa", args.requests)]
-    pipeline = Pipeline.from_config(PipelineConfig(
-        model=args.model, dtype=args.dtype, max_new_tokens=args.max_tokens,
-        retrieval=RetrieverConfig(corpus=str(SHARED_DATA / "corpus" / "wiki_paragraphs.jsonl"))))
-    pipeline.answer(questions[0], method="sr-rag", max_new_tokens=4)  # index pages, kernels: not timed
+    corpus = SHARED_DATA / "corpus" / "wiki_paragraphs.jsonl"
+    n = args.dragin + args.sr_rag + 3
+    questions = [q["question"] for q in load_questions("hotpotqa", n)]
+    pipeline = Pipeline.from_config(PipelineConfig(model=args.model, dtype=args.dtype,
+                                                   retrieval=RetrieverConfig(corpus=str(corpus))))
+    pipeline.answer(questions[0], method="sr-rag", max_new_tokens=4)  # index pages, kernels: not measured
     rows = []
-    for m_i, method in enumerate(m for m in args.methods.split(",") if m):
-        cases = CASES if m_i % 2 == 0 else tuple(reversed(CASES))
-        done = {}
-        for name, batch, queue in cases:
-            row = {"case": name, **run_case(pipeline, method, questions, batch, queue or len(questions),
-                                            args.max_tokens)}
-            done[name] = row
+    if args.part in ("load", "both"):
+        rows += run_load(pipeline, questions, args.dragin, args.sr_rag, args.max_tokens, args.attempts)
+        for row in rows:
             print(json.dumps(row), flush=True)
-        base = done["batch 1, queue N"]["answered_per_hour"]
-        rows += [{**done[name], "ratio_to_batch_1": done[name]["answered_per_hour"] / base} for name, _, _ in CASES]
-    notes = (f"{args.requests} simultaneous requests per case (the first {args.requests} questions of "
-             f"../shared/data/questions/hotpotqa.jsonl, every other one streamed), max_tokens {args.max_tokens}, BM25 "
-             f"over corpus/wiki_paragraphs.jsonl, dtype {args.dtype}, one server process (uvicorn in a thread, one "
-             f"worker thread). answered_per_hour = 200 responses over the burst's wall time; latency = seconds "
-             f"from sending to the last byte, answered requests only; ratio_to_batch_1 = answered_per_hour over "
-             f"'batch 1, queue N' of the same method. Target (issue 17): no 503 for 20 requests at batch 8 on "
-             f"the 135M model. Peak RSS {peak_rss_mb():.0f} MB.")
-    write_results(result_name("serve", args.model), rows, model=args.model,
+    if args.part in ("long", "both"):
+        paragraphs = []
+        with corpus.open(encoding="utf-8") as f:
+            for line in f:
+                paragraphs.append(json.loads(line)["text"])
+                if len(paragraphs) >= 400:
+                    break
+        presets = [p for p in (args.presets.split(",") if args.presets else method_names()) if p]
+        rows += run_long(pipeline, presets, [int(x) for x in args.lengths.split(",")], questions[0], paragraphs,
+                         args.long_max_tokens)
+    notes = (f"load: the server at dynaprag serve's defaults (batch 8, queue 32, default limits), warmed by 3 "
+             f"sequential requests, then {args.dragin} dragin + {args.sr_rag} sr-rag requests at once (distinct "
+             f"hotpotqa questions, max_tokens {args.max_tokens}); a refused client waits its Retry-After and tries "
+             f"again, at most {args.attempts} times. drain_s = from a 503 until the jobs then waiting and running had "
+             f"finished (/health polled every 0.2 s); ratio = Retry-After / drain_s. long: one request at a time "
+             f"through the pipeline (answer budget {args.long_max_tokens}); question = corpus paragraphs + a hotpotqa "
+             f"question, cut to the length; server = what dynaprag serve's defaults (4096 tokens per request, "
+             f"4096 MiB budget) answer; peak_growth_mb = the kernel's peak RSS (reset per case) minus RSS before; "
+             f"estimate_mb = dynaprag.serve.budget's estimate. BM25 over corpus/wiki_paragraphs.jsonl.")
+    name = result_name("serve", args.model)
+    results_dir = (CHECKPOINTS / "quick") if args.quick else None
+    if args.part != "both":  # one part alone keeps the other part's rows of the last run (run them in parallel)
+        mine = ("load", "retry-after") if args.part == "load" else ("long",)
+        old = (results_dir or RESULTS) / f"{name}.json"
+        kept = json.loads(old.read_text())["rows"] if old.is_file() else []
+        rows = [r for r in kept if r.get("part") not in mine] + rows
+        notes += f" This file's last writer ran --part {args.part}; the other part's rows are from its own run."
+    write_results(name, rows, model=args.model, dtype=resolved_dtype(args.dtype),
                   data={"hotpotqa": {"file": "questions/hotpotqa.jsonl", "questions": len(questions)}}, notes=notes,
-                  results_dir=(CHECKPOINTS / "quick") if args.quick else None)
+                  group_by="part", results_dir=results_dir)
 
 
 if __name__ == "__main__":
