@@ -278,7 +278,7 @@ def main() -> None:
         mine = ("load", "retry-after") if args.part == "load" else ("long",)
         old = (results_dir or RESULTS) / f"{name}.json"
         kept = json.loads(old.read_text())["rows"] if old.is_file() else []
-        rows = [r for r in kept if r.get("part") not in mine] + rows
+        rows = [r for r in kept if r.get("part") not in (None, *mine)] + rows
         notes += f" This file's last writer ran --part {args.part}; the other part's rows are from its own run."
     write_results(name, rows, model=args.model, dtype=resolved_dtype(args.dtype),
                   data={"hotpotqa": {"file": "questions/hotpotqa.jsonl", "questions": len(questions)}}, notes=notes,
