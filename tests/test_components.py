@@ -23,6 +23,7 @@ from dynaprag.dynamic.triggers import (EveryNTokensTrigger, EverySentenceTrigger
 from dynaprag.lm.generator import StepOutput
 from dynaprag.testing import InMemoryRetriever, ScriptedStep, scripted_loop
 from dynaprag.testing.loop import DEFAULT_PASSAGES
+from floats import approx32
 
 QUESTION = "In what year was the director of Jaws born?"
 
@@ -65,7 +66,7 @@ def test_token_prob_fires_below_theta_and_scores_every_token():
     assert set(fired.scores) == {" Steven"}
     low = scoring.low_probability(d.probs(0, 7), 0.08)
     assert [i for i, hit in enumerate(low) if hit] == [4]
-    assert fired.token_scores == pytest.approx({i: 1 - p for i, (_, p) in enumerate(SENTENCE)})
+    assert fired.token_scores == approx32({i: 1 - p for i, (_, p) in enumerate(SENTENCE)})  # p is float32
     held = TokenProbTrigger(theta=0.01)(d)
     assert not held.retrieve and len(held.token_scores) == 7
     assert TokenProbTrigger()(draft_of(SENTENCE[:3], finished_sentence=False)) is None
@@ -97,7 +98,7 @@ def test_token_confidence_judges_the_whole_look_ahead_per_sentence():
     fired = trig(d, TextsProbe(d))
     mean = sum(1 - p for _, p in SENTENCE) / len(SENTENCE)  # the first sentence (its tokens + 1, as the reference)
     assert fired.retrieve and fired.keep == 0 and fired.context_for_sentence
-    assert fired.scores["mean 1-p"] == pytest.approx((mean * 7 + 0.01) / 8, abs=1e-6)
+    assert fired.scores["mean 1-p"] == approx32((mean * 7 + 0.01) / 8)
     assert MaskedTokensQuery(theta=0.08)(d, fired) == "was  by  ."  # every token with p < 0.92 masked
     calm = TokenConfidenceTrigger(theta=0.5, look_ahead=11)(d, TextsProbe(d))
     assert not calm.retrieve and calm.token_scores
@@ -108,7 +109,7 @@ def test_entity_confidence_uses_spacy_entities_and_log_probs():
     fired = EntityConfidenceTrigger(theta=0.4, look_ahead=7)(d, TextsProbe(d))
     assert fired.retrieve and "Steven Spielberg" in fired.scores
     geometric = 1 - math.exp((math.log(0.05) + math.log(0.3)) / 2)
-    assert fired.scores["Steven Spielberg"] == pytest.approx(geometric, abs=1e-6)
+    assert fired.scores["Steven Spielberg"] == approx32(geometric)
     assert MaskedEntitiesQuery(theta=0.4)(d, fired) == "Jaws was directed by ."
 
 
@@ -126,7 +127,7 @@ def test_inline_rind_trigger_calls_the_paper_equation():
     assert torch.allclose(scores, expected)
     fired = trig(d)
     assert fired.retrieve and fired.at == fired.keep == 4 and "' Steven'" in fired.reason  # 2 * 0.5, cut at it
-    assert fired.token_scores[4] == pytest.approx(1.0)
+    assert fired.token_scores[4] == approx32(1.0)
 
 
 # -- formulators ---------------------------------------------------------------------------

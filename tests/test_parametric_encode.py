@@ -2,7 +2,8 @@
 and parametric injectors inside the pipeline (including DRAGIN's trigger with DyPRAG's injector).
 
 One module fixture encodes three short fixture documents (tiny augmentation budgets: the test
-checks the mechanics, not quality); the later tests reuse that store.
+checks the mechanics, not quality) and another trains a DyPRAG translator on that store; each
+test asks for the fixtures it needs, so any one of them runs alone.
 """
 from __future__ import annotations
 
@@ -106,9 +107,11 @@ def test_adapters_are_real_lora_from_shared_init(encoded, lm):
     assert not any("lora" in name for name, _ in lm.model.named_parameters())
 
 
-def test_translator_training_lowers_the_loss(encoded, lm, tmp_path):
-    from dynaprag.parametric.translator import (ParameterTranslator, TranslatorConfig, pairs_from_store,
-                                                train_translator, translator_metadata)
+@pytest.fixture(scope="module")
+def translator(encoded, lm, tmp_path_factory):
+    """A DyPRAG translator trained on the encoded store: (saved file, net, loss curve, its config)."""
+    from dynaprag.parametric.translator import (TranslatorConfig, pairs_from_store, train_translator,
+                                                translator_metadata)
 
     cfg = _config()
     store = AdapterStore(encoded[0], lm.fingerprint, cfg.store_config())
@@ -117,19 +120,25 @@ def test_translator_training_lowers_the_loss(encoded, lm, tmp_path):
         init = enc.initial_adapter()
     tcfg = TranslatorConfig(learning_rate=1e-3, epochs=3, max_tokens=48, sample_tokens=48, kl_reduction="sum")
     net, curve = train_translator(lm, pairs, cfg.scaling, cfg.targets, cfg.rank, tcfg, init_adapter=init)
-    assert len(curve) == 3 * len(pairs)
-    assert {"lm_loss", "kl_loss", "mse_loss", "total_loss"} <= set(curve[0])
-    first = sum(r["total_loss"] for r in curve[: len(pairs)]) / len(pairs)
-    last = sum(r["total_loss"] for r in curve[-len(pairs):]) / len(pairs)
-    assert last < first
-    path = tmp_path / "translator.safetensors"
+    path = tmp_path_factory.mktemp("translator") / "translator.safetensors"
     net.save(path, translator_metadata(lm, tcfg, cfg.scaling, cfg.targets))
+    return path, net, curve, len(pairs)
+
+
+def test_translator_training_lowers_the_loss(translator, lm):
+    from dynaprag.parametric.translator import ParameterTranslator
+
+    path, net, curve, pairs = translator
+    assert len(curve) == 3 * pairs
+    assert {"lm_loss", "kl_loss", "mse_loss", "total_loss"} <= set(curve[0])
+    first = sum(r["total_loss"] for r in curve[:pairs]) / pairs
+    last = sum(r["total_loss"] for r in curve[-pairs:]) / pairs
+    assert last < first
     loaded, meta = ParameterTranslator.load(path)
     emb = torch.randn(lm.model.config.hidden_size)
     with torch.no_grad():
         assert all(torch.equal(v, loaded(emb)[k]) for k, v in net(emb).items())
     assert meta["model_fingerprint"] == lm.fingerprint
-    encoded_translator[0] = path
 
 
 def test_translator_train_command_writes_the_translator_and_drops_its_state(encoded, lm, tmp_path):
@@ -147,8 +156,6 @@ def test_translator_train_command_writes_the_translator_and_drops_its_state(enco
     assert json.loads((out / "loss_curve.json").read_text())["steps"] == summary["steps"]
 
 
-encoded_translator: list = [None]
-
 
 def _pipeline(lm, corpus, tmp_path, max_new_tokens=6, **kw):
     from dynaprag.pipeline import Pipeline, PipelineConfig
@@ -160,12 +167,10 @@ def _pipeline(lm, corpus, tmp_path, max_new_tokens=6, **kw):
     return Pipeline.from_config(cfg, lm=lm, retriever=build_retriever(retrieval, progress=False))
 
 
-def test_dyprag_injector_generates_adapters_on_the_fly(encoded, lm, generator, monkeypatch):
+def test_dyprag_injector_generates_adapters_on_the_fly(translator, lm, generator):
     from dynaprag.inject.parametric import DyPragCombineInjector, DyPragInjector
 
-    if encoded_translator[0] is None:
-        pytest.skip("translator test did not run")
-    injector = DyPragInjector(translator=str(encoded_translator[0]))
+    injector = DyPragInjector(translator=str(translator[0]))
     injector.bind(generator)
     injection = injector.inject(_passages()[:2], "Who found Zorblat Lake?")
     assert injection.kind == "parametric" and not injection.context and injection.weights.rank == 2
@@ -176,7 +181,7 @@ def test_dyprag_injector_generates_adapters_on_the_fly(encoded, lm, generator, m
             adapted = lm.model(ids).logits
         assert float((adapted - base).abs().max()) > 0
         assert torch.equal(lm.model(ids).logits, base)  # removed on exit, weights untouched
-    combo = DyPragCombineInjector(translator=str(encoded_translator[0]))
+    combo = DyPragCombineInjector(translator=str(translator[0]))
     combo.bind(generator)
     assert combo.inject(_passages()[:1], "q").kind == "combined"
 
@@ -201,11 +206,9 @@ def test_prag_in_pipeline_and_fallback_to_context(encoded, lm, generator, tmp_pa
     assert any("fell back to in-context" in note for note in injection.notes)
 
 
-def test_dragin_trigger_with_dyprag_injector(encoded, lm, tmp_path, monkeypatch):
+def test_dragin_trigger_with_dyprag_injector(encoded, translator, lm, tmp_path, monkeypatch):
     """A composition no reference implementation offers: DRAGIN's RIND timing, DyPRAG's injection."""
-    if encoded_translator[0] is None:
-        pytest.skip("translator test did not run")
-    monkeypatch.setenv("DYNAPRAG_TRANSLATOR", str(encoded_translator[0]))
+    monkeypatch.setenv("DYNAPRAG_TRANSLATOR", str(translator[0]))
     # RIND is evaluated at sentence ends: give the draft room for one sentence.
     pipe = _pipeline(lm, encoded[1], tmp_path, max_new_tokens=40, method="dragin", injector="dyprag",
                      options={"theta": 0.0})
