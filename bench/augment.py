@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, SHARED_DATA, write_results  # noqa: E402
+from _common import RESULTS, SHARED_DATA, parse_args, write_results  # noqa: E402
 
 
 def main() -> None:
@@ -26,7 +26,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4, help="documents per batch")
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args()
+    args = parse_args(ap)
     import torch
 
     torch.set_num_threads(args.threads)
@@ -60,7 +60,7 @@ def main() -> None:
     rows_out = [{"mode": mode, "batch_docs": 1 if mode == "alone" else args.batch, "docs": n,
                  "s_per_doc": t[0] / n, "speedup_vs_alone": totals["alone"][0] / t[0],
                  "attempts": t[1], "failed_attempts": t[2], "incomplete_docs": t[3]} for mode, t in totals.items()]
-    write_results("augment", rows_out, model=f"{args.model} (float32)",
+    write_results("augment", rows_out, model=f"{args.model} (float32)", dtype="float32",
                   data={"corpus": "corpus/wiki_paragraphs.jsonl", "passages": [p.id for p in passages]},
                   notes=(f"The first {n} passages of the shared corpus, augmented alone and in batches of "
                          f"{args.batch} in the same process (order alternating per group); torch threads "

@@ -60,6 +60,7 @@ from typing import Any, Mapping, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import CHECKPOINTS, SHARED_DATA, result_name  # noqa: E402
+from _common import parse_args as parse_common_args  # noqa: E402
 from _parametric_offline import (  # noqa: E402
     BenchError, encode_and_select, settings_tag, split_questions, trained_translator,
 )
@@ -151,7 +152,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--checkpoints", default=None, help="folder of store, translator, answers "
                                                         "(default bench/checkpoints/<result name>)")
     ap.add_argument("--results", default=None, help="results folder (default bench/results)")
-    args = ap.parse_args(argv)
+    args = parse_common_args(ap, argv)  # adds --note (run conditions) for write_results
     if args.quick:
         args.model, args.datasets, args.n, args.translator_questions = "smollm2-135m", "hotpotqa", 2, 2
         args.tiny_fallbacks, args.max_new_tokens, args.workers = True, 32, 0

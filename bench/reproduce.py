@@ -26,7 +26,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import CHECKPOINTS, RESULTS, SHARED_DATA, result_name, write_results  # noqa: E402
+from _common import (  # noqa: E402
+    CHECKPOINTS, RESULTS, SHARED_DATA, parse_args, resolved_dtype, result_name, write_results,
+)
 
 COSTS = ("s_per_question", "retrievals_per_question", "generated_tokens_per_question", "questions_per_hour",
          "forced_answer_share")
@@ -67,9 +69,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-calibrated", action="store_true", help="use the presets' thresholds")
     ap.add_argument("--runs", default=None, help="run folders (default bench/checkpoints/reproduce.<table>.<model>)")
     ap.add_argument("--results", default=None, help="results folder (default bench/results)")
-    ap.add_argument("--note", default="", help="run conditions, appended to the notes")
     ap.add_argument("--quick", action="store_true", help="135M, 2 HotpotQA questions, wo-rag and sr-rag")
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv)  # --note: run conditions, written by write_results
 
     table = get_table(args.table)
     datasets = args.datasets.split(",") if args.datasets else list(table.datasets)
@@ -98,9 +99,7 @@ def main(argv=None) -> int:
               + f"; batch size {args.batch_size}; costs from each run's summary.json (s_per_question is the wall "
                 "time from joining the batch to the answer, other questions' work included; compare methods by "
                 "questions_per_hour).")
-    if args.note:
-        notes += " " + args.note
-    write_results(name, rows, model=args.model,
+    write_results(name, rows, model=args.model, dtype=resolved_dtype("auto"),
                   data={"questions": {d: f"{SHARED_DATA}/questions/{d}.jsonl, first {limit}" for d in datasets},
                         "corpus": f"{SHARED_DATA}/corpus (per dataset, dynaprag.eval.datasets)"},
                   notes=notes, extra={"table": args.table, "citation": table.citation,

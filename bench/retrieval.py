@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, SHARED_DATA, peak_rss_mb, write_results  # noqa: E402
+from _common import ROOT, SHARED_DATA, parse_args, peak_rss_mb, write_results  # noqa: E402
 
 CORPUS = SHARED_DATA / "corpus" / "wiki_paragraphs.jsonl"
 DATASETS = {"hotpotqa": SHARED_DATA / "questions" / "hotpotqa.jsonl",
@@ -158,7 +158,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="40 questions per dataset, ~2k passages")
     parser.add_argument("--force", action="store_true", help="recompute cases already checkpointed")
     parser.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parse_args(parser)
     if not CORPUS.is_file():
         sys.exit(f"shared data not found at {CORPUS}")
     if args.case:  # child process: one case, result JSON on stdout's last line

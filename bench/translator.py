@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DEFAULT_MODEL, result_name, write_results  # noqa: E402
+from _common import DEFAULT_MODEL, parse_args, result_name, write_results  # noqa: E402
 
 CASES = [("padded-sum", 256), ("padded-sum", 0), ("sum", 256), ("sum", 0)]
 TEXT = ("Zorblat Lake is a freshwater lake in central Finland. It was first mapped in 1873 by the surveyor Anna "
@@ -106,7 +106,7 @@ def main(argv=None) -> None:
     ap.add_argument("--quick", action="store_true", help="smoke run: 64-token sample, 1 timed step")
     ap.add_argument("--results", default=None, help="results folder (default bench/results)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv)
     if args.child:
         print(json.dumps(one_case(*json.loads(args.child))))
         return
@@ -128,7 +128,7 @@ def main(argv=None) -> None:
              f"one torch thread and a {args.memory_limit_gb:g} GB data limit; median of {args.repeats} timed step(s) "
              f"after an untimed one. Ratios compare cases of this run.")
     name = result_name("translator_quick" if args.quick else "translator", args.model)
-    path = write_results(name, rows, model=f"{args.model} ({args.dtype})",
+    path = write_results(name, rows, model=f"{args.model} ({args.dtype})", dtype=args.dtype,
                          data={"sample_tokens": args.sample_tokens, "text": "fixed bench text"}, notes=notes,
                          results_dir=args.results)
     print(path.with_suffix(".md").read_text(encoding="utf-8"))
