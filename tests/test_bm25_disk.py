@@ -185,3 +185,17 @@ def test_build_resumes_after_kill_9_without_redoing_chunks(synthetic, tmp_path):
     assert meta["source"]["checksum"] == ref_meta["source"]["checksum"] and meta["build_runs"] == 3
     assert not list(folder.parent.glob(".bm25.dynaprag-building*"))
     assert BM25Retriever(folder).search_one("film", 3) == BM25Retriever(reference).search_one("film", 3)
+
+
+def test_maxscore_pruning_returns_the_dense_top_k(synthetic, tmp_path):
+    """MaxScore reads fewer postings but returns the dense top k: same rows, same float32 scores."""
+    passages = list(read_corpus(synthetic))
+    build_disk_index(passages, tmp_path / "disk", chunk_size=1000, progress=False)
+    index = DiskBM25(tmp_path / "disk")
+    assert index.colmax is not None
+    queries = _query_texts(passages, n=150) + [p.title + " " + p.text[:40] for p in passages[:50]]
+    for k in (1, 3, 10, 50):
+        for q in queries:
+            pruned, dense = index.top_k(q, k), index.top_k(q, k, prune=False)
+            assert np.array_equal(pruned[0], dense[0]) and np.array_equal(pruned[1], dense[1]), (k, q)
+    assert not any(b.any() for b in index._buffers())  # the reused buffers are left zeroed

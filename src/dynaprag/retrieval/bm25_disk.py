@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Iterable
@@ -36,8 +37,9 @@ from dynaprag.corpus import Passage
 from dynaprag.files import TEMP_MARKER
 from dynaprag.retrieval.analysis import Analyzer
 from dynaprag.retrieval.bm25_chunks import MANIFEST, BuildManifest, PassageDigest, build_chunks
-from dynaprag.retrieval.bm25_merge import (DATA, INDICES, INDPTR, NONOCCURRENCE, PARAMS, VOCAB_BYTES,
+from dynaprag.retrieval.bm25_merge import (COLMAX, DATA, INDICES, INDPTR, NONOCCURRENCE, PARAMS, VOCAB_BYTES,
                                            VOCAB_OFFSETS, merge)
+from dynaprag.retrieval.bm25_topk import dense_top_k, maxscore_top_k
 from dynaprag.retrieval.index_dir import build_lock, building_dir, publish_dir, write_meta
 
 log = logging.getLogger(__name__)
@@ -144,6 +146,8 @@ class DiskBM25:
         self._vocab_offsets = np.load(folder / VOCAB_OFFSETS, mmap_mode="r")
         nonocc = folder / NONOCCURRENCE
         self.nonoccurrence = np.load(nonocc) if nonocc.is_file() else None
+        self.colmax = np.load(folder / COLMAX, mmap_mode="r") if (folder / COLMAX).is_file() else None
+        self._local = threading.local()  # a passage-sized score buffer per thread, reused
         meta = json.loads((folder / "meta.json").read_text())
         self.analyzer = Analyzer(meta["settings"]["stemmer"], meta["settings"]["stopwords"])
         self._empty = self.column("")
@@ -188,17 +192,23 @@ class DiskBM25:
             scores += self.nonoccurrence[columns].sum()
         return scores
 
-    def top_k(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(rows, scores) of the ``k`` best passages with a positive score, best first."""
+    def _buffers(self) -> tuple[np.ndarray, np.ndarray]:
+        """This thread's passage-sized score and mark arrays (zeros between queries), made once."""
+        buffers = getattr(self._local, "buffers", None)
+        if buffers is None:
+            buffers = self._local.buffers = (np.zeros(self.num_docs, dtype=np.float32),
+                                              np.zeros(self.num_docs, dtype=np.int32))
+        return buffers
+
+    def top_k(self, query: str, k: int, *, prune: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, scores) of the ``k`` best passages with a positive score, best first.
+
+        Exact either way; ``prune`` (MaxScore, :mod:`~dynaprag.retrieval.bm25_topk`) reads fewer
+        postings when the index keeps each term's highest score and the variant allows it.
+        """
         columns = self.query_columns(query)
         if not columns:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        scores = self.scores(columns)
-        rows = np.flatnonzero(scores > 0)
-        values = scores[rows]
-        if len(rows) > k:
-            kth = values[np.argpartition(-values, k - 1)[k - 1]]
-            keep = values >= kth
-            rows, values = rows[keep], values[keep]
-        order = np.lexsort((rows, -values))[:k]
-        return rows[order], values[order]
+        if prune and self.colmax is not None and self.nonoccurrence is None and len(set(columns)) > 1:
+            return maxscore_top_k(self, columns, k, *self._buffers())
+        return dense_top_k(self, columns, k, *self._buffers())

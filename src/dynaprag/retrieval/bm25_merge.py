@@ -36,6 +36,7 @@ from dynaprag.retrieval.bm25_chunks import CHUNKS, BuildManifest, chunk_dir, rea
 DATA, INDICES, INDPTR = "data.csc.index.npy", "indices.csc.index.npy", "indptr.csc.index.npy"
 VOCAB_BYTES, VOCAB_OFFSETS = "vocab.bytes.npy", "vocab.offsets.npy"
 NONOCCURRENCE = "nonoccurrence_array.index.npy"
+COLMAX = "colmax.npy"  # each term's highest score: the bounds of MaxScore (:mod:`.bm25_topk`)
 PARAMS, BM25S_VOCAB = "params.index.json", "vocab.index.json"
 OFFSETS = "passages.offsets.npy"
 #: bm25s variants that add a per-term score for absent terms
@@ -171,10 +172,12 @@ def merge(folder: Path, manifest: BuildManifest, *, slab_postings: int = 32_000_
     if not state.get("slabs_done"):
         state["data_offset"] = _create_npy(folder / DATA, np.float32, nnz)
         state["indices_offset"] = _create_npy(folder / INDICES, np.int32, nnz)
+        state["colmax_offset"] = _create_npy(folder / COLMAX, np.float32, len(df))
         state["slabs_done"] = 0
         manifest.save(folder)
     fd_data = os.open(folder / DATA, os.O_WRONLY)
     fd_rows = os.open(folder / INDICES, os.O_WRONLY)
+    fd_max = os.open(folder / COLMAX, os.O_WRONLY)
     try:
         for s in range(state["slabs_done"], len(bounds)):
             g0, g1 = bounds[s]
@@ -182,15 +185,17 @@ def merge(folder: Path, manifest: BuildManifest, *, slab_postings: int = 32_000_
                                     settings)
             os.pwrite(fd_data, data.tobytes(), state["data_offset"] + 4 * int(indptr[g0]))
             os.pwrite(fd_rows, rows.tobytes(), state["indices_offset"] + 4 * int(indptr[g0]))
-            os.fsync(fd_data)
-            os.fsync(fd_rows)
+            colmax = np.maximum.reduceat(data, indptr[g0:g1] - indptr[g0])  # every column has a posting
+            os.pwrite(fd_max, colmax.tobytes(), state["colmax_offset"] + 4 * g0)
+            for fd in (fd_data, fd_rows, fd_max):
+                os.fsync(fd)
             state["slabs_done"] = s + 1
             manifest.save(folder)
             if on_slab is not None:
                 on_slab(s + 1, len(bounds))
     finally:
-        os.close(fd_data)
-        os.close(fd_rows)
+        for fd in (fd_data, fd_rows, fd_max):
+            os.close(fd)
     np.save(folder / INDPTR, indptr, allow_pickle=False)
     if nonocc is not None:
         np.save(folder / NONOCCURRENCE, nonocc, allow_pickle=False)
