@@ -30,8 +30,8 @@ def test_models_prints_the_install_command_whole_with_its_extra():
 def test_listings_read_at_80_columns(args, names):
     out = _run(*args)
     lines = out.splitlines()
-    prose = [line for line in lines if line.startswith("    ")]
-    assert prose and all(len(line) <= 80 for line in prose), [line for line in prose if len(line) > 80]
+    assert any(line.startswith("    ") for line in lines), "prose is indented under its entry"
+    assert all(len(line) <= 80 for line in lines), [line for line in lines if len(line) > 80]
     for name in names:  # each entry starts a line with its name, not folded into a narrow column
         assert any(line.startswith(name + "  ") for line in lines), name
     assert not any(ch in out for ch in "┃│┏"), "no table borders"

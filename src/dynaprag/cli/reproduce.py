@@ -31,9 +31,9 @@ def _list_tables() -> None:
     print_title(console, "published tables (dynaprag reproduce TABLE)")
     for name in table_names():
         t = get_table(name)
-        print_entry(console, name, [f"{t.source['venue']}, {t.source['table']}",
-                                    "numbers unavailable" if t.unavailable else "numbers published"],
-                    prose=["methods (ours=paper's): " + ", ".join(f"{m.ours}={m.paper}" for m in t.methods),
+        print_entry(console, name, ["numbers unavailable" if t.unavailable else "numbers published"],
+                    prose=[f"source: {t.source['venue']}, {t.source['table']}",
+                           "methods (ours=paper's): " + ", ".join(f"{m.ours}={m.paper}" for m in t.methods),
                            "datasets: " + ", ".join(t.datasets), "backbones: " + ", ".join(t.backbones)])
 
 
