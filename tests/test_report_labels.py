@@ -59,5 +59,8 @@ def test_report_names_model_and_dtype_and_costs_batched_runs_in_questions_per_ho
     assert rows["flare"].endswith("| 980 q/h (batch 8) | smollm2-135m, bfloat16 |")
     assert rows["dragin"].endswith("| smollm2-135m, auto |")
     assert "questions per hour (q/h)" in text and "Model, dtype" in text
+    runs = {r.label: r for r in report.runs}
+    assert runs["flare"].seconds_per_question() == 3600 / 980.4  # the plots' cost axis: throughput
+    assert runs["sr-rag"].seconds_per_question() == 2.0
     row = next(r for r in report.to_dict()["runs"] if r["method"] == "flare")
     assert row["questions_per_hour"] == 980.4 and row["batch_size"] == 8

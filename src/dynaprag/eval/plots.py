@@ -33,7 +33,7 @@ __all__ = ["COSTS", "PlotPoint", "pareto_frontier", "plot_f1_per_method", "plot_
            "plot_retrieval_positions", "save_figure"]
 
 #: cost axes of the frontier plots: attribute of :class:`PlotPoint` -> (file stem, axis label)
-COSTS = {"s_per_question": ("f1_vs_seconds", "seconds per question"),
+COSTS = {"s_per_question": ("f1_vs_seconds", "seconds per question (batched runs: 3600 / questions per hour)"),
          "retrievals_per_question": ("f1_vs_retrievals", "retrievals per question")}
 _MARKERS = "osD^vP*X"
 

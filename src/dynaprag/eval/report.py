@@ -82,6 +82,12 @@ class Run:
     def batch_size(self) -> int:
         return int(self.config.get("batch_size") or 1)
 
+    def seconds_per_question(self) -> float:
+        """A question's cost in seconds: its own time, or for a batched run 3600 / questions per hour
+        (a batched question's own seconds are its latency among the others')."""
+        qph = self.summary.get("questions_per_hour") if self.batch_size > 1 else None
+        return 3600.0 / qph if qph else float(self.summary.get("s_per_question") or 0.0)
+
     def cost(self) -> str:
         """Seconds per question, or for a batched run questions per hour (its last invocation's)."""
         if self.batch_size > 1:
@@ -345,7 +351,7 @@ def plot_runs(runs: Sequence[Run], out_dir: str | Path) -> list[Path]:
         f1 = run.summary.get("f1") or 0.0
         iv = run.intervals.get("f1")
         points.append(PlotPoint(run.label, run.dataset, f1, iv.low if iv else f1, iv.high if iv else f1,
-                                run.summary.get("s_per_question") or 0.0,
+                                run.seconds_per_question(),
                                 run.summary.get("retrievals_per_question") or 0.0))
     labels = sorted({r.label for r in runs})
     positions = {m: [p for r in runs if r.label == m for p in retrieval_positions(r.records)] for m in labels}
