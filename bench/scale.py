@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import SHARED_DATA, parse_args, peak_rss_mb, rss_mb, write_results  # noqa: E402
+from _common import SHARED_DATA, git_commit, parse_args, peak_rss_mb, rss_mb, write_results  # noqa: E402
 
 CORPUS = SHARED_DATA / "corpus" / "wiki_paragraphs.jsonl"
 QUESTIONS = {"hotpotqa": SHARED_DATA / "questions" / "hotpotqa.jsonl",
@@ -221,6 +221,7 @@ def main() -> None:
         n = parse_size(args.size) if args.size else 0
         result = {"corpus": lambda: case_corpus(n, args.seed), "build": lambda: case_build(n, args.seed, args.chunk_size, args.workers),
                   "search": lambda: case_search(n), "recall": case_recall}[args.case]()
+        result.update(git_commit=git_commit(), load_avg_1m=round(os.getloadavg()[0], 1))  # this case's code, load
         print(json.dumps(result))
         return
     for text in args.sizes.split(","):
@@ -243,11 +244,20 @@ def write_report(recall: dict) -> None:
         search_file = work_dir() / f"search-{size}.json"
         search = json.loads(search_file.read_text()) if search_file.is_file() else {}
         corpus = json.loads(next(work_dir().glob(f"corpus-{size}-seed*.json")).read_text())
-        rows.append({"case": "bm25-disk", "passages": build["passages"], "tsv_bytes": corpus["tsv_bytes"],
+        n = build["passages"]
+        rows.append({"case": "bm25-disk", "passages": n, "tsv_bytes": corpus["tsv_bytes"],
                      "terms": build["terms"], "postings": build["postings"], **{k: v for k, v in build.items()
-                     if k not in ("passages", "terms", "postings", "checksum")}, **search})
+                     if k not in ("passages", "terms", "postings", "checksum", "git_commit", "load_avg_1m")},
+                     "build_git_commit": build.get("git_commit", ""), "build_load_avg_1m": build.get("load_avg_1m", ""),
+                     "build_passages_per_s": round(n / build["build_s"], 1),
+                     "index_bytes_per_passage": round(build["index_bytes"] / n, 1),
+                     "store_bytes_per_passage": round(build["store_bytes"] / n, 1),
+                     "expected_vocabulary": corpus["expected_vocabulary"],
+                     **{k: v for k, v in search.items() if k not in ("git_commit", "load_avg_1m")},
+                     "search_git_commit": search.get("git_commit", ""), "search_load_avg_1m": search.get("load_avg_1m", "")})
     for name, res in recall.items():
-        rows.append({"case": "recall-real-corpus", "dataset": name, **res})
+        if isinstance(res, dict):
+            rows.append({"case": "recall-real-corpus", "dataset": name, **res, "git_commit": recall.get("git_commit", "")})
     write_results("scale", rows, model="none (BM25)", group_by="case", data={
         "corpora": "synthetic DPR TSV, fitted on " + str(CORPUS.relative_to(CORPUS.parents[3])),
         "queries": f"first {TIMED} HotpotQA questions, k={K}", "recall": "wiki_paragraphs.jsonl, all questions"},
