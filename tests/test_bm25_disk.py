@@ -124,6 +124,12 @@ def test_big_corpus_files_are_indexed_out_of_core(tmp_path, monkeypatch):
     assert retriever.search_one("Who directed Jaws?", 3) == memory.search_one("Who directed Jaws?", 3)
 
 
+def test_an_empty_corpus_is_refused_and_leaves_no_folder(tmp_path):
+    with pytest.raises(ValueError, match="empty corpus"):
+        build_disk_index(iter([]), tmp_path / "idx" / "bm25", progress=False)
+    assert [p.name for p in (tmp_path / "idx").iterdir()] == ["bm25.lock"]
+
+
 def test_parallel_chunk_workers_build_the_same_index(synthetic, tmp_path):
     for workers in (1, 2):
         build_disk_index(read_corpus(synthetic), tmp_path / f"w{workers}", chunk_size=450, workers=workers,

@@ -34,7 +34,7 @@ from typing import Iterable
 import numpy as np
 
 from dynaprag.corpus import Passage
-from dynaprag.files import TEMP_MARKER
+from dynaprag.files import TEMP_MARKER, remove_temp_dir
 from dynaprag.retrieval.analysis import Analyzer
 from dynaprag.retrieval.bm25_chunks import MANIFEST, BuildManifest, PassageDigest, build_chunks
 from dynaprag.retrieval.bm25_merge import (COLMAX, DATA, INDICES, INDPTR, NONOCCURRENCE, PARAMS, VOCAB_BYTES,
@@ -101,6 +101,7 @@ def build_disk_index(passages: Iterable[Passage], index_dir: str | Path, *, sett
     build_chunks(passages, tmp, manifest, analyzer, digest, on_chunk=on_chunk, workers=workers)
     bar.close()
     if not manifest.chunks:
+        remove_temp_dir(tmp)
         raise ValueError("cannot build a BM25 index from an empty corpus")
     merge_bar = tqdm(desc="bm25: merge", unit=" slabs", disable=not progress)
 
