@@ -10,6 +10,7 @@ import importlib
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Dynamic and parametric retrieval-augmented generation.")
@@ -33,8 +34,12 @@ def _root() -> None:
 
 
 def fail(message: str, code: int = 2) -> None:
-    """Print a one-line error that says what to do, and exit."""
-    err.print(f"[bold red]error:[/] {message}")
+    """Print a one-line error that says what to do, and exit.
+
+    The message is printed as text (a path or option such as ``dynaprag[ray]`` keeps its
+    brackets) and never wrapped, so it stays one line on a narrow or non-terminal stderr.
+    """
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
 
 
