@@ -180,27 +180,33 @@ def peak_mb() -> float:
 
 
 def run_long(pipeline, presets: list[str], lengths: list[int], question: str, paragraphs: list[str],
-             max_tokens: int) -> list:
+             max_tokens: int, max_seconds: float = float("inf")) -> list:
     from dynaprag.serve.app import Limits, Service
     from dynaprag.serve.errors import ApiError
     from dynaprag.serve.worker import Worker
 
     default = Limits()
     service = Service(pipeline, Worker(), Limits(max_request_tokens=10**9, memory_budget_mb=10**9), "bench")
-    rows = []
-    for preset in presets:
-        if preset in SKIPPED:
-            rows.append({"part": "long", "preset": preset, "skipped": SKIPPED[preset]})
-            continue
-        options = {"injector.on_missing": "context"} if preset.startswith("prag") else {}
-        resolved = pipeline.method(preset, options)
-        for tokens in lengths:
-            text = long_question(pipeline.generator, paragraphs, question, tokens)
+    server = Service(pipeline, Worker(), default, "bench")  # what `dynaprag serve`'s defaults answer
+    rows = [{"part": "long", "preset": p, "skipped": SKIPPED[p]} for p in presets if p in SKIPPED]
+    deadline = time.monotonic() + max_seconds
+    for tokens in lengths:  # every preset at one length before the next: a time budget cuts the longest
+        text = long_question(pipeline.generator, paragraphs, question, tokens)
+        for preset in (p for p in presets if p not in SKIPPED):
+            options = {"injector.on_missing": "context"} if preset.startswith("prag") else {}
+            resolved = pipeline.method(preset, options)
+            if time.monotonic() > deadline:
+                rows.append({"part": "long", "preset": preset, "question_tokens": tokens,
+                             "skipped": f"not run: the run's --max-seconds {max_seconds:.0f} had passed"})
+                continue
             estimate = service.cost(text, resolved, max_tokens, "prompt")
-            asked = len(pipeline.generator.encode(text))
-            row = {"part": "long", "preset": preset, "question_tokens": asked, "estimate_mb": estimate / 2**20,
-                   "server": ("413 tokens" if asked + max_tokens > default.max_request_tokens else "")
-                   + (" 413 memory" if estimate > default.memory_budget_mb << 20 else "") or "admitted"}
+            try:
+                server.cost(text, resolved, max_tokens, "prompt")
+                decision = "admitted"
+            except ApiError as exc:
+                decision = f"{exc.status} {exc.code}"
+            row = {"part": "long", "preset": preset, "question_tokens": len(pipeline.generator.encode(text)),
+                   "estimate_mb": estimate / 2**20, "server": decision}
             if estimate > default.memory_budget_mb << 20:
                 rows.append({**row, "skipped": "over the default memory budget: refused before decoding"})
                 print(json.dumps(rows[-1]), flush=True)
@@ -232,6 +238,8 @@ def main() -> None:
     ap.add_argument("--presets", default="", help="long part: comma-separated presets (default: every one)")
     ap.add_argument("--lengths", default="1000,2000,4000,8000", help="long part: question lengths in tokens")
     ap.add_argument("--long-max-tokens", type=int, default=8, help="long part: answer budget")
+    ap.add_argument("--max-seconds", type=float, default=float("inf"),
+                    help="long part: start no case after this many seconds (the rest are listed as not run)")
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--quick", action="store_true", help="2 + 4 requests, 2 presets at 500 tokens; not committed")
     args = parse_args(ap)
@@ -262,7 +270,7 @@ def main() -> None:
                     break
         presets = [p for p in (args.presets.split(",") if args.presets else method_names()) if p]
         rows += run_long(pipeline, presets, [int(x) for x in args.lengths.split(",")], questions[0], paragraphs,
-                         args.long_max_tokens)
+                         args.long_max_tokens, args.max_seconds)
     notes = (f"load: the server at dynaprag serve's defaults (batch 8, queue 32, default limits), warmed by 3 "
              f"sequential requests, then {args.dragin} dragin + {args.sr_rag} sr-rag requests at once (distinct "
              f"hotpotqa questions, max_tokens {args.max_tokens}); a refused client waits its Retry-After and tries "
