@@ -69,3 +69,16 @@ def test_real_words_query_from_hit_rows_equals_full_matrix(generator, lm):
     assert bounded.query == full.query
     assert bounded.forward_attention == full.forward_attention
     assert bounded.real_pairs == full.real_pairs
+
+
+def test_the_chunk_size_changes_nothing(generator, lm):
+    """Rows are computed a chunk at a time; the chunk size is a memory knob, not a numerical one."""
+    ids = generator.encode(TEXT)
+    rows = list(range(0, len(ids), 7))
+
+    def pass_with(chunk_rows):
+        with generator._rows.reading(rows, chunk_rows=chunk_rows) as request:
+            generator.model(input_ids=torch.tensor([ids]), use_cache=False, logits_to_keep=1)
+        return request.weights
+
+    assert torch.equal(pass_with(16), pass_with(None)) and torch.equal(pass_with(1000), pass_with(None))

@@ -15,3 +15,21 @@ def test_percentile_is_the_nearest_rank():
     assert bench.percentile([3.0, 1.0, 2.0], 100) == 3.0
     assert bench.percentile([4.0], 5) == 4.0
     assert math.isnan(bench.percentile([], 95))
+
+
+def test_drain_time_is_when_the_line_in_front_had_finished():
+    """A 503 at t=1.0 saw 3 completed and 4 in line (waiting + running): the line has drained
+    once 7 are completed, at t=4.0, whatever arrived after it."""
+    log = bench.HealthLog("http://unused")
+    log.readings = [(0.0, 0, 2), (1.0, 3, 4), (2.0, 5, 6), (3.0, 6, 5), (4.0, 7, 9), (5.0, 9, 7)]
+    assert log.drained_at(1.5) == 4.0
+    assert log.drained_at(0.5) == 1.0  # 0 + 2 in line: drained at the first reading with 2 or more completed
+    assert log.drained_at(-1.0) is None  # no reading before the refusal
+    assert log.drained_at(4.5) is None  # its line had not drained when polling stopped
+
+
+def test_long_question_has_the_asked_length_and_ends_with_the_question(generator):
+    paragraphs = ["Jaws is a 1975 American thriller film directed by Steven Spielberg."] * 200
+    text = bench.long_question(generator, paragraphs, "Who directed Jaws?", 500)
+    assert abs(len(generator.encode(text)) - 500) <= 3  # decode/encode may merge a token at the seams
+    assert text.endswith("Who directed Jaws?")

@@ -9,8 +9,8 @@ attention function (registered with transformers' ``AttentionInterface``); every
 keeps the model's own implementation (SDPA: memory linear in ``n``). That function computes
 the layer's output with SDPA too, and the requested rows of its weights the way eager
 attention computes them (``softmax(q·kᵀ·scaling + mask)`` in float32, cast to the query's
-dtype), ``chunk_rows`` query rows at a time, so the extra memory is
-``heads · (rows + chunk_rows) · n`` floats.
+dtype), a chunk of query rows at a time (as many as keep a chunk's scores near 32 MiB, at
+least 16), so the extra memory is ``heads · rows · n`` floats plus one chunk.
 
 >>> tap = AttentionRowsTap(model)                                          # doctest: +SKIP
 >>> with tap.reading(rows=[5, 6]) as got:                                  # doctest: +SKIP
@@ -36,7 +36,8 @@ class RowRequest:
     """Which query rows to keep (``None``: all), and the weights once the pass has run."""
 
     rows: Sequence[int] | None
-    chunk_rows: int = 64
+    chunk_rows: int | None = None  # None: as many rows as keep one chunk's scores near ``chunk_bytes``
+    chunk_bytes: int = 32 << 20
     keep: bool = True  # False: a layer whose weights nobody reads (only its output is computed)
     weights: torch.Tensor | None = field(default=None, init=False)  # [heads, len(rows), n]
 
@@ -76,7 +77,7 @@ def rows_attention(module, query, key, value, attention_mask, scaling=None, drop
         set(range(q_len)) if request.rows is None else {int(r) % q_len for r in request.rows})
     kept: dict[int, torch.Tensor] = {}
     outputs = []
-    step = max(1, request.chunk_rows)
+    step = request.chunk_rows or max(16, request.chunk_bytes // (4 * query.shape[1] * k_len))
     for start in range(0, q_len, step):
         chunk = torch.arange(start, min(q_len, start + step), device=query.device)
         scores = torch.matmul(query[:, :, start:start + step], keys.transpose(2, 3)) * scale
@@ -123,7 +124,7 @@ class AttentionRowsTap:
             _register()
 
     @contextlib.contextmanager
-    def reading(self, rows: Sequence[int] | None = None, chunk_rows: int = 64) -> Iterator[RowRequest]:
+    def reading(self, rows: Sequence[int] | None = None, chunk_rows: int | None = None) -> Iterator[RowRequest]:
         """Within the block, a forward pass fills the yielded request's ``weights`` (the last pass wins)."""
         if self.module is None:
             raise RuntimeError("attention rows need a decoder with model.layers[-1].self_attn")
@@ -140,3 +141,38 @@ class AttentionRowsTap:
             for m, config in zip(self.modules, saved):
                 m.config = config
                 m.__dict__.pop("_dynaprag_rows", None)
+
+
+class LastLayerAttentionTap:
+    """Switch only the last decoder layer to eager attention and keep its weights via a hook.
+
+    For the decoding steps' one query row (the row of the token being predicted): eager on one
+    row costs ``heads · n``, and the other layers keep the model's own attention.
+    """
+
+    def __init__(self, model):
+        self.module = None
+        self.weights: torch.Tensor | None = None
+        layers = getattr(getattr(model, "model", None), "layers", None)
+        if layers is not None and hasattr(layers[-1], "self_attn"):
+            self.module = layers[-1].self_attn
+            self._config = self.module.config
+            self._eager = copy.copy(self._config)
+            self._eager._attn_implementation = "eager"
+            self.module.register_forward_hook(self._hook)
+        self.active = False
+
+    def _hook(self, _module, _inputs, output):
+        if self.active and isinstance(output, tuple) and len(output) > 1 and output[1] is not None:
+            self.weights = output[1].detach()
+
+    def __enter__(self):
+        if self.module is None:
+            raise RuntimeError("attention capture needs a decoder with model.layers[-1].self_attn")
+        self.module.config = self._eager
+        self.active, self.weights = True, None
+        return self
+
+    def __exit__(self, *exc):
+        self.module.config = self._config
+        self.active = False

@@ -6,6 +6,10 @@ of chosen layers, all from the forward pass that produced it (no extra pass to r
 
 Attention is captured cheaply: only the last decoder layer is switched to eager attention
 (sdpa returns no weights) while the other layers keep sdpa; a forward hook keeps its weights.
+A fresh pass over a text (:meth:`Generator.attention_of`, DRAGIN's) computes only the rows a
+component reads, in chunks (:mod:`dynaprag.lm.attention`), so its memory is linear in the text.
+Before every forward pass the generator calls its ``interrupt`` (when set), so a server stops
+work nobody waits for within one pass.
 
 >>> from dynaprag.lm.models import load_model
 >>> gen = Generator(load_model())                                  # doctest: +SKIP
@@ -31,7 +35,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from dynaprag.lm import signals
-from dynaprag.lm.attention import AttentionRowsTap
+from dynaprag.lm.attention import AttentionRowsTap, LastLayerAttentionTap
 from dynaprag.lm.decoding import (DecodeCounters, DecodeState, Generation, GenerationConfig, PrefixCache,
                                   PromptTooLong, StepOutput, context_length)
 from dynaprag.lm.models import LoadedModel
@@ -39,37 +43,6 @@ from dynaprag.lm.models import LoadedModel
 # the decoding data types live in dynaprag.lm.decoding; they are imported from here too
 __all__ = ["DecodeCounters", "DecodeState", "Generation", "GenerationConfig", "Generator", "PrefixCache",
            "PromptTooLong", "StepOutput", "context_length"]
-
-
-class _LastLayerAttentionTap:
-    """Switch only the last decoder layer to eager attention and keep its weights via a hook."""
-
-    def __init__(self, model):
-        self.module = None
-        self.weights: torch.Tensor | None = None
-        layers = getattr(getattr(model, "model", None), "layers", None)
-        if layers is not None and hasattr(layers[-1], "self_attn"):
-            self.module = layers[-1].self_attn
-            self._config = self.module.config
-            self._eager = copy.copy(self._config)
-            self._eager._attn_implementation = "eager"
-            self.module.register_forward_hook(self._hook)
-        self.active = False
-
-    def _hook(self, _module, _inputs, output):
-        if self.active and isinstance(output, tuple) and len(output) > 1 and output[1] is not None:
-            self.weights = output[1].detach()
-
-    def __enter__(self):
-        if self.module is None:
-            raise RuntimeError("attention capture needs a decoder with model.layers[-1].self_attn")
-        self.module.config = self._eager
-        self.active, self.weights = True, None
-        return self
-
-    def __exit__(self, *exc):
-        self.module.config = self._config
-        self.active = False
 
 
 def _check_before_every_pass(gen: "Generator") -> None:
@@ -100,7 +73,7 @@ class Generator:
         self.model = lm.model
         self.tokenizer = lm.tokenizer
         self._new_cache = lambda: DynamicCache(config=self.model.config)
-        self._tap = _LastLayerAttentionTap(self.model)
+        self._tap = LastLayerAttentionTap(self.model)
         self._rows = AttentionRowsTap(self.model)
         self.interrupt: Callable[[], None] | None = None
         _check_before_every_pass(self)
