@@ -219,9 +219,10 @@ def main() -> None:
     args = parse_args(ap)
     if args.case:  # a child: one case, its result as JSON on stdout's last line
         n = parse_size(args.size) if args.size else 0
+        commit = git_commit()  # the code this case runs (a long build may outlive later commits)
         result = {"corpus": lambda: case_corpus(n, args.seed), "build": lambda: case_build(n, args.seed, args.chunk_size, args.workers),
                   "search": lambda: case_search(n), "recall": case_recall}[args.case]()
-        result.update(git_commit=git_commit(), load_avg_1m=round(os.getloadavg()[0], 1))  # this case's code, load
+        result.update(git_commit=commit, load_avg_1m=round(os.getloadavg()[0], 1))
         print(json.dumps(result))
         return
     for text in args.sizes.split(","):
