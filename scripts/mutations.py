@@ -12,8 +12,8 @@ still passes). Every mutation here must be caught; a survivor is a gap in the su
     .venv/bin/python scripts/mutations.py --only M5,M7 --no-baseline              # a few
     .venv/bin/python scripts/mutations.py --list
 
-Each run stops at the first failing test (``-x``), running the test files most likely to catch
-the mutation first, then the whole folder; a survivor therefore costs a full suite run. The
+Each run stops at the first failing test (``-x``): the test files most likely to catch the
+mutation run first, then, if they pass, the whole folder; a survivor costs a full suite run. The
 unmutated copy runs first (``--no-baseline`` skips it): if it fails, every "caught" would mean
 nothing, and the script stops. Exit code: 0 when every mutation was caught, 1 otherwise.
 """
@@ -155,10 +155,15 @@ def check_import(repo: Path, python: str) -> None:
 
 
 def run_suite(repo: Path, python: str, hints: tuple[str, ...], extra: list[str]) -> tuple[int, str, float]:
+    """pytest on the hinted files first (pytest orders one run's files by the tree, not by the
+    arguments), then, if they pass, on the whole suite; ``(exit code, first failure, seconds)``."""
     first = [f"{SUITE}/{h}" for h in hints if (repo / SUITE / h).is_file()]
-    cmd = [python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *extra, *first, SUITE]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=repo, env=environment(repo), capture_output=True, text=True)
+    for targets in ([first] if first else []) + [[SUITE]]:
+        cmd = [python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *extra, *targets]
+        proc = subprocess.run(cmd, cwd=repo, env=environment(repo), capture_output=True, text=True)
+        if proc.returncode != 0:
+            break
     failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", proc.stdout, flags=re.MULTILINE)
     tail = proc.stdout.strip().splitlines()[-1:] or proc.stderr.strip().splitlines()[-1:]
     return proc.returncode, failed[0] if failed else (tail[0] if tail else ""), time.perf_counter() - t0
