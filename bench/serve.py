@@ -18,7 +18,8 @@ attempt to the last byte); and per 503 the Retry-After, the measured drain and t
 corpus paragraphs that make it that long), the server's decision (its token budget and its memory
 estimate against the default budget, :mod:`dynaprag.serve.budget`) and, when the memory budget
 admits it, the peak RSS growth of answering it alone (the kernel's high-water mark, reset before
-each case through ``/proc/self/clear_refs``), next to the estimate. Target: flat or bounded, never
+each case through ``/proc/self/clear_refs`` after ``malloc_trim``, so memory an earlier case freed
+does not hide this one's), next to the estimate. Target: flat or bounded, never
 over the estimate (the budget admits by it).
 
     .venv/bin/python bench/serve.py --note "..."                  # both parts, every preset
@@ -125,6 +126,8 @@ def run_load(pipeline, questions: list[str], n_dragin: int, n_srrag: int, max_to
         bodies = ([body(q, "dragin") for q in questions[:n_dragin]]
                   + [body(q, "sr-rag") for q in questions[n_dragin:n_dragin + n_srrag]])
         refusals: list[dict] = []
+        peak_reset()
+        before = rss_mb()
         with HealthLog(server.url) as health, concurrent.futures.ThreadPoolExecutor(len(bodies)) as pool:
             start = time.perf_counter()
             measured_before = server.app.state.service.worker.drain.rate() is not None
@@ -133,6 +136,7 @@ def run_load(pipeline, questions: list[str], n_dragin: int, n_srrag: int, max_to
             seconds = time.perf_counter() - start
             time.sleep(0.5)
         stats = httpx.get(f"{server.url}/health").json()["queue"]
+    peak = peak_mb()
     rows = []
     for method in ("dragin", "sr-rag"):
         answered = [s for m, code, s in results if m == method and code == 200]
@@ -151,7 +155,8 @@ def run_load(pipeline, questions: list[str], n_dragin: int, n_srrag: int, max_to
                      "within_2x": None if not actual else 0.5 <= r["retry_after"] / actual <= 2.0,
                      "rate_measured": measured_before})
     rows.append({"part": "load", "method": "worker", "batches": stats["batches"], "largest_batch": stats["largest_batch"],
-                 "joined": stats["joined"], "jobs_per_second": stats["jobs_per_second"]})
+                 "joined": stats["joined"], "jobs_per_second": stats["jobs_per_second"], "rss_before_mb": before,
+                 "peak_rss_mb": peak, "peak_growth_mb": peak - before})
     return rows
 
 
@@ -169,7 +174,14 @@ def long_question(gen, paragraphs: list[str], question: str, tokens: int) -> str
 
 
 def peak_reset() -> None:
-    Path("/proc/self/clear_refs").write_text("5")  # the kernel's high-water mark := current RSS
+    """Give freed heap back to the system, then set the kernel's high-water mark to the current RSS."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:  # not glibc: the growth may then read low after a larger earlier case
+        pass
+    Path("/proc/self/clear_refs").write_text("5")
 
 
 def peak_mb() -> float:
@@ -211,8 +223,8 @@ def run_long(pipeline, presets: list[str], lengths: list[int], question: str, pa
                 rows.append({**row, "skipped": "over the default memory budget: refused before decoding"})
                 print(json.dumps(rows[-1]), flush=True)
                 continue
-            before = rss_mb()
             peak_reset()
+            before = rss_mb()
             start = time.perf_counter()
             try:
                 answer = pipeline.answer(text, method=preset, options=options, max_new_tokens=max_tokens)
@@ -220,7 +232,9 @@ def run_long(pipeline, presets: list[str], lengths: list[int], question: str, pa
                 row["retrievals"] = len(answer.trace.retrievals)
             except (ValueError, ApiError) as exc:
                 row["error"] = f"{type(exc).__name__}: {exc}"[:160]
-            row.update(seconds=time.perf_counter() - start, rss_before_mb=before, peak_growth_mb=peak_mb() - before)
+            peak = peak_mb()
+            row.update(seconds=time.perf_counter() - start, rss_before_mb=before, peak_rss_mb=peak,
+                       peak_growth_mb=peak - before)
             row["within_estimate"] = row["peak_growth_mb"] <= row["estimate_mb"]
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -278,7 +292,8 @@ def main() -> None:
              f"finished (/health polled every 0.2 s); ratio = Retry-After / drain_s. long: one request at a time "
              f"through the pipeline (answer budget {args.long_max_tokens}); question = corpus paragraphs + a hotpotqa "
              f"question, cut to the length; server = what dynaprag serve's defaults (4096 tokens per request, "
-             f"4096 MiB budget) answer; peak_growth_mb = the kernel's peak RSS (reset per case) minus RSS before; "
+             f"4096 MiB budget) answer; peak_growth_mb = the kernel's peak RSS (reset per case after malloc_trim) minus "
+             f"RSS before, peak_rss_mb the peak itself (model and index included); "
              f"estimate_mb = dynaprag.serve.budget's estimate. BM25 over corpus/wiki_paragraphs.jsonl.")
     name = result_name("serve", args.model)
     results_dir = (CHECKPOINTS / "quick") if args.quick else None
