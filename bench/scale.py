@@ -14,7 +14,7 @@ kill, and each finished case is checkpointed under ``$DYNAPRAG_CACHE/bench/scale
 file always holds every checkpointed size, so a 21M run started later adds its rows.
 
     nice -n 19 .venv/bin/python bench/scale.py --sizes 100k,1M
-    nohup nice -n 19 .venv/bin/python bench/scale.py --sizes 21M > bench/results/scale.21M.log 2>&1 &
+    nohup nice -n 19 .venv/bin/python bench/scale.py --sizes 21M --workers 2 > bench/results/scale.21M.log 2>&1 &
 """
 from __future__ import annotations
 
@@ -220,7 +220,8 @@ def main() -> None:
     if args.case:  # a child: one case, its result as JSON on stdout's last line
         n = parse_size(args.size) if args.size else 0
         commit = git_commit()  # the code this case runs (a long build may outlive later commits)
-        result = {"corpus": lambda: case_corpus(n, args.seed), "build": lambda: case_build(n, args.seed, args.chunk_size, args.workers),
+        result = {"corpus": lambda: case_corpus(n, args.seed),
+                  "build": lambda: case_build(n, args.seed, args.chunk_size, args.workers),
                   "search": lambda: case_search(n), "recall": case_recall}[args.case]()
         result.update(git_commit=commit, load_avg_1m=round(os.getloadavg()[0], 1))
         print(json.dumps(result))
@@ -255,10 +256,12 @@ def write_report(recall: dict) -> None:
                      "store_bytes_per_passage": round(build["store_bytes"] / n, 1),
                      "expected_vocabulary": corpus["expected_vocabulary"],
                      **{k: v for k, v in search.items() if k not in ("git_commit", "load_avg_1m")},
-                     "search_git_commit": search.get("git_commit", ""), "search_load_avg_1m": search.get("load_avg_1m", "")})
+                     "search_git_commit": search.get("git_commit", ""),
+                     "search_load_avg_1m": search.get("load_avg_1m", "")})
     for name, res in recall.items():
         if isinstance(res, dict):
-            rows.append({"case": "recall-real-corpus", "dataset": name, **res, "git_commit": recall.get("git_commit", "")})
+            rows.append({"case": "recall-real-corpus", "dataset": name, **res,
+                         "git_commit": recall.get("git_commit", "")})
     write_results("scale", rows, model="none (BM25)", group_by="case", data={
         "corpora": "synthetic DPR TSV, fitted on " + str(CORPUS.relative_to(CORPUS.parents[3])),
         "queries": f"first {TIMED} HotpotQA questions, k={K}", "recall": "wiki_paragraphs.jsonl, all questions"},
@@ -271,7 +274,8 @@ def write_report(recall: dict) -> None:
               "index_bytes: score arrays + vocabulary; store_bytes: the passage store (JSONL + offsets). Latency "
               "with the index in the page cache (just built): single_* one query per call (MaxScore pruning, "
               "exact), *_cpu_* the process's CPU time per query (what a core costs when the machine is not "
-              "shared), dense_cpu_*: the same top k summing every posting as bm25s does. recall-real-corpus: the same 10,977 paragraphs "
+              "shared), dense_cpu_*: the same top k summing every posting as bm25s does. recall-real-corpus: the same "
+              "10,977 paragraphs "
               "indexed in memory (bm25s) and out of core; identical_top10_lists counts questions whose top-10 "
               "ids agree in order (ties may order differently: by row out of core, by argpartition in bm25s).")
 

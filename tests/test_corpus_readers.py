@@ -79,7 +79,8 @@ def test_every_format_indexes_and_records_count_and_checksum(tmp_path):
     tsv.write_text(DPR, encoding="utf-8")
     flash = write_jsonl(tmp_path / "b.jsonl", [{"id": "1", "contents": "Aaron\nAaron is a prophet, \"high priest\" "
                                                 "and brother of Moses."},
-                                               {"id": "2", "contents": "Moses\nMoses led the Israelites out of Egypt."}])
+                                               {"id": "2",
+                                                "contents": "Moses\nMoses led the Israelites out of Egypt."}])
     metas = [build_disk_index(read_corpus(p), tmp_path / f"idx-{p.stem}", progress=False) for p in (tsv, flash)]
     assert metas[0]["source"]["passages"] == 2 and metas[0]["source"]["checksum"] == metas[1]["source"]["checksum"]
 

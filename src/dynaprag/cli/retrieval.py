@@ -39,7 +39,8 @@ def register(app: typer.Typer) -> None:
 
     @index_app.command("build")
     def build(
-        corpus: Optional[str] = typer.Option(None, "--corpus", help="passages .jsonl or DPR .tsv (default: demo corpus)"),
+        corpus: Optional[str] = typer.Option(None, "--corpus", help="passages: our .jsonl, DPR .tsv, FlashRAG or "
+                                             "KILT .jsonl (default: demo corpus)"),
         backend: str = typer.Option("bm25", "--backend", help="bm25 | dense | hybrid (both) | milvus"),
         index_dir: Optional[str] = typer.Option(None, "--index-dir", help="where to write the index"),
         skip_bad_lines: bool = typer.Option(False, "--skip-bad-lines", help="skip malformed records, report the count"),

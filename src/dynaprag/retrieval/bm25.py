@@ -179,7 +179,8 @@ def build_or_load(config: RetrieverConfig, progress: bool = True, *, layout: str
     Builders of the same folder take turns (:func:`build_lock`); one that waited finds the
     index built and loads it. With ``layout="auto"`` a corpus file over :data:`DISK_LAYOUT_BYTES`
     is indexed out of core (``disk``), in chunks of ``chunk_size`` passages analysed by
-    ``workers`` processes, resumably (the same scores as bm25s in memory). Any format of :mod:`dynaprag.retrieval.readers` is read.
+    ``workers`` processes, resumably (the same scores as bm25s in memory). Any format of
+    :mod:`dynaprag.retrieval.readers` is read.
     """
     if layout not in ("auto", "memory", "disk"):
         raise ValueError(f"unknown BM25 index layout {layout!r}; use auto, memory or disk")

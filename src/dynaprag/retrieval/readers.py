@@ -9,7 +9,7 @@ naming the file and line (or counts it with ``skip_bad_lines``).
 | ``dpr`` | DPR's ``psgs_w100.tsv``: header ``id<TAB>text<TAB>title`` | one per row |
 | ``jsonl`` | ours: ``{"id", "title", "text", ...}`` | one per line |
 | ``flashrag`` | FlashRAG's ``{"id", "contents"}``, contents = title, newline, text | one per line |
-| ``kilt`` | a KILT knowledge-source page: ``{"wikipedia_id", "wikipedia_title", "text": [paragraphs]}`` | one per paragraph |
+| ``kilt`` | a KILT page: ``{"wikipedia_id", "wikipedia_title", "text": [paragraphs]}`` | one per paragraph |
 
 FlashRAG's loaders take the first line of ``contents`` as the title and the rest as the text;
 its Wikipedia dumps quote the title (``"Aaron"``), so one pair of surrounding double quotes is
