@@ -198,7 +198,7 @@ def test_maxscore_pruning_returns_the_dense_top_k(synthetic, tmp_path):
     passages = list(read_corpus(synthetic))
     build_disk_index(passages, tmp_path / "disk", chunk_size=1000, progress=False)
     index = DiskBM25(tmp_path / "disk")
-    assert index.colmax is not None
+    assert index.colmax is not None and isinstance(index.data.base, np.memmap)  # mapped, not loaded
     queries = _query_texts(passages, n=150) + [p.title + " " + p.text[:40] for p in passages[:50]]
     for k in (1, 3, 10, 50):
         for q in queries:

@@ -140,14 +140,15 @@ class DiskBM25:
         self.folder = folder
         params = json.loads((folder / PARAMS).read_text())
         self.num_docs = int(params["num_docs"])
-        self.data = np.load(folder / DATA, mmap_mode="r")
-        self.indices = np.load(folder / INDICES, mmap_mode="r")
-        self.indptr = np.load(folder / INDPTR, mmap_mode="r")
-        self._vocab = np.load(folder / VOCAB_BYTES, mmap_mode="r")
-        self._vocab_offsets = np.load(folder / VOCAB_OFFSETS, mmap_mode="r")
+        # plain ndarray views of the memory maps: slicing them skips np.memmap's per-slice bookkeeping
+        self.data = np.asarray(np.load(folder / DATA, mmap_mode="r"))
+        self.indices = np.asarray(np.load(folder / INDICES, mmap_mode="r"))
+        self.indptr = np.asarray(np.load(folder / INDPTR, mmap_mode="r"))
+        self._vocab = np.asarray(np.load(folder / VOCAB_BYTES, mmap_mode="r"))
+        self._vocab_offsets = np.asarray(np.load(folder / VOCAB_OFFSETS, mmap_mode="r"))
         nonocc = folder / NONOCCURRENCE
         self.nonoccurrence = np.load(nonocc) if nonocc.is_file() else None
-        self.colmax = np.load(folder / COLMAX, mmap_mode="r") if (folder / COLMAX).is_file() else None
+        self.colmax = np.asarray(np.load(folder / COLMAX, mmap_mode="r")) if (folder / COLMAX).is_file() else None
         self._local = threading.local()  # a passage-sized score buffer per thread, reused
         meta = json.loads((folder / "meta.json").read_text())
         self.analyzer = Analyzer(meta["settings"]["stemmer"], meta["settings"]["stopwords"])

@@ -92,19 +92,22 @@ def maxscore_top_k(index, columns: list[int], k: int, buffer: np.ndarray,
     bound = index.colmax[unique].astype(np.float64) * repeats
     order = np.argsort(-bound, kind="stable")
     rest, seen = float(bound.sum()), 0.0
-    touched, top_rows, theta = [], None, 0.0
+    fresh, top_rows, theta = [], None, 0.0  # fresh: each touched row once, in the order first touched
     j = 0
     for j, t in enumerate(order):  # phase 1: every posting of the terms with the highest bounds
         c, times = int(unique[t]), int(repeats[t])
         start, end = int(index.indptr[c]), int(index.indptr[c + 1])
-        rows = np.asarray(index.indices[start:end], dtype=np.int64)
-        buffer[rows] += np.asarray(index.data[start:end]) * np.float32(times)
-        touched.append(rows)
+        rows = index.indices[start:end]  # int32, like every row array here (no int64 copies)
+        scores = index.data[start:end]
+        buffer[rows] += scores if times == 1 else scores * np.float32(times)
+        new = rows[marks[rows] == 0]
+        marks[new] = 1
+        fresh.append(new)
         rest, seen = rest - float(bound[t]), seen + float(bound[t])
         if rest >= seen:  # theta <= any partial score <= seen: no switch yet, no need to know theta
             continue
         if top_rows is None:  # the k best partial scores so far; then only touched rows can change them
-            pool = unique_rows(np.concatenate(touched), marks)
+            pool = np.concatenate(fresh)
         else:
             pool = np.concatenate([top_rows, rows[~np.isin(rows, top_rows)]])  # each row once
         values = buffer[pool]
@@ -116,10 +119,10 @@ def maxscore_top_k(index, columns: list[int], k: int, buffer: np.ndarray,
             break
     else:
         j = len(order)
-    everything = np.concatenate(touched)
-    candidates = unique_rows(everything, marks)
+    candidates = np.concatenate(fresh)
     partial = buffer[candidates].astype(np.float64)
-    buffer[everything] = 0
+    buffer[candidates] = 0
+    marks[candidates] = 0
     keep = partial + rest >= theta * (1 - _MARGIN)
     candidates, partial = candidates[keep], partial[keep]
     for t in order[j + 1:]:  # phase 2: the remaining terms, for the candidates only
