@@ -156,6 +156,20 @@ def test_flare_preset_retrieves_first_then_when_the_reference_does(case):
         assert method.formulator(draft, fired[0], None) == case["query"].strip()
 
 
+def test_flare_fires_on_a_token_exactly_at_theta():
+    """``use_as_query`` tests ``p <= low_prob`` (templates.py:746-752), so one token at exactly
+    p = 0.8 among confident ones retrieves; its query keeps every token (none is <= β = 0.4)."""
+    method = resolve_method("flare", dataset="2wikimultihopqa")
+    draft = Draft(question="Q?")
+    draft.at_start = False
+    for i, (piece, p) in enumerate(zip([" Jaws", " was", " directed", " by", " Spielberg", "."],
+                                       [0.95, 0.95, 0.95, 0.95, 0.8, 0.95])):
+        draft.append(_Step(p, position=i, token_id=i, text=piece, logprob=math.log(p), entropy=0.0), piece)
+    decision = method.trigger(draft, None)
+    assert decision is not None and decision.retrieve and decision.keep == 0
+    assert method.formulator(draft, decision, None) == "Jaws was directed by Spielberg."
+
+
 # ---- DRAGIN -----------------------------------------------------------------------------------
 def _dragin_draft(tokenizer, q: dict, entropies=None) -> tuple[Draft, FixtureProbe]:
     ids = q["continuation_ids"]
