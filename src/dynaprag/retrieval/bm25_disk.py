@@ -126,8 +126,8 @@ def build_disk_index(passages: Iterable[Passage], index_dir: str | Path, *, sett
             "settings": settings,
             "bm25s_version": bm25s.__version__, "source": source}
     write_meta(tmp, meta)
-    (tmp / MANIFEST).unlink(missing_ok=True)
     publish_dir(tmp, index_dir)
+    (index_dir / MANIFEST).unlink(missing_ok=True)  # after publishing: a kill before it loses no work
     log.info("bm25 index: %d passages in %.1f s -> %s", stats["num_passages"], seconds, index_dir)
     return meta
 
