@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 
+from dynaprag.cli.ray_flags import GPUS, RAY, RAY_ADDRESS, RAY_TIMEOUT, SHARD_SIZE, THREADS, WORKERS, ray_config
+
 
 def register(app: typer.Typer) -> None:
     """Add the evaluation commands to the ``dynaprag`` command."""
@@ -30,11 +32,15 @@ def register(app: typer.Typer) -> None:
                                              "(its files are kept; dynaprag deletes only its own)"),
         config: Optional[str] = typer.Option(None, "--config", help="YAML/JSON config file"),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
+        ray: bool = RAY, ray_address: Optional[str] = RAY_ADDRESS, workers: Optional[int] = WORKERS,
+        threads_per_worker: Optional[int] = THREADS, gpus_per_worker: Optional[float] = GPUS,
+        shard_size: Optional[int] = SHARD_SIZE, ray_timeout: Optional[int] = RAY_TIMEOUT,
     ) -> None:
         """Evaluate one method on one dataset into a resumable run folder."""
         import json
 
         from dynaprag.cli import fail
+        from dynaprag.cluster import RayStartError
         from dynaprag.config import ConfigError
         from dynaprag.eval.datasets import DatasetError
         from dynaprag.eval.experiment import resolve, run
@@ -45,13 +51,25 @@ def register(app: typer.Typer) -> None:
             run_cfg, pipe_cfg = resolve(dataset, data_dir=data_dir, questions=questions, method=method,
                                         limit=limit, config_file=config, overrides=overrides or [],
                                         batch_size=batch_size)
+            on_ray = ray_config(ray, ray_address, workers, threads_per_worker, gpus_per_worker, shard_size,
+                                ray_timeout)
             claim_run_folder(out, adopt=out_nonempty_ok)
-            summary = run(run_cfg, pipe_cfg, out, progress=progress)
+            if on_ray is not None:
+                from dynaprag.eval.distributed import run_on_ray
+
+                summary = run_on_ray(run_cfg, pipe_cfg, out, on_ray, progress=progress, adopt=out_nonempty_ok)
+            else:
+                summary = run(run_cfg, pipe_cfg, out, progress=progress)
         except (ConfigError, DatasetError, RunError, UnknownNameError, ValueError, FileNotFoundError,
-                ImportError) as exc:
+                ImportError, RayStartError) as exc:
             fail(str(exc))
             return
         typer.echo(json.dumps(summary, indent=2))
+        if summary.get("errors"):
+            from dynaprag.cli import err
+
+            err.print(f"warning: {summary['errors']} question(s) raised and are recorded as errors (scored as empty "
+                      f"answers; their records hold 'error')", markup=False, highlight=False)
         typer.echo(f"records, summary and config in {out}; compare runs with: dynaprag report {out} ...")
 
     @app.command("report")

@@ -9,6 +9,8 @@ from typing import Optional
 
 import typer
 
+from dynaprag.cli.ray_flags import GPUS, RAY, RAY_ADDRESS, RAY_TIMEOUT, SHARD_SIZE, THREADS, WORKERS, ray_config
+
 
 def _questions(items: list[str]) -> dict[str, str]:
     """``NAME=FILE`` pairs of ``--questions``."""
@@ -67,9 +69,13 @@ def register(app: typer.Typer) -> None:
                                        "and dataset (refused if fitted for another model or on evaluated questions)"),
         batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1,
                                                  help="questions decoded together, as in eval (default 1)"),
+        ray: bool = RAY, ray_address: Optional[str] = RAY_ADDRESS, workers: Optional[int] = WORKERS,
+        threads_per_worker: Optional[int] = THREADS, gpus_per_worker: Optional[float] = GPUS,
+        shard_size: Optional[int] = SHARD_SIZE, ray_timeout: Optional[int] = RAY_TIMEOUT,
     ) -> None:
         """Run a published table's methods x datasets on your model and write ours vs published side by side."""
         from dynaprag.cli import err, fail
+        from dynaprag.cluster import RayStartError
         from dynaprag.config import ConfigError
         from dynaprag.eval.datasets import DatasetError
         from dynaprag.eval.reproduce import ReproduceError, reproduce
@@ -87,13 +93,16 @@ def register(app: typer.Typer) -> None:
             fail("--out is required: the folder that holds the runs (resumable) and reproduce.md")
             return
         try:
+            on_ray = ray_config(ray, ray_address, workers, threads_per_worker, gpus_per_worker, shard_size,
+                                ray_timeout)
             result = reproduce(table, model=model, data_dir=data_dir, out=out, limit=limit, datasets=dataset or None,
                                backbone=backbone, questions=_questions(questions or []), overrides=overrides or [],
                                dtype=dtype, plots=plots, progress=progress, seed=seed, resamples=resamples,
                                methods=method or None, calibrated=calibrated or [], batch_size=batch_size,
-                               warn=lambda line: err.print(f"warning: {line}", markup=False, highlight=False))
+                               warn=lambda line: err.print(f"warning: {line}", markup=False, highlight=False),
+                               ray=on_ray)
         except (ReproduceError, ConfigError, DatasetError, RunError, UnknownNameError, ValueError,
-                FileNotFoundError, ImportError) as exc:
+                FileNotFoundError, ImportError, RayStartError) as exc:
             fail(str(exc))
             return
         typer.echo(result.markdown)

@@ -191,7 +191,7 @@ def run(run_cfg: RunConfig, pipe_cfg: Any, out: str | Path, *, lm: Any = None, r
     label = label or f"{run_cfg.dataset} {pipe_cfg.method}"
     if run_cfg.batch_size > 1:
         return evaluate(examples, None, out, config=config, yes_no_task=config["yes_no_task"], progress=progress,
-                        answer_many=lambda questions: _answer_many(pipeline, questions, run_cfg.batch_size, forced),
+                        answer_many=lambda qs: extracted_answers(pipeline, qs, run_cfg.batch_size, forced),
                         label=label)
     answer_fn = pipeline.answer
     if forced:
@@ -237,7 +237,7 @@ def library_progress(enabled: bool) -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def _answer_many(pipeline: Any, questions: Sequence[str], batch_size: int, forced: bool):
+def extracted_answers(pipeline: Any, questions: Sequence[str], batch_size: int, forced: bool):
     """``pipeline.answer_many`` with the one answer extraction applied to each answer as it finishes.
 
     The extraction runs between two batched rounds (the other questions wait), on the same

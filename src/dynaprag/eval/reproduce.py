@@ -181,17 +181,23 @@ def calibrated_thresholds(paths: Sequence[str | Path], *, table: PublishedTable,
     return found
 
 
-def _run_cell(dataset: str, method: str, *, table: PublishedTable, data_dir, questions, limit, model, dtype,
-              overrides: Sequence[str], out: Path, models: dict, retrievers: dict, progress: bool,
-              batch_size: int | None = None) -> Path:
-    """One (dataset, method) run into ``out``; the model and retriever are loaded once and shared."""
-    from dynaprag.config import to_dict
-    from dynaprag.eval.experiment import is_complete, library_progress, load_run_examples, resolve, run
+def _cell_config(dataset: str, method: str, *, table: PublishedTable, data_dir, questions, limit, model, dtype,
+                 overrides: Sequence[str], batch_size: int | None = None) -> tuple[Any, Any]:
+    """``(RunConfig, PipelineConfig)`` of one (dataset, method) cell: the table's settings, then the user's."""
+    from dynaprag.eval.experiment import resolve
 
     settings = table.overrides(dataset) + [f"model={model}"] + ([f"dtype={dtype}"] if dtype else [])
-    run_cfg, pipe_cfg = resolve(dataset, data_dir=str(data_dir) if data_dir else None,
-                                questions=questions.get(dataset), method=method, limit=limit,
-                                overrides=[*settings, *overrides], batch_size=batch_size)
+    return resolve(dataset, data_dir=str(data_dir) if data_dir else None, questions=questions.get(dataset),
+                   method=method, limit=limit, overrides=[*settings, *overrides], batch_size=batch_size)
+
+
+def _run_cell(dataset: str, method: str, *, out: Path, models: dict, retrievers: dict, progress: bool,
+              **settings: Any) -> Path:
+    """One (dataset, method) run into ``out``; the model and retriever are loaded once and shared."""
+    from dynaprag.config import to_dict
+    from dynaprag.eval.experiment import is_complete, library_progress, load_run_examples, run
+
+    run_cfg, pipe_cfg = _cell_config(dataset, method, **settings)
     if is_complete(out, load_run_examples(run_cfg, pipe_cfg.retrieval.corpus)):
         run(run_cfg, pipe_cfg, out, progress=False)  # checks the config still matches, loads and answers nothing
         return out
@@ -217,7 +223,7 @@ def reproduce(table: str | PublishedTable, *, model: str, data_dir: str | Path |
               plots: bool = True, progress: bool = True, seed: int = DEFAULT_SEED,
               resamples: int = DEFAULT_RESAMPLES, methods: Sequence[str] | None = None,
               calibrated: Sequence[str | Path] = (), batch_size: int | None = None,
-              warn: Callable[[str], None] | None = None) -> ReproduceResult:
+              warn: Callable[[str], None] | None = None, ray: Any = None) -> ReproduceResult:
     """Run ``table``'s methods x ``datasets`` (default: the table's) on ``model`` into ``out``; write the outputs.
 
     ``warn`` receives, before anything runs, one line per method that uses a paper's θ on a
@@ -231,6 +237,8 @@ def reproduce(table: str | PublishedTable, *, model: str, data_dir: str | Path |
     ``backbone`` picks the published column (default: the paper's first backbone). Every dataset
     is checked before anything loads; a missing one raises :class:`ReproduceError` naming what
     to download. Runs already complete in ``out`` are reused without loading the model.
+    ``ray`` (a :class:`~dynaprag.eval.distributed.RayEvalConfig`) answers every cell's questions
+    on Ray workers, the cells' shards in one queue (the same run folders).
     """
     spec = table if isinstance(table, PublishedTable) else get_table(table)
     datasets = tuple(datasets or spec.datasets)
@@ -256,17 +264,25 @@ def reproduce(table: str | PublishedTable, *, model: str, data_dir: str | Path |
     for line in warnings:
         (warn or (lambda _: None))(line)
     out = Path(out)
-    models: dict = {}
-    retrievers: dict = {}
-    runs: dict[tuple[str, str], Path] = {}
-    for dataset in datasets:
-        for method in chosen:
-            cal = thetas.get((dataset, method))
-            runs[(dataset, method)] = _run_cell(
-                dataset, method, table=spec, data_dir=data_dir, questions=questions, limit=limit, model=model,
-                dtype=dtype, overrides=[*overrides, *([f"trigger.theta={cal.theta!r}"] if cal else [])],
-                out=out / dataset / method, models=models, retrievers=retrievers, progress=progress,
-                batch_size=batch_size)
+    cells = {(dataset, method): thetas.get((dataset, method)) for dataset in datasets for method in chosen}
+    settings = dict(table=spec, data_dir=data_dir, questions=questions, limit=limit, model=model, dtype=dtype,
+                    batch_size=batch_size)
+
+    def cell_overrides(cal) -> list[str]:
+        return [*overrides, *([f"trigger.theta={cal.theta!r}"] if cal else [])]
+
+    runs: dict[tuple[str, str], Path] = {key: out / key[0] / key[1] for key in cells}
+    if ray is not None:
+        from dynaprag.eval.distributed import cell, evaluate_on_ray
+
+        evaluate_on_ray([cell(*_cell_config(d, m, overrides=cell_overrides(cal), **settings), runs[(d, m)],
+                              f"{d} {m}") for (d, m), cal in cells.items()], ray, progress=progress)
+    else:
+        models: dict = {}
+        retrievers: dict = {}
+        for (dataset, method), cal in cells.items():
+            _run_cell(dataset, method, out=runs[(dataset, method)], models=models, retrievers=retrievers,
+                      progress=progress, overrides=cell_overrides(cal), **settings)
     return write_outputs(spec, runs, out, backbone=backbone, model=model, plots=plots, seed=seed,
                          resamples=resamples, overrides=overrides, limit=limit, calibrated=thetas,
                          batch_size=batch_size, warnings=warnings)

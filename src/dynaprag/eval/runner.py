@@ -13,10 +13,12 @@ Each record is appended as one complete line, then flushed and fsynced, so a run
 moment leaves at most a torn last line. On restart the runner drops a torn line, skips the
 question ids already recorded and continues: nothing is lost and nothing is duplicated. A
 restart with a different configuration is refused (the keys that differ are named) unless only
-``limit`` changed, which extends or shortens the run, or ``batch_size`` (each record keeps the
-size it was decoded at: in bfloat16 a batched answer may differ from batch 1's at a near-tie). A shortened run keeps the records beyond
-its limit on disk (a later, longer run reuses them) but its summary and report cover exactly the
-questions of its config; the summary's ``records_beyond_limit`` counts the ones left out.
+``limit`` changed, which extends or shortens the run, ``batch_size`` (each record keeps the
+size it was decoded at: in bfloat16 a batched answer may differ from batch 1's at a near-tie), or
+the Ray workers (``ray``: :mod:`dynaprag.eval.distributed`, which writes through :func:`open_run`).
+A shortened run keeps the records beyond its limit on disk (a later, longer run reuses them) but
+its summary and report cover exactly the questions of its config; the summary's
+``records_beyond_limit`` counts the ones left out.
 
 Every file is written through :mod:`dynaprag.files` (``.NAME.dynaprag-tmp-<pid>`` then a rename),
 and a run first removes the temporary files that dead dynaprag processes left in the folder, and
@@ -41,16 +43,18 @@ from dynaprag.eval.datasets import Example
 from dynaprag.eval.metrics import normalize_answer, recall_at_k, score_answer
 from dynaprag.files import atomic_write_json, atomic_write_text, sweep_legacy_of, sweep_stale
 from dynaprag.jsonl_log import CorruptLogError, append_jsonl, read_jsonl
-from dynaprag.trace import Answer
+from dynaprag.trace import Answer, Trace
 
-__all__ = ["RECORDS", "SUMMARY", "CONFIG", "RUN_MARKER", "RunError", "claim_run_folder", "evaluate", "make_record",
-           "read_records", "records_within_limit", "summarize"]
+__all__ = ["RECORDS", "SUMMARY", "CONFIG", "RUN_MARKER", "InOrder", "OpenRun", "RunError", "claim_run_folder",
+           "evaluate", "make_error_record", "make_record", "open_run", "read_records", "records_within_limit",
+           "summarize"]
 
 RECORDS, SUMMARY, CONFIG = "records.jsonl", "summary.json", "config.json"
 #: the file that marks a folder as a dynaprag run folder (so its leftovers may be swept)
 RUN_MARKER = ".dynaprag-run"
-#: config keys that may change between a run and its resumption
-RESUMABLE_KEYS = ("limit", "batch_size")
+#: config keys that may change between a run and its resumption (``ray``: the workers and their
+#: resources, :mod:`dynaprag.eval.distributed`; how a run is spread is not what it computes)
+RESUMABLE_KEYS = ("limit", "batch_size", "ray")
 #: config keys that run folders written before them lack: added when such a run resumes
 RECORDED_SINCE = ("resolved_dtype",)
 
@@ -155,6 +159,24 @@ def make_record(example: Example, answer: Answer, seconds: float, *, yes_no_task
     }
 
 
+def make_error_record(example: Example, error: str, *, yes_no_task: bool) -> dict:
+    """The record of a question whose answer raised ``error`` (``"TypeName: message"``) on a Ray worker.
+
+    It has every key of :func:`make_record`, so summaries, reports and resumption read it as
+    they read any record: the prediction is empty and scored as such (as
+    :func:`score_predictions` scores a missing prediction), the costs are zero, and ``error``
+    says what happened (``summarize`` counts them as ``errors``).
+    """
+    trace = Trace(notes=[error]).to_dict()
+    return {
+        "id": example.id, "dataset": example.dataset, "type": example.type, "question": example.question,
+        "prediction": "", "raw_prediction": "", "forced_answer": False, "text": "", "gold": list(example.answers),
+        "gold_ids": list(example.gold_ids), "scores": score_answer("", example.answers, yes_no_task=yes_no_task),
+        "retrievals": 0, "retrieved_ids": [], "generated_tokens": 0, "prompt_tokens": 0, "forward_passes": 0,
+        "seconds": 0.0, "peak_rss_mb": 0.0, "trace": trace, "error": error,
+    }
+
+
 def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
@@ -183,6 +205,8 @@ def summarize(records: Sequence[dict], config: Mapping | None = None, *, beyond_
     }
     if beyond_limit:
         out["records_beyond_limit"] = beyond_limit
+    if errors := sum(1 for r in records if r.get("error")):
+        out["errors"] = errors
     for metric in ("em", "f1", "cover_em", "acc", "recall"):
         values = [r["scores"][metric] for r in records if r["scores"].get(metric) is not None]
         if values and (metric != "recall" or any(r["retrievals"] for r in records)):
@@ -221,7 +245,8 @@ def _check_config(run_dir: Path, config: Mapping) -> None:
     if not isinstance(old, dict):
         raise RunError(f"{path}: not a run config (not a JSON object); use a new --out folder")
     differing = _diff(old, json.loads(json.dumps(dict(config))))
-    blocking = [k for k in differing if k not in RESUMABLE_KEYS and not (k in RECORDED_SINCE and k not in old)]
+    blocking = [k for k in differing if k.split(".", 1)[0] not in RESUMABLE_KEYS
+                and not (k in RECORDED_SINCE and k not in old)]
     if blocking:
         raise RunError(f"{run_dir} holds a run with a different config ({', '.join(blocking)} differ); "
                        "use a new --out folder to run other settings")
@@ -234,6 +259,75 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
         keys = sorted(set(a) | set(b))
         return [d for k in keys for d in _diff(a.get(k), b.get(k), f"{prefix}{k}.")]
     return [prefix.rstrip(".")] if a != b else []
+
+
+class OpenRun:
+    """A run folder opened by :func:`open_run`: its records so far, the questions still to do, and
+    an appender that puts each new record on disk (one fsynced line) before it returns."""
+
+    def __init__(self, run_dir: Path, examples: Sequence[Example], config: Mapping[str, Any], on_disk: list[dict],
+                 handle) -> None:
+        self.dir, self.config, self._handle = run_dir, config, handle
+        wanted = {ex.id for ex in examples}
+        self.records = [r for r in on_disk if r["id"] in wanted]
+        self.beyond = len(on_disk) - len(self.records)
+        done = {r["id"] for r in self.records}
+        self.todo = [ex for ex in examples if ex.id not in done]
+
+    def append(self, record: dict) -> None:
+        """Append ``record`` (the next question of :attr:`todo` in question order) to ``records.jsonl``."""
+        append_jsonl(self._handle, record)
+        self.records.append(record)
+
+    def summary(self) -> dict:
+        """:func:`summarize` over the records of the opened questions."""
+        return summarize(self.records, self.config, beyond_limit=self.beyond)
+
+    def write_summary(self, summary: Mapping[str, Any]) -> None:
+        atomic_write_json(self.dir / SUMMARY, dict(summary))
+
+
+@contextlib.contextmanager
+def open_run(run_dir: str | Path, examples: Sequence[Example], *, config: Mapping[str, Any],
+             adopt: bool = False) -> Iterator[OpenRun]:
+    """Open ``run_dir`` for appending the records of ``examples`` still to do; one writer at a time.
+
+    Claims the folder (:func:`claim_run_folder`), takes its lock, sweeps dead writers' temporary
+    files, checks ``config`` against the recorded one (refusing a different run), and cuts a torn
+    last record off ``records.jsonl``. The single-process runner (:func:`evaluate`) and the Ray
+    driver (:mod:`dynaprag.eval.distributed`) both write through it.
+    """
+    run_dir = claim_run_folder(run_dir, adopt=adopt)
+    with _locked(run_dir):
+        sweep_leftovers(run_dir)
+        _check_config(run_dir, config)
+        on_disk = read_records(run_dir / RECORDS, repair=True)
+        with open(run_dir / RECORDS, "ab") as handle:
+            yield OpenRun(run_dir, examples, config, on_disk, handle)
+
+
+class InOrder:
+    """Results that finish in any order, released in question order.
+
+    ``put(position, result)`` holds the result and returns every ``(position, result)`` now due:
+    the held run of consecutive positions from the first one not yet released.
+
+    >>> order = InOrder()
+    >>> order.put(1, "b"), order.put(0, "a"), order.put(2, "c")
+    ([], [(0, 'a'), (1, 'b')], [(2, 'c')])
+    """
+
+    def __init__(self) -> None:
+        self.next = 0
+        self.held: dict[int, Any] = {}
+
+    def put(self, position: int, result: Any) -> list[tuple[int, Any]]:
+        self.held[position] = result
+        due = []
+        while self.next in self.held:
+            due.append((self.next, self.held.pop(self.next)))
+            self.next += 1
+        return due
 
 
 #: ``answer_many(questions)``: ``(index, Answer or exception)`` pairs in finishing order
@@ -266,23 +360,14 @@ def evaluate(examples: Sequence[Example], answer_fn: Callable[[str], Answer] | N
 
     if (answer_fn is None) == (answer_many is None):
         raise ValueError("pass exactly one of answer_fn and answer_many")
-    run_dir = claim_run_folder(run_dir, adopt=adopt)
-    with _locked(run_dir):
-        sweep_leftovers(run_dir)
-        _check_config(run_dir, config)
-        records_path = run_dir / RECORDS
-        on_disk = read_records(records_path, repair=True)
-        wanted = {ex.id for ex in examples}
-        records = [r for r in on_disk if r["id"] in wanted]
-        beyond = len(on_disk) - len(records)
-        done = {r["id"] for r in records}
-        todo = [ex for ex in examples if ex.id not in done]
+    with open_run(run_dir, examples, config=config, adopt=adopt) as folder:
+        records, todo = folder.records, folder.todo
         bar = _progress(len(examples), len(examples) - len(todo), enabled=progress, label=label)
         _postfix(bar, records)
         started, written = time.perf_counter(), 0
 
         def summary_now() -> dict:
-            summary = summarize(records, config, beyond_limit=beyond)
+            summary = folder.summary()
             if answer_many is not None and written:
                 elapsed = time.perf_counter() - started
                 summary["questions_per_hour"] = written / elapsed * 3600 if elapsed > 0 else None
@@ -291,25 +376,23 @@ def evaluate(examples: Sequence[Example], answer_fn: Callable[[str], Answer] | N
 
         results = _one_at_a_time(answer_fn, todo) if answer_many is None else _batched(answer_many, todo)
         try:
-            with open(records_path, "ab") as handle:
-                for example, result, seconds in results:
-                    if isinstance(result, PromptTooLong):
-                        raise RunError(f"question {example.id!r}: {result}") from None
-                    if isinstance(result, BaseException):
-                        raise result
-                    record = make_record(example, result, seconds, yes_no_task=yes_no_task)
-                    record["batch_size"] = config.get("batch_size", 1)
-                    append_jsonl(handle, record)
-                    records.append(record)
-                    written += 1
-                    atomic_write_json(run_dir / SUMMARY, summary_now())
-                    _postfix(bar, records)
-                    bar.update(1)
+            for example, result, seconds in results:
+                if isinstance(result, PromptTooLong):
+                    raise RunError(f"question {example.id!r}: {result}") from None
+                if isinstance(result, BaseException):
+                    raise result
+                record = make_record(example, result, seconds, yes_no_task=yes_no_task)
+                record["batch_size"] = config.get("batch_size", 1)
+                folder.append(record)
+                written += 1
+                folder.write_summary(summary_now())
+                _postfix(bar, records)
+                bar.update(1)
         finally:
             results.close()  # stops the questions still decoding (a batch leaves no weights applied)
             bar.close()
         summary = summary_now()
-        atomic_write_json(run_dir / SUMMARY, summary)
+        folder.write_summary(summary)
         return summary
 
 
@@ -330,21 +413,20 @@ def _one_at_a_time(answer_fn: Callable[[str], Answer], todo: Sequence[Example]) 
 def _batched(answer_many: AnswerMany, todo: Sequence[Example]) -> Iterator[tuple]:
     """``(example, Answer or exception, seconds)`` in question order from answers in finishing order.
 
-    Answers that finish early wait in ``held`` until every earlier question has been yielded.
+    Answers that finish early wait in an :class:`InOrder` until every earlier question has been yielded.
     """
+    if not todo:
+        return
     results = iter(answer_many([ex.question for ex in todo]))
-    held: dict[int, Any] = {}
+    order = InOrder()
     try:
-        for next_index in range(len(todo)):
-            while next_index not in held:
-                try:
-                    index, result = next(results)
-                except StopIteration:
-                    raise RuntimeError(f"answer_many gave no answer for question {todo[next_index].id!r}") from None
-                held[index] = result
-            result = held.pop(next_index)
-            seconds = 0.0 if isinstance(result, BaseException) else result.trace.seconds
-            yield todo[next_index], result, seconds
+        for index, result in results:
+            for position, due in order.put(index, result):
+                yield todo[position], due, 0.0 if isinstance(due, BaseException) else due.trace.seconds
+            if order.next == len(todo):
+                break
+        if order.next < len(todo):
+            raise RuntimeError(f"answer_many gave no answer for question {todo[order.next].id!r}")
     finally:
         close = getattr(results, "close", None)
         if close is not None:
