@@ -154,6 +154,15 @@ def run_load(pipeline, questions: list[str], n_dragin: int, n_srrag: int, max_to
                      "ratio": None if not actual else r["retry_after"] / actual,
                      "within_2x": None if not actual else 0.5 <= r["retry_after"] / actual <= 2.0,
                      "rate_measured": measured_before})
+    judged = [r for r in rows if r["part"] == "retry-after" and r["ratio"] is not None]
+    if judged:
+        ratios = sorted(r["ratio"] for r in judged)
+        rows.append({"part": "load", "method": "retry-after (all 503s)", "refused_503": len(refusals),
+                     "judged": len(judged), "retry_after_min_s": min(r["retry_after_s"] for r in judged),
+                     "retry_after_max_s": max(r["retry_after_s"] for r in judged),
+                     "drain_min_s": min(r["drain_s"] for r in judged), "drain_max_s": max(r["drain_s"] for r in judged),
+                     "ratio_min": ratios[0], "ratio_median": median(ratios), "ratio_max": ratios[-1],
+                     "within_2x": sum(bool(r["within_2x"]) for r in judged)})
     rows.append({"part": "load", "method": "worker", "batches": stats["batches"], "largest_batch": stats["largest_batch"],
                  "joined": stats["joined"], "jobs_per_second": stats["jobs_per_second"], "rss_before_mb": before,
                  "peak_rss_mb": peak, "peak_growth_mb": peak - before})
