@@ -194,3 +194,17 @@ def test_ray_sizing_flags_without_ray_are_refused(tmp_path):
     result = CliRunner().invoke(app, ["eval", "--dataset", "demo", "--workers", "2", "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and "--workers needs --ray" in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_a_model_a_worker_cannot_load_stops_the_run_with_one_line(ray_cluster, tmp_path):
+    from typer.testing import CliRunner
+
+    from dynaprag.cli import app
+
+    result = CliRunner().invoke(app, ["eval", "--dataset", "demo", "--method", "wo-rag", "--limit", "1",
+                                      "model=no-such-model-anywhere", "--ray", "--workers", "1",
+                                      "--no-progress", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    assert "a Ray worker could not load the runs' model or index" in message and "no-such-model-anywhere" in message
+    assert read_records(tmp_path / "run" / RECORDS) == []

@@ -14,7 +14,7 @@ Faults:
 
 * a worker that dies (killed, out of memory, its node lost) costs only its shard: the shard goes
   back to the front of the queue for the next free worker, and Ray restarts the actor
-  (``max_restarts``), which rejoins the pool once it answers again. Shard calls are not retried
+  (``max_restarts``), which rejoins the pool once it has loaded the model again. Shard calls are not retried
   by Ray itself (``max_task_retries=0``) so that the lost shard goes to whichever actor is free
   first instead of waiting for its own actor to reload the model; nothing is recorded twice,
   since only the driver writes and it writes each question once;
@@ -26,8 +26,10 @@ Faults:
 ``config.json`` records the workers under ``ray``; a run may resume with other workers, or
 without Ray (how a run is spread is not part of what it computes).
 
->>> cells = [cell(*resolve("hotpotqa", data_dir="data", method=m), f"runs/{m}") for m in ("sr-rag", "dragin")]
->>> summaries = evaluate_on_ray(cells, RayEvalConfig(workers=2))         # doctest: +SKIP
+>>> from dynaprag.eval.experiment import resolve
+>>> cells = [cell(*resolve("hotpotqa", data_dir="data", method=m), f"runs/{m}")
+...          for m in ("sr-rag", "dragin")]                                  # doctest: +SKIP
+>>> summaries = evaluate_on_ray(cells, RayEvalConfig(workers=2))             # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -217,6 +219,7 @@ class _Driver:
         self.last: dict[int, float] = {}
         self.queue = ShardQueue(cut_shards([len(r.todo) for r in runs], self._shard_size()), config.shard_attempts)
         self.workers = workers
+        self._configs: list[tuple] | None = None
         self.bar = _bar(cells, runs, progress)
 
     def _shard_size(self) -> int:
@@ -227,15 +230,16 @@ class _Driver:
     def run(self) -> None:
         from dynaprag.eval.ray_worker import EvalWorker
 
-        if not len(self.queue):
-            return
-        actor_cls = self.ray.remote(EvalWorker).options(
-            num_cpus=self.config.threads_per_worker, num_gpus=self.config.gpus_per_worker,
-            max_restarts=self.config.max_restarts, max_task_retries=0)
-        count = min(self.workers, len(self.queue))
-        pool = [_Worker(i + 1, actor_cls.remote(self.config.threads_per_worker, self.config.gpus_per_worker))
-                for i in range(count)]
+        pool: list[_Worker] = []
         try:
+            if not len(self.queue):
+                return
+            actor_cls = self.ray.remote(EvalWorker).options(
+                num_cpus=self.config.threads_per_worker, num_gpus=self.config.gpus_per_worker,
+                max_restarts=self.config.max_restarts, max_task_retries=0)
+            count = min(self.workers, len(self.queue))
+            pool += [_Worker(i + 1, actor_cls.remote(self.config.threads_per_worker, self.config.gpus_per_worker))
+                     for i in range(count)]
             self._drive(pool)
         finally:
             for worker in pool:
@@ -266,6 +270,8 @@ class _Driver:
                     idle.append(worker)
                 except RayActorError as exc:
                     self.log(f"{worker} is gone for good ({_first_line(exc)})")
+                except RayTaskError as exc:
+                    raise RunError(f"a Ray worker could not load the runs' model or index: {_cause(exc)}") from None
                 continue
             worker, shard = inflight.pop(ref)
             try:
@@ -275,8 +281,7 @@ class _Driver:
                 probes[self._probe(worker)] = worker
                 continue
             except RayTaskError as exc:
-                cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-                raise RunError(f"{self.cells[shard.cell].label}: {worker} failed: {_first_line(cause)}") from None
+                raise RunError(f"{self.cells[shard.cell].label}: {worker} failed: {_cause(exc)}") from None
             idle.append(worker)
             while idle and len(self.queue):  # the next shard first, then the writing
                 self._dispatch(idle.pop(0), inflight)
@@ -291,8 +296,16 @@ class _Driver:
                      f"(the cluster may lack free CPUs/GPUs for them: `ray status`); still waiting")
 
     def _probe(self, worker: _Worker) -> Any:
-        """A call that answers once the actor is alive (waiting through a restart)."""
-        return worker.actor.where.options(max_task_retries=-1).remote()
+        """A call that answers once the actor is alive (waiting through a restart) and has loaded
+        the pipelines of the runs with questions left."""
+        if self._configs is None:
+            seen: dict[str, tuple] = {}
+            for c, run in zip(self.cells, self.runs):
+                if run.todo:
+                    key = json.dumps([c.config["pipeline"], c.config["resolved_dtype"]], sort_keys=True, default=str)
+                    seen.setdefault(key, (c.pipe_cfg, c.config["resolved_dtype"]))
+            self._configs = list(seen.values())
+        return worker.actor.prepare.options(max_task_retries=-1).remote(self._configs)
 
     def _ready(self, worker: _Worker, where: dict) -> None:
         restarted = worker.pid is not None
@@ -378,6 +391,12 @@ def _postfix(cells: Sequence[Cell], runs: Sequence[OpenRun]) -> str:
 
 def _span(ids: Sequence[str]) -> str:
     return f"question {ids[0]!r}" if len(ids) == 1 else f"questions {ids[0]!r}..{ids[-1]!r} ({len(ids)})"
+
+
+def _cause(exc: BaseException) -> str:
+    """The first line of what a remote call raised (a ``RayTaskError`` carries the worker's exception)."""
+    cause = getattr(exc, "cause", None)
+    return _first_line(cause if isinstance(cause, BaseException) else exc)
 
 
 def _first_line(exc: BaseException) -> str:

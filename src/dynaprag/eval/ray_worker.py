@@ -1,6 +1,6 @@
 """The Ray actor of a distributed evaluation: one model replica that answers shards of questions.
 
-An :class:`EvalWorker` loads what a shard's pipeline config names on first use and keeps it:
+An :class:`EvalWorker` loads what the runs' pipeline configs name before its first shard and keeps it:
 one model per (name, dtype), one retriever per retrieval config (BM25 indexes open memory-mapped,
 so the actors of a node share the index's pages through the OS), one
 :class:`~dynaprag.pipeline.Pipeline` per config (its prompt-prefix KV cache is computed once).
@@ -48,6 +48,17 @@ class EvalWorker:
         import ray
 
         return {"pid": os.getpid(), "node": ray.util.get_node_ip_address()}
+
+    def prepare(self, configs: Sequence[tuple[Any, str]]) -> dict:
+        """Load the pipeline of every ``(pipe_cfg, resolved_dtype)`` now; :meth:`where` this actor runs.
+
+        The driver calls it before the first shard and after a restart, so a worker takes shards
+        only once it can answer them (a run's throughput leaves loading out), and a model that
+        cannot load, or a dtype that resolves differently here, stops the run before any shard.
+        """
+        for pipe_cfg, resolved_dtype in configs:
+            self._pipeline(pipe_cfg, resolved_dtype)
+        return self.where()
 
     def answer(self, pipe_cfg: Any, resolved_dtype: str, items: Sequence[tuple[int, str]], batch_size: int = 1,
                forced: bool = True) -> tuple[list[Answered], float]:
