@@ -163,7 +163,8 @@ def run_load(pipeline, questions: list[str], n_dragin: int, n_srrag: int, max_to
                      "drain_min_s": min(r["drain_s"] for r in judged), "drain_max_s": max(r["drain_s"] for r in judged),
                      "ratio_min": ratios[0], "ratio_median": median(ratios), "ratio_max": ratios[-1],
                      "within_2x": sum(bool(r["within_2x"]) for r in judged)})
-    rows.append({"part": "load", "method": "worker", "batches": stats["batches"], "largest_batch": stats["largest_batch"],
+    rows.append({"part": "load", "method": "worker", "batches": stats["batches"],
+                 "largest_batch": stats["largest_batch"],
                  "joined": stats["joined"], "jobs_per_second": stats["jobs_per_second"], "rss_before_mb": before,
                  "peak_rss_mb": peak, "peak_growth_mb": peak - before})
     return rows
@@ -209,7 +210,8 @@ def run_long(pipeline, presets: list[str], lengths: list[int], question: str, pa
     default = Limits()
     service = Service(pipeline, Worker(), Limits(max_request_tokens=10**9, memory_budget_mb=10**9), "bench")
     server = Service(pipeline, Worker(), default, "bench")  # what `dynaprag serve`'s defaults answer
-    rows = [{"part": "long", "preset": p, "skipped": SKIPPED[p]} for p in presets if p in SKIPPED]
+    rows = [{"part": "long", "preset": p, "length": n, "skipped": SKIPPED[p]} for n in lengths for p in presets
+            if p in SKIPPED]
     deadline = time.monotonic() + max_seconds
     for tokens in lengths:  # every preset at one length before the next: a time budget cuts the longest
         text = long_question(pipeline.generator, paragraphs, question, tokens)
@@ -217,7 +219,7 @@ def run_long(pipeline, presets: list[str], lengths: list[int], question: str, pa
             options = {"injector.on_missing": "context"} if preset.startswith("prag") else {}
             resolved = pipeline.method(preset, options)
             if time.monotonic() > deadline:
-                rows.append({"part": "long", "preset": preset, "question_tokens": tokens,
+                rows.append({"part": "long", "preset": preset, "length": tokens,
                              "skipped": f"not run: the run's --max-seconds {max_seconds:.0f} had passed"})
                 continue
             estimate = service.cost(text, resolved, max_tokens, "prompt")
@@ -226,7 +228,8 @@ def run_long(pipeline, presets: list[str], lengths: list[int], question: str, pa
                 decision = "admitted"
             except ApiError as exc:
                 decision = f"{exc.status} {exc.code}"
-            row = {"part": "long", "preset": preset, "question_tokens": len(pipeline.generator.encode(text)),
+            row = {"part": "long", "preset": preset, "length": tokens,
+                   "question_tokens": len(pipeline.generator.encode(text)),
                    "estimate_mb": estimate / 2**20, "server": decision}
             if estimate > default.memory_budget_mb << 20:
                 rows.append({**row, "skipped": "over the default memory budget: refused before decoding"})
@@ -301,17 +304,24 @@ def main() -> None:
              f"finished (/health polled every 0.2 s); ratio = Retry-After / drain_s. long: one request at a time "
              f"through the pipeline (answer budget {args.long_max_tokens}); question = corpus paragraphs + a hotpotqa "
              f"question, cut to the length; server = what dynaprag serve's defaults (4096 tokens per request, "
-             f"4096 MiB budget) answer; peak_growth_mb = the kernel's peak RSS (reset per case after malloc_trim) minus "
+             f"4096 MiB budget) answer; peak_growth_mb = the kernel's peak RSS (reset per case after malloc_trim) "
+             f"minus "
              f"RSS before, peak_rss_mb the peak itself (model and index included); "
              f"estimate_mb = dynaprag.serve.budget's estimate. BM25 over corpus/wiki_paragraphs.jsonl.")
     name = result_name("serve", args.model)
     results_dir = (CHECKPOINTS / "quick") if args.quick else None
-    if args.part != "both":  # one part alone keeps the other part's rows of the last run (run them in parallel)
-        mine = ("load", "retry-after") if args.part == "load" else ("long",)
+    if args.part != "both" or args.presets or args.lengths != ap.get_default("lengths"):
+        # a partial run replaces only its own rows (a part; long cases by preset and length), so
+        # partial runs may go in parallel processes and add up to the whole table
+        def key(row: dict):
+            return (row.get("part"), row.get("preset"), row.get("length")) if row.get("part") == "long" else (
+                "load" if row.get("part") in ("load", "retry-after") else row.get("part"))
         old = (results_dir or RESULTS) / f"{name}.json"
         kept = json.loads(old.read_text())["rows"] if old.is_file() else []
-        rows = [r for r in kept if r.get("part") not in (None, *mine)] + rows
-        notes += f" This file's last writer ran --part {args.part}; the other part's rows are from its own run."
+        mine = {key(r) for r in rows} | ({"load"} if args.part in ("load", "both") else set())
+        rows = [r for r in kept if r.get("part") is not None and key(r) not in mine] + rows
+        notes += (" Rows come from partial runs (--part, --presets, --lengths); each run's command is in its "
+                  "log, and this file's header names the last one.")
     write_results(name, rows, model=args.model, dtype=resolved_dtype(args.dtype),
                   data={"hotpotqa": {"file": "questions/hotpotqa.jsonl", "questions": len(questions)}}, notes=notes,
                   group_by="part", results_dir=results_dir)
