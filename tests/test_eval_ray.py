@@ -9,7 +9,8 @@ of one thread) with the real default model and the demo corpus, a few questions 
   answers again: nothing lost, nothing twice;
 * a driver killed with SIGKILL (``dynaprag eval --ray --ray-address`` in a child process) resumes
   from its folder when the command runs again, with another worker count;
-* a question that raises is recorded as an error and its shard goes on;
+* a question that raises is recorded as an error and its shard goes on, and so is one that kills
+  every worker it is handed to;
 * ``reproduce --ray`` fills a table's run folders from one queue.
 """
 from __future__ import annotations
@@ -113,6 +114,27 @@ def test_a_killed_worker_costs_only_its_shard(single, ray_cluster, tmp_path):
     assert again and again[0]["pid"] != killed["pid"] and again[0]["attempts"] == 1
     assert any(f"pid {killed['pid']}" in line and "died answering demo sr-rag" in line for line in lines)
     assert summary["questions"] == N and "errors" not in summary
+
+
+def test_a_question_that_keeps_killing_its_worker_is_recorded_as_an_error(ray_cluster, tmp_path):
+    """Every worker handed the second question is killed: after its tries the question is given up
+    (an error record), the other questions are answered, and the run ends."""
+    from dynaprag.eval.experiment import load_run_examples
+
+    ids = [ex.id for ex in load_run_examples(_resolve("wo-rag", 3)[0])]
+
+    def kill_whoever_gets_the_poison(event: dict) -> None:
+        if event["event"] == "dispatched" and event["ids"] == [ids[1]]:
+            os.kill(event["pid"], signal.SIGKILL)
+
+    out = tmp_path / "run"
+    summary, events, lines = _ray_run(out, method="wo-rag", limit=3, on_event=kill_whoever_gets_the_poison)
+    records = read_records(out / RECORDS)
+    assert [r["id"] for r in records] == ids
+    assert "error" not in records[0] and "error" not in records[2]
+    assert records[1]["error"].startswith("WorkerLost: ") and records[1]["prediction"] == ""
+    assert [e["given_up"] for e in events if e["event"] == "lost"] == [False, True]
+    assert summary["errors"] == 1 and any("recorded as an error" in line for line in lines)
 
 
 def test_a_killed_driver_resumes_from_its_folder(single, ray_cluster, tmp_path):
