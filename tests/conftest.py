@@ -34,6 +34,24 @@ def generator(lm):
 
 
 @pytest.fixture(scope="session")
+def demo_pipeline(lm):
+    """``demo_pipeline(method)``: that preset's float32 pipeline over the packaged demo corpus, built
+    on first use and kept for the run (one BM25 index for all presets). The recorded-trace replay and
+    the batch-8 check run the same presets; callers pass ``max_new_tokens`` per answer."""
+    from dynaprag.pipeline import Pipeline, PipelineConfig
+
+    made: dict = {}
+
+    def get(method: str):
+        if method not in made:
+            retriever = next(iter(made.values())).retriever if made else None
+            made[method] = Pipeline.from_config(PipelineConfig(method=method, dtype="float32"), lm=lm,
+                                                retriever=retriever)
+        return made[method]
+    return get
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED_DATA / "questions").is_dir():
         pytest.skip(f"real evaluation data not found at {SHARED_DATA}")
@@ -50,3 +68,22 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Work units for ``pytest -n 2 --dist loadgroup`` (``make test``): a module's tests run on one
+    worker, so a module fixture (an encoded store, a server, evaluated runs) is built once and tests
+    that share module state stay together; the Ray tests (the ``ray_cluster`` fixture or ``ray`` in
+    the file name) run on one worker, so two workers never start Ray clusters side by side on a small
+    machine. A module whose tests share nothing but session fixtures sets ``XDIST_PER_TEST = True``
+    and its tests spread one by one (the costly batch-8 check)."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        if "ray_cluster" in item.fixturenames or "ray" in item.path.stem.split("_"):
+            group = "ray"
+        elif getattr(getattr(item, "module", None), "XDIST_PER_TEST", False):
+            continue
+        else:
+            group = item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))

@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -25,29 +24,13 @@ FIXTURE = json.loads((ROOT / "tests" / "fixtures" / "preset_traces.json").read_t
 QUESTIONS_PER_PRESET = None if os.environ.get("DYNAPRAG_ALL_TRACES") else 2
 CASES = [(preset, qid) for preset, by_q in FIXTURE["traces"].items()
          for qid in list(by_q)[: QUESTIONS_PER_PRESET if preset != "seakr" else 1]]
-
-
-@pytest.fixture(scope="module")
-def pipelines(lm):
-    from dynaprag.pipeline import Pipeline, PipelineConfig
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as recorded: float32 sums may depend on the thread count
-    cache: dict = {}
-
-    def get(method: str):
-        if method not in cache:
-            cfg = PipelineConfig(method=method, dtype="float32", max_new_tokens=FIXTURE["max_new_tokens"])
-            retriever = next(iter(cache.values())).retriever if cache else None
-            cache[method] = Pipeline.from_config(cfg, lm=lm, retriever=retriever)
-        return cache[method]
-    yield get
-    torch.set_num_threads(threads)
+XDIST_PER_TEST = True  # no module state: under `pytest -n`, workers share out the tests (conftest.py)
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")  # as recorded: float32 sums may depend on the thread count
 @pytest.mark.parametrize("preset, qid", CASES)
-def test_preset_trace_is_unchanged(pipelines, preset, qid):
+def test_preset_trace_is_unchanged(demo_pipeline, preset, qid):
     question = next(q for q in rec.demo_questions(100) if q["id"] == qid)["question"]
-    got = rec.summarise(pipelines(preset).answer(question))
+    got = rec.summarise(demo_pipeline(preset).answer(question, max_new_tokens=FIXTURE["max_new_tokens"]))
     assert got == FIXTURE["traces"][preset][qid]
