@@ -247,7 +247,7 @@ class _Driver:
             self.bar.close()
 
     def _drive(self, pool: list[_Worker]) -> None:
-        from ray.exceptions import RayActorError, RayTaskError
+        from ray.exceptions import RayActorError, RayError, RayTaskError
 
         probes = {self._probe(w): w for w in pool}  # workers not (yet, or again) known to answer
         inflight: dict[Any, tuple[_Worker, Shard]] = {}
@@ -272,16 +272,18 @@ class _Driver:
                     self.log(f"{worker} is gone for good ({_first_line(exc)})")
                 except RayTaskError as exc:
                     raise RunError(f"a Ray worker could not load the runs' model or index: {_cause(exc)}") from None
+                except RayError as exc:  # e.g. an actor no node can host
+                    raise RunError(f"a Ray worker could not start: {_first_line(exc)}") from None
                 continue
             worker, shard = inflight.pop(ref)
             try:
                 answered, peak = self.ray.get(ref)
-            except RayActorError as exc:
+            except RayTaskError as exc:
+                raise RunError(f"{self.cells[shard.cell].label}: {worker} failed: {_cause(exc)}") from None
+            except RayError as exc:  # the actor died (RayActorError) or its answer was lost with a node
                 self._lost(worker, shard, exc)
                 probes[self._probe(worker)] = worker
                 continue
-            except RayTaskError as exc:
-                raise RunError(f"{self.cells[shard.cell].label}: {worker} failed: {_cause(exc)}") from None
             idle.append(worker)
             while idle and len(self.queue):  # the next shard first, then the writing
                 self._dispatch(idle.pop(0), inflight)
