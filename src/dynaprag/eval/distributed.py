@@ -336,7 +336,7 @@ class _Driver:
         self.emit({"event": "lost", "worker": worker.number, "pid": worker.pid, "cell": c.label, "ids": ids,
                    "given_up": bool(given_up)})
         for lone in given_up:
-            error = f"WorkerLost: {self.config.shard_attempts + 1} workers died answering this question"
+            error = "WorkerLost: the worker answering this question died on every try"
             self._receive(lone.cell, lone.positions[0], error, 0.0, 0.0, worker)
 
     def _receive(self, index: int, position: int, result: Any, seconds: float, peak: float, worker: _Worker) -> None:
