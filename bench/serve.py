@@ -304,7 +304,7 @@ def main() -> None:
              f"finished (/health polled every 0.2 s); ratio = Retry-After / drain_s. long: one request at a time "
              f"through the pipeline (answer budget {args.long_max_tokens}); question = corpus paragraphs + a hotpotqa "
              f"question, cut to the length; server = what dynaprag serve's defaults (4096 tokens per request, "
-             f"4096 MiB budget) answer; peak_growth_mb = the kernel's peak RSS (reset per case after malloc_trim) "
+             f"8192 MiB budget) answer; peak_growth_mb = the kernel's peak RSS (reset per case after malloc_trim) "
              f"minus "
              f"RSS before, peak_rss_mb the peak itself (model and index included); "
              f"estimate_mb = dynaprag.serve.budget's estimate. BM25 over corpus/wiki_paragraphs.jsonl.")

@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
             help="token budget per request: prompt + question + max_tokens; a longer request gets 413 before it "
                  "queues"),
         memory_budget_mb: int = typer.Option(
-            4096, "--memory-budget-mb", min=1,
+            8192, "--memory-budget-mb", min=1,
             help="working memory (MiB) the requests decoding at once may hold, beyond the loaded model and index; "
                  "a request estimated over it gets 413, one that does not fit beside a running batch waits"),
         encode_on_demand: bool = typer.Option(

@@ -57,7 +57,7 @@ class Limits:
     max_question_chars: int = 4000
     max_tokens: int = 512
     max_request_tokens: int = 4096
-    memory_budget_mb: int = 4096
+    memory_budget_mb: int = 8192
     body_timeout_seconds: float = 30.0
     max_queries: int = 32
     max_k: int = 20
