@@ -178,7 +178,7 @@ def _dragin_draft(tokenizer, q: dict, entropies=None) -> tuple[Draft, FixturePro
     assert "".join(pieces) == q["continuation_text"]
     draft = draft_of(pieces, logprobs=[0.0] * len(ids), entropies=entropies or q["token_entropies"], ids=ids)
     heads = torch.diag(torch.tensor(q["token_attn_max_mean"], dtype=torch.float64)).unsqueeze(0)
-    return draft, FixtureProbe(pieces=q["continuation_tokens"], heads=heads)
+    return draft, FixtureProbe(tokens=pieces, pieces=q["continuation_tokens"], heads=heads)
 
 
 DRAGIN_RUNS = params("dragin.json", lambda d: [(q, r) for q in d["questions"] for r in q["runs"]],
