@@ -99,7 +99,7 @@ def test_token_confidence_judges_the_whole_look_ahead_per_sentence():
     mean = sum(1 - p for _, p in SENTENCE) / len(SENTENCE)  # the first sentence (its tokens + 1, as the reference)
     assert fired.retrieve and fired.keep == 0 and fired.context_for_sentence
     assert fired.scores["mean 1-p"] == approx32((mean * 7 + 0.01) / 8)
-    assert MaskedTokensQuery(theta=0.08)(d, fired) == "was  by  ."  # every token with p < 0.92 masked
+    assert MaskedTokensQuery(theta=0.08)(d, fired) == " was  by  ."  # p < 0.92 masked, spaces kept
     calm = TokenConfidenceTrigger(theta=0.5, look_ahead=11)(d, TextsProbe(d))
     assert not calm.retrieve and calm.token_scores
 

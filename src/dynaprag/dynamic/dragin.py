@@ -23,8 +23,8 @@ The cut is where the fired sentence's text begins, so an earlier sentence whose 
 out empty (one containing a newline; the next sentence absorbs its words) is kept, as the
 reference's ``prev`` keeps it (``generate.py:520``). An empty real-words query is searched as it
 is (``retrieves_empty_query``; the reference retrieves with ``""``, ``:665-674``, and BM25 finds
-nothing). A regenerated sentence that ends at end-of-sequence is followed by the next
-look-ahead without the passages, as the reference's next iteration.
+nothing). A regenerated sentence that ends at end-of-sequence is accepted and ends the answer
+(the reference keeps the decoded end-of-turn token in its text; the answer is read up to it).
 
 Deviations, with reasons: (a) the look-ahead is not regenerated from scratch after each
 retrieval; the kept tokens' KV cache is reused, so the reference's decisions come at a fraction

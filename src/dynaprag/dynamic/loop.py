@@ -276,15 +276,8 @@ class QuestionRun:
                 step = yield self.state
                 decoded += 1
                 if step.token_id in self.gen.eos_ids:
-                    if accepting:
+                    if accepting:  # accepted unchecked; the reference's text after its end of turn is cut off
                         accepting, draft.checked = False, len(draft.steps)
-                        if transient and self.look_ahead:  # the reference's next look-ahead, without the passages
-                            self._drop_context(question, weights)
-                            transient = False
-                            n = len(self.state.ids) - len(self.answer)
-                            layout = {"ans": n, "q": n - len(q_ids)}
-                            if not self._finished():
-                                continue
                         break
                     decision = self._end_of_draft(trace, scores, end_step=step)
                     if decision is not None:

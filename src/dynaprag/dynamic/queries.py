@@ -96,8 +96,9 @@ class _ReferenceMaskQuery(QueryFormulator):
             scores = [1 - p for p in draft.probs(start, end)]
         if not sentence:
             return draft.question
-        text = confidence.direct_query(confidence.mask_spans(sentence, spans, scores, self.theta)).strip()
-        return f"{draft.question} {text}" if self.with_question and text else text
+        # the reference's string as it is, spaces around the removed masks included (generate.py:374)
+        text = confidence.direct_query(confidence.mask_spans(sentence, spans, scores, self.theta))
+        return f"{draft.question} {text.strip()}" if self.with_question and text.strip() else text
 
 
 @dataclass
