@@ -40,7 +40,7 @@ def serve(pipeline, **limits):
 
 @pytest.fixture(scope="module")
 def server(pipeline):
-    with serve(pipeline, max_body_bytes=64_000, max_request_tokens=600, memory_budget_mb=2048,
+    with serve(pipeline, max_body_bytes=64_000, max_request_tokens=600, memory_budget_mb=8192,
                body_timeout_seconds=2.0, max_queries=4, max_k=5) as running:
         yield running
 
