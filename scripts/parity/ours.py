@@ -1,0 +1,141 @@
+"""Run dynaprag's presets through dynaprag's loop and record the same steps the reference fixtures hold.
+
+A step is one judgement of a look-ahead continuation: the answer before it, the look-ahead's
+token ids, the trigger's per-token scores, the decision and where it cuts, the query and the
+hit ids of the retrieval it caused, and the text regenerated with the passages. The trigger is
+wrapped by :class:`RecordingTrigger` (it records, it changes nothing); queries and hits come
+from the loop's own retrieval events; the answer text from :class:`~dynaprag.trace.Answer`.
+
+The same recorder serves the parity tests (``tests/comparison/test_preset_loops.py``) and the
+timing in ``scripts/parity/run_loops.py``, so both run exactly what a user runs:
+``Pipeline.loop`` (batch 1) or ``BatchLoop`` (batch 8) on the preset.
+"""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+
+PARITY_LOOP = {"max_new_tokens": 2000, "max_retrievals": 1000}
+"""Our loop's budgets lifted so that only the reference's own stop rules end an answer
+(the retrieval cap and the answer budget have no counterpart in the reference loops)."""
+
+
+@dataclass
+class OurStep:
+    start: int
+    text_before: str
+    look_ahead_ids: list[int]
+    look_ahead: str
+    fired: bool
+    keep: int | None = None
+    kept_text: str | None = None
+    token_scores: dict[int, float] = field(default_factory=dict)
+    details: dict = field(default_factory=dict)
+    query: str | None = None
+    hit_ids: list[str] | None = None
+    regenerated: str | None = None
+
+
+class RecordingTrigger:
+    """A look-ahead trigger that records each decision it returns (per question) and delegates the rest."""
+
+    def __init__(self, inner, log: dict[str, list[OurStep]]):
+        object.__setattr__(self, "_inner", inner)
+        object.__setattr__(self, "_log", log)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def __call__(self, draft, probe=None):
+        decision = self._inner(draft, probe)
+        if decision is None:
+            return None
+        start = draft.checked
+        ids = [s.token_id for s in draft.steps[start:]]
+        if draft.ended and draft.end_step is not None:
+            ids.append(draft.end_step.token_id)
+        step = OurStep(start=start, text_before="".join(draft.pieces[:start]), look_ahead_ids=ids,
+                       look_ahead="".join(draft.pieces[start:]), fired=bool(decision.retrieve),
+                       token_scores={i - start: float(v) for i, v in decision.token_scores.items()},
+                       details={k: v for k, v in decision.details.items() if isinstance(v, (str, list, int, float))})
+        if decision.retrieve:
+            step.keep = decision.keep - start
+            step.kept_text = "".join(draft.pieces[start:decision.keep])
+        self._log.setdefault(draft.question, []).append(step)
+        return decision
+
+
+@contextmanager
+def eager(model):
+    """The whole model on eager attention (as the reference fixtures ran) for the block."""
+    before = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(before)
+
+
+def pipeline(lm, retriever, method: str, dataset: str | None = None):
+    from dynaprag.pipeline import Pipeline, PipelineConfig
+
+    cfg = PipelineConfig(method=method, dtype="float32", dataset=dataset, **PARITY_LOOP)
+    return Pipeline.from_config(cfg, lm=lm, retriever=retriever)
+
+
+def run(pipe, questions: Sequence[str], batch_size: int = 1) -> dict[str, dict[str, Any]]:
+    """Answer ``questions`` with the pipeline's preset; per question its steps, answer and seconds.
+
+    ``batch_size`` 1 runs :meth:`DynamicLoop.run` per question; more runs them through
+    :class:`~dynaprag.dynamic.batch.BatchLoop` together (seconds are then the batch's wall time
+    divided by the number of questions).
+    """
+    from dynaprag.dynamic.batch import BatchLoop
+
+    loop = pipe.loop()
+    log: dict[str, list[OurStep]] = {}
+    object.__setattr__(loop.method, "trigger", RecordingTrigger(loop.method.trigger, log))
+    events: dict[str, list[dict]] = {q: [] for q in questions}
+    out: dict[str, dict[str, Any]] = {}
+    with torch.no_grad():
+        if batch_size == 1:
+            for q in questions:
+                t0 = time.perf_counter()
+                answer = loop.run(q, on_event=events[q].append)
+                out[q] = {"answer": answer, "seconds": time.perf_counter() - t0}
+        else:
+            t0 = time.perf_counter()
+            results = BatchLoop(loop, batch_size=batch_size).answers(
+                questions, on_event=lambda i, e: events[questions[i]].append(e))
+            for i, answer in results:
+                if isinstance(answer, BaseException):
+                    raise answer
+                out[questions[i]] = {"answer": answer}
+            per = (time.perf_counter() - t0) / max(len(questions), 1)
+            for q in questions:
+                out[q]["seconds"] = per
+    for q in questions:
+        out[q]["steps"] = _attach(log.get(q, []), out[q]["answer"])
+    return out
+
+
+def _attach(steps: list[OurStep], answer) -> list[OurStep]:
+    """Queries, hits and regenerated text per fired step, from the trace (retrievals in order)."""
+    retrievals = list(answer.trace.retrievals)
+    final = "".join(t.text for t in answer.trace.tokens)
+    pointer = 0
+    for step in steps:  # a fired step whose query was skipped (empty, repeated) has no retrieval event
+        if step.fired and pointer < len(retrievals) and retrievals[pointer].position == step.start + step.keep:
+            step.query, step.hit_ids = retrievals[pointer].query, list(retrievals[pointer].hit_ids)
+            pointer += 1
+    for i, step in enumerate(steps):
+        if not step.fired:
+            continue
+        kept = step.text_before + step.kept_text
+        nxt = steps[i + 1].text_before if i + 1 < len(steps) else final
+        step.regenerated = nxt[len(kept):] if nxt.startswith(kept) else None
+    return steps
