@@ -78,7 +78,7 @@ def test_encode_resumes_after_kill(encoded, lm):
     store = AdapterStore(store_root, lm.fingerprint, _config().store_config())
     assert report.skipped == finished and report.encoded == len(DOCS) - finished
     assert len(store) == len(DOCS) and store.verify() == []
-    assert not list(store.files.glob("*.tmp-*"))
+    assert not list(store.files.glob(".*.dynaprag-*"))  # no temp file of a writer left behind
 
 
 def test_adapters_are_real_lora_from_shared_init(encoded, lm):
