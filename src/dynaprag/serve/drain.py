@@ -7,7 +7,8 @@ front of it, so :class:`DrainRate` measures the worker's throughput directly -- 
 second of busy time over the recent completions -- and divides the jobs in the line (waiting and
 running) by it. Busy time, not wall time, so idle minutes between bursts do not read as a slow
 worker. Until two jobs have finished there is no rate, and :class:`ServiceTime` (a mean per run)
-answers. Both are capped: one mismeasured job must not send clients away for ten minutes.
+answers. Both are capped (:class:`DrainRate` at 30 minutes: a loaded CPU server measured a
+15-minute drain, which a 5-minute cap told clients to retry three times too early).
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ class DrainRate:
 
     window: int = 32
     floor_seconds: int = 1
-    cap_seconds: int = 300
+    cap_seconds: int = 1800
     _marks: collections.deque = field(default_factory=collections.deque, init=False, repr=False)
     _busy_before: float = field(default=0.0, init=False)
     _since: float | None = field(default=None, init=False)
