@@ -7,8 +7,8 @@ front of it, so :class:`DrainRate` measures the worker's throughput directly -- 
 second of busy time over the recent completions -- and divides the jobs in the line (waiting and
 running) by it. Busy time, not wall time, so idle minutes between bursts do not read as a slow
 worker. Until two jobs have finished there is no rate, and :class:`ServiceTime` (a mean per run)
-answers. Both are capped (:class:`DrainRate` at 30 minutes: a loaded CPU server measured a
-15-minute drain, which a 5-minute cap told clients to retry three times too early).
+answers. Both are capped (:class:`DrainRate` at 30 minutes: on a loaded CPU server a burst
+drained well past a 5-minute cap, which then sent clients back too early).
 """
 from __future__ import annotations
 
