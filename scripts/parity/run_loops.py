@@ -135,7 +135,9 @@ def steps_of(preset: str, events: list[tuple[str, dict]], retrievals: list[dict]
             step["keep"] = ranges[fired["tl"]][0] if fired["tl"] < len(ranges) else len(step["look_ahead_ids"])
         elif step["fired"]:
             step["fired_sentence"] = step["sentences"][-1]["sid"]
-        if "regenerated_full" in step:
+        if "regenerated_full" in step and preset != "dragin":
+            step["regenerated"] = step["regenerated_full"].strip()  # TokenRAG appends all of it, stripped
+        elif "regenerated_full" in step:  # DRAGIN appends get_top_sentence of it to the " "-joined text
             before = " ".join(s for s in (step["text_before"].strip(), step["kept_text"].strip()) if s)
             after = step["text_after"]
             step["regenerated"] = after[len(before):].strip() if after.startswith(before) else after
@@ -233,14 +235,20 @@ def run_reference(preset: str, module, lm, retriever, builder, questions: list[d
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("presets", nargs="+", choices=sorted(REFERENCE_ARGS))
-    parser.add_argument("--dragin", type=Path, required=True, help="root of a oneal2000/DRAGIN checkout at 4d71efc")
+    parser.add_argument("presets", nargs="*", choices=sorted(REFERENCE_ARGS))
+    parser.add_argument("--dragin", type=Path, help="root of a oneal2000/DRAGIN checkout at 4d71efc")
     parser.add_argument("--questions", type=int, default=8, help="first N demo questions")
     parser.add_argument("--no-timing", action="store_true", help="write the fixtures only")
+    parser.add_argument("--render-timing", action="store_true", help="rewrite the timing md from its JSON and exit")
     parser.add_argument("--whole-loop", action="store_true", help=(
         "let the reference loop run past its own <|im_end|> (it has no end-of-sequence stop) until its "
         "stop rules end it; by default it is ended when an iteration starts with <|im_end|> in its text"))
     args = parser.parse_args(argv)
+    if args.render_timing:
+        _write_timing(_load_timing())
+        return 0
+    if args.dragin is None or not args.presets:
+        parser.error("give --dragin (a DRAGIN checkout) and at least one preset")
 
     torch.set_num_threads(1)
     from dynaprag.lm import load_model
@@ -277,6 +285,7 @@ def main(argv=None) -> int:
                 "ratio_until_end_of_turn": sum(ref_eos) / sum(our_s),
                 "reference_retrievals": [sum(s["fired"] for s in q["steps"]) for q in ref],
                 "ours_retrievals": [len(mine[q["question"]]["answer"].trace.retrievals) for q in questions],
+                "load_average_1min_at_end": round(os.getloadavg()[0], 1),
             }
             timing = _load_timing()  # re-read: another run may have written other presets meanwhile
             timing["presets"][preset] = entry
@@ -328,27 +337,26 @@ def _load_timing() -> dict:
 
 
 def _write_timing(timing: dict) -> None:
-    timing["machine"] = (f"{os.cpu_count()} CPU cores shared with other jobs (load average "
-                         f"{os.getloadavg()[0]:.1f} at write), 1 torch thread each for the reference and ours")
+    timing.setdefault("machine", f"{os.cpu_count()} CPU cores shared with other jobs (load average "
+                                 f"{os.getloadavg()[0]:.1f} when first written)")
     timing["command"] = "scripts/parity/run_loops.py --dragin <DRAGIN checkout> <presets>"
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "preset_parity_timing.json").write_text(json.dumps(timing, indent=1) + "\n", encoding="utf-8")
-    rows = ["| preset | reference | questions | reference s/question | ours s/question | ratio | "
-            "ratio until end of turn |", "|---|---|---|---|---|---|---|"]
-    for name, p in timing["presets"].items():
+    rows = ["| preset | reference | questions | reference s/question | ours s/question | reference / ours |",
+            "|---|---|---|---|---|---|"]
+    for name, p in sorted(timing["presets"].items()):
         rows.append(f"| {name} | {p['reference']} | {len(p['questions'])} | {p['reference_mean_s']:.1f} | "
-                    f"{p['ours_mean_s']:.1f} | {p['ratio_reference_over_ours']:.1f}× | "
-                    f"{p['ratio_until_end_of_turn']:.1f}× |")
+                    f"{p['ours_mean_s']:.1f} | {p['ratio_reference_over_ours']:.1f}× |")
     text = ("# Preset parity timing: the reference loop vs ours, same questions, model and machine\n\n"
-            "Written by `scripts/parity/run_loops.py` (do not edit). Ours at batch 1 through "
-            "`Pipeline.loop`; both float32, eager attention, one torch thread, in one process.\n\n"
-            f"Machine: {timing['machine']}. Other helpers' jobs ran at the same time, so absolute seconds "
-            "are inflated and noisy; the ratio is the figure to read.\n\n" + "\n".join(rows) + "\n\n"
-            "*ratio*: the reference's whole loop over ours. The reference has no end-of-turn stop: on "
-            "these prompts it re-prompts past the model's `<|im_end|>` until `the answer is` (lower case) or "
-            "its length rule ends it, work ours does not do (ours ends the answer at end of turn). "
-            "*ratio until end of turn*: the reference's seconds until it first re-prompts past an "
-            "`<|im_end|>` over ours, the same steps on both sides.\n")
+            "Written by `scripts/parity/run_loops.py` (do not edit). Per preset, one process ran the "
+            "reference's `inference` and then our preset through `Pipeline.loop` at batch 1 on the same "
+            "questions (the first 8 demo questions); both float32, eager attention, one torch thread.\n\n"
+            f"Machine: {timing['machine']}. Other helpers' jobs (and the other presets' runs) shared the two "
+            "cores at the same time, so absolute seconds are inflated and noisy, and the two sides of a row "
+            "ran minutes apart under different load; read the ratio as rough.\n\n" + "\n".join(rows) + "\n\n"
+            "The reference is timed until the harness ends its loop at end of turn (patch END-OF-TURN in "
+            "`scripts/parity/README.md`): it has no end-of-sequence stop and would go on re-prompting past "
+            "the model's `<|im_end|>`, work ours never does; so both sides do the same steps.\n")
     (RESULTS / "preset_parity_timing.md").write_text(text, encoding="utf-8")
 
 
