@@ -235,7 +235,7 @@ def run_reference(preset: str, module, lm, retriever, builder, questions: list[d
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("presets", nargs="*", choices=sorted(REFERENCE_ARGS))
+    parser.add_argument("presets", nargs="*", help=f"any of {', '.join(sorted(REFERENCE_ARGS))}")
     parser.add_argument("--dragin", type=Path, help="root of a oneal2000/DRAGIN checkout at 4d71efc")
     parser.add_argument("--questions", type=int, default=8, help="first N demo questions")
     parser.add_argument("--no-timing", action="store_true", help="write the fixtures only")
@@ -249,6 +249,9 @@ def main(argv=None) -> int:
         return 0
     if args.dragin is None or not args.presets:
         parser.error("give --dragin (a DRAGIN checkout) and at least one preset")
+    unknown = [p for p in args.presets if p not in REFERENCE_ARGS]
+    if unknown:
+        parser.error(f"unknown preset {unknown[0]!r}; choose from {', '.join(sorted(REFERENCE_ARGS))}")
 
     torch.set_num_threads(1)
     from dynaprag.lm import load_model
