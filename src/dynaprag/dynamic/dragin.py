@@ -37,7 +37,13 @@ text; (d) entropies come from the decoder's log-softmax (the reference's numpy s
 (f) budgets the reference does not have: ``max_retrievals`` (5) and the decoding budget
 (``max_decoded_factor`` × ``max_new_tokens``); on small models, where the reference θ fires at
 the first sentence of nearly every look-ahead, they end the retrievals early, and an answer
-budget below ``look_ahead`` + the kept text cuts a look-ahead short.
+budget below ``look_ahead`` + the kept text cuts a look-ahead short; (g) the answer ends at
+end-of-turn: the reference has no end-of-sequence stop, so on a chat prompt it appends the
+decoded ``<|im_end|>`` to its text and re-prompts past it (a look-ahead of only ``<|im_end|>``
+is still judged and can fire), where ours ends the answer (found by the loop-level parity
+harness, ``scripts/parity/``, DRAGIN q03/q07; those steps are outside the comparison); (h) the
+query is searched whole, where the reference's BM25 wrapper keeps its last 64 tokens
+(``retriever.py:50-66``; no query of the parity fixtures reaches 64 tokens).
 
 ``equation="paper"`` gives ``dragin-paper``: the printed Eq. (4) per token,
 ``H_i · a_max(i) · s_i`` with ``a_max`` over strictly later tokens of the same look-ahead

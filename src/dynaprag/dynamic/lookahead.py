@@ -23,7 +23,10 @@ first sentence of a full continuation; tokens are ``tokenizer.decode([id])`` as 
 reference, the end-of-sequence token left out; the run's answer budget (``max_new_tokens``,
 128 in the bench) can end a continuation the reference would let grow past it (its limit is
 checked only after each whole continuation, ``:394-397``); ``max_retrievals`` (5) and the
-decoding budget are ours too (docs/dynamic.md, "Budgets the reference does not have").
+decoding budget are ours too (docs/dynamic.md, "Budgets the reference does not have"); the answer
+ends at end-of-turn, where the reference has no end-of-sequence stop and re-prompts past the
+decoded ``<|im_end|>``; the query is searched whole, where the reference's BM25 wrapper keeps its
+last 64 tokens (``retriever.py:50-66``).
 """
 from __future__ import annotations
 
