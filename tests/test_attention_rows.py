@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from dynaprag.dynamic import rind
+from dynaprag.dynamic.methods.dragin import rind
 
 TEXT = ("Aladin is a 2009 Indian fantasy film directed by Prabhu Deva. Who directed it, and when "
         "was the director born? The film stars Amitabh Bachchan and Riteish Deshmukh. ") * 3

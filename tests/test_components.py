@@ -14,12 +14,14 @@ import torch
 from dynaprag.dynamic import scoring
 from dynaprag.dynamic.draft import Decision, Draft
 from dynaprag.dynamic.methods import resolve_method
-from dynaprag.dynamic.queries import (AttentionQuery, ConfidentTokensQuery, MaskedEntitiesQuery, MaskedSpanQuery,
-                                      MaskedTokensQuery, SpanQuery)
+from dynaprag.dynamic.methods.confidence.components import (EntityConfidenceTrigger, FlareTrigger, MaskedEntitiesQuery,
+                                                           MaskedSpanQuery, MaskedTokensQuery, TokenConfidenceTrigger)
+from dynaprag.dynamic.methods.dragin import rind
+from dynaprag.dynamic.methods.dragin.inline import AttentionQuery, InlineRindTrigger
+from dynaprag.dynamic.queries import ConfidentTokensQuery, SpanQuery
 from dynaprag.dynamic.selectors import TopKSelector
-from dynaprag.dynamic.lookahead import EntityConfidenceTrigger, TokenConfidenceTrigger
-from dynaprag.dynamic.triggers import (EveryNTokensTrigger, EverySentenceTrigger, FlareTrigger, InlineRindTrigger,
-                                       NeverTrigger, OnceTrigger, TokenProbTrigger)
+from dynaprag.dynamic.triggers import (EveryNTokensTrigger, EverySentenceTrigger, NeverTrigger, OnceTrigger,
+                                       TokenProbTrigger)
 from dynaprag.lm.generator import StepOutput
 from dynaprag.testing import InMemoryRetriever, ScriptedStep, scripted_loop
 from dynaprag.testing.loop import DEFAULT_PASSAGES
@@ -122,7 +124,7 @@ def test_inline_rind_trigger_calls_the_paper_equation():
     att = torch.zeros(7, 7)
     for j in range(7):
         att[j, : j + 1] = d.rows[j]
-    expected = scoring.rind_scores(torch.full((7,), 2.0), scoring.max_attention_received(att),
+    expected = rind.rind_scores(torch.full((7,), 2.0), rind.max_attention_received(att),
                                    torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0]))
     assert torch.allclose(scores, expected)
     fired = trig(d)
@@ -179,7 +181,7 @@ def test_seakr_selector_orders_by_uncertainty_and_trigger_thresholds_it():
 
 
 def test_selfrag_trigger_and_critique_read_reflection_tokens():
-    from dynaprag.dynamic.selfrag import RELEVANCE, SUPPORT, UTILITY
+    from dynaprag.dynamic.methods.selfrag.components import RELEVANCE, SUPPORT, UTILITY
 
     special = ("[Retrieval]", "[No Retrieval]") + RELEVANCE + SUPPORT + UTILITY
     loop = scripted_loop("self-rag", [ScriptedStep(" 1946.")], special_tokens=special,

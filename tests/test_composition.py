@@ -16,7 +16,7 @@ import pytest
 
 from dynaprag.dynamic.queries import FORMULATORS
 from dynaprag.dynamic.selectors import SELECTORS
-from dynaprag.dynamic.selfrag import NO_RETRIEVE, RELEVANCE, RETRIEVE, SUPPORT, UTILITY
+from dynaprag.dynamic.methods.selfrag.components import NO_RETRIEVE, RELEVANCE, RETRIEVE, SUPPORT, UTILITY
 from dynaprag.dynamic.triggers import TRIGGERS
 from dynaprag.inject import Injection, Injector
 from dynaprag.testing import ScriptedStep, scripted_loop

@@ -91,3 +91,26 @@ def test_requests_may_only_set_numeric_knobs():
             check_tunable(resolve_method("prag"), {key: "x"})
     with pytest.raises(ConfigError, match="translator.*cannot be set per request"):
         check_tunable(resolve_method("dyprag"), {"translator": "/etc/passwd"})
+
+
+def test_every_method_module_is_loaded_through_the_explicit_family_list():
+    """A family folder left out of ``FAMILIES`` (or a module its ``__init__`` forgets) would
+    register nothing; in a fresh interpreter, importing the catalog loads every module on disk."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from dynaprag.dynamic import methods
+
+    root = Path(methods.__file__).parent
+    on_disk = {"dynaprag.dynamic.methods." + ".".join(p.relative_to(root).with_suffix("").parts)
+               for p in root.rglob("*.py")}
+    on_disk = {name.removesuffix(".__init__") for name in on_disk} - {"dynaprag.dynamic.methods"}
+    code = ("import sys, dynaprag.dynamic.methods\n"
+            "print('\\n'.join(m for m in sys.modules if m.startswith('dynaprag.dynamic.methods.')))")
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+                 .stdout.split())
+    assert on_disk - loaded == set(), "not loaded by dynaprag.dynamic.methods: list the family in FAMILIES"
+    assert {f.__name__.rsplit(".", 1)[1] for f in methods.FAMILIES} == {
+        p.name for p in root.iterdir() if (p / "__init__.py").exists()}
+

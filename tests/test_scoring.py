@@ -6,7 +6,10 @@ import math
 import pytest
 import torch
 
-from dynaprag.dynamic import eigen, scoring
+from dynaprag.dynamic import scoring
+from dynaprag.dynamic.methods.dragin import rind
+from dynaprag.dynamic.methods.selfrag import scores as selfrag_scores
+from dynaprag.dynamic.methods.seakr import eigen
 from dynaprag.dynamic.loop import finished
 from dynaprag.dynamic.text import content_flags, is_sentence_end, word_groups
 from floats import approx32
@@ -16,11 +19,11 @@ def test_max_attention_received_uses_only_later_tokens():
     att = torch.tensor([[1.0, 0.0, 0.0],
                         [0.6, 0.4, 0.0],
                         [0.2, 0.5, 0.3]])
-    assert scoring.max_attention_received(att).tolist() == approx32([0.6, 0.5, 0.0])
+    assert rind.max_attention_received(att).tolist() == approx32([0.6, 0.5, 0.0])
 
 
 def test_rind_paper_equation():
-    s = scoring.rind_scores(torch.tensor([2.0, 1.0, 3.0]), torch.tensor([0.6, 0.5, 0.0]), torch.tensor([1.0, 0.0, 1.0]))
+    s = rind.rind_scores(torch.tensor([2.0, 1.0, 3.0]), torch.tensor([0.6, 0.5, 0.0]), torch.tensor([1.0, 0.0, 1.0]))
     assert s.tolist() == approx32([1.2, 0.0, 0.0])
 
 
@@ -41,10 +44,10 @@ def test_eigen_score_hand_values():
 
 
 def test_selfrag_segment_score_paper_weights():
-    score = scoring.selfrag_segment_score(math.log(0.5), [0.6, 0.2], [0.5, 0.3, 0.2], [0, 0, 0, 0.5, 0.5])
+    score = selfrag_scores.selfrag_segment_score(math.log(0.5), [0.6, 0.2], [0.5, 0.3, 0.2], [0, 0, 0, 0.5, 0.5])
     assert score == pytest.approx(0.5 + 0.75 + 0.65 + 0.5 * 0.75)
     lp = torch.log(torch.tensor([0.1, 0.3, 0.6]))
-    assert scoring.normalised_probability(lp, [1], [2]) == approx32(1 / 3)
+    assert selfrag_scores.normalised_probability(lp, [1], [2]) == approx32(1 / 3)
 
 
 def test_top_n_in_order_keeps_original_order():

@@ -10,9 +10,9 @@ import torch
 
 from dynaprag.dynamic import probe as probe_module
 from dynaprag.dynamic.draft import Decision, Draft
-from dynaprag.dynamic.seakr import (SeakrSelector, choose_document, final_answer, pick_answer, step_stops,
-                                    without_answer_sentences)
-from dynaprag.dynamic.seakr_query import SureWordsQuery, seakr_query, sure_words, word_tokens
+from dynaprag.dynamic.methods.seakr.components import (SeakrSelector, choose_document, final_answer, pick_answer,
+                                                      step_stops, without_answer_sentences)
+from dynaprag.dynamic.methods.seakr.query import SureWordsQuery, seakr_query, sure_words, word_tokens
 from dynaprag.lm.generator import Generation, StepOutput
 from dynaprag.lm.sampling import SampledSteps, filter_logits
 from dynaprag.testing import InMemoryRetriever, ScriptedStep, scripted_loop
@@ -170,7 +170,7 @@ def test_a_repeated_query_ends_the_reasoning_before_the_step():
 # -- one demo question on the real 135M model --------------------------------------------------
 @pytest.mark.slow
 def test_seakr_on_the_real_model_follows_the_reference_procedure(lm, monkeypatch):
-    from dynaprag.dynamic import seakr_query as query_module
+    from dynaprag.dynamic.methods.seakr import query as query_module
     from dynaprag.pipeline import Pipeline, PipelineConfig
     from dynaprag.retrieval import demo_questions_path
     import json

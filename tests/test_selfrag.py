@@ -15,8 +15,8 @@ import pytest
 
 from dynaprag.dynamic.draft import Draft
 from dynaprag.dynamic.probe import LoopProbe
-from dynaprag.dynamic.selfrag import (PARAGRAPH, PROMPT, RELEVANCE, SUPPORT, UTILITY, SelfRagCritiqueSelector,
-                                      critique)
+from dynaprag.dynamic.methods.selfrag.components import (PARAGRAPH, PROMPT, RELEVANCE, SUPPORT, UTILITY,
+                                                        SelfRagCritiqueSelector, critique)
 from dynaprag.lm.generator import Generation, StepOutput
 from dynaprag.testing import ScriptedGenerator, ScriptedStep, scripted_loop
 from dynaprag.testing.loop import DEFAULT_PASSAGES

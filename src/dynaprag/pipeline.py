@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from dynaprag.config import Choice, ConfigError, check_ranges
-from dynaprag.dynamic.methods import AXES, Method, resolve_method
-from dynaprag.dynamic.presets import METHODS
+from dynaprag.dynamic.methods import AXES, METHODS, Method, resolve_method
 from dynaprag.lm.prompts import PromptBuilder, PromptConfig
 from dynaprag.retrieval import RetrieverConfig
 from dynaprag.trace import Answer

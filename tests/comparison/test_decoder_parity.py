@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dynaprag.dynamic import rind
+from dynaprag.dynamic.methods.dragin import rind
 from dynaprag.lm.generator import GenerationConfig, Generator
 
 from .parity import assert_close, params

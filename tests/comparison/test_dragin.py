@@ -1,4 +1,4 @@
-"""DRAGIN parity: :mod:`dynaprag.dynamic.rind` against ``dragin.json``.
+"""DRAGIN parity: :mod:`dynaprag.dynamic.methods.dragin.rind` against ``dragin.json``.
 
 The fixture was produced by oneal2000/DRAGIN @4d71efc ``src/generate.py`` itself
 (``generate_attn``, ``AttnWeightRAG.modifier``, ``keep_real_words``) on SmolLM2-135M, float32,
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from dynaprag import nlp
-from dynaprag.dynamic import rind
+from dynaprag.dynamic.methods.dragin import rind
 
 from .parity import assert_close, load, params
 

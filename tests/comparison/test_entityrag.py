@@ -1,4 +1,4 @@
-"""EntityRAG parity: :func:`dynaprag.dynamic.confidence.entity_rag_check` against ``entityrag.json``.
+"""EntityRAG parity: :func:`dynaprag.dynamic.methods.confidence.scores.entity_rag_check` against ``entityrag.json``.
 
 The fixture is oneal2000/DRAGIN @4d71efc ``EntityRAG.modifier`` on 6 synthetic cases (bpe-style
 tokens) × ``entity_solver`` ∈ {avg, max, min, first}, θ = 0.4, ``sentence_solver`` avg, with
@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from dynaprag import nlp
-from dynaprag.dynamic import confidence
+from dynaprag.dynamic.methods.confidence import scores as confidence
 
 from .parity import assert_close, load, params
 

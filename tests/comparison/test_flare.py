@@ -1,4 +1,4 @@
-"""FLARE parity: :func:`dynaprag.dynamic.confidence.flare_query` against ``flare.json``.
+"""FLARE parity: :func:`dynaprag.dynamic.methods.confidence.scores.flare_query` against ``flare.json``.
 
 The fixture is jzbjyb/FLARE @ec4b06b ``ApiReturn.use_as_query(low_prob=0.8, mask_prob=0.4,
 mask_method="simple")`` (``configs/2wikihop_flare_config.json``) on 11 token/probability cases,
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from dynaprag.dynamic import confidence
+from dynaprag.dynamic.methods.confidence import scores as confidence
 
 from .parity import load, params
 

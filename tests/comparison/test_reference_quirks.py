@@ -10,7 +10,8 @@ import math
 import pytest
 import torch
 
-from dynaprag.dynamic import confidence, rind
+from dynaprag.dynamic.methods.confidence import scores as confidence
+from dynaprag.dynamic.methods.dragin import rind
 
 
 def test_attention_received_takes_max_over_queries_with_diagonal_then_head_mean():

@@ -1,7 +1,7 @@
 """SeaKR eigen score parity against ``seakr_eigen.json``.
 
 The fixture is THU-KEG/SeaKR @d75fe70 ``LLMEngine._compute_eigen_score`` (float32) on five
-20 × 64 matrices. :func:`dynaprag.dynamic.eigen.eigen_score` (float32, the reference's
+20 × 64 matrices. :func:`dynaprag.dynamic.methods.seakr.eigen.eigen_score` (float32, the reference's
 arithmetic) must match all five at 1e-4 relative. (A float64 version matched the four
 well-conditioned ones and missed the near-identical-samples case by ~3.8e-4 relative, the size
 of the reference's own float32 rounding there; SeaKR's θ was read against the float32 values.)
@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 
-from dynaprag.dynamic import eigen
+from dynaprag.dynamic.methods.seakr import eigen
 
 from .parity import assert_close, params
 

@@ -22,7 +22,7 @@ import torch
 
 from dynaprag.corpus import Passage
 from dynaprag.dynamic.draft import Draft
-from dynaprag.dynamic.seakr import SeakrSelector, choose_document
+from dynaprag.dynamic.methods.seakr.components import SeakrSelector, choose_document
 from dynaprag.lm.decoding import Generation
 from dynaprag.lm.generator import Generator
 from dynaprag.lm.sampling import SampledSteps, StepSampling, decoder_mlp, sample_steps
@@ -91,7 +91,7 @@ class ScoresByDocument:
 
 
 def test_the_selector_keeps_the_least_uncertain_new_document_after_the_chosen_ones(monkeypatch):
-    from dynaprag.dynamic import eigen
+    from dynaprag.dynamic.methods.seakr import eigen
 
     docs = {i: Passage(i, i, f"text {i}") for i in "abcde"}
     monkeypatch.setattr(eigen, "samples_eigen_score", lambda texts, z, alpha: float(z[0, 0]))

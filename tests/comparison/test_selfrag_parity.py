@@ -18,7 +18,7 @@ import pytest
 from dynaprag.corpus import Passage
 from dynaprag.dynamic.draft import Draft
 from dynaprag.dynamic.methods import resolve_method
-from dynaprag.dynamic.selfrag import RELEVANCE, SUPPORT, UTILITY, critique
+from dynaprag.dynamic.methods.selfrag.components import RELEVANCE, SUPPORT, UTILITY, critique
 from dynaprag.lm.decoding import Generation, StepOutput
 from dynaprag.retrieval.base import Hit
 

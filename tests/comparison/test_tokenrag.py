@@ -1,4 +1,4 @@
-"""TokenRAG parity: :func:`dynaprag.dynamic.confidence.token_rag_check` against ``tokenrag.json``.
+"""TokenRAG parity: :func:`dynaprag.dynamic.methods.confidence.scores.token_rag_check` against ``tokenrag.json``.
 
 The fixture is oneal2000/DRAGIN @4d71efc ``TokenRAG.modifier`` run on 10 synthetic cases, each
 with two token styles: ``llama_style`` (leading spaces stripped, as Llama-2's single-token
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from dynaprag.dynamic import confidence
+from dynaprag.dynamic.methods.confidence import scores as confidence
 
 from .parity import assert_close, load, params
 

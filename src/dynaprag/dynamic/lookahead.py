@@ -14,8 +14,10 @@ regenerate with the passages. What is kept from that regeneration differs:
 
 Both stop at ``"the answer is"`` or the length limit. :class:`LookAheadTrigger` is that loop's
 contract with :class:`~dynaprag.dynamic.loop.DynamicLoop` (``Decision.accept_tokens`` asks for
-the whole continuation); the two confidence triggers here score with
-:mod:`dynaprag.dynamic.confidence` (parity-tested against the reference outputs).
+the whole continuation). It is engine, not a family's: DRAGIN's trigger
+(:mod:`dynaprag.dynamic.methods.dragin`) and the two confidence triggers
+(:mod:`dynaprag.dynamic.methods.confidence`) both build on it, and families never import each
+other.
 
 Deviations: the kept tokens' KV cache is reused instead of regenerating the prompt each
 iteration; DRAGIN's regenerated sentence ends at the loop's sentence end instead of spaCy's
@@ -33,10 +35,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from dynaprag import nlp
-from dynaprag.dynamic import confidence
 from dynaprag.dynamic.draft import Decision, Draft
-from dynaprag.dynamic.triggers import TRIGGERS, Trigger
+from dynaprag.dynamic.triggers import Trigger
 from dynaprag.lm.generator import StepOutput
 
 
@@ -90,87 +90,3 @@ def sentence_start_token(draft: Draft, start: int, sentences: list[str], index: 
             return i
         offset += len(piece)
     return len(draft.steps)
-
-
-@dataclass
-class TokenConfidenceTrigger(LookAheadTrigger):
-    """TokenRAG as the reference computes it (``TokenRAG.modifier``): per spaCy sentence of the
-    look-ahead, the mean of ``1 - p`` over its tokens; the first sentence above θ fires.
-
-    θ from the DRAGIN repository's Llama2-7b ``FLARE.json`` configs (``method: token``): 0.08 on
-    HotpotQA and IIRC (a sentence fires when its mean token probability is below 0.92), 0.1 on
-    2Wiki and StrategyQA (the ``token-rag`` preset sets it per dataset). The masked query is the
-    ``masked-tokens`` formulator's; after a retrieval the whole regenerated look-ahead is kept
-    (module docstring). Tokens are searched without their leading space (the
-    intended behaviour; the reference's search breaks on byte-level BPE tokens, see
-    :func:`~dynaprag.dynamic.confidence.token_rag_check`).
-    """
-
-    theta: float = field(default=0.08, metadata={"help": "fire when a sentence's mean 1-p > theta", "min": 0.0})
-    solver: str = field(default="avg", metadata={"help": "sentence solver over 1-p", "choices": ("avg", "max", "min")})
-
-    def __call__(self, draft: Draft, probe=None) -> Decision | None:
-        look = self.tokens_to_judge(draft, probe)
-        if look is None:
-            return None
-        start, steps, tokens, text = look
-        check = confidence.token_rag_check(text, tokens, [s.logprob for s in steps], self.theta, self.solver)
-        token_scores = {start + t: s.score for s in check.sentences
-                        for t in range(s.start, min(s.end + 1, len(steps)))}
-        if not check.fired:
-            return Decision.hold(token_scores=token_scores)
-        fired = check.sentences[-1]
-        keep = sentence_start_token(draft, start, nlp.sentences("".join(draft.pieces[start:])), check.sentence_index)
-        toks = [t.lstrip(" ") for t in tokens]
-        return Decision.fire(
-            f"mean 1-p {fired.score:.3g} > θ={self.theta:g} in sentence {check.sentence_index + 1}: "
-            f"{fired.sentence[:80]!r}", keep=keep, span=(keep, len(draft.steps)), token_scores=token_scores,
-            accept_next_sentence=True, context_for_sentence=True, accept_tokens=self.look_ahead,
-            scores={"mean 1-p": fired.score},
-            details={"sentence": fired.sentence, "spans": toks[fired.start:fired.end + 1], "scores": fired.scores})
-
-
-@dataclass
-class EntityConfidenceTrigger(LookAheadTrigger):
-    """EntityRAG as the reference computes it (``EntityRAG.modifier``): spaCy entities of each
-    sentence; an entity's uncertainty is ``1 - exp(solver over its tokens' log-probs)``; the
-    first sentence whose solver over its entities exceeds θ fires.
-
-    The DRAGIN repository ships no EntityRAG config, so θ and the solvers have no reference
-    default: θ = 0.4 with mean solvers (as the DRAD example) is ours.
-    """
-
-    theta: float = field(default=0.4, metadata={"help": "fire when a sentence's entity uncertainty > theta",
-                                                "min": 0.0})
-    entity_solver: str = field(default="avg", metadata={"help": "solver over an entity's token log-probs",
-                                                        "choices": ("avg", "max", "min", "first")})
-    sentence_solver: str = field(default="avg", metadata={"help": "solver over a sentence's entities",
-                                                          "choices": ("avg", "max", "min")})
-
-    def __call__(self, draft: Draft, probe=None) -> Decision | None:
-        look = self.tokens_to_judge(draft, probe)
-        if look is None:
-            return None
-        start, steps, tokens, text = look
-        check = confidence.entity_rag_check(text, tokens, [s.logprob for s in steps], self.theta,
-                                            self.entity_solver, self.sentence_solver)
-        token_scores = {}
-        for s in check.sentences:
-            for (a, b), score in zip(check.intervals[s.index], s.scores):
-                for t in range(max(a, 0), min(b + 1, len(steps))):
-                    token_scores[start + t] = score
-        if not check.fired:
-            return Decision.hold(token_scores=token_scores)
-        fired = check.sentences[-1]
-        keep = sentence_start_token(draft, start, nlp.sentences(text), check.sentence_index)
-        return Decision.fire(
-            f"entity uncertainty {fired.score:.3g} > θ={self.theta:g} in sentence {check.sentence_index + 1}: "
-            f"{fired.sentence[:80]!r}", keep=keep, span=(keep, len(draft.steps)), token_scores=token_scores,
-            accept_next_sentence=True, context_for_sentence=True, accept_tokens=self.look_ahead,
-            scores=dict(zip(check.entities[check.sentence_index], fired.scores)),
-            details={"sentence": fired.sentence, "spans": check.entities[check.sentence_index],
-                     "scores": fired.scores})
-
-
-TRIGGERS.register("token-confidence", TokenConfidenceTrigger)
-TRIGGERS.register("entity", EntityConfidenceTrigger)

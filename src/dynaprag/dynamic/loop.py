@@ -29,7 +29,7 @@ from typing import Callable, Sequence
 
 from dynaprag.corpus import Passage
 from dynaprag.dynamic.draft import Decision, Draft
-from dynaprag.dynamic.methods import Method
+from dynaprag.dynamic.method import Method
 from dynaprag.dynamic.probe import LoopProbe
 from dynaprag.dynamic.text import is_sentence_end
 from dynaprag.inject import Injection
@@ -71,7 +71,7 @@ def clean(text: str) -> str:
 
 
 class DynamicLoop:
-    """Runs one resolved :class:`~dynaprag.dynamic.methods.Method` for a question; see module docstring.
+    """Runs one resolved :class:`~dynaprag.dynamic.method.Method` for a question; see module docstring.
 
     The per-question state machine is :class:`QuestionRun`; this class holds what questions
     share (generator, prompt builder, retriever, method, budgets, the prefix cache) and drives

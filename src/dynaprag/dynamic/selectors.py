@@ -2,7 +2,7 @@
 
 A :class:`Selector` receives the retriever's hits for one query and returns the ones to inject,
 best first. ``top-k`` keeps them as retrieved; SeaKR's self-aware re-ranking and Self-RAG's
-critique ranking (in :mod:`dynaprag.dynamic.seakr` and :mod:`dynaprag.dynamic.selfrag`) ask the
+critique ranking (in :mod:`dynaprag.dynamic.methods.seakr` and :mod:`dynaprag.dynamic.methods.selfrag`) ask the
 model about each hit through the probe, so they compose with any trigger (DRAGIN's timing with
 SeaKR's document choice is ``trigger=rind selector=seakr-uncertainty``).
 """

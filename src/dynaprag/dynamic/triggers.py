@@ -5,20 +5,20 @@ generated token. It returns ``None`` when it has nothing to judge at this step (
 judge only at sentence ends), else a :class:`~dynaprag.dynamic.draft.Decision`: retrieve or
 not, how much of the draft to keep, why, and its per-token scores. It decides *when*, never
 *what*: the query is the formulator's job, the choice of hits the selector's. Knobs are
-dataclass fields with the paper's defaults; the scoring itself lives in
-:mod:`dynaprag.dynamic.scoring` as pure functions.
+dataclass fields with the paper's defaults; the scoring itself lives in pure functions
+(:mod:`dynaprag.dynamic.scoring`, and each family's own math in its folder).
+
+Here are the engine's generic triggers; a paper's triggers live in its method folder
+(:mod:`dynaprag.dynamic.methods`) and register into :data:`TRIGGERS` from there.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-import torch
-
 from dynaprag.dynamic import scoring
 from dynaprag.dynamic.component import Component
 from dynaprag.dynamic.draft import Decision, Draft, FinalAnswer
-from dynaprag.dynamic.text import content_flags
 from dynaprag.registry import Registry
 
 
@@ -129,86 +129,9 @@ class TokenProbTrigger(Trigger):
             scores={draft.pieces[i]: draft.steps[i].prob for i in low}, accept_next_sentence=True)
 
 
-@dataclass
-class FlareTrigger(TokenProbTrigger):
-    """FLARE_direct (Jiang et al. 2023, §3.2; jzbjyb/FLARE ``ApiReturn.use_as_query``): retrieve with
-    the question before the first look-ahead (the released configs' ``look_ahead_pre_retrieval:
-    first``), then judge each look-ahead sentence: if any token has ``p ≤ θ`` retrieve with it
-    (masked by the formulator, β) and regenerate it; the passages replace the previous ones.
-
-    θ = 0.8 from the released 2WikiMultihopQA config; FlashRAG's variant uses 0.2
-    (``flare-flashrag``). Probabilities compare as Python floats, as the reference receives them.
-
-    The ``flare`` preset keeps that config's ``topk: 2`` on 2Wiki (the selector's ``k``; FLARE
-    released no config for other datasets, which keep the run's k = 3). Deviations: the answer
-    budget is the run's ``max_new_tokens`` (128 in the bench, one budget for every method;
-    FLARE's run used ``max_generation_len`` 256, ``openai.sh``: set ``max_new_tokens=256`` to
-    match); our prompt has 3 exemplars without retrieved context (FLARE: 8 with it,
-    ``use_ctx_for_examplars: ret``); the shared retrieval cap.
-    """
-
-    theta: float = field(default=0.8, metadata={"help": "retrieve if any look-ahead token has p <= theta",
-                                                "min": 0.0})
-    initial: bool = field(default=True, metadata={"help": "retrieve with the question before generating"})
-    inclusive: ClassVar[bool] = True
-
-    def __call__(self, draft: Draft, probe=None) -> Decision | None:
-        if draft.at_start:
-            return Decision.fire("retrieval with the question before the first look-ahead", keep=0) \
-                if self.initial else None
-        return super().__call__(draft, probe)
-
-
-@dataclass
-class InlineRindTrigger(Trigger):
-    """RIND inline (variant ``dragin-inline``): DRAGIN's Eq. 4, ``S(t_i) = H_i · a_max(i) · s_i > θ``,
-    on the attention rows captured while generating (no extra forward pass, no look-ahead).
-
-    ``H_i`` is the token's entropy, ``a_max(i)`` the largest last-layer (head-averaged)
-    attention a later token of the answer pays to it (the full prompt in context), ``s_i`` 0
-    for stop words. Evaluated at each sentence end over the sentence's new tokens; the last
-    token of a sentence has no later token yet and scores 0. On a hit the draft is cut *at* the
-    triggering token. It is the cheapest attention trigger, not the reference's procedure
-    (that is ``rind``, :mod:`dynaprag.dynamic.dragin`): its scores live on another scale.
-    """
-
-    theta: float = field(default=1.2, metadata={"help": "retrieve when S_RIND > theta"})
-    needs_attention: ClassVar[bool] = True
-    rolls_back: ClassVar[bool] = True
-    calibratable: ClassVar[bool] = True
-
-    def scores(self, draft: Draft, start: int, end: int) -> torch.Tensor:
-        m = end
-        att = torch.zeros(m, m)
-        for j in range(m):
-            row = draft.rows.get(j)
-            if row is not None:
-                att[j, : min(m, row.numel())] = row[:m]
-        a_max = scoring.max_attention_received(att)[start:end]
-        ent = torch.tensor([s.entropy for s in draft.steps[start:end]])
-        content = torch.tensor(content_flags(draft.pieces[start:end]))
-        return scoring.rind_scores(ent, a_max, content)
-
-    def __call__(self, draft: Draft, probe=None) -> Decision | None:
-        if not draft.sentence_end:
-            return None
-        start, end = draft.sentence_start, len(draft.steps)
-        s = self.scores(draft, start, end)
-        token_scores = {i: float(s[i - start]) for i in range(start, end)}
-        for i in range(max(start, draft.checked), end):
-            if s[i - start] > self.theta:
-                return Decision.fire(
-                    f"RIND {float(s[i - start]):.3g} > θ={self.theta:g} at {draft.pieces[i]!r}",
-                    keep=i, span=(0, i), at=i, token_scores=token_scores,
-                    scores={draft.pieces[t]: float(s[t - start]) for t in range(start, end) if s[t - start] > 0})
-        return Decision.hold(token_scores=token_scores)
-
-
 TRIGGERS: Registry[type[Trigger]] = Registry("trigger")
 TRIGGERS.register("never", NeverTrigger)
 TRIGGERS.register("once", OnceTrigger)
 TRIGGERS.register("every-n-tokens", EveryNTokensTrigger)
 TRIGGERS.register("every-sentence", EverySentenceTrigger)
 TRIGGERS.register("token-prob", TokenProbTrigger)
-TRIGGERS.register("flare", FlareTrigger)
-TRIGGERS.register("rind-inline", InlineRindTrigger)

@@ -6,7 +6,6 @@ from typing import Any, Mapping, Sequence
 from dynaprag.corpus import Passage
 from dynaprag.dynamic.loop import DynamicLoop, LoopConfig
 from dynaprag.dynamic.methods import resolve_method
-from dynaprag.dynamic.presets import METHODS  # noqa: F401 - registers every preset and component
 from dynaprag.testing.generator import ScriptedGenerator, ScriptedPromptBuilder, ScriptedStep
 from dynaprag.testing.retriever import InMemoryRetriever
 

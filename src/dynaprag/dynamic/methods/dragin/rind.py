@@ -120,7 +120,7 @@ def attention_received(attention: torch.Tensor) -> torch.Tensor:
     layer's ``[heads, n, n]`` from a forward pass over the generated tokens alone;
     ``max`` over query rows (dim 1) -- the diagonal included, so token 0 gets 1.0 from its
     own row -- then ``mean`` over heads. (The paper's Eq. 3 takes the max over strictly later
-    tokens of the head-averaged attention; see :mod:`dynaprag.dynamic.scoring`.)
+    tokens of the head-averaged attention; see :func:`max_attention_received`.)
     """
     return attention.float().max(dim=1).values.mean(dim=0)
 
@@ -348,3 +348,26 @@ def real_words_query(all_text: str, pieces: Sequence[str], ids: Sequence[int], a
     chosen = sorted(sorted(pairs, key=lambda p: p[0], reverse=True)[:keep], key=lambda p: p[2])
     return RealWordsQuery(" ".join(p[1] for p in chosen), words, ranges, curr_start, forward, pairs,
                           [p[2] for p in chosen])
+
+
+# The paper's printed Eq. 3-4 per token (dragin-paper, dragin-inline), beside the reference's above.
+def max_attention_received(attention: torch.Tensor) -> torch.Tensor:
+    """DRAGIN's ``a_max(i) = max_{j>i} A_{j,i}``: the largest attention any *later* token pays to ``i``.
+
+    ``attention`` is a square ``[n, n]`` matrix whose row ``j`` is how token ``j`` attends to
+    tokens ``0..n-1`` (rows are causal, so only ``i < j`` matters). The last token has no later
+    token and scores 0.
+    """
+    n = attention.shape[0]
+    strictly_later = torch.tril(torch.ones(n, n, dtype=torch.bool), diagonal=-1)  # j > i
+    masked = torch.where(strictly_later, attention.float(), torch.zeros((), dtype=torch.float32))
+    return masked.max(dim=0).values if n else masked.new_zeros(0)
+
+
+def rind_scores(entropies: torch.Tensor, attention_max: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    """DRAGIN's RIND, Eq. (4): ``S_RIND(t_i) = H_i · a_max(i) · s_i``.
+
+    ``H_i`` token entropy (Eq. 2), ``a_max(i)`` the maximum attention later tokens pay to it
+    (Eq. 3), ``s_i`` 1 for content words and 0 for stop words. Retrieval fires when ``S > θ``.
+    """
+    return entropies.float() * attention_max.float() * content.float()

@@ -5,7 +5,7 @@ The reference procedure, step by step, and how the one loop reproduces it:
 1. Generate a look-ahead continuation of ``generate_max_length`` tokens (100 HotpotQA, 64
    2Wiki) with no stop strings. Here the loop decodes the look-ahead token by token from the
    answer's KV cache and the trigger judges it once it is complete (or ends early).
-2. Score it as a whole (:mod:`dynaprag.dynamic.rind`): last-layer attention of a forward pass
+2. Score it as a whole (:mod:`dynaprag.dynamic.methods.dragin.rind`): last-layer attention of a forward pass
    over the look-ahead tokens alone (:meth:`~dynaprag.dynamic.probe.Probe.attention_of`), per
    head the max over query rows including the diagonal, then the head mean; tokens merged into
    words at the tokenizer's space marker; per spaCy sentence ``a_w/Σa · H_w · n_words``; the
@@ -58,11 +58,11 @@ from typing import ClassVar
 
 import torch
 
-from dynaprag.dynamic import rind, scoring
 from dynaprag.dynamic.draft import Decision, Draft
+from dynaprag.dynamic.lookahead import LookAheadTrigger, sentence_start_token
+from dynaprag.dynamic.methods.dragin import rind
 from dynaprag.dynamic.queries import FORMULATORS, QueryFormulator
 from dynaprag.dynamic.text import content_flags
-from dynaprag.dynamic.lookahead import LookAheadTrigger, sentence_start_token
 from dynaprag.dynamic.triggers import TRIGGERS
 
 
@@ -133,8 +133,8 @@ class DraginTrigger(LookAheadTrigger):
         """Eq. (4) per token: ``H_i · a_max(i) · s_i`` with ``a_max`` over strictly later tokens."""
         n = len(entropy)
         texts = draft.pieces[start:start + n] + [""] * (n - len(draft.pieces[start:]))
-        a_max = scoring.max_attention_received(heads.float().mean(dim=0))
-        scores = scoring.rind_scores(torch.tensor(entropy), a_max, torch.tensor(content_flags(texts)))
+        a_max = rind.max_attention_received(heads.float().mean(dim=0))
+        scores = rind.rind_scores(torch.tensor(entropy), a_max, torch.tensor(content_flags(texts)))
         kept = len(draft.steps) - start
         token_scores = {start + i: float(scores[i]) for i in range(kept)}
         for i in range(kept):
@@ -156,7 +156,7 @@ class RealWordsQuery(QueryFormulator):
     A forward pass over ``question + text + kept sentences + the fired sentence's words``; the
     hit words' attention over the earlier words, averaged; words with a spaCy NOUN, ADJ, VERB,
     PROPN or NUM token that are not hits; the ``top_k`` highest in text order
-    (:func:`dynaprag.dynamic.rind.real_words_query`). With a trigger other than DRAGIN's, the
+    (:func:`dynaprag.dynamic.methods.dragin.rind.real_words_query`). With a trigger other than DRAGIN's, the
     judged span's words are the sentence and all of them are hits.
 
     Deviation: the query's words are decoded text (each word's tokens decoded), where the

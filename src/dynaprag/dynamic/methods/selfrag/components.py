@@ -14,7 +14,7 @@ reference's own prompt, ``"### Instruction:\n{question}\n\n### Response:\n"`` (`
 followed by ``"[Retrieval]<paragraph>{title}\n{text}</paragraph>"`` (``run_short_form.py:86-87``),
 at most ``max_new_tokens`` tokens, with the top ``logprobs`` log-probs of every position (vLLM
 ``logprobs=5000``; a token outside them counts as log-prob −100, L108/120/131). It then scores
-the segment (:func:`critique`, then :func:`~dynaprag.dynamic.scoring.selfrag_segment_score`):
+the segment (:func:`critique`, then :func:`~dynaprag.dynamic.methods.selfrag.scores.selfrag_segment_score`):
 
 - relevance at the first generated position: ``p([Relevant]) / (p([Relevant]) + p([Irrelevant]))``
   (L107-109, 134-135), whatever token is generated there;
@@ -63,8 +63,8 @@ import math
 from dataclasses import dataclass, field
 from typing import ClassVar, NamedTuple, Sequence
 
-from dynaprag.dynamic import scoring
 from dynaprag.dynamic.draft import Decision, Draft
+from dynaprag.dynamic.methods.selfrag import scores as scoring
 from dynaprag.dynamic.selectors import SELECTORS, Selector
 from dynaprag.dynamic.triggers import TRIGGERS, Trigger
 

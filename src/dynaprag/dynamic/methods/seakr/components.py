@@ -10,11 +10,11 @@ procedure, mapped onto the four axes of the loop:
   ``"\\nContext"`` and, once there is a previous step, ``"\\n"``; ``reasoner.py:67-86, 348-360``).
   Each sample's embedding is the MLP output of decoder layer ``num_layers // 2 - 1`` at the EOS
   that replaces its last token (:mod:`dynaprag.lm.sampling`); the eigen score
-  ``(1/k)·logdet(Z J Zᵀ + αI)`` of the non-empty samples (:mod:`dynaprag.dynamic.eigen`, float32,
+  ``(1/k)·logdet(Z J Zᵀ + αI)`` of the non-empty samples (:mod:`dynaprag.dynamic.methods.seakr.eigen`, float32,
   α = 1e-3; no score counts as 0) above θ = −6 discards the step and retrieves
   (``answer_direct``, 362-385). A step that states the answer is accepted unjudged
   (``solve``, 438-441); reasoning stops at the answer, after 7 steps or 5 documents (452-454).
-- **formulator** ``sure-words`` (:mod:`dynaprag.dynamic.seakr_query`): the words of the discarded
+- **formulator** ``sure-words`` (:mod:`dynaprag.dynamic.methods.seakr.query`): the words of the discarded
   step the model was sure of; a repeated query ends the reasoning (``rag``, 224-231).
 - **selector** ``seakr-uncertainty``: for each top-3 hit not chosen before, the step is
   generated (greedy + 20 samples) with the documents chosen so far plus that hit; the hit whose
@@ -57,9 +57,8 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Sequence
 
 from dynaprag.corpus import Passage
-from dynaprag.dynamic import eigen
-from dynaprag.dynamic import seakr_query as _seakr_query  # noqa: F401 - registers the sure-words formulator
 from dynaprag.dynamic.draft import Decision, Draft, FinalAnswer
+from dynaprag.dynamic.methods.seakr import eigen
 from dynaprag.dynamic.selectors import SELECTORS, Selector
 from dynaprag.dynamic.text import is_sentence_end
 from dynaprag.dynamic.triggers import TRIGGERS, Trigger

@@ -9,7 +9,7 @@ where the rows of ``Z`` (``[k, d]``) are one embedding per sample. Reference: TH
 @d75fe70 ``vllm_uncertainty/vllm/engine/llm_engine.py`` ``LLMEngine._compute_eigen_score``
 (lines 738-744), called from ``compute_uncertainty`` on the samples whose text is not empty.
 
-Why a second implementation beside :func:`dynaprag.dynamic.scoring.eigen_score` (float64):
+Why float32 and not float64 (the textbook computation):
 the reference casts ``Z`` to float32 and forms the Gram matrix through ``J_d`` in float32.
 When the samples nearly agree -- exactly the case SeaKR's threshold separates -- the centred
 Gram matrix is a difference of nearly equal numbers and float32 keeps only about three of its

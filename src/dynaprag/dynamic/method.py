@@ -1,9 +1,11 @@
 """A method is four typed components: a trigger, a query formulator, a selector and an injector.
 
-:class:`MethodSpec` names them with the knob values a preset sets (the presets are in
-:mod:`dynaprag.dynamic.presets`); :func:`resolve_method` turns a preset plus overrides into a
-:class:`Method` of ready components, checking every name and knob *before* any model or index
-loads. Overrides address an axis explicitly::
+:class:`MethodSpec` names them with the knob values a preset sets (the presets live with their
+families, :mod:`dynaprag.dynamic.methods`); :func:`build_method` turns a spec plus overrides into
+a :class:`Method` of ready components, checking every name and knob *before* any model or index
+loads. This module is the engine's side: it knows the axes and their registries, never a
+family, so it sits below the method folders (``dynaprag.dynamic.methods.resolve_method`` looks a
+preset up by name and calls it). Overrides address an axis explicitly::
 
     {"trigger": {"theta": 0.8}}             # a knob of the preset's trigger
     {"trigger": {"name": "rind"}}           # another trigger (the preset's trigger knobs are dropped)
@@ -13,6 +15,7 @@ and ``options`` remain an alias for knobs whose name exactly one axis of the met
 (``{"theta": 0.8}``); an ambiguous or unknown knob is an error that lists the valid names.
 :meth:`Method.settings` gives every resolved knob of every axis, which each run records.
 
+>>> from dynaprag.dynamic.methods import resolve_method
 >>> m = resolve_method("dragin", {"trigger": {"theta": 0.8}})
 >>> m.settings()["trigger"]
 {'name': 'rind', 'look_ahead': 100, 'theta': 0.8, 'equation': 'reference', 'check_real_words': True}
@@ -59,9 +62,6 @@ class MethodSpec:
         return getattr(self, axis)
 
 
-METHODS: Registry[MethodSpec] = Registry("method")
-
-
 @dataclass
 class Method:
     """A resolved method: ready components, the preset it came from, and its full settings."""
@@ -101,17 +101,18 @@ def knob_fields(cls: type) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
 
 
-def resolve_method(name: str, choices: Mapping[str, Mapping[str, Any]] | None = None,
-                   options: Mapping[str, Any] | None = None, dataset: str | None = None) -> Method:
-    """Resolve preset ``name`` with per-axis ``choices`` and alias ``options`` into components.
+def build_method(name: str, spec: MethodSpec, choices: Mapping[str, Mapping[str, Any]] | None = None,
+                 options: Mapping[str, Any] | None = None, dataset: str | None = None) -> Method:
+    """Build preset ``spec`` (named ``name``) with per-axis ``choices`` and alias ``options``.
 
     ``dataset`` selects a preset's per-dataset reference settings (e.g. DRAGIN's θ, look-ahead
     and query length differ between HotpotQA and 2Wiki); explicit choices override them.
+    Component names resolve in the axis registries, which hold a family's components once its
+    folder is imported (:mod:`dynaprag.dynamic.methods` imports every listed family).
 
-    Raises :class:`~dynaprag.config.ConfigError` (unknown method, component or knob, wrong
-    type, out of range) naming the key and the valid names; nothing heavy is loaded.
+    Raises :class:`~dynaprag.config.ConfigError` (unknown component or knob, wrong type, out
+    of range) naming the key and the valid names; nothing heavy is loaded.
     """
-    spec = _lookup(METHODS, name)
     choices = {axis: dict(value or {}) for axis, value in (choices or {}).items()}
     unknown = [axis for axis in choices if axis not in AXES]
     if unknown:
@@ -121,7 +122,7 @@ def resolve_method(name: str, choices: Mapping[str, Mapping[str, Any]] | None = 
     for axis in AXES:
         choice = choices.get(axis, {})
         chosen = str(choice.pop("name", None) or spec.name_of(axis))
-        _lookup(_REGISTRIES[axis], chosen)  # validates the name, listing the choices
+        lookup(_REGISTRIES[axis], chosen)  # validates the name, listing the choices
         names[axis] = chosen
         preset = dict(spec.knobs_for(dataset).get(axis, {})) if chosen == spec.name_of(axis) else {}
         knobs[axis] = {**preset, **choice}
@@ -159,7 +160,8 @@ def check_tunable(method: Method, options: Mapping[str, Any]) -> None:
             raise ConfigError(f"option {key!r}: must be <= {upper} in a request, got {value!r}")
 
 
-def _lookup(registry: Registry, name: str) -> Any:
+def lookup(registry: Registry, name: str) -> Any:
+    """``registry.get(name)``, an unknown name raised as a :class:`ConfigError` listing the choices."""
     try:
         return registry.get(name)
     except UnknownNameError as exc:
@@ -200,6 +202,3 @@ def _build(axis: str, name: str, knobs: Mapping[str, Any]) -> Any:
         raise
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{axis} {name!r}: {exc}") from None
-
-
-from dynaprag.dynamic import presets as _presets  # noqa: E402,F401 - fills METHODS (presets import this module)
