@@ -25,6 +25,7 @@ True
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -36,6 +37,24 @@ from typing import Any, Callable, Iterator
 TEMP_MARKER = ".dynaprag-temp"
 _KINDS = "tmp|building|partial|staging"
 _OURS = re.compile(rf"\..+\.dynaprag-(?:{_KINDS})-(\d+)")
+
+
+def cache_dir() -> Path:
+    """``$DYNAPRAG_CACHE``, else the platform's user cache folder: where every layer keeps what it
+    builds once and reuses (converted models, indexes, adapters, translators). One function, so
+    the model loader, the index builder and the adapter store never disagree on the folder."""
+    from platformdirs import user_cache_dir
+
+    return Path(os.environ.get("DYNAPRAG_CACHE") or user_cache_dir("dynaprag"))
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """The hex sha256 of a file, read ``chunk`` bytes at a time (a model file never sits in memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def tmp_name(path: Path, kind: str = "tmp") -> Path:

@@ -28,11 +28,6 @@ class Probe(Protocol):
 
     middle_layer: int  # hidden_states index of the model's middle layer
 
-    def sample(self, k: int, max_tokens: int, passages: Sequence[Passage] | None = None,
-               hidden_layers: tuple[int, ...] = (), temperature: float = 1.0, top_p: float = 1.0,
-               stop: tuple[str, ...] = (".", "\n")) -> list[Generation]:
-        """``k`` sampled continuations of the draft (with ``passages`` in the knowledge slot if given)."""
-
     def sample_step(self, k: int, spec: StepSampling, passages: Sequence[Passage] | None = None,
                     upto: int | None = None, answer_text: str | None = None) -> SampledSteps:
         """``k`` samples of the next step as one batch, each with its end-token MLP output (SeaKR).
@@ -47,9 +42,6 @@ class Probe(Protocol):
 
     def ask(self, message: str) -> torch.Tensor:
         """Next-token log-probs after a side prompt (a fresh conversation)."""
-
-    def ask_with(self, passages: Sequence[Passage]) -> torch.Tensor:
-        """Next-token log-probs of the draft with these passages in the knowledge slot."""
 
     def complete(self, prompt: str, max_tokens: int, top_logprobs: int = 0) -> Generation:
         """Greedy continuation of ``prompt`` taken as is (no template, exemplars or knowledge slot).
@@ -94,19 +86,6 @@ class LoopProbe:
         self._question, self._seed = question, seed
         self.middle_layer = int(loop.gen.num_hidden_layers) // 2
 
-    def sample(self, k, max_tokens, passages=None, hidden_layers=(), temperature=1.0, top_p=1.0,
-               stop=(".", "\n")):
-        loop = self._loop
-        draft = loop.draft
-        cfg = GenerationConfig(max_new_tokens=max_tokens, do_sample=True, temperature=temperature,
-                               top_p=top_p, seed=self._seed + draft.retrievals + len(draft.steps),
-                               stop=stop, hidden_layers=hidden_layers)
-        if passages is None:
-            state = loop.state  # sample_batch copies the cache; the main state is only prefilled
-        else:
-            state = loop.start(loop.builder.build(self._question, passages, list(loop.answer)))
-        return loop.gen.sample_batch(state, k, cfg)
-
     def sample_step(self, k, spec, passages=None, upto=None, answer_text=None):
         loop = self._loop
         upto = len(loop.answer) if upto is None else upto
@@ -132,11 +111,6 @@ class LoopProbe:
         state = gen.start(gen.encode(message))
         self._loop.states.append(state)
         return gen.next_logprobs(state)
-
-    def ask_with(self, passages):
-        loop = self._loop
-        state = loop.start(loop.builder.build(self._question, passages, list(loop.answer)))
-        return loop.gen.next_logprobs(state)
 
     def complete(self, prompt, max_tokens, top_logprobs=0):
         gen = self._loop.gen

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from dynaprag.files import TEMP_MARKER, atomic_write_json, remove_temp_dir, sweep_stale_of, temp_dir, tmp_name
+from dynaprag.files import (TEMP_MARKER, atomic_write_json, remove_temp_dir, sha256_file, sweep_stale_of, temp_dir,
+                            tmp_name)
 from dynaprag.registry import Registry
 
 __all__ = ["RELEASES", "ChecksumError", "Release", "download", "sha256_file"]
@@ -59,14 +60,6 @@ class Release:
 
 
 RELEASES: Registry[Release] = Registry("dataset release")
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _safe_extract(archive: Path, dest: Path) -> None:

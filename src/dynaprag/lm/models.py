@@ -26,11 +26,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from platformdirs import user_cache_dir
 
-from dynaprag.files import (atomic_write_json, locked, publish_temp_dir, remove_temp_dir, sweep_legacy_of,
-                            sweep_stale, temp_dir, tmp_name)
-from dynaprag.lm.sources import MODELS, ModelError, ModelSource, sha256_file
+from dynaprag.files import (atomic_write_json, cache_dir, locked, publish_temp_dir, remove_temp_dir, sha256_file,
+                            sweep_legacy_of, sweep_stale, temp_dir, tmp_name)
+from dynaprag.lm.sources import MODELS, ModelError, ModelSource
 
 DEFAULT_MODEL = "smollm2-135m"
 SAFE_WEIGHTS = "model.safetensors"
@@ -52,11 +51,6 @@ class LoadedModel:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
-
-
-def cache_root() -> Path:
-    """``$DYNAPRAG_CACHE`` or the platform's user cache folder."""
-    return Path(os.environ.get("DYNAPRAG_CACHE") or user_cache_dir("dynaprag"))
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -259,7 +253,7 @@ def ensure_converted(folder: Path, gguf_for: Callable[[Path], Path], progress: b
 
 def cached_alias_folder(source: ModelSource) -> Path:
     """The converted folder for an alias, converting on first use."""
-    folder = cache_root() / "models" / f"{source.alias}-{source.identity()}"
+    folder = cache_dir() / "models" / f"{source.alias}-{source.identity()}"
     return ensure_converted(folder, lambda work: _assemble_gguf(source, work))
 
 
@@ -300,7 +294,7 @@ def resolve_source(name: str) -> tuple[str, str, bool]:
         if not path.is_file():
             raise ModelError(f"GGUF file {path} does not exist")
         digest = hashlib.sha256(f"{path.resolve()}:{path.stat().st_size}".encode()).hexdigest()[:16]
-        folder = cache_root() / "models" / f"{path.stem}-{digest}"
+        folder = cache_dir() / "models" / f"{path.stem}-{digest}"
         ensure_converted(folder, lambda work: path)
         return str(folder), str(path), True
     if path.exists():

@@ -74,14 +74,6 @@ class ModelSource:
         ).hexdigest()[:16]
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 MODELS: Registry[ModelSource] = Registry("model alias")
 
 MODELS.register("smollm2-135m", ModelSource(

@@ -37,7 +37,7 @@ from typing import Any, Mapping
 
 import torch
 
-from dynaprag.files import (atomic_write_bytes, atomic_write_json, locked, sweep_legacy, sweep_legacy_of,
+from dynaprag.files import (atomic_write_bytes, atomic_write_json, locked, sha256_file, sweep_legacy, sweep_legacy_of,
                             sweep_stale, sweep_stale_of)
 
 MANIFEST = "manifest.json"
@@ -58,14 +58,6 @@ class AdapterIntegrityError(AdapterStoreError):
 def config_hash(config: Mapping[str, Any]) -> str:
     """A short stable hash of the LoRA + training + augmentation settings."""
     return hashlib.sha256(json.dumps(dict(config), sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def tensor_data_sha256(data: bytes) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from dynaprag.files import cache_dir
 from dynaprag.parametric.adapters import AdapterStore
 from dynaprag.parametric.encode import EncodeConfig
 
@@ -19,16 +20,12 @@ _TRANSLATORS: dict[tuple, tuple] = {}
 
 
 def default_store_root() -> Path:
-    from dynaprag.lm.models import cache_root
-
-    return Path(os.environ.get("DYNAPRAG_ADAPTERS") or cache_root() / "adapters")
+    return Path(os.environ.get("DYNAPRAG_ADAPTERS") or cache_dir() / "adapters")
 
 
 def default_translator_path(fingerprint: str) -> Path:
-    from dynaprag.lm.models import cache_root
-
     env = os.environ.get("DYNAPRAG_TRANSLATOR")
-    return Path(env) if env else cache_root() / "translators" / f"{fingerprint}.safetensors"
+    return Path(env) if env else cache_dir() / "translators" / f"{fingerprint}.safetensors"
 
 
 def open_store(root: str | Path, lm, config: EncodeConfig) -> AdapterStore:

@@ -14,12 +14,12 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Callable
 
+from dynaprag.files import cache_dir
 from dynaprag.registry import Registry
 from dynaprag.retrieval.base import Retriever
 
@@ -36,13 +36,6 @@ def demo_corpus_path() -> Path:
 def demo_questions_path() -> Path:
     """Questions answerable from the demo corpus (``id, question, answers, supporting_doc_ids``)."""
     return Path(str(resources.files("dynaprag") / "data" / "demo_questions.jsonl"))
-
-
-def cache_dir() -> Path:
-    """``$DYNAPRAG_CACHE`` or the platform's user cache folder."""
-    from platformdirs import user_cache_dir
-
-    return Path(os.environ.get("DYNAPRAG_CACHE") or user_cache_dir("dynaprag"))
 
 
 @dataclass

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Iterator
 
 from dynaprag.corpus import Passage
-from dynaprag.files import (atomic_write_json, locked, publish_temp_dir, remove_temp_dir, sweep_legacy_of,
+from dynaprag.files import (atomic_write_json, cache_dir, locked, publish_temp_dir, remove_temp_dir, sweep_legacy_of,
                             sweep_stale_of, temp_dir)
 
 META = "meta.json"
@@ -71,8 +71,6 @@ def is_index(folder: Path) -> bool:
 
 
 def _in_cache(folder: Path) -> bool:
-    from dynaprag.retrieval.config import cache_dir
-
     return cache_dir().resolve() in folder.resolve().parents
 
 

@@ -86,7 +86,7 @@ class RindDecision(NamedTuple):
     sentences: list[SentenceRind]
 
 
-class RealWordsQuery(NamedTuple):
+class KeptRealWords(NamedTuple):
     """``keep_real_words``' query and its intermediate values (for traces and parity tests)."""
 
     query: str
@@ -296,7 +296,7 @@ def real_words_rows(pieces: Sequence[str], ids: Sequence[int], hits: Sequence[in
 
 def real_words_query(all_text: str, pieces: Sequence[str], ids: Sequence[int], attention: torch.Tensor,
                      hits: Sequence[int], top_k: int, *, space_marker: str, newline_id: int,
-                     rows: Sequence[int] | None = None) -> RealWordsQuery:
+                     rows: Sequence[int] | None = None) -> KeptRealWords:
     """DRAGIN's query (QFS): the real words the hit words attend to most, in text order.
 
     Reference ``AttnWeightRAG.keep_real_words``. ``all_text`` is :func:`real_words_query_text`,
@@ -346,7 +346,7 @@ def real_words_query(all_text: str, pieces: Sequence[str], ids: Sequence[int], a
              if not (i >= curr_start and hits[i - curr_start]) and nlp.contains_real_word(word, real)]
     keep = min(top_k, len(pairs))
     chosen = sorted(sorted(pairs, key=lambda p: p[0], reverse=True)[:keep], key=lambda p: p[2])
-    return RealWordsQuery(" ".join(p[1] for p in chosen), words, ranges, curr_start, forward, pairs,
+    return KeptRealWords(" ".join(p[1] for p in chosen), words, ranges, curr_start, forward, pairs,
                           [p[2] for p in chosen])
 
 
