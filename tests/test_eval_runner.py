@@ -127,14 +127,14 @@ def test_method_sees_only_the_question(lm, data_dir, tmp_path):
     pipeline = Pipeline.from_config(pipe_cfg, lm=lm)
     seen = []
 
-    def answer(*args, **kwargs):
+    def answer_many(*args, **kwargs):
         seen.append((args, kwargs))
-        return pipeline.answer(*args, **kwargs)
+        return pipeline.answer_many(*args, **kwargs)
 
     examples = load_run_examples(run_cfg)
     assert examples[0].oracle["gold_facts"] == ["secret oracle text"]
-    evaluate(examples, answer, tmp_path / "run", config={"dataset": "hotpotqa"}, progress=False)
-    assert seen == [((QUESTIONS[0]["question"],), {}), ((QUESTIONS[1]["question"],), {})]
+    evaluate(examples, answer_many, tmp_path / "run", config={"dataset": "hotpotqa"}, progress=False)
+    assert seen == [(([QUESTIONS[0]["question"], QUESTIONS[1]["question"]],), {})]
 
 
 def test_report_table_and_plots(runs, tmp_path):

@@ -71,6 +71,37 @@ def test_per_call_options_override_knobs(pipe):
 
 
 @pytest.mark.slow
+def test_the_method_is_built_once_per_pipeline_and_the_loop_budgets_come_from_the_config(lm):
+    """Questions reuse the resolved, checked and bound method (a per-call variant is built once
+    too); every budget of the loop is a PipelineConfig field, ``max_decoded_factor`` included."""
+    import dataclasses
+
+    from dynaprag.config import to_dict
+    from dynaprag.dynamic.loop import LoopConfig
+    from dynaprag.pipeline import resolve_config
+    from dynaprag.testing import InMemoryRetriever
+    from dynaprag.testing.loop import DEFAULT_PASSAGES
+
+    assert {f.name for f in dataclasses.fields(LoopConfig)} <= {f.name for f in dataclasses.fields(PipelineConfig)}
+    cfg = apply_overrides(PipelineConfig(method="sr-rag", max_new_tokens=6), ["max_decoded_factor=2.5"])
+    assert to_dict(resolve_config(cfg))["max_decoded_factor"] == 2.5  # what a run's config.json records
+    pipe = Pipeline.from_config(cfg, lm=lm, retriever=InMemoryRetriever(DEFAULT_PASSAGES))
+    first, second = pipe.answer(QUESTION), pipe.answer("Who wrote Hamlet?")
+    assert first.trace.method == second.trace.method == "sr-rag" and pipe.method_resolutions == 1
+    configured = pipe.method()
+    assert configured is pipe.method(None, {}) is pipe.method("sr-rag")
+    pipe.answer(QUESTION, options={"selector.k": 1})
+    pipe.answer(QUESTION, options={"selector.k": 1})
+    assert pipe.method_resolutions == 2
+    pipe.config = dataclasses.replace(pipe.config, dataset="2wikimultihopqa")  # as bench/dynamic.py switches
+    assert pipe.method() is not configured and pipe.method_resolutions == 3
+    assert pipe.loop().config == LoopConfig(k=3, max_new_tokens=6, max_retrievals=5, max_decoded_factor=2.5, seed=0)
+    assert pipe.loop(max_new_tokens=9).config.max_new_tokens == 9
+    with pytest.raises(ConfigError, match="max_decoded_factor"):
+        apply_overrides(PipelineConfig(), ["max_decoded_factor=0.5"])
+
+
+@pytest.mark.slow
 def test_cli_ask_prints_answer_and_trace():
     from typer.testing import CliRunner
 

@@ -6,7 +6,14 @@ runs any registered method through the one dynamic loop. The eval harness, the H
 the CLI all go through :meth:`Pipeline.answer`.
 
 A method's settings are checked when the config is resolved (:func:`resolve_config`), before
-any model or index loads, and the resolved config lists every knob of every axis.
+any model or index loads, and the resolved config lists every knob of every axis and every
+budget of the loop (:meth:`PipelineConfig.loop_config`).
+
+One route answers, whatever the batch size: :meth:`Pipeline.answer` is
+:meth:`Pipeline.answer_many` with one question in one slot, so a question is answered by the same
+code alone, in an eval run at any batch size, or in the server's batch. The configured method is
+resolved, checked against the model and bound once per pipeline (a few per-call variants are
+kept too), not once per question.
 
 >>> from dynaprag.pipeline import Pipeline, PipelineConfig
 >>> pipe = Pipeline.from_config(PipelineConfig(method="dragin"))        # doctest: +SKIP
@@ -17,6 +24,8 @@ any model or index loads, and the resolved config lists every knob of every axis
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -44,6 +53,9 @@ class PipelineConfig:
         "help": "passages per retrieval (DRAGIN, TokenRAG, FL-RAG: 3; flare keeps 2 on 2Wiki, selector.k)", "min": 1})
     max_new_tokens: int = field(default=128, metadata={"help": "answer length budget in tokens", "min": 1})
     max_retrievals: int = field(default=5, metadata={"help": "retrieval budget per question", "min": 0})
+    max_decoded_factor: float = field(default=4.0, metadata={
+        "help": "decoding budget: stop after decoding this many times max_new_tokens (kept + discarded tokens; "
+                "bounds methods that roll back)", "min": 1.0})
     seed: int = field(default=0, metadata={"help": "seed for methods that sample (SeaKR)"})
     retrieval: RetrieverConfig = field(default_factory=RetrieverConfig, metadata={"help": "retriever settings"})
     prompt: PromptConfig = field(default_factory=PromptConfig, metadata={"help": "exemplar set, shots, style"})
@@ -64,6 +76,19 @@ class PipelineConfig:
 
     def choices(self) -> dict[str, dict[str, Any]]:
         return {axis: dict(getattr(self, axis)) for axis in AXES}
+
+    def loop_config(self, max_new_tokens: int | None = None):
+        """The loop's budgets, every one of them a field here (so a run sets and records them all).
+
+        Built field by field from :class:`~dynaprag.dynamic.loop.LoopConfig`: a budget the loop
+        gains without a field here fails loudly instead of silently keeping its default.
+        """
+        from dynaprag.dynamic.loop import LoopConfig
+
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(LoopConfig)}
+        if max_new_tokens is not None:
+            values["max_new_tokens"] = max_new_tokens
+        return LoopConfig(**values)
 
 
 def resolve_method_of(config: PipelineConfig, method: str | None = None,
@@ -125,7 +150,9 @@ class Pipeline:
         self.generator = Generator(lm)
         self._builders: dict[tuple, PromptBuilder] = {}
         self._prefixes: dict[tuple, Any] = {}
+        self._methods: OrderedDict[str, Method] = OrderedDict()
         self.prefix_computations = 0
+        self.method_resolutions = 0
 
     @classmethod
     def from_config(cls, config: PipelineConfig, *, lm=None, retriever=None) -> "Pipeline":
@@ -169,13 +196,35 @@ class Pipeline:
         own = getattr(method.injector, "prompt_builder", None)
         return own(self.lm.tokenizer, self.lm.chat_template) if callable(own) else self.builder()
 
+    #: per-call method variants kept besides the configured one (a server's per-request knobs,
+    #: a calibration's θ): enough for the few a caller alternates between, never unbounded
+    METHODS_KEPT = 8
+
     def method(self, method: str | None = None, options: Mapping[str, Any] | None = None) -> Method:
-        """The resolved method this pipeline runs (or preset ``method``), checked against the model."""
+        """The resolved method this pipeline runs (or preset ``method``), checked against the model
+        and bound to the generator: built once and kept, since its components keep no state across
+        questions (per-question state lives in each :class:`~dynaprag.dynamic.loop.QuestionRun`)."""
         from dynaprag.dynamic.component import check_model
 
+        key, configured = self._method_key(method, options), self._method_key(None, None)
+        if key in self._methods:
+            self._methods.move_to_end(key)
+            return self._methods[key]
         resolved = resolve_method_of(self.config, method, options)
         check_model(resolved.components(), self.generator)
+        resolved.injector.bind(self.generator)
+        self.method_resolutions += 1
+        self._methods[key] = resolved
+        while len(self._methods) > self.METHODS_KEPT + 1:  # + the configured method
+            del self._methods[next(k for k in self._methods if k != configured)]
         return resolved
+
+    def _method_key(self, method: str | None, options: Mapping[str, Any] | None) -> str:
+        """What a resolved method depends on: the config's method settings (a caller may swap
+        ``pipeline.config``, e.g. for another dataset's preset settings) and the call's overrides."""
+        cfg = self.config
+        call = [None if method in (None, cfg.method) else method, dict(options or {})]
+        return json.dumps([cfg.method, cfg.dataset, cfg.choices(), cfg.options, *call], sort_keys=True, default=str)
 
     def method_for_request(self, method: str | None, options: Mapping[str, Any]) -> Method:
         """:meth:`method` for an untrusted caller: only numeric knobs may be set (see ``check_tunable``)."""
@@ -188,16 +237,12 @@ class Pipeline:
     def loop(self, method: str | None = None, options: Mapping[str, Any] | None = None,
              max_new_tokens: int | None = None):
         """The :class:`~dynaprag.dynamic.loop.DynamicLoop` that answers with the configured (or given) method."""
-        from dynaprag.dynamic.loop import DynamicLoop, LoopConfig
+        from dynaprag.dynamic.loop import DynamicLoop
 
-        cfg = self.config
         resolved = self.method(method, options)
-        resolved.injector.bind(self.generator)
         builder = self.builder_for(resolved)
         return DynamicLoop(self.generator, builder, self.retriever, resolved,
-                           LoopConfig(k=cfg.k, max_new_tokens=max_new_tokens or cfg.max_new_tokens,
-                                      max_retrievals=cfg.max_retrievals, seed=cfg.seed),
-                           prefix=lambda: self.prefix_of(builder))
+                           self.config.loop_config(max_new_tokens or None), prefix=lambda: self.prefix_of(builder))
 
     def answer_many(self, questions: Sequence[str], *, batch_size: int = 8, method: str | None = None,
                     options: dict | None = None, max_new_tokens: int | None = None,
@@ -234,7 +279,16 @@ class Pipeline:
         """
         if not question or not question.strip():
             raise ValueError("question is empty")
-        return self.loop(method, options, max_new_tokens).run(question, on_event=on_event)
+        sink = None if on_event is None else (lambda _index, event: on_event(event))
+        answers = self.answer_many([question], batch_size=1, method=method, options=options,
+                                   max_new_tokens=max_new_tokens, on_event=sink)
+        try:
+            (_, result), = answers
+        finally:
+            answers.close()
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
     def extract(self, question: str, answer: Answer) -> Answer:
         """``answer`` with its short answer read the one way every method is scored.

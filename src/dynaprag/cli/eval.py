@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
         from dynaprag.config import ConfigError
         from dynaprag.eval.datasets import DatasetError
         from dynaprag.eval.experiment import resolve, run
-        from dynaprag.eval.runner import RunError, claim_run_folder
+        from dynaprag.eval.run_folder import RunError, claim_run_folder
         from dynaprag.registry import UnknownNameError
 
         try:
@@ -88,7 +88,7 @@ def register(app: typer.Typer) -> None:
         """Print a markdown table of methods x datasets with 95 % intervals and paired tests; write plots."""
         from dynaprag.cli import fail
         from dynaprag.eval.report import write_report
-        from dynaprag.eval.runner import RunError
+        from dynaprag.eval.run_folder import RunError
 
         target = out or runs[0].resolve().parent / "report"
         try:

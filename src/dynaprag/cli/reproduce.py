@@ -79,7 +79,7 @@ def register(app: typer.Typer) -> None:
         from dynaprag.config import ConfigError
         from dynaprag.eval.datasets import DatasetError
         from dynaprag.eval.reproduce import ReproduceError, reproduce
-        from dynaprag.eval.runner import RunError
+        from dynaprag.eval.run_folder import RunError
         from dynaprag.registry import UnknownNameError
 
         if list_:

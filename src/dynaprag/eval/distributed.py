@@ -2,7 +2,7 @@
 
 ``dynaprag eval --ray`` and ``dynaprag reproduce --ray`` run here. The driver opens every
 (dataset, method) run folder exactly as the single-process runner does
-(:func:`dynaprag.eval.runner.open_run`: lock, config check, resume), cuts the questions still to
+(:func:`dynaprag.eval.run_folder.open_run`: lock, config check, resume), cuts the questions still to
 do into small shards (:mod:`dynaprag.eval.shards`), and hands them to ``workers`` Ray actors
 (:class:`~dynaprag.eval.ray_worker.EvalWorker`, one model replica each, ``threads_per_worker``
 CPUs and ``gpus_per_worker`` GPUs) as they free up. Records are appended to each folder's
@@ -19,7 +19,7 @@ Faults:
   first instead of waiting for its own actor to reload the model; nothing is recorded twice,
   since only the driver writes and it writes each question once;
 * a killed driver loses at most the answers it held: rerun the same command and it resumes;
-* a question that raises is recorded as an error record (:func:`~dynaprag.eval.runner.make_error_record`,
+* a question that raises is recorded as an error record (:func:`~dynaprag.eval.records.make_error_record`,
   counted as ``errors`` in the summary) and its shard goes on; a failure outside a question
   (a model that does not load on a node) stops the run with that worker's one-line message.
 
@@ -44,7 +44,9 @@ from typing import Any, Callable, Sequence
 
 from dynaprag.cluster import ClusterConfig, ray_session
 from dynaprag.eval.datasets import Example
-from dynaprag.eval.runner import CONFIG, InOrder, OpenRun, RunError, make_error_record, make_record, open_run
+from dynaprag.eval.records import make_error_record, make_record
+from dynaprag.eval.run_folder import CONFIG, OpenRun, RunError, open_run
+from dynaprag.eval.runner import InOrder
 from dynaprag.eval.shards import Shard, ShardQueue, cut_shards
 
 __all__ = ["Cell", "RayEvalConfig", "cell", "evaluate_on_ray", "run_on_ray"]

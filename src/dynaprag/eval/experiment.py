@@ -188,22 +188,14 @@ def run(run_cfg: RunConfig, pipe_cfg: Any, out: str | Path, *, lm: Any = None, r
             retriever = build_retriever(pipe_cfg.retrieval, progress=progress)
         pipeline = Pipeline.from_config(pipe_cfg, lm=lm, retriever=retriever)
     forced = run_cfg.extraction == "forced"
-    label = label or f"{run_cfg.dataset} {pipe_cfg.method}"
-    if run_cfg.batch_size > 1:
-        return evaluate(examples, None, out, config=config, yes_no_task=config["yes_no_task"], progress=progress,
-                        answer_many=lambda qs: extracted_answers(pipeline, qs, run_cfg.batch_size, forced),
-                        label=label)
-    answer_fn = pipeline.answer
-    if forced:
-        def answer_fn(question: str):
-            return pipeline.extract(question, pipeline.answer(question))
-    return evaluate(examples, answer_fn, out, config=config, yes_no_task=config["yes_no_task"],
-                    progress=progress, label=label)
+    return evaluate(examples, lambda qs: extracted_answers(pipeline, qs, run_cfg.batch_size, forced), out,
+                    config=config, yes_no_task=config["yes_no_task"], progress=progress,
+                    label=label or f"{run_cfg.dataset} {pipe_cfg.method}")
 
 
 def is_complete(out: str | Path, examples: Sequence[Example]) -> bool:
     """Whether run folder ``out`` already records every one of ``examples`` (read only, nothing loads)."""
-    from dynaprag.eval.runner import RECORDS, read_records
+    from dynaprag.eval.run_folder import RECORDS, read_records
 
     path = Path(out) / RECORDS
     if not path.is_file():
@@ -212,8 +204,8 @@ def is_complete(out: str | Path, examples: Sequence[Example]) -> bool:
     return all(ex.id in done for ex in examples)
 
 
-def never_called(question: str):
-    """The answer function of a run that is complete: :func:`~dynaprag.eval.runner.evaluate` never calls it."""
+def never_called(questions: Sequence[str]):
+    """The ``answer_many`` of a run that is complete: :func:`~dynaprag.eval.runner.evaluate` never calls it."""
     raise AssertionError("a complete run was asked for an answer")
 
 
@@ -240,11 +232,10 @@ def library_progress(enabled: bool) -> Iterator[None]:
 def extracted_answers(pipeline: Any, questions: Sequence[str], batch_size: int, forced: bool):
     """``pipeline.answer_many`` with the one answer extraction applied to each answer as it finishes.
 
-    The extraction runs between two batched rounds (the other questions wait), on the same
-    model, exactly as after a batch-1 answer; a failure there is that question's error.
+    The one route of every run, batch 1 included (one slot). The extraction runs between two
+    batched rounds (the other questions wait), on the same model, exactly as after a lone
+    answer; a failure there is that question's error.
     """
-    import contextlib
-
     with contextlib.closing(pipeline.answer_many(questions, batch_size=batch_size)) as results:
         for index, result in results:
             if forced and not isinstance(result, BaseException):

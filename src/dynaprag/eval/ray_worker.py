@@ -4,9 +4,9 @@ An :class:`EvalWorker` loads what the runs' pipeline configs name before its fir
 one model per (name, dtype), one retriever per retrieval config (BM25 indexes open memory-mapped,
 so the actors of a node share the index's pages through the OS), one
 :class:`~dynaprag.pipeline.Pipeline` per config (its prompt-prefix KV cache is computed once).
-A shard is answered exactly as the single-process runner answers its questions: one at a time
-with ``Pipeline.answer`` at batch 1, through ``Pipeline.answer_many`` above it, each answer
-then read by the one scoring-time extraction. The driver (:mod:`dynaprag.eval.distributed`)
+A shard is answered exactly as the single-process runner answers its questions: through
+``Pipeline.answer_many`` at the run's batch size (batch 1: one slot), each answer then read by
+the one scoring-time extraction. The driver (:mod:`dynaprag.eval.distributed`)
 turns the answers into records; only question texts reach the actor, never gold answers.
 
 A question that raises is returned as ``"TypeName: message"`` for that question and the shard
@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import time
 from typing import Any, Sequence
 
 #: one answered question: (position in the cell's questions still to do, Answer or error text, seconds)
@@ -67,31 +66,17 @@ class EvalWorker:
         ``resolved_dtype`` is the dtype the run's ``config.json`` records: a node where the
         config's ``dtype`` resolves to another one (``auto`` on a GPU) is refused, not mixed in.
         """
-        from dynaprag.eval.runner import peak_rss_mb
+        from dynaprag.eval.records import peak_rss_mb
 
         pipeline = self._pipeline(pipe_cfg, resolved_dtype)
         positions = [p for p, _ in items]
         questions = [q for _, q in items]
-        if batch_size > 1:
-            answered = self._batched(pipeline, positions, questions, batch_size, forced)
-        else:
-            answered = [self._one(pipeline, p, q, forced) for p, q in items]
-        return answered, round(peak_rss_mb(), 1)
+        return self._answered(pipeline, positions, questions, batch_size, forced), round(peak_rss_mb(), 1)
 
     @staticmethod
-    def _one(pipeline: Any, position: int, question: str, forced: bool) -> Answered:
-        start = time.perf_counter()
-        try:
-            answer = pipeline.answer(question)
-            if forced:
-                answer = pipeline.extract(question, answer)
-        except Exception as exc:  # noqa: BLE001 - recorded as this question's error; the shard goes on
-            return position, error_text(exc), 0.0
-        return position, answer, time.perf_counter() - start
-
-    @staticmethod
-    def _batched(pipeline: Any, positions: list[int], questions: list[str], batch_size: int,
-                 forced: bool) -> list[Answered]:
+    def _answered(pipeline: Any, positions: list[int], questions: list[str], batch_size: int,
+                  forced: bool) -> list[Answered]:
+        """Every answer of the shard through the runner's one route (batch 1: one slot)."""
         from dynaprag.eval.experiment import extracted_answers
 
         out = []

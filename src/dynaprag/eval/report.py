@@ -22,7 +22,7 @@ between them (``dragin (trigger.theta=4.7)``), else their folder names, so no tw
 
 Summaries are recomputed from the records, so a report never disagrees with its data, and
 cover the questions of the run's config only: records beyond a shortened ``limit`` stay on disk
-but are left out (see :func:`dynaprag.eval.runner.records_within_limit`). The statistics are
+but are left out (see :func:`dynaprag.eval.records.records_within_limit`). The statistics are
 seeded (``seed``) with ``resamples`` bootstrap resamples and sign flips. Files are written
 atomically (:mod:`dynaprag.files`).
 
@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from dynaprag.eval.runner import CONFIG, RECORDS, SUMMARY, RunError, read_records, records_within_limit, summarize
+from dynaprag.eval.records import records_within_limit, summarize
+from dynaprag.eval.run_folder import CONFIG, RECORDS, SUMMARY, RunError, read_records
 from dynaprag.eval.stats import (DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED, Interval, PairedComparison,
                                  bootstrap_intervals, paired_comparisons)
 from dynaprag.files import atomic_write_json, atomic_write_text
