@@ -19,23 +19,24 @@ from _common import parse_args, write_results
 
 from dynaprag.lm import GenerationConfig, Generator, load_model
 from dynaprag.lm.prompts import PromptBuilder, PromptConfig
+from dynaprag.lm.signals import ATTENTION
 
 QUESTION = "Which country is the birthplace of the composer of The Four Seasons?"
 
 
 def decode_rate(gen: Generator, ids: list[int], n: int, capture: bool) -> float:
     state = gen.start(ids)
-    gen.step(state, GenerationConfig(capture_attention=capture))  # prefill outside the timing
+    gen.step(state, GenerationConfig(signals=(ATTENTION,) if capture else ()))  # prefill outside the timing
     start = time.perf_counter()
     for _ in range(n - 1):
-        gen.step(state, GenerationConfig(capture_attention=capture, stop_at_eos=False))
+        gen.step(state, GenerationConfig(signals=(ATTENTION,) if capture else (), stop_at_eos=False))
     return (n - 1) / (time.perf_counter() - start)
 
 
 def prefill_rate(gen: Generator, ids: list[int], capture: bool) -> float:
     state = gen.start(ids)
     start = time.perf_counter()
-    gen.step(state, GenerationConfig(capture_attention=capture))
+    gen.step(state, GenerationConfig(signals=(ATTENTION,) if capture else ()))
     return len(ids) / (time.perf_counter() - start)
 
 

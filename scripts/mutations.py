@@ -88,10 +88,8 @@ MUTATIONS = (
              ("test_decoder_parity.py",)),
     Mutation("M11", "token-rag keeps one regenerated sentence instead of the whole look-ahead",
              "src/dynaprag/dynamic/methods/confidence/components.py",
-             "accept_next_sentence=True, context_for_sentence=True, accept_tokens=self.look_ahead,\n"
-             "            scores={\"mean 1-p\"",
-             "accept_next_sentence=True, context_for_sentence=True, accept_tokens=0,\n"
-             "            scores={\"mean 1-p\"", ("test_loop_parity.py", "test_trigger_parity.py")),
+             'AfterRetrieval(recheck=False, accept_tokens=self.look_ahead, passages="accepted")',
+             'AfterRetrieval(recheck=False, accept_tokens=0, passages="accepted")', ("test_loop_parity.py", "test_trigger_parity.py")),
     Mutation("M12", "SeaKR's documents cut to the run's k (the regression of REAUDIT S1)",
              "src/dynaprag/dynamic/methods/seakr/components.py", "    accumulates: ClassVar[bool] = True",
              "    accumulates: ClassVar[bool] = False", ("test_loop_parity.py", "test_seakr_parity.py")),

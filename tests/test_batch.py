@@ -21,6 +21,7 @@ import torch
 from dynaprag.dynamic.batch import BatchLoop
 from dynaprag.inject import Injection, Injector
 from dynaprag.lm.generator import GenerationConfig
+from dynaprag.lm.signals import ATTENTION, HiddenState
 from dynaprag.testing import ScriptedStep, scripted_loop
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,7 +127,7 @@ def test_batched_steps_match_single_steps(generator, restack):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        cfg = GenerationConfig(capture_attention=True, hidden_layers=(2, -1))
+        cfg = GenerationConfig(signals=(ATTENTION, HiddenState(2), HiddenState(-1)))
         n = 12
         ref = []
         for p in PROMPTS:
@@ -154,10 +155,10 @@ def test_batched_steps_match_single_steps(generator, restack):
             assert [s.token_id for s in have] == [s.token_id for s in want]
             for a, b in zip(want, have):
                 assert abs(a.logprob - b.logprob) < 1e-4 and abs(a.entropy - b.entropy) < 1e-4
-                assert a.attention.shape == b.attention.shape
-                assert torch.allclose(a.attention, b.attention, atol=1e-5)
-                for layer in (2, -1):
-                    assert torch.allclose(a.hidden[layer], b.hidden[layer], atol=2e-3, rtol=1e-4)
+                assert a.signals["attention"].shape == b.signals["attention"].shape
+                assert torch.allclose(a.signals["attention"], b.signals["attention"], atol=1e-5)
+                for key in ("hidden:2", "hidden:-1"):
+                    assert torch.allclose(a.signals[key], b.signals[key], atol=2e-3, rtol=1e-4)
     finally:
         torch.set_num_threads(threads)
 

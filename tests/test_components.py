@@ -23,6 +23,7 @@ from dynaprag.dynamic.selectors import TopKSelector
 from dynaprag.dynamic.triggers import (EveryNTokensTrigger, EverySentenceTrigger, NeverTrigger, OnceTrigger,
                                        TokenProbTrigger)
 from dynaprag.lm.generator import StepOutput
+from dynaprag.lm.signals import ATTENTION, AttentionRow
 from dynaprag.testing import InMemoryRetriever, ScriptedStep, scripted_loop
 from dynaprag.testing.loop import DEFAULT_PASSAGES
 from floats import approx32
@@ -64,7 +65,7 @@ def test_every_n_tokens_and_every_sentence():
 def test_token_prob_fires_below_theta_and_scores_every_token():
     d = draft_of(SENTENCE)
     fired = TokenProbTrigger(theta=0.08)(d)
-    assert fired.retrieve and fired.keep == 0 and fired.accept_next_sentence
+    assert fired.retrieve and fired.keep == 0 and not TokenProbTrigger.after_retrieval.recheck
     assert set(fired.scores) == {" Steven"}
     low = scoring.low_probability(d.probs(0, 7), 0.08)
     assert [i for i, hit in enumerate(low) if hit] == [4]
@@ -99,7 +100,7 @@ def test_token_confidence_judges_the_whole_look_ahead_per_sentence():
     assert trig(draft_of(tokens[:7]), TextsProbe(d)) is None  # the look-ahead is still growing
     fired = trig(d, TextsProbe(d))
     mean = sum(1 - p for _, p in SENTENCE) / len(SENTENCE)  # the first sentence (its tokens + 1, as the reference)
-    assert fired.retrieve and fired.keep == 0 and fired.context_for_sentence
+    assert fired.retrieve and fired.keep == 0 and trig.after_retrieval.passages == "accepted"
     assert fired.scores["mean 1-p"] == approx32((mean * 7 + 0.01) / 8)
     assert MaskedTokensQuery(theta=0.08)(d, fired) == " was  by  ."  # p < 0.92 masked, spaces kept
     calm = TokenConfidenceTrigger(theta=0.5, look_ahead=11)(d, TextsProbe(d))
@@ -118,12 +119,13 @@ def test_entity_confidence_uses_spacy_entities_and_log_probs():
 def test_inline_rind_trigger_calls_the_paper_equation():
     d = draft_of(SENTENCE, entropy=2.0)
     for j in range(7):  # token j attends 0.5 to token 4 (" Steven") and 0.1 elsewhere
-        d.rows[j] = torch.tensor([0.5 if i == 4 else 0.1 for i in range(j + 1)])
+        d.signals.setdefault("attention", {})[j + 1] = AttentionRow(  # token j's own row, filed with token j + 1
+            answer=torch.tensor([0.5 if i == 4 else 0.1 for i in range(j + 1)]), question=torch.zeros(0))
     trig = InlineRindTrigger(theta=0.5)
     scores = trig.scores(d, 0, 7)
     att = torch.zeros(7, 7)
     for j in range(7):
-        att[j, : j + 1] = d.rows[j]
+        att[j, : j + 1] = d.filed(ATTENTION)[j + 1].answer
     expected = rind.rind_scores(torch.full((7,), 2.0), rind.max_attention_received(att),
                                    torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0]))
     assert torch.allclose(scores, expected)
@@ -146,8 +148,8 @@ def test_span_and_masked_queries():
 def test_attention_query_keeps_top_words_in_order():
     d = draft_of(SENTENCE)
     d.question_pieces = [" director", " of", " Jaws"]
-    d.question_rows[6] = torch.tensor([0.9, 0.8, 0.1])
-    d.rows[6] = torch.tensor([0.05, 0.0, 0.7, 0.0, 0.6, 0.2, 0.0])
+    d.signals["attention"] = {7: AttentionRow(answer=torch.tensor([0.05, 0.0, 0.7, 0.0, 0.6, 0.2, 0.0]),
+                                              question=torch.tensor([0.9, 0.8, 0.1]))}
     query = AttentionQuery(n=3)(d, Decision.fire("x", keep=6, at=6))
     assert query == "director directed Steven"  # "of"/"by" are stop words; order as in the context
 

@@ -2,7 +2,7 @@
 loop, and every component receives exactly the signals it declared.
 
 Runs on the scripted generator of :mod:`dynaprag.testing` (a unit test of the loop's
-composition, not of the model): a component that declares ``needs_attention`` must find
+composition, not of the model): a component that declares it ``reads`` attention must find
 attention rows in the draft, one that declares ``needs_probe`` must get a probe, the others
 none. Before the axes declared their needs, ``trigger=token-prob formulator=qfs`` got no
 attention rows and silently built its query from the first words.
@@ -19,6 +19,7 @@ from dynaprag.dynamic.selectors import SELECTORS
 from dynaprag.dynamic.methods.selfrag.components import NO_RETRIEVE, RELEVANCE, RETRIEVE, SUPPORT, UTILITY
 from dynaprag.dynamic.triggers import TRIGGERS
 from dynaprag.inject import Injection, Injector
+from dynaprag.lm.signals import ATTENTION
 from dynaprag.testing import ScriptedStep, scripted_loop
 
 QUESTION = "In what year was the director of Jaws born?"
@@ -62,7 +63,7 @@ def record_calls(axis: str, component, log: list) -> None:
     original = type(component)
 
     def call(self, draft, *rest):
-        log.append({"rows": bool(draft.rows or draft.prev_rows), "steps": len(draft.steps), "probe": rest[-1]})
+        log.append({"rows": bool(draft.filed(ATTENTION)), "steps": len(draft.steps), "probe": rest[-1]})
         return original.__call__(self, draft, *rest)
 
     component.__class__ = type(f"Recording{original.__name__}", (original,), {"__call__": call})
@@ -88,7 +89,7 @@ def test_every_composition_gets_the_signals_it_declared(trigger, formulator, inj
         comp = getattr(loop.method, axis)
         for call in calls:
             assert (call["probe"] is not None) == comp.needs_probe, (axis, call)
-            if comp.needs_attention and call["steps"]:
+            if ATTENTION in comp.reads and call["steps"]:
                 assert call["rows"], f"{axis} {type(comp).__name__} declared attention but got no rows"
     if double is not None and answer.trace.retrievals:
         assert double.entered == double.exited >= 1

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from dynaprag.lm import GenerationConfig
+from dynaprag.lm.signals import ATTENTION, HiddenState
 from dynaprag.lm.prompts import PromptBuilder
 
 pytestmark = pytest.mark.slow
@@ -43,23 +44,23 @@ def test_logprobs_and_entropy_match_a_full_forward(lm, generator, builder):
 def test_attention_rows_present_exactly_when_requested(generator, builder):
     prompt = builder.build(QUESTION)
     plain = generator.generate(generator.start(prompt), GenerationConfig(max_new_tokens=4))
-    assert all(s.attention is None for s in plain.steps)
+    assert all("attention" not in s.signals for s in plain.steps)
     state = generator.start(prompt)
-    with_attn = generator.generate(state, GenerationConfig(max_new_tokens=4, capture_attention=True))
+    with_attn = generator.generate(state, GenerationConfig(max_new_tokens=4, signals=(ATTENTION,)))
     for step in with_attn.steps:
-        assert step.attention is not None
-        assert step.attention.shape == (step.position,)
-        assert math.isclose(float(step.attention.sum()), 1.0, abs_tol=1e-4)
-        assert float(step.attention.min()) >= 0.0
+        row = step.signals["attention"]
+        assert row.shape == (step.position,)
+        assert math.isclose(float(row.sum()), 1.0, abs_tol=1e-4)
+        assert float(row.min()) >= 0.0
     assert plain.token_ids == with_attn.token_ids  # eager last layer decodes the same tokens
 
 
 def test_hidden_states_of_chosen_layers(lm, generator, builder):
     state = generator.start(builder.build(QUESTION))
-    gen = generator.generate(state, GenerationConfig(max_new_tokens=2, hidden_layers=(0, 15)))
-    hidden = gen.steps[0].hidden
-    assert set(hidden) == {0, 15}
-    assert hidden[15].shape == (lm.model.config.hidden_size,)
+    gen = generator.generate(state, GenerationConfig(max_new_tokens=2, signals=(HiddenState(0), HiddenState(15))))
+    hidden = gen.steps[0].signals
+    assert set(hidden) == {"hidden:0", "hidden:15"}
+    assert hidden["hidden:15"].shape == (lm.model.config.hidden_size,)
 
 
 def test_prefix_cache_matches_full_prefill(lm, generator, builder):
@@ -108,13 +109,3 @@ def test_sampling_is_deterministic_under_a_seed(generator, builder):
         max_new_tokens=10, do_sample=True, temperature=1.2, seed=8)).token_ids
     assert a == b
     assert a != c
-
-
-def test_sample_batch_returns_k_continuations(lm, generator, builder):
-    state = generator.start(builder.build(QUESTION))
-    cfg = GenerationConfig(max_new_tokens=6, do_sample=True, seed=3, hidden_layers=(15,))
-    samples = generator.sample_batch(state, 4, cfg)
-    assert len(samples) == 4
-    assert all(1 <= len(s.steps) <= 6 for s in samples)
-    assert all(s.steps[0].hidden[15].shape == (lm.model.config.hidden_size,) for s in samples)
-    assert len({tuple(s.token_ids) for s in samples}) > 1

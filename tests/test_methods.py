@@ -5,6 +5,7 @@ import pytest
 
 from dynaprag.config import ConfigError
 from dynaprag.dynamic.methods import AXES, METHODS, check_tunable, resolve_method
+from dynaprag.lm.signals import ATTENTION
 from dynaprag.pipeline import PipelineConfig, resolve_config
 
 
@@ -70,7 +71,7 @@ def test_every_preset_resolves_and_declares_what_it_needs():
         m = resolve_method(name)
         assert m.paper
         assert isinstance(m.rolls_back, bool)
-    assert resolve_method("dragin-inline").formulator.needs_attention and resolve_method("dragin").rolls_back
+    assert ATTENTION in resolve_method("dragin-inline").formulator.reads and resolve_method("dragin").rolls_back
     assert resolve_method("dragin").trigger.needs_probe and resolve_method("dragin").formulator.needs_probe
     assert not resolve_method("sr-rag").rolls_back
     assert resolve_method("seakr").trigger.needs_probe and resolve_method("seakr").selector.needs_probe

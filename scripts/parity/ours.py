@@ -12,6 +12,7 @@ timing in ``scripts/parity/run_loops.py``, so both run exactly what a user runs:
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -40,6 +41,14 @@ class OurStep:
     regenerated: str | None = None
 
 
+def _observed(decision) -> dict:
+    """What the trigger saw, as plain data: the sentence that fired and its typed observation's fields."""
+    seen = {"sentence": decision.sentence} if decision.sentence else {}
+    if dataclasses.is_dataclass(decision.observation):
+        seen.update(dataclasses.asdict(decision.observation))
+    return {k: v for k, v in seen.items() if isinstance(v, (str, list, int, float))}
+
+
 class RecordingTrigger:
     """A look-ahead trigger that records each decision it returns (per question) and delegates the rest."""
 
@@ -61,7 +70,7 @@ class RecordingTrigger:
         step = OurStep(start=start, text_before="".join(draft.pieces[:start]), look_ahead_ids=ids,
                        look_ahead="".join(draft.pieces[start:]), fired=bool(decision.retrieve),
                        token_scores={i - start: float(v) for i, v in decision.token_scores.items()},
-                       details={k: v for k, v in decision.details.items() if isinstance(v, (str, list, int, float))})
+                       details=_observed(decision))
         if decision.retrieve:
             step.keep = decision.keep - start
             step.kept_text = "".join(draft.pieces[start:decision.keep])

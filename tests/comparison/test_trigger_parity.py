@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from dynaprag import nlp
-from dynaprag.dynamic.draft import Draft
+from dynaprag.dynamic.draft import AfterRetrieval, Draft
 from dynaprag.dynamic.methods import resolve_method
 from dynaprag.lm.generator import StepOutput
 
@@ -103,7 +103,8 @@ def test_token_rag_preset_fires_cuts_and_queries_as_the_reference(case):
     query = method.formulator(draft, decision, None)
     assert query.split() == case["query_direct"].split()
     # TokenRAG.inference (generate.py:381-392): the regenerated continuation is kept whole, unchecked
-    assert decision.accept_tokens == method.trigger.look_ahead and decision.context_for_sentence
+    assert method.trigger.after_retrieval == AfterRetrieval(recheck=False, accept_tokens=method.trigger.look_ahead,
+                                                            passages="accepted")
     assert method.formulator.retrieves_empty_query  # generate.py:373-381 retrieves with "" too
 
 
@@ -125,7 +126,7 @@ def test_entity_rag_trigger_fires_cuts_and_queries_as_the_reference(case):
         return
     assert normalised(draft.span_text(0, decision.keep)) == normalised(case["prev_text"])
     assert method.formulator(draft, decision, None).split() == case["query_direct"].split()
-    assert decision.accept_tokens == method.trigger.look_ahead  # EntityRAG.inference = TokenRAG's (:477-478)
+    assert method.trigger.after_retrieval.accept_tokens == method.trigger.look_ahead  # EntityRAG.inference = TokenRAG's (:477-478)
 
 
 # ---- FLARE ------------------------------------------------------------------------------------
@@ -197,9 +198,9 @@ def test_dragin_trigger_fires_and_cuts_where_the_reference_does(qr, lm):
         return
     # AttnWeightRAG.inference keeps prev = " ".join(sentences[:sid]) (generate.py:520, 676-690)
     assert normalised(draft.span_text(0, decision.keep)) == normalised(run["prev_text"])
-    assert decision.details["curr_words"] == run["curr_tokens"]
-    assert decision.details["hits"] == run["curr_hit"]
-    assert decision.accept_next_sentence and decision.context_for_sentence and not decision.accept_tokens
+    assert decision.observation.curr_words == run["curr_tokens"]
+    assert decision.observation.hits == run["curr_hit"]
+    assert method.trigger.after_retrieval == AfterRetrieval(recheck=False, passages="accepted")
 
 
 def _after_newline_sentence(q: dict) -> int | None:
@@ -226,5 +227,5 @@ def test_dragin_keeps_a_sentence_whose_word_span_is_empty(q, lm):
     method = resolve_method("dragin", {"trigger": {"theta": 0.05, "look_ahead": len(ids)}})
     draft, probe = _dragin_draft(lm.tokenizer, q, entropies)
     decision = method.trigger(draft, probe)
-    assert decision.retrieve and decision.details["prev_text"] == " ".join(sents[:target])
+    assert decision.retrieve and decision.observation.prev_text == " ".join(sents[:target])
     assert normalised(draft.span_text(0, decision.keep)) == normalised(" ".join(sents[:target]))

@@ -3,8 +3,8 @@
 Every trigger, query formulator and selector is a dataclass of knobs (with the paper's
 defaults) whose class says what it reads and does:
 
-- ``needs_attention``: the last layer's attention rows of the answer tokens;
-- ``hidden_layers``: hidden states of these layers at every step;
+- ``reads``: the white-box signals it reads from every step (:mod:`dynaprag.lm.signals`, e.g.
+  ``ATTENTION`` or ``HiddenState(12)``), which the draft then keeps by answer index;
 - ``needs_probe``: model access beyond the step signals (:mod:`dynaprag.dynamic.probe`);
 - ``required_tokens``: vocabulary tokens the model must have (Self-RAG's reflection tokens);
 - ``rolls_back`` (triggers): whether a retrieval may discard already generated text, which a
@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from typing import ClassVar, Iterable
 
+from dynaprag.lm.signals import Signal
+
 
 class Component:
     """Base of triggers, formulators and selectors: the declarations, all off by default."""
 
-    needs_attention: ClassVar[bool] = False
-    hidden_layers: ClassVar[tuple[int, ...]] = ()
+    reads: ClassVar[tuple[Signal, ...]] = ()
     needs_probe: ClassVar[bool] = False
     required_tokens: ClassVar[tuple[str, ...]] = ()
     missing_token_hint: ClassVar[str] = ""
@@ -40,16 +41,14 @@ def check_model(components: Iterable[tuple[str, Component]], generator) -> None:
     """Raise :class:`CapabilityError` naming the component if ``generator`` cannot serve it.
 
     ``components`` are ``(axis/name, component)`` pairs (injectors, which are not
-    :class:`Component` subclasses, may declare the same attributes); ``generator`` exposes
-    ``supports_attention``, ``num_hidden_layers`` and ``has_token(token)``.
+    :class:`Component` subclasses, may declare the same attributes); each signal a component
+    reads says itself whether ``generator`` can give it; ``generator`` exposes ``has_token(token)``.
     """
     for label, comp in components:
-        if getattr(comp, "needs_attention", False) and not getattr(generator, "supports_attention", True):
-            raise CapabilityError(f"{label} reads attention rows, which this model/backend does not expose")
-        layers = getattr(generator, "num_hidden_layers", None)
-        for layer in getattr(comp, "hidden_layers", ()):
-            if layers is not None and not -layers - 1 <= layer <= layers:
-                raise CapabilityError(f"{label} reads hidden layer {layer}; the model has {layers} layers")
+        for signal in getattr(comp, "reads", ()):
+            why = signal.missing(generator)
+            if why is not None:
+                raise CapabilityError(f"{label} {why}")
         missing = [t for t in getattr(comp, "required_tokens", ()) if not generator.has_token(t)]
         if missing:
             raise CapabilityError(f"{label} needs a model with the token {missing[0]!r}; this tokenizer has none. "

@@ -1,9 +1,9 @@
 """What every component of a method sees: the answer drafted so far, as plain data.
 
 The loop owns one :class:`Draft` per question and keeps it in step with the decoder: the kept
-answer tokens with the signals of the forward passes that produced them, the attention rows the
-generator captured (re-indexed to answer and question positions, so they survive a change of
-the knowledge slot), and sentence bookkeeping. Components only read it. Model access that a
+answer tokens with the signals of the forward passes that produced them (each filed by its
+:meth:`~dynaprag.lm.signals.Signal.file`, e.g. attention rows re-indexed to answer and question
+positions, so they survive a change of the knowledge slot), and sentence bookkeeping. Components only read it. Model access that a
 component needs beyond these signals (sampling, side prompts) goes through the explicit
 :class:`~dynaprag.dynamic.probe.Probe`, given only to components that declare ``needs_probe``.
 
@@ -15,10 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-import torch
-
 from dynaprag.dynamic.text import is_sentence_end
-from dynaprag.lm.generator import StepOutput
+from dynaprag.lm.decoding import StepOutput
+from dynaprag.lm.signals import Signal
 
 
 @dataclass(frozen=True)
@@ -28,7 +27,10 @@ class Decision:
     ``retrieve`` says whether to retrieve now; then the first ``keep`` answer tokens are kept
     and the rest is discarded and regenerated with the new knowledge. ``span`` is the draft
     text the trigger judged (a sentence, a window), ``at`` the token that fired (DRAGIN's QFS
-    reads its attention); a formulator may use both to build the query. ``token_scores``
+    reads its attention), ``sentence`` the text of the sentence that fired when the trigger
+    names one (the trace marks it among the discarded tokens); a formulator may use them all
+    to build the query. ``observation`` is the trigger's own typed record of what it saw, for
+    the formulator of its family (e.g. the words and hits of DRAGIN's RIND). ``token_scores``
     (answer index -> score) are recorded in the trace whether or not retrieval fires.
     """
 
@@ -37,13 +39,10 @@ class Decision:
     keep: int = 0
     span: tuple[int, int] = (0, 0)
     at: int | None = None
+    sentence: str = ""
     scores: Mapping[str, float] = field(default_factory=dict)  # shown with the retrieval event
     token_scores: Mapping[int, float] = field(default_factory=dict)
-    accept_next_sentence: bool = False  # FLARE-style: the regenerated sentence is not re-checked
-    context_for_sentence: bool = False  # DRAGIN: the passages serve the accepted text only, then leave
-    accept_tokens: int = 0  # TokenRAG: accept this many regenerated tokens (its whole look-ahead), not one sentence
-    end_if_skipped: bool = False  # SeaKR: no retrieval (empty/repeated query, no new hit) ends the answer at keep
-    details: Mapping[str, Any] = field(default_factory=dict)  # what the trigger saw, for a formulator that reads it
+    observation: Any = None
     notes: tuple[str, ...] = ()
 
     @classmethod
@@ -54,6 +53,31 @@ class Decision:
     def hold(cls, **kwargs) -> "Decision":
         """Judged, no retrieval (the scores still go to the trace)."""
         return cls(retrieve=False, **kwargs)
+
+
+@dataclass(frozen=True)
+class AfterRetrieval:
+    """What a trigger's retrieval means for the text after it: the trigger's declared policy.
+
+    - ``recheck``: whether the text regenerated in place of discarded text is judged again
+      (``False``: it is accepted unchecked, one sentence or ``accept_tokens`` tokens, as FLARE,
+      DRAGIN and SeaKR do; a retrieval that discards nothing, e.g. before the first token,
+      regenerates nothing, so what follows it is judged as usual);
+    - ``accept_tokens``: accept this many regenerated tokens rather than one sentence (0);
+    - ``passages``: how long the passages stay, ``"answer"`` (for the rest of the answer) or
+      ``"accepted"`` (only while the accepted text is generated, then the slot is emptied);
+    - ``on_skip``: what a retrieval that does not happen (empty or repeated query, no usable
+      hit) means, ``"keep"`` (the judged text stays) or ``"end"`` (the answer ends at the cut).
+    """
+
+    recheck: bool = True
+    accept_tokens: int = 0
+    passages: str = "answer"
+    on_skip: str = "keep"
+
+    def __post_init__(self):
+        if self.passages not in ("answer", "accepted") or self.on_skip not in ("keep", "end"):
+            raise ValueError(f"bad AfterRetrieval policy {self}")
 
 
 @dataclass(frozen=True)
@@ -74,10 +98,7 @@ class Draft:
     question_pieces: list[str] = field(default_factory=list)  # question-slot tokens' text ("" = template)
     steps: list[StepOutput] = field(default_factory=list)
     pieces: list[str] = field(default_factory=list)  # each kept token's text
-    rows: dict[int, torch.Tensor] = field(default_factory=dict)  # i -> token i's attention over answer[0..i]
-    question_rows: dict[int, torch.Tensor] = field(default_factory=dict)  # i -> its attention over the question
-    prev_rows: dict[int, torch.Tensor] = field(default_factory=dict)  # i -> attention of the step that chose i
-    prev_question_rows: dict[int, torch.Tensor] = field(default_factory=dict)
+    signals: dict[str, dict[int, Any]] = field(default_factory=dict)  # key -> answer index -> filed value
     checked: int = 0  # tokens before this index were already judged; not re-checked
     sentence_start: int = 0
     last_retrieval_at: int = 0
@@ -97,6 +118,10 @@ class Draft:
     def span_text(self, start: int, end: int, masked: frozenset[int] = frozenset()) -> str:
         return "".join(p for i, p in enumerate(self.pieces[start:end], start) if i not in masked).strip()
 
+    def filed(self, signal: Signal) -> Mapping[int, Any]:
+        """What the draft keeps of ``signal``, by answer index (empty if no component reads it)."""
+        return self.signals.get(signal.key, {})
+
     def probs(self, start: int, end: int) -> list[float]:
         return [s.prob for s in self.steps[start:end]]
 
@@ -113,7 +138,10 @@ class Draft:
         return (prev, start) if start > 0 else (0, len(self.steps))
 
     # -- updates (the loop's only) ---------------------------------------------------------
-    def append(self, step: StepOutput, piece: str) -> None:
+    def append(self, step: StepOutput, piece: str, filed: Mapping[str, Any] = {}) -> None:
+        """Add a token, its text and the filed values of its step's signals (by signal key)."""
+        for key, value in filed.items():
+            self.signals.setdefault(key, {})[len(self.steps)] = value
         self.steps.append(step)
         self.pieces.append(piece)
         self.at_start = False
@@ -138,7 +166,7 @@ class Draft:
         """Drop answer tokens from ``keep`` on and recompute where the current sentence starts."""
         del self.steps[keep:]
         del self.pieces[keep:]
-        for mapping in (self.rows, self.question_rows, self.prev_rows, self.prev_question_rows):
+        for mapping in self.signals.values():
             for i in [i for i in mapping if i >= keep]:
                 del mapping[i]
         self.checked = min(self.checked, keep)

@@ -13,8 +13,8 @@ regenerate with the passages. What is kept from that regeneration differs:
   (``"the answer is"`` or the length limit, ``:394-397``).
 
 Both stop at ``"the answer is"`` or the length limit. :class:`LookAheadTrigger` is that loop's
-contract with :class:`~dynaprag.dynamic.loop.DynamicLoop` (``Decision.accept_tokens`` asks for
-the whole continuation). It is engine, not a family's: DRAGIN's trigger
+contract with :class:`~dynaprag.dynamic.loop.DynamicLoop` (what is kept after a retrieval is each
+trigger's ``after_retrieval`` policy). It is engine, not a family's: DRAGIN's trigger
 (:mod:`dynaprag.dynamic.methods.dragin`) and the two confidence triggers
 (:mod:`dynaprag.dynamic.methods.confidence`) both build on it, and families never import each
 other.

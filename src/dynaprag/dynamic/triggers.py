@@ -18,7 +18,7 @@ from typing import ClassVar
 
 from dynaprag.dynamic import scoring
 from dynaprag.dynamic.component import Component
-from dynaprag.dynamic.draft import Decision, Draft, FinalAnswer
+from dynaprag.dynamic.draft import AfterRetrieval, Decision, Draft, FinalAnswer
 from dynaprag.registry import Registry
 
 
@@ -29,6 +29,8 @@ class Trigger(Component):
     rolls_back: ClassVar[bool] = False
     calibratable: ClassVar[bool] = False  # retrieves when a score exceeds ``theta`` (see ``dynaprag calibrate``)
     judges_look_ahead: ClassVar[bool] = False  # judges a whole continuation at once (DRAGIN's reference)
+    #: what a retrieval means for the text after it (default: regenerate and judge again)
+    after_retrieval: ClassVar[AfterRetrieval] = AfterRetrieval()
 
     def __call__(self, draft: Draft, probe=None) -> Decision | None:
         return None
@@ -112,6 +114,8 @@ class TokenProbTrigger(Trigger):
     theta: float = field(default=0.08, metadata={"help": "retrieve when any token has p < theta", "min": 0.0})
     inclusive: ClassVar[bool] = False
     rolls_back: ClassVar[bool] = True
+    #: FLARE: the regenerated sentence is accepted without being judged again
+    after_retrieval: ClassVar[AfterRetrieval] = AfterRetrieval(recheck=False)
     label: ClassVar[str] = "token"
 
     def __call__(self, draft: Draft, probe=None) -> Decision | None:
@@ -126,7 +130,7 @@ class TokenProbTrigger(Trigger):
         return Decision.fire(
             f"{len(low)} {self.label}(s) with p {'≤' if self.inclusive else '<'} {self.theta:g}",
             keep=draft.sentence_start, span=(draft.sentence_start, end), token_scores=token_scores,
-            scores={draft.pieces[i]: draft.steps[i].prob for i in low}, accept_next_sentence=True)
+            scores={draft.pieces[i]: draft.steps[i].prob for i in low})
 
 
 TRIGGERS: Registry[type[Trigger]] = Registry("trigger")

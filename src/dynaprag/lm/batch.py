@@ -28,7 +28,8 @@ from typing import Sequence
 
 import torch
 
-from dynaprag.lm.generator import DecodeState, GenerationConfig, StepOutput
+from dynaprag.lm import signals
+from dynaprag.lm.decoding import DecodeState, GenerationConfig, StepOutput
 
 
 class BatchStepper:
@@ -78,9 +79,9 @@ class BatchStepper:
             if pending == 1 and s.fed > 0 and self._plain(s.cache):
                 decode.append(s)
             elif pending > 0:
-                gen._feed(s, config.capture_attention, tuple(config.hidden_layers))  # alone, as at batch 1
+                gen._feed(s, config.signals)  # alone, as at batch 1
         if len(decode) == 1:
-            gen._feed(decode[0], config.capture_attention, tuple(config.hidden_layers))
+            gen._feed(decode[0], config.signals)
         elif decode:
             self._decode(decode, config)
 
@@ -137,17 +138,9 @@ class BatchStepper:
             mask[b, ..., : width - s.fed] = torch.finfo(dtype).min
         input_ids = torch.tensor([[s.ids[s.fed]] for s in states], dtype=torch.long, device=device)
         position_ids = torch.tensor([[s.fed] for s in states], dtype=torch.long, device=device)
-        hidden_layers = tuple(config.hidden_layers)
-        kwargs = dict(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
-                      use_cache=True, output_hidden_states=bool(hidden_layers), logits_to_keep=1)
-        kwargs[gen._cache_kw] = batch
-        weights = None
-        if config.capture_attention:
-            with gen._tap as tap:
-                out = gen.model(**kwargs)
-                weights = tap.weights
-        else:
-            out = gen.model(**kwargs)
+        out, hooked = signals.forward(gen, config.signals, input_ids=input_ids, attention_mask=mask,
+                                      position_ids=position_ids, use_cache=True, logits_to_keep=1,
+                                      **{gen._cache_kw: batch})
         batch = gen._returned_cache(out)
         width += 1
         caches, fed = [], []
@@ -158,13 +151,7 @@ class BatchStepper:
                 keys, values = src.keys[b:b + 1, :, lo:], src.values[b:b + 1, :, lo:]
                 dst.lazy_initialization(keys, values)
                 dst.keys, dst.values = keys, values
-            s.cache = own
-            s.logits = out.logits[b, -1].float()
-            s.attention = None if weights is None else weights[b, :, -1, lo:].float().mean(0)
-            s.hidden = {layer: out.hidden_states[layer][b, -1].float() for layer in hidden_layers}
-            s.counters.forward_passes += 1
-            s.counters.prompt_tokens += 0 if s.generated[s.fed] else 1
-            s.fed += 1
+            s.advance(own, out.logits[b, -1].float(), signals.read_row(config.signals, out, hooked, b, lo), 1)
             caches.append(own)
             fed.append(s.fed)
         self._last = (list(states), caches, fed, batch, width)

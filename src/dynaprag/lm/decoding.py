@@ -6,10 +6,12 @@ triggers, batching and traces read these types, and the engine's file stays abou
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
+
+    from dynaprag.lm.signals import Signal
 
 
 class PromptTooLong(ValueError):
@@ -52,8 +54,8 @@ class GenerationConfig:
     seed: int | None = field(default=None, metadata={"help": "seed for sampling (determinism)"})
     stop: tuple[str, ...] = field(default=(), metadata={"help": "stop strings; text is cut before them"})
     top_alternatives: int = field(default=0, metadata={"help": "how many alternatives to report per token"})
-    capture_attention: bool = field(default=False, metadata={"help": "keep the last layer's attention row"})
-    hidden_layers: tuple[int, ...] = field(default=(), metadata={"help": "hidden_states indices to keep (0 = embeddings)"})
+    signals: tuple[Signal, ...] = field(default=(), metadata={
+        "help": "white-box signals to read from each step's forward pass (dynaprag.lm.signals)"})
     stop_at_eos: bool = field(default=True, metadata={"help": "stop at the model's end-of-turn tokens"})
 
 
@@ -61,9 +63,10 @@ class GenerationConfig:
 class StepOutput:
     """One generated token and the signals of the forward pass that predicted it.
 
-    ``attention`` and ``hidden`` belong to the *predicting* position (``position - 1``): the
-    attention row is how the model looked at positions ``0 .. position-1`` when choosing this
-    token. The row of a token's own position arrives with the next step.
+    ``signals`` maps each requested :class:`~dynaprag.lm.signals.Signal`'s key to its value,
+    which belongs to the *predicting* position (``position - 1``): the attention row is how the
+    model looked at positions ``0 .. position-1`` when choosing this token. The row of a
+    token's own position arrives with the next step.
     """
 
     position: int
@@ -73,8 +76,7 @@ class StepOutput:
     entropy: float
     top_ids: list[int] = field(default_factory=list)
     top_logprobs: list[float] = field(default_factory=list)
-    attention: torch.Tensor | None = None
-    hidden: dict[int, torch.Tensor] = field(default_factory=dict)
+    signals: dict[str, Any] = field(default_factory=dict)
 
     @property
     def prob(self) -> float:
@@ -94,19 +96,26 @@ class DecodeCounters:
 
 @dataclass
 class DecodeState:
-    """A sequence being decoded: token ids, the KV cache of its first ``fed`` tokens, the next logits."""
+    """A sequence being decoded: token ids, the KV cache of its first ``fed`` tokens, the next logits
+    and the signals read with them."""
 
     ids: list[int]
     generated: list[bool]
     cache: object
     fed: int = 0
     logits: torch.Tensor | None = None
-    attention: torch.Tensor | None = None
-    hidden: dict[int, torch.Tensor] = field(default_factory=dict)
+    signals: dict[str, Any] = field(default_factory=dict)
     counters: DecodeCounters = field(default_factory=DecodeCounters)
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def advance(self, cache, logits: torch.Tensor, signals: dict[str, Any], fed: int) -> None:
+        """Take the result of a forward pass that fed the next ``fed`` tokens (batch 1 or one row of B)."""
+        self.cache, self.logits, self.signals = cache, logits, signals
+        self.counters.forward_passes += 1
+        self.counters.prompt_tokens += sum(1 for g in self.generated[self.fed: self.fed + fed] if not g)
+        self.fed += fed
 
 
 @dataclass

@@ -1,11 +1,11 @@
 """White-box step-wise decoding with a KV cache: the one place the model is run token by token.
 
 Each generated token yields its id, text, log-prob, entropy of the full distribution and top
-alternatives, and on request the last layer's head-averaged attention row and hidden states
-of chosen layers, all from the forward pass that produced it (no extra pass to read signals).
-
-Attention is captured cheaply: only the last decoder layer is switched to eager attention
-(sdpa returns no weights) while the other layers keep sdpa; a forward hook keeps its weights.
+alternatives, and the white-box signals the caller asks for (:mod:`dynaprag.lm.signals`: the
+last layer's head-averaged attention row, hidden states of chosen layers, any new
+:class:`~dynaprag.lm.signals.Signal`), all from the forward pass that produced it (no extra
+pass to read signals). Batch 1 and :class:`~dynaprag.lm.batch.BatchStepper` capture and store
+them with the same code (:func:`~dynaprag.lm.signals.forward`, :meth:`DecodeState.advance`).
 A fresh pass over a text (:meth:`Generator.attention_of`, DRAGIN's) computes only the rows a
 component reads, in chunks (:mod:`dynaprag.lm.attention`), so its memory is linear in the text.
 Before every forward pass the generator calls its ``interrupt`` (when set), so a server stops
@@ -35,7 +35,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from dynaprag.lm import signals
-from dynaprag.lm.attention import AttentionRowsTap, LastLayerAttentionTap
+from dynaprag.lm.attention import AttentionRowsTap
 from dynaprag.lm.decoding import (DecodeCounters, DecodeState, Generation, GenerationConfig, PrefixCache,
                                   PromptTooLong, StepOutput, context_length)
 from dynaprag.lm.models import LoadedModel
@@ -73,7 +73,6 @@ class Generator:
         self.model = lm.model
         self.tokenizer = lm.tokenizer
         self._new_cache = lambda: DynamicCache(config=self.model.config)
-        self._tap = LastLayerAttentionTap(self.model)
         self._rows = AttentionRowsTap(self.model)
         self.interrupt: Callable[[], None] | None = None
         _check_before_every_pass(self)
@@ -83,11 +82,6 @@ class Generator:
         self.context_length = context_length(self.model.config)
 
     # -- what components may ask for (checked when a method is built) -------------------
-    @property
-    def supports_attention(self) -> bool:
-        """Whether the last layer's attention rows can be captured (a decoder with ``layers[-1].self_attn``)."""
-        return self._tap.module is not None
-
     @property
     def num_hidden_layers(self) -> int:
         return int(self.model.config.num_hidden_layers)
@@ -161,7 +155,7 @@ class Generator:
     def prefix(self, ids: list[int]) -> PrefixCache:
         """Compute the KV cache of a fixed prefix once (instructions + few-shot exemplars)."""
         state = self.start(ids)
-        self._feed(state, capture_attention=False, hidden_layers=())
+        self._feed(state, ())
         return PrefixCache(ids=list(ids), cache=state.cache, logits=state.logits)
 
     def start(self, ids: list[int], prefix: PrefixCache | None = None) -> DecodeState:
@@ -199,7 +193,7 @@ class Generator:
         if state.fed > keep:
             state.cache.crop(-(state.fed - keep))
             state.fed = keep
-        state.logits, state.attention, state.hidden = None, None, {}
+        state.logits, state.signals = None, {}
 
     # -- forward passes ------------------------------------------------------------------
     def _returned_cache(self, out):
@@ -207,43 +201,29 @@ class Generator:
         return cache if cache is not None else out.past_key_values
 
     @torch.inference_mode()
-    def _forward(self, state: DecodeState, ids: list[int], capture_attention: bool,
-                 hidden_layers: tuple[int, ...]) -> None:
+    def _forward(self, state: DecodeState, ids: list[int], wanted: Sequence[signals.Signal]) -> None:
         input_ids = torch.tensor([ids], dtype=torch.long, device=self.lm.device)
-        want_hidden = bool(hidden_layers)
-        if capture_attention:
-            with self._tap as tap:
-                out = self.model(input_ids=input_ids, **{self._cache_kw: state.cache}, use_cache=True,
-                                 output_hidden_states=want_hidden,
-                                 logits_to_keep=1)
-                weights = tap.weights
-            state.attention = None if weights is None else weights[0, :, -1, :].float().mean(0)
-        else:
-            out = self.model(input_ids=input_ids, **{self._cache_kw: state.cache}, use_cache=True,
-                             output_hidden_states=want_hidden, logits_to_keep=1)
-            state.attention = None
-        state.cache = self._returned_cache(out)
-        state.logits = out.logits[0, -1].float()
-        state.hidden = {layer: out.hidden_states[layer][0, -1].float() for layer in hidden_layers}
-        state.counters.forward_passes += 1
-        state.counters.prompt_tokens += sum(1 for g in state.generated[state.fed: state.fed + len(ids)] if not g)
-        state.fed += len(ids)
+        out, hooked = signals.forward(self, wanted, input_ids=input_ids, **{self._cache_kw: state.cache},
+                                      use_cache=True, logits_to_keep=1)
+        state.advance(self._returned_cache(out), out.logits[0, -1].float(),
+                      signals.read_row(wanted, out, hooked, 0), len(ids))
 
-    def _feed(self, state: DecodeState, capture_attention: bool, hidden_layers: tuple[int, ...]) -> None:
+    def _feed(self, state: DecodeState, wanted: Sequence[signals.Signal]) -> None:
         """Bring the cache up to the end of ``state.ids`` so ``state.logits`` predicts the next token.
 
-        With attention capture, a multi-token prefill runs as sdpa for all but the last token and
-        eager for the last one alone, because the eager layer would need an explicit causal mask.
+        When a wanted signal reads only from a one-token pass (``solo_pass``: attention, whose
+        eager layer would need an explicit causal mask), a multi-token prefill runs plain for
+        all but the last token and watched for the last one alone.
         """
         pending = state.ids[state.fed:]
         if not pending:
             if state.logits is None:
                 raise RuntimeError("empty sequence: nothing to predict from")
             return
-        if capture_attention and len(pending) > 1:
-            self._forward(state, pending[:-1], False, ())
+        if len(pending) > 1 and any(s.solo_pass for s in wanted):
+            self._forward(state, pending[:-1], ())
             pending = pending[-1:]
-        self._forward(state, pending, capture_attention, hidden_layers)
+        self._forward(state, pending, wanted)
 
     def next_logprobs(self, state: DecodeState, config: GenerationConfig | None = None) -> torch.Tensor:
         """Log-probs of the next token without choosing it (prefills whatever is pending).
@@ -252,8 +232,7 @@ class Generator:
         reuses the same logits (no extra forward pass).
         """
         if state.logits is None or state.fed < len(state.ids):
-            config = config or GenerationConfig()
-            self._feed(state, config.capture_attention, tuple(config.hidden_layers))
+            self._feed(state, (config or GenerationConfig()).signals)
         return signals.log_softmax(state.logits)
 
     # -- decoding ------------------------------------------------------------------------
@@ -262,7 +241,7 @@ class Generator:
         """Choose the next token (greedy or sampled), append it, and return it with its signals."""
         self._check_fits(len(state.ids), "prompt with answer so far")
         if state.logits is None or state.fed < len(state.ids):
-            self._feed(state, config.capture_attention, tuple(config.hidden_layers))
+            self._feed(state, config.signals)
         logprobs = signals.log_softmax(state.logits)
         if config.do_sample:
             sample_lp = signals.apply_sampling(state.logits, config.temperature, config.top_p)
@@ -274,7 +253,7 @@ class Generator:
             position=len(state.ids), token_id=token, text="",
             logprob=float(logprobs[token]), entropy=float(signals.entropy(logprobs)),
             top_ids=top_ids, top_logprobs=top_lps,
-            attention=state.attention, hidden=dict(state.hidden),
+            signals=dict(state.signals),
         )
         state.ids.append(token)
         state.generated.append(True)
@@ -332,56 +311,3 @@ class Generator:
         from dynaprag.lm.sampling import sample_steps
 
         return sample_steps(self, state, k, spec)
-
-    @torch.inference_mode()
-    def sample_batch(self, state: DecodeState, k: int, config: GenerationConfig) -> list[Generation]:
-        """``k`` sampled continuations of ``state`` decoded as one batch (SeaKR's k samples).
-
-        The KV cache is repeated ``k`` times in the batch dimension; rows that finish keep
-        decoding padding (their outputs are ignored) so the batch stays rectangular.
-        """
-        if state.logits is None or state.fed < len(state.ids):
-            self._feed(state, False, tuple(config.hidden_layers))
-        rng = torch.Generator().manual_seed(config.seed) if config.seed is not None else None
-        cache = copy.deepcopy(state.cache)
-        cache.batch_repeat_interleave(k)
-        logits = state.logits.unsqueeze(0).repeat(k, 1)
-        hidden = {layer: h.unsqueeze(0).repeat(k, 1) for layer, h in state.hidden.items()}
-        rows: list[list[StepOutput]] = [[] for _ in range(k)]
-        done = [False] * k
-        position = len(state.ids)
-        room = self.room(state)
-        for _ in range(config.max_new_tokens if room is None else min(config.max_new_tokens, room)):
-            logprobs = signals.log_softmax(logits)
-            sample_lp = signals.apply_sampling(logits, config.temperature, config.top_p)
-            tokens = torch.multinomial(sample_lp.exp(), 1, generator=rng).squeeze(1)
-            ent = signals.entropy(logprobs)
-            for r in range(k):
-                if done[r]:
-                    continue
-                tid = int(tokens[r])
-                rows[r].append(StepOutput(position=position, token_id=tid, text="",
-                                          logprob=float(logprobs[r, tid]), entropy=float(ent[r]),
-                                          hidden={layer: h[r] for layer, h in hidden.items()}))
-                if config.stop_at_eos and tid in self.eos_ids:
-                    done[r] = True
-                elif config.stop and any(s in self.decode([s_.token_id for s_ in rows[r]]) for s in config.stop):
-                    done[r] = True
-            state.counters.generated_tokens += int(sum(1 for r in range(k) if rows[r] and rows[r][-1].position == position))
-            if all(done) or (self.context_length is not None and position >= self.context_length):
-                break
-            out = self.model(input_ids=tokens.unsqueeze(1), **{self._cache_kw: cache}, use_cache=True,
-                             output_hidden_states=bool(config.hidden_layers), logits_to_keep=1)
-            state.counters.forward_passes += 1
-            cache, logits = self._returned_cache(out), out.logits[:, -1].float()
-            hidden = {layer: out.hidden_states[layer][:, -1].float() for layer in config.hidden_layers}
-            position += 1
-        results = []
-        for row in rows:
-            ids = [s.token_id for s in row if s.token_id not in self.eos_ids]
-            text = self.decode(ids)
-            for s in config.stop:
-                if s in text:
-                    text = text[: text.index(s)]
-            results.append(Generation(steps=row, text=text, stopped_by="sampled"))
-        return results

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 
 from dynaprag.lm import signals
-from dynaprag.lm.generator import DecodeState, Generation, StepOutput
+from dynaprag.lm.decoding import DecodeState, Generation, StepOutput
 
 
 @dataclass(frozen=True)

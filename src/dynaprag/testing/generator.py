@@ -1,7 +1,8 @@
 """A scripted decoder with the interface of :class:`dynaprag.lm.Generator`, for unit tests.
 
-The answer is a fixed script of :class:`ScriptedStep` tokens, each with the log-prob, entropy,
-attention and hidden state a test wants a component to see. The generator reads the answer
+The answer is a fixed script of :class:`ScriptedStep` tokens, each with the log-prob, entropy
+and map of white-box signals (:mod:`dynaprag.lm.signals`, by key) a test wants a component
+to see; a step of a signal nobody scripted has no value for it, as a model that gives none. The generator reads the answer
 position from the prompt (:class:`ScriptedPromptBuilder` marks where the answer starts), so a
 rollback to token ``keep`` regenerates the script from ``keep``; with passages in the prompt
 it follows ``with_context`` instead, when given. A side prompt without an answer start (e.g.
@@ -14,11 +15,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
-from dynaprag.lm.generator import DecodeState, Generation, GenerationConfig, PrefixCache, StepOutput
+from dynaprag.lm.decoding import DecodeState, Generation, GenerationConfig, PrefixCache, StepOutput
+from dynaprag.lm.signals import HiddenState
 from dynaprag.lm.sampling import SampledSteps
 
 EOS, PREFIX, CONTEXT, ANSWER = 0, 1, 2, 3
@@ -27,14 +29,21 @@ _PIECE = re.compile(r"\s*\S+|\s+")
 
 @dataclass
 class ScriptedStep:
-    """One scripted answer token and the signals of the pass that produced it."""
+    """One scripted answer token and the signals of the pass that produced it.
+
+    ``signals`` maps a signal's key to the value the step reports for it, exactly as the
+    generator would read it. Two shorthands build the common ones: ``attend`` (answer index ->
+    attention weight it receives; every other position gets 0.01) makes the ``attention`` row
+    over the whole sequence, and ``hidden`` the hidden state of every requested layer.
+    """
 
     text: str
     logprob: float = -0.05
     entropy: float = 0.5
-    attend: Mapping[int, float] = field(default_factory=dict)  # answer index -> attention weight it receives
-    hidden: Sequence[float] | None = None  # hidden state at every requested layer
+    attend: Mapping[int, float] = field(default_factory=dict)
+    hidden: Sequence[float] | None = None
     alternatives: Mapping[str, float] = field(default_factory=dict)  # other tokens' log-probs here (top_ids)
+    signals: Mapping[str, Any] = field(default_factory=dict)
 
 
 class _Tokenizer:
@@ -63,8 +72,6 @@ class ScriptedGenerator:
     first.
     """
 
-    supports_attention = True
-
     def __init__(self, script: Sequence[ScriptedStep], *, with_context: Sequence[ScriptedStep] | None = None,
                  num_hidden_layers: int = 4, hidden_size: int = 8, special_tokens: Sequence[str] = (),
                  next_token_logprobs: Mapping[str, float] | None = None, sample_spread: float = 1.0,
@@ -81,7 +88,7 @@ class ScriptedGenerator:
         self.tokenizer = _Tokenizer(self.vocab)
         self.lm = SimpleNamespace(chat_template=False, name="scripted")
         self.eos_ids = {EOS}
-        self.calls: dict[str, int] = {"step": 0, "sample_batch": 0, "sample_steps": 0, "next_logprobs": 0}
+        self.calls: dict[str, int] = {"step": 0, "sample_steps": 0, "next_logprobs": 0}
 
     # -- vocabulary ------------------------------------------------------------------------
     def _id(self, piece: str) -> int:
@@ -168,25 +175,33 @@ class ScriptedGenerator:
             position, script = sum(state.generated), self._side_script(state)
         scripted = script[position] if position < len(script) else None
         token = EOS if scripted is None else self._id(scripted.text)
-        attention = None
-        if config.capture_attention:
-            attention = torch.full((len(state.ids),), 0.01)
-            for j, w in ({} if scripted is None else scripted.attend).items():
-                if start + j < len(state.ids):
-                    attention[start + j] = w
-        hidden = {}
-        if scripted is not None and scripted.hidden is not None:
-            hidden = {layer: torch.tensor(list(scripted.hidden), dtype=torch.float32)
-                      for layer in config.hidden_layers}
         top_ids, top_logprobs = self._top(scripted, token, config.top_alternatives)
         out = StepOutput(position=len(state.ids), token_id=token, text="", top_ids=top_ids, top_logprobs=top_logprobs,
                          logprob=0.0 if scripted is None else scripted.logprob,
-                         entropy=0.0 if scripted is None else scripted.entropy, attention=attention, hidden=hidden)
+                         entropy=0.0 if scripted is None else scripted.entropy,
+                         signals=self._signals(scripted, state, start, config))
         state.ids.append(token)
         state.generated.append(True)
         state.counters.forward_passes += 1
         state.counters.generated_tokens += 1
         return out
+
+    @staticmethod
+    def _signals(scripted: ScriptedStep | None, state: DecodeState, start: int, config: GenerationConfig) -> dict:
+        """The requested signals' values at this step: scripted ones, then the shorthands."""
+        values: dict[str, Any] = {}
+        for signal in config.signals:
+            if scripted is not None and signal.key in scripted.signals:
+                values[signal.key] = scripted.signals[signal.key]
+            elif signal.key == "attention":
+                row = torch.full((len(state.ids),), 0.01)
+                for j, w in ({} if scripted is None else scripted.attend).items():
+                    if start + j < len(state.ids):
+                        row[start + j] = w
+                values[signal.key] = row
+            elif isinstance(signal, HiddenState) and scripted is not None and scripted.hidden is not None:
+                values[signal.key] = torch.tensor(list(scripted.hidden), dtype=torch.float32)
+        return values
 
     def next_logprobs(self, state: DecodeState, config: GenerationConfig | None = None) -> torch.Tensor:
         """Log-probs over the vocabulary: the configured ones, the rest spread evenly."""
@@ -196,20 +211,6 @@ class ScriptedGenerator:
         for token, lp in self.next_token_logprobs.items():
             logits[ids[token]] = lp
         return torch.log_softmax(logits, dim=-1)
-
-    def sample_batch(self, state: DecodeState, k: int, config: GenerationConfig) -> list[Generation]:
-        """``k`` one-token continuations whose hidden states spread by ``sample_spread``."""
-        self.calls["sample_batch"] += 1
-        rng = torch.Generator().manual_seed(config.seed or 0)
-        base = torch.randn(self.hidden_size, generator=rng)
-        out = []
-        for _ in range(k):
-            vec = base + self.sample_spread * torch.randn(self.hidden_size, generator=rng)
-            step = StepOutput(position=len(state.ids), token_id=self._id(" ."), text=" .", logprob=-0.1,
-                              entropy=0.5, hidden={layer: vec.clone() for layer in config.hidden_layers})
-            out.append(Generation(steps=[step], text=" .", stopped_by="stop"))
-        return out
-
 
     def sample_steps(self, state: DecodeState, k: int, spec) -> SampledSteps:
         """``k`` one-token samples (and a greedy one if asked) whose end embeddings spread by ``sample_spread``."""

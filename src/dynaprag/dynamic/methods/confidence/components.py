@@ -11,15 +11,34 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from dynaprag import nlp
-from dynaprag.dynamic.draft import Decision, Draft
+from dynaprag.dynamic.draft import AfterRetrieval, Decision, Draft
 from dynaprag.dynamic.lookahead import LookAheadTrigger, sentence_start_token
 from dynaprag.dynamic.methods.confidence import scores as confidence
 from dynaprag.dynamic.queries import FORMULATORS, QueryFormulator
 from dynaprag.dynamic.triggers import TRIGGERS, TokenProbTrigger
 
 
+@dataclass(frozen=True)
+class DoubtedSpans:
+    """What a confidence trigger saw in the sentence that fired (``Decision.sentence``): its tokens or
+    entities and the uncertainty of each, which the reference's masked query removes above θ."""
+
+    spans: list[str]
+    scores: list[float]
+
+
 @dataclass
-class TokenConfidenceTrigger(LookAheadTrigger):
+class WholeLookAheadTrigger(LookAheadTrigger):
+    """A look-ahead trigger after whose retrieval the whole regenerated continuation is kept unchecked
+    and only then do the passages leave (TokenRAG.inference, generate.py:381-392; EntityRAG inherits it)."""
+
+    @property
+    def after_retrieval(self) -> AfterRetrieval:
+        return AfterRetrieval(recheck=False, accept_tokens=self.look_ahead, passages="accepted")
+
+
+@dataclass
+class TokenConfidenceTrigger(WholeLookAheadTrigger):
     """TokenRAG as the reference computes it (``TokenRAG.modifier``): per spaCy sentence of the
     look-ahead, the mean of ``1 - p`` over its tokens; the first sentence above θ fires.
 
@@ -51,13 +70,12 @@ class TokenConfidenceTrigger(LookAheadTrigger):
         return Decision.fire(
             f"mean 1-p {fired.score:.3g} > θ={self.theta:g} in sentence {check.sentence_index + 1}: "
             f"{fired.sentence[:80]!r}", keep=keep, span=(keep, len(draft.steps)), token_scores=token_scores,
-            accept_next_sentence=True, context_for_sentence=True, accept_tokens=self.look_ahead,
-            scores={"mean 1-p": fired.score},
-            details={"sentence": fired.sentence, "spans": toks[fired.start:fired.end + 1], "scores": fired.scores})
+            sentence=fired.sentence, scores={"mean 1-p": fired.score},
+            observation=DoubtedSpans(toks[fired.start:fired.end + 1], list(fired.scores)))
 
 
 @dataclass
-class EntityConfidenceTrigger(LookAheadTrigger):
+class EntityConfidenceTrigger(WholeLookAheadTrigger):
     """EntityRAG as the reference computes it (``EntityRAG.modifier``): spaCy entities of each
     sentence; an entity's uncertainty is ``1 - exp(solver over its tokens' log-probs)``; the
     first sentence whose solver over its entities exceeds θ fires.
@@ -92,10 +110,8 @@ class EntityConfidenceTrigger(LookAheadTrigger):
         return Decision.fire(
             f"entity uncertainty {fired.score:.3g} > θ={self.theta:g} in sentence {check.sentence_index + 1}: "
             f"{fired.sentence[:80]!r}", keep=keep, span=(keep, len(draft.steps)), token_scores=token_scores,
-            accept_next_sentence=True, context_for_sentence=True, accept_tokens=self.look_ahead,
-            scores=dict(zip(check.entities[check.sentence_index], fired.scores)),
-            details={"sentence": fired.sentence, "spans": check.entities[check.sentence_index],
-                     "scores": fired.scores})
+            sentence=fired.sentence, scores=dict(zip(check.entities[check.sentence_index], fired.scores)),
+            observation=DoubtedSpans(list(check.entities[check.sentence_index]), list(fired.scores)))
 
 
 @dataclass
@@ -162,9 +178,8 @@ class _ReferenceMaskQuery(QueryFormulator):
     with_question: bool = field(default=False, metadata={"help": "prepend the question"})
 
     def __call__(self, draft: Draft, decision: Decision, probe=None) -> str:
-        details = decision.details
-        if "sentence" in details:
-            sentence, spans, scores = details["sentence"], details["spans"], details["scores"]
+        if isinstance(decision.observation, DoubtedSpans):
+            sentence, spans, scores = decision.sentence, decision.observation.spans, decision.observation.scores
         else:
             start, end = decision.span
             sentence = draft.span_text(start, end)

@@ -14,7 +14,7 @@ The reference procedure, step by step, and how the one loop reproduces it:
    reference's real-words pass (:class:`RealWordsQuery`, a second forward pass over question
    + text + kept sentences + the discarded sentence's words, POS-filtered, top-k 35 HotpotQA /
    25 2Wiki); one sentence is regenerated with the passages (it is not re-checked) and the
-   passages are dropped again (``Decision.context_for_sentence``).
+   passages are dropped again (the trigger's ``after_retrieval`` policy).
 4. Stop when the answer contains ``"the answer is"`` (case-sensitive, as the reference) or
    has ``generate_max_length`` tokens; there is no retrieval cap in the reference (the
    pipeline's ``max_retrievals`` still applies; set it high to match).
@@ -58,12 +58,24 @@ from typing import ClassVar
 
 import torch
 
-from dynaprag.dynamic.draft import Decision, Draft
+from dynaprag.dynamic.draft import AfterRetrieval, Decision, Draft
 from dynaprag.dynamic.lookahead import LookAheadTrigger, sentence_start_token
 from dynaprag.dynamic.methods.dragin import rind
 from dynaprag.dynamic.queries import FORMULATORS, QueryFormulator
 from dynaprag.dynamic.text import content_flags
 from dynaprag.dynamic.triggers import TRIGGERS
+
+
+@dataclass(frozen=True)
+class FiredWords:
+    """What DRAGIN's trigger saw in the sentence that fired, for :class:`RealWordsQuery`: the
+    sentence's words, which of them are hits, the look-ahead's text before it and the answer before
+    the look-ahead (the reference's ``curr_st``/``curr_hit``, ``prev`` and ``text``)."""
+
+    curr_words: list[str]
+    hits: list[int]
+    prev_text: str
+    text_before: str
 
 
 @dataclass
@@ -78,6 +90,8 @@ class DraginTrigger(LookAheadTrigger):
     check_real_words: bool = field(default=True, metadata={
         "help": "zero non-content hits after the decision (reference default; the query uses the hits)"})
     calibratable: ClassVar[bool] = True
+    #: one regenerated sentence, unchecked, then the passages leave (``get_top_sentence``, generate.py:688)
+    after_retrieval: ClassVar[AfterRetrieval] = AfterRetrieval(recheck=False, passages="accepted")
 
     def __call__(self, draft: Draft, probe=None) -> Decision | None:
         pending = self.pending(draft, with_end=True)
@@ -111,10 +125,10 @@ class DraginTrigger(LookAheadTrigger):
         return Decision.fire(
             f"RIND {top:.3g} > θ={self.theta:g} in sentence {decision.sentence_index + 1} of the look-ahead: "
             f"{fired.sentence[:80]!r}", keep=keep, span=(keep, len(draft.steps)), at=keep,
-            token_scores=token_scores, accept_next_sentence=True, context_for_sentence=True,
+            token_scores=token_scores,
             scores=self._shown_scores(probe.token_texts(ids), words.ranges, fired, decision.hits),
-            details={"curr_words": decision.curr_words, "hits": decision.hits, "prev_text": decision.prev_text,
-                     "text_before": draft.span_text(0, start)})
+            observation=FiredWords(curr_words=list(decision.curr_words), hits=list(decision.hits),
+                                   prev_text=decision.prev_text, text_before=draft.span_text(0, start)))
 
     @staticmethod
     def _shown_scores(texts: list[str], ranges, fired, hits) -> dict[str, float]:
@@ -142,10 +156,9 @@ class DraginTrigger(LookAheadTrigger):
                 word = texts[i].strip()
                 return Decision.fire(f"RIND {float(scores[i]):.3g} > θ={self.theta:g} at {texts[i]!r}",
                                      keep=start + i, span=(start + i, len(draft.steps)), at=start + i,
-                                     token_scores=token_scores, accept_next_sentence=True,
-                                     context_for_sentence=True, scores={word: float(scores[i])},
-                                     details={"curr_words": [word], "hits": [1], "prev_text": "",
-                                              "text_before": draft.span_text(0, start + i)})
+                                     token_scores=token_scores, scores={word: float(scores[i])},
+                                     observation=FiredWords(curr_words=[word], hits=[1], prev_text="",
+                                                            text_before=draft.span_text(0, start + i)))
         return Decision.hold(token_scores=token_scores)
 
 
@@ -171,13 +184,13 @@ class RealWordsQuery(QueryFormulator):
     retrieves_empty_query: ClassVar[bool] = True  # the reference retrieves with "" too (generate.py:665-674)
 
     def __call__(self, draft: Draft, decision: Decision, probe=None) -> str:
-        details = decision.details
-        curr = list(details.get("curr_words") or draft.span_text(*decision.span).split())
+        seen = decision.observation if isinstance(decision.observation, FiredWords) else None
+        curr = list((seen.curr_words if seen else None) or draft.span_text(*decision.span).split())
         if not curr:
             return draft.question
-        hits = list(details.get("hits") or [1] * len(curr))
-        all_text = rind.real_words_query_text(draft.question, details.get("text_before", draft.span_text(
-            0, decision.span[0])), details.get("prev_text", ""), curr)
+        hits = list((seen.hits if seen else None) or [1] * len(curr))
+        text_before = seen.text_before if seen else draft.span_text(0, decision.span[0])
+        all_text = rind.real_words_query_text(draft.question, text_before, seen.prev_text if seen else "", curr)
         ids = probe.encode(all_text)
         pieces, marks = probe.pieces(ids), {"space_marker": probe.space_marker, "newline_id": probe.newline_id}
         rows = rind.real_words_rows(pieces, ids, hits, **marks)  # only the rows it reads: memory ~ rows · n

@@ -18,6 +18,7 @@ from dynaprag.dynamic.queries import FORMULATORS, QueryFormulator
 from dynaprag.dynamic.scoring import top_n_in_order
 from dynaprag.dynamic.text import content_flags, is_content_word, word_groups
 from dynaprag.dynamic.triggers import TRIGGERS, Trigger
+from dynaprag.lm.signals import ATTENTION
 
 
 @dataclass
@@ -34,17 +35,18 @@ class InlineRindTrigger(Trigger):
     """
 
     theta: float = field(default=1.2, metadata={"help": "retrieve when S_RIND > theta"})
-    needs_attention: ClassVar[bool] = True
+    reads: ClassVar[tuple] = (ATTENTION,)
     rolls_back: ClassVar[bool] = True
     calibratable: ClassVar[bool] = True
 
     def scores(self, draft: Draft, start: int, end: int) -> torch.Tensor:
         m = end
         att = torch.zeros(m, m)
+        rows = draft.filed(ATTENTION)
         for j in range(m):
-            row = draft.rows.get(j)
-            if row is not None:
-                att[j, : min(m, row.numel())] = row[:m]
+            filed = rows.get(j + 1)  # token j's own row arrives with the step that chose token j + 1
+            if filed is not None:
+                att[j, : min(m, filed.answer.numel())] = filed.answer[:m]
         a_max = rind.max_attention_received(att)[start:end]
         ent = torch.tensor([s.entropy for s in draft.steps[start:end]])
         content = torch.tensor(content_flags(draft.pieces[start:end]))
@@ -81,12 +83,14 @@ class AttentionQuery(QueryFormulator):
                                                "max": 1000})
     filter: str = field(default="stopwords", metadata={"help": "stopwords (paper) | pos (reference code, spaCy)",
                                                        "choices": ("stopwords", "pos")})
-    needs_attention: ClassVar[bool] = True
+    reads: ClassVar[tuple] = (ATTENTION,)
 
     def __call__(self, draft: Draft, decision: Decision, probe=None) -> str:
         i = decision.at if decision.at is not None else max(0, len(draft.steps) - 1)
-        answer_row = draft.rows.get(i, draft.prev_rows.get(i))
-        question_row = draft.question_rows.get(i, draft.prev_question_rows.get(i))
+        rows = draft.filed(ATTENTION)
+        filed = rows.get(i + 1, rows.get(i))  # its own row if it has come, else the row that chose it
+        answer_row = None if filed is None else filed.answer
+        question_row = None if filed is None else filed.question
         pieces = list(draft.question_pieces) + draft.pieces[:i]
         weights = ([] if question_row is None else question_row.tolist())[: len(draft.question_pieces)]
         weights += [0.0] * (len(draft.question_pieces) - len(weights))

@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Sequence
 
 from dynaprag.corpus import Passage
-from dynaprag.dynamic.draft import Decision, Draft, FinalAnswer
+from dynaprag.dynamic.draft import AfterRetrieval, Decision, Draft, FinalAnswer
 from dynaprag.dynamic.methods.seakr import eigen
 from dynaprag.dynamic.selectors import SELECTORS, Selector
 from dynaprag.dynamic.text import is_sentence_end
@@ -195,6 +195,9 @@ class SeakrTrigger(_Estimator, Trigger):
         "help": "stop reasoning after this many retrievals, one document each (SeaKR: 5)", "min": 1, "max": 64})
     calibratable: ClassVar[bool] = True
     rolls_back: ClassVar[bool] = True
+    #: the regenerated step is accepted unchecked; a retrieval that cannot happen (empty or repeated
+    #: query, no new document) ends the reasoning before the doubted step
+    after_retrieval: ClassVar[AfterRetrieval] = AfterRetrieval(recheck=False, on_skip="end")
 
     def __call__(self, draft: Draft, probe=None) -> Decision | None:
         if draft.at_start or not draft.sentence_end:
@@ -208,7 +211,7 @@ class SeakrTrigger(_Estimator, Trigger):
         if score > self.theta:
             return Decision.fire(f"eigen score {score:.3g} > θ={self.theta:g} over {self.samples} samples of the step",
                                  keep=start, span=(start, end), scores={"eigen_score": score},
-                                 token_scores=token_scores, accept_next_sentence=True, end_if_skipped=True)
+                                 token_scores=token_scores)
         return Decision.hold(token_scores=token_scores)
 
     def finished(self, draft: Draft) -> bool | None:
