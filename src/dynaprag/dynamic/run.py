@@ -194,17 +194,19 @@ class QuestionRun:
     def _retrieve(self, decision: Decision, query: str) -> str | None:
         """Search, select, inject, cut the draft and refill the slot; ``None``, or why nothing was done.
 
-        The retriever returns top-k plus the injector's ``extra_candidates`` (a parametric
-        injector replaces a passage it cannot use by the next retrieved one); the selector sees
-        all of them, and the injector uses at most k, in order. The event's hits are the
+        The retriever returns top-k (k: the selector's ``search_k`` when it declares one, else the
+        run's) plus the injector's ``extra_candidates`` (a parametric injector replaces a passage
+        it cannot use by the next retrieved one); the selector sees all of them, and the injector
+        uses at most k, in order. The event's hits are the
         passages it used, its ``skipped_ids`` those it passed over. A selector that
         ``accumulates`` returns the whole knowledge slot, the documents chosen before plus the
         new one: all of them are used, k bounds only the search.
         """
         t0 = time.perf_counter()
         method, draft, k, keep = self.method, self.draft, self.config.k, decision.keep
+        search = int(getattr(method.selector, "search_k", 0) or k)  # a selector may search its own number of hits
         # an empty query (a formulator that still retrieves with it) finds nothing, as a BM25 index would
-        hits = self.retriever.search_one(query, k + int(getattr(method.injector, "extra_candidates", 0))) \
+        hits = self.retriever.search_one(query, search + int(getattr(method.injector, "extra_candidates", 0))) \
             if query.strip() else []
         draft.retrieving_at = keep
         try:
