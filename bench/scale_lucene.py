@@ -178,7 +178,10 @@ def main() -> None:
             search = checkpointed(f"search-{engine}-{corpus}", args.force, lambda: run_child("search", corpus, engine))
             results[engine] = search
             rows.append({"case": "cost", "corpus": corpus, "engine": engine, "passages": build["passages"],
-                         "build_s": build["build_s"], "index_bytes": build["index_bytes"],
+                         "build_s": build["build_s"],
+                         "build_passages_per_s": round(build["passages"] / build["build_s"], 1),
+                         "index_bytes": build["index_bytes"],
+                         "index_bytes_per_passage": round(build["index_bytes"] / build["passages"], 1),
                          **{k: v for k, v in search.items() if k not in ("ranked", "git_commit", "load_avg_1m")},
                          "build_load_avg_1m": build["load_avg_1m"], "search_load_avg_1m": search["load_avg_1m"],
                          "git_commit": search["git_commit"]})
@@ -201,7 +204,9 @@ def main() -> None:
         extra={"pyserini": version("pyserini"), "java": _java_version()},
         notes="lucene: pyserini's Anserini (SimpleIndexer/SimpleSearcher through pyjnius), DefaultEnglishAnalyzer "
               "(porter, Lucene's 33 stop words), BM25 k1=1.2 b=0.75, raw JSON stored, 2 indexing threads. bm25-*: "
-              "our out-of-core BM25 (disk layout), one thread. All index title + text as one field. overlap_at_10: "
+              "our out-of-core BM25 (disk layout), one thread. All index title + text as one field. index_bytes: the "
+              "whole index folder (ours: score arrays, vocabulary and the passage store; Lucene: postings, norms "
+              "and the stored raw JSON, compressed). overlap_at_10: "
               "mean |ours ∩ lucene| / 10 of the top-10 ids; same_top1 and identical_top10_lists are shares of "
               "questions. rss_*: the searching process (for lucene the JVM's heap and code too). Latency with the "
               "index just built (page cache warm).")

@@ -17,7 +17,8 @@ from dynaprag.retrieval.lucene import analyzer_settings, document_passage, is_lu
 FIXTURE = [
     {"id": "p1", "title": "Lake Baikal", "text": "Lake Baikal in Siberia is the deepest lake in the world."},
     {"id": "p2", "title": "Siberia", "text": "Siberia is a vast region of Russia east of the Ural Mountains."},
-    {"id": "p3", "title": "Ural Mountains", "text": "The Ural Mountains run from north to south through western Russia."},
+    {"id": "p3", "title": "Ural Mountains",
+     "text": "The Ural Mountains run from north to south through western Russia."},
     {"id": "p4", "title": "Mount Kilimanjaro", "text": "Kilimanjaro is a dormant volcano in Tanzania, the highest "
                                                        "mountain in Africa."},
     {"id": "p5", "title": "Tanzania", "text": "Tanzania is a country in East Africa whose capital is Dodoma."},
@@ -26,7 +27,8 @@ FIXTURE = [
                                                         "violins, made in Cremona."},
     {"id": "p8", "title": "Cremona", "text": "Cremona is a city in Lombardy, northern Italy, on the left bank of the "
                                              "Po river."},
-    {"id": "p9", "title": "Espresso", "text": "Espresso is coffee brewed by forcing hot water through finely ground beans."},
+    {"id": "p9", "title": "Espresso",
+     "text": "Espresso is coffee brewed by forcing hot water through finely ground beans."},
     {"id": "p10", "title": "Photosynthesis", "text": "Photosynthesis lets plants turn light, water and carbon dioxide "
                                                      "into sugar."},
 ]
