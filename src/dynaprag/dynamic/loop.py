@@ -386,7 +386,8 @@ class QuestionRun:
         t0 = time.perf_counter()
         method, draft, k = self.method, self.draft, self.config.k
         # an empty query (a formulator that still retrieves with it) finds nothing, as the reference's BM25
-        hits = self.retriever.search_one(query, k + int(getattr(method.injector, "extra_candidates", 0))) \
+        search = int(getattr(method.selector, "search_k", 0) or k)  # a selector may search its own K (IRCoT)
+        hits = self.retriever.search_one(query, search + int(getattr(method.injector, "extra_candidates", 0))) \
             if query.strip() else []
         draft.retrieving_at = decision.keep
         try:

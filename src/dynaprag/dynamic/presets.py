@@ -10,6 +10,8 @@ A preset named after a paper sets that paper's defaults; a variant carries a suf
 from __future__ import annotations
 
 from dynaprag.dynamic import dragin as _dragin  # noqa: F401 - registers DRAGIN's trigger and query
+from dynaprag.dynamic import ircot as _ircot  # noqa: F401 - registers IRCoT's trigger, query and selector
+from dynaprag.dynamic import iter_retgen as _iter_retgen  # noqa: F401 - registers Iter-RetGen's trigger and query
 from dynaprag.dynamic import lookahead as _lookahead  # noqa: F401 - registers TokenRAG's and EntityRAG's triggers
 from dynaprag.dynamic import seakr as _seakr  # noqa: F401 - registers SeaKR's trigger and selector
 from dynaprag.dynamic import selfrag as _selfrag  # noqa: F401 - registers Self-RAG's trigger and selector
@@ -73,6 +75,18 @@ METHODS.register("self-rag", MethodSpec(
 METHODS.register("self-rag-prompted", MethodSpec(
     "self-rag-prompted", "question", knobs={"trigger": {"theta": 0.5}},
     paper="variant: the instruct model is asked if it needs retrieval"))
+METHODS.register("ircot", MethodSpec(
+    "ircot", "ircot-sentence", "ircot-paragraphs",
+    paper="IRCoT QA as its reference code runs it (Trivedi et al. 2023; StonyBrookNLP/ircot @3c1820f, ircot_qa "
+          "configs): a query per chain sentence, K=6 paragraphs each, up to 15 collected, exit at 'answer is' or "
+          "10 sentences, then a reader; deviations in dynaprag.dynamic.ircot"))
+METHODS.register("ircot-noreader", MethodSpec(
+    "ircot", "ircot-sentence", "ircot-paragraphs", knobs={"trigger": {"reader": False}},
+    paper="variant: IRCoT's retrieval chain, the answer read from the chain itself (no reader step)"))
+METHODS.register("iter-retgen", MethodSpec(
+    "iter-retgen", "question-and-answer", knobs={"trigger": {"rounds": 3}},
+    paper="Iter-RetGen (Shao et al. 2023; no official code: FlashRAG @1ee5249 IterativePipeline as reference): "
+          "T=3 rounds, query = question + previous answer; deviations in dynaprag.dynamic.iter_retgen"))
 
 # Parametric RAG: both papers retrieve once with the question (top-3), then inject.
 METHODS.register("prag", MethodSpec("once", injector="prag",
