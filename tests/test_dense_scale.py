@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dynaprag.retrieval.faiss_disk import INDEX_FILE, build_ivfpq, exact_top_k, open_ivfpq, recall_at_k
+from dynaprag.retrieval.faiss_disk import INDEX_FILE, build_ivfpq, exact_top_k, open_ivfpq, recall_at_k, refine
 from dynaprag.retrieval.synthetic_vectors import (VectorModel, fit_vector_model, mean_nearest_cosine,
                                                   model_from_dict, model_to_dict)
 
@@ -72,6 +72,15 @@ def test_ivfpq_build_resumes_after_a_failure_and_opens_memory_mapped(model, tmp_
     _, exact = exact_top_k(model.rows, total, queries, 10)
     mapped.nprobe = mapped.nlist  # every list: only the quantisation is left between it and exact
     assert recall_at_k(mapped.search(queries, 10)[1], exact) > 0.3
+    stored = np.lib.format.open_memmap(tmp_path / "vectors.f16.npy", mode="w+", dtype=np.float16,
+                                       shape=(total, model.dim))
+    stored[:] = model.rows(0, total)
+    mapped.nprobe = 8
+    plain = recall_at_k(mapped.search(queries, 10)[1], exact)
+    refined = recall_at_k(refine(mapped.search(queries, 100)[1], stored, queries, 10)[1], exact)
+    assert refined > plain
+    everything = np.tile(np.arange(total), (len(queries), 1))  # every row a candidate: the exact answer
+    assert recall_at_k(refine(everything, stored, queries, 10)[1], exact) > 0.95  # float16 rounding ties only
     with pytest.raises(ValueError, match="other settings"):
         build_ivfpq(model.rows, total, tmp_path / "straight", **{**settings, "m": 8})
 

@@ -152,6 +152,25 @@ def exact_top_k(read_rows: Callable[[int, int], np.ndarray], total: int, queries
     return best_scores, best_rows
 
 
+def refine(candidates: np.ndarray, vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Re-score each query's IVF-PQ candidates exactly on the stored vectors and keep the best ``k``.
+
+    Why: product quantisation ranks by approximate distances, so close neighbours swap places
+    and the exact top 10 is partly lost; asking the index for more candidates (100, say) and
+    re-scoring them on the vectors recovers it. ``vectors`` is any row-indexable matrix, e.g. the
+    memory-mapped float16 matrix of :mod:`dynaprag.retrieval.dense_encode`: only the candidates'
+    rows are read (from the page cache or disk), never the whole matrix.
+    """
+    scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    rows = np.full((len(queries), k), -1, dtype=np.int64)
+    for i, (query, found) in enumerate(zip(queries, candidates)):
+        found = np.unique(found[found >= 0])  # sorted: the reads go forward through the file
+        exact = np.asarray(vectors[found], dtype=np.float32) @ np.asarray(query, dtype=np.float32)
+        best = np.argsort(-exact, kind="stable")[:k]
+        scores[i, :len(best)], rows[i, :len(best)] = exact[best], found[best]
+    return scores, rows
+
+
 def recall_at_k(found: np.ndarray, exact: np.ndarray, k: int = 10) -> float:
     """Mean share of the exact top ``k`` that the approximate top ``k`` contains."""
     return float(np.mean([len(set(a[:k]) & set(b[:k])) / k for a, b in zip(found, exact)]))

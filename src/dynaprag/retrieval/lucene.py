@@ -210,7 +210,8 @@ def build_or_open(config: RetrieverConfig, progress: bool = True) -> LuceneRetri
     if config.index_dir and is_lucene_index(config.index_dir):
         return LuceneRetriever(config.index_dir, **settings)
     if config.index_dir and not config.corpus:
-        raise FileNotFoundError(f"{config.index_dir} is not a Lucene index; give a corpus to index into it")
+        raise FileNotFoundError(f"{config.index_dir} is not a Lucene index (no segments_N file); to build one "
+                                "there, name the corpus to index (--corpus)")
     folder = config.resolved_index_dir("lucene")
     if not is_built(folder):
         from dynaprag.corpora import corpus_fingerprint
