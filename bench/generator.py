@@ -7,8 +7,9 @@ their ratios compare like with like on a shared machine; absolute numbers are fo
   today (transformers' forward, ``DynamicCache``); batch 8 as plain batched forward passes.
 - ``fast-eager-bfloat16``: :mod:`dynaprag.lm.fast`'s hand-written pass over a static cache,
   uncompiled (separates what the pass saves from what compiling saves).
-- ``compiled-bfloat16`` / ``compiled-int8``: the same pass ``torch.compile``-d per length
-  bucket; int8 = weight-only int8 linear layers with bf16 activations.
+- ``compiled-bfloat16`` / ``compiled-int8`` / ``compiled-int4``: the same pass
+  ``torch.compile``-d per length bucket; int8 / int4 = weight-only quantized linear layers
+  (per channel / per group of 32) with bf16 activations.
 - ``llama.cpp`` (``--with-llama-cpp``): llama-cpp-python built from its PyPI source package
   into ``<dynaprag cache>/bench/llama-cpp-python-<version>`` on first use (~5.5 min on an idle
   machine, ``nice -n 19``; never part of ``make setup``), run in a subprocess on the same GGUF
@@ -43,7 +44,8 @@ from _common import RssPeak, load_questions, parse_args, result_name, rss_mb, wr
 
 QUESTION = "Which country is the birthplace of the composer of The Four Seasons?"
 LLAMA_CPP_VERSION = "0.3.36"
-SPEED_VARIANTS = ("eager-float32", "eager-bfloat16", "fast-eager-bfloat16", "compiled-bfloat16", "compiled-int8")
+SPEED_VARIANTS = ("eager-float32", "eager-bfloat16", "fast-eager-bfloat16", "compiled-bfloat16", "compiled-int8",
+                  "compiled-int4")
 
 
 # -- the variants ------------------------------------------------------------------------------
@@ -123,8 +125,8 @@ class EagerVariant:
 class FastVariant:
     """:class:`dynaprag.lm.fast.FastDecoder` on a bf16 model: one decoder per batch size."""
 
-    def __init__(self, name: str, lm, compile: bool, int8: bool, capacity: int):
-        self.name, self.lm, self.compile, self.int8, self.capacity = name, lm, compile, int8, capacity
+    def __init__(self, name: str, lm, compile: bool, quantize: str | None, capacity: int):
+        self.name, self.lm, self.compile, self.quantize, self.capacity = name, lm, compile, quantize, capacity
         self.decoders: dict[int, object] = {}
         self.compile_s = 0.0
 
@@ -133,7 +135,7 @@ class FastVariant:
 
         if batch not in self.decoders:
             self.decoders[batch] = FastDecoder(self.lm.model, batch=batch, capacity=self.capacity,
-                                               int8=self.int8, compile=self.compile)
+                                               quantize=self.quantize, compile=self.compile)
         return self.decoders[batch]
 
     def decode(self, ids: list[int], n: int, batch: int) -> float:
@@ -144,7 +146,7 @@ class FastVariant:
         for row in range(1, batch):
             dec.cache.copy_row(0, row)
         span = dec.bucket(len(ids) + n + 1)
-        if (span, False) not in dec.graphs:  # compile outside the timing, once per bucket
+        if self.compile and (span, False) not in dec.graphs:  # compile outside the timing, once per bucket
             self.compile_s += dec.warm(spans=[s for s in dec.buckets if len(ids) < s <= span])
         tokens = _signals(step.logits)[2].repeat(batch)
         began = time.perf_counter()
@@ -211,20 +213,57 @@ print(json.dumps(out))
         return self.last
 
 
-def build_llama_cpp() -> Path:
-    """llama-cpp-python built from its PyPI sdist into the dynaprag cache (once; niced)."""
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _llama_cpp_target() -> Path:
     from dynaprag.lm.models import cache_root
 
-    target = cache_root() / "bench" / f"llama-cpp-python-{LLAMA_CPP_VERSION}"
+    return cache_root() / "bench" / f"llama-cpp-python-{LLAMA_CPP_VERSION}"
+
+
+def llama_cpp_built() -> bool:
+    return (_llama_cpp_target() / "llama_cpp").is_dir()
+
+
+def build_llama_cpp(wait_s: float = 3600.0) -> Path:
+    """llama-cpp-python built from its PyPI sdist into the dynaprag cache (once; niced).
+
+    A build another process is running (a ``.building-<pid>`` marker of a live process) is waited
+    for rather than started twice.
+    """
+    target = _llama_cpp_target()
+    deadline = time.monotonic() + wait_s
+    while not (target / "llama_cpp").is_dir():
+        building = [p for p in target.parent.glob(f"{target.name}.building-*")
+                    if p.name.rsplit("-", 1)[1].isdigit() and _alive(int(p.name.rsplit("-", 1)[1]))]
+        if not building:
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the llama-cpp-python build of another process ({building[0].name}) "
+                               f"had not finished after {wait_s / 60:.0f} min of waiting")
+        print(f"waiting for the llama-cpp-python build ({building[0].name})", flush=True)
+        time.sleep(30)
     if (target / "llama_cpp").is_dir():
         return target
     staging = target.with_name(f"{target.name}.staging-{os.getpid()}")
+    marker = target.with_name(f"{target.name}.building-{os.getpid()}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
     print(f"building llama-cpp-python {LLAMA_CPP_VERSION} from source into {target} (minutes)", flush=True)
-    subprocess.run(["nice", "-n", "19", sys.executable, "-m", "pip", "install", "--disable-pip-version-check",
-                    "--no-deps", "--no-binary", "llama-cpp-python", "--target", str(staging),
-                    f"llama-cpp-python=={LLAMA_CPP_VERSION}", "diskcache==5.6.3"],
-                   check=True, env=dict(os.environ, CMAKE_BUILD_PARALLEL_LEVEL="2"))
-    os.replace(staging, target)
+    try:
+        subprocess.run(["nice", "-n", "19", sys.executable, "-m", "pip", "install", "--disable-pip-version-check",
+                        "--no-deps", "--no-binary", "llama-cpp-python", "--target", str(staging),
+                        f"llama-cpp-python=={LLAMA_CPP_VERSION}", "diskcache==5.6.3"],
+                       check=True, env=dict(os.environ, CMAKE_BUILD_PARALLEL_LEVEL="2"))
+        os.replace(staging, target)
+    finally:
+        marker.unlink(missing_ok=True)
     return target
 
 
@@ -245,15 +284,23 @@ def gguf_of(model: str) -> Path:
 
 # -- the profile -------------------------------------------------------------------------------
 PHASES = {
-    "matmul": ("aten::mm", "aten::addmm", "aten::bmm", "aten::_weight_int8pack_mm", "mkldnn::_linear_pointwise",
-               "aten::linear", "aten::matmul"),
-    "attention": ("scaled_dot_product", "flash_attention", "aten::softmax", "aten::_softmax", "efficient_attention"),
-    "cache_moves": ("aten::cat", "aten::copy_", "aten::index_put", "aten::clone", "aten::contiguous",
-                    "aten::index_copy", "aten::_to_copy", "aten::to"),
+    "matmul": ("aten::mm", "aten::addmm", "aten::bmm", "aten::_weight_int8pack_mm", "mkldnn::", "onednn::"),
+    "attention": ("scaled_dot_product_flash", "scaled_dot_product_efficient", "_scaled_dot_product_attention_math",
+                  "aten::_softmax", "aten::_safe_softmax"),
+    "cache_moves": ("aten::cat", "aten::index_put", "aten::index_copy", "aten::clone", "aten::stack"),
 }
+#: composite or view ops whose self time is dispatch, not arithmetic: counted as framework overhead
+DISPATCH = {"aten::linear", "aten::matmul", "aten::t", "aten::transpose", "aten::view", "aten::reshape",
+            "aten::_reshape_alias", "aten::unsqueeze", "aten::squeeze", "aten::slice", "aten::select", "aten::expand",
+            "aten::as_strided", "aten::_unsafe_view", "aten::empty", "aten::empty_strided", "aten::detach",
+            "aten::alias", "aten::lift_fresh", "aten::resolve_conj", "aten::resolve_neg", "aten::contiguous",
+            "aten::scaled_dot_product_attention", "aten::softmax", "aten::dropout", "aten::to", "aten::item",
+            "aten::_local_scalar_dense", "aten::split", "aten::chunk", "aten::narrow", "aten::permute"}
 
 
-def _phase(name: str) -> str:
+def _phase(name: str) -> str | None:
+    if name in DISPATCH:
+        return None
     for phase, keys in PHASES.items():
         if any(k in name for k in keys):
             return phase
@@ -261,12 +308,10 @@ def _phase(name: str) -> str:
 
 
 def profile_decode(variant, ids: list[int], n: int) -> dict:
-    """Shares of batch-1 decode wall time per phase: leaf-op self time by phase, the rest is overhead."""
-    import torch
+    """Shares of batch-1 decode wall time: leaf kernels' self time by phase; the rest of the wall
+    time (Python, dispatch, module calls, guards, the profiler's own cost) is overhead."""
     from torch.profiler import ProfilerActivity, profile
 
-    import torch._inductor.config as inductor
-    inductor.cpp.enable_kernel_profile = True  # compiled kernels show up as events (new graphs only)
     variant.decode(ids, 4, 1)  # warm (and compile) outside the profile
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         began = time.perf_counter()
@@ -274,14 +319,15 @@ def profile_decode(variant, ids: list[int], n: int) -> dict:
         wall = time.perf_counter() - began
     self_us = {"matmul": 0.0, "attention": 0.0, "cache_moves": 0.0, "other_kernels": 0.0}
     for event in prof.key_averages():
-        if event.key.startswith(("aten::", "mkldnn::", "cpp_fused", "_quantized", "quantized::", "inductor::")):
-            self_us[_phase(event.key)] += event.self_cpu_time_total
+        if event.key.startswith(("aten::", "mkldnn::", "onednn::", "cpp_fused", "quantized::")):
+            phase = _phase(event.key)
+            if phase is not None:
+                self_us[phase] += event.self_cpu_time_total
     total = wall * 1e6
-    row = {"ms_per_token_profiled": round(total / 1000 / (n + 1), 2)}
+    row = {"ms_per_token_profiled": round(total / 1000 / n, 2)}
     for phase, us in self_us.items():
         row[f"share_{phase}"] = round(us / total, 3)
     row["share_python_and_framework"] = round(max(0.0, 1 - sum(self_us.values()) / total), 3)
-    del torch
     return row
 
 
@@ -291,8 +337,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats and tokens")
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--threads", type=int, default=2, help="torch (and llama.cpp) threads")
+    parser.add_argument("--repeats", type=int, default=None, help="alternating rounds (default 3, --quick 1)")
+    parser.add_argument("--tokens", type=int, default=None, help="decoded tokens per case (default 64, --quick 16)")
     parser.add_argument("--variants", default=",".join(SPEED_VARIANTS), help="comma-separated subset")
     parser.add_argument("--with-llama-cpp", action="store_true", help="build (once) and measure llama.cpp")
+    parser.add_argument("--llama-cpp-wait", type=float, default=60.0, metavar="MINUTES",
+                        help="how long to wait for a llama-cpp-python build another process is running")
     parser.add_argument("--profile", action="store_true", help="add a per-phase profile of batch-1 decoding")
     parser.add_argument("--agreement", type=int, default=0, metavar="N",
                         help="signal agreement with eager float32 over N questions")
@@ -300,10 +350,15 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.profile:
+        import torch._inductor.config as inductor
+
+        inductor.cpp.enable_kernel_profile = True  # compiled C++ kernels appear as profiler events
     from dynaprag.lm import load_model
     from dynaprag.lm.prompts import PromptBuilder, PromptConfig
 
     repeats, n_decode = (1, 16) if args.quick else (3, 64)
+    repeats, n_decode = args.repeats or repeats, args.tokens or n_decode
     load = os.getloadavg()
     wanted = [v for v in args.variants.split(",") if v]
     models = {}
@@ -326,16 +381,14 @@ def main() -> None:
             variant = EagerVariant(name, models[name.removeprefix("eager-")])
         else:
             variant = FastVariant(name, models["bfloat16"], compile=name.startswith("compiled"),
-                                  int8="int8" in name, capacity=capacity)
+                                  quantize=next((q for q in ("int8", "int4") if q in name), None),
+                                  capacity=capacity)
             variant.decoder(1)
         setup[name] = {"setup_s": time.perf_counter() - began, "rss_added_mb": rss_mb() - before}
         variants.append(variant)
-    llama = None
-    if args.with_llama_cpp:
-        llama = LlamaCppVariant(gguf_of(args.model), build_llama_cpp(), args.threads)
-
     samples: dict[tuple[str, str], list[float]] = {}
-    for round_ in range(repeats):
+
+    def one_round(label, llama) -> None:
         for variant in variants:
             for batch in (1, 8):
                 with RssPeak() as peak:
@@ -345,13 +398,39 @@ def main() -> None:
             samples.setdefault((variant.name, "prefill_tokens_per_s"), []).append(
                 len(long_prompt) / variant.prefill(long_prompt))
             samples.setdefault((variant.name, "first_token_s"), []).append(variant.prefill(prompt))
-            print(f"round {round_}: {variant.name} done", flush=True)
+            print(f"round {label}: {variant.name} done", flush=True)
         if llama is not None:
             got = llama.run(prompt, long_prompt, n_decode)
             samples.setdefault(("llama.cpp", "decode_b1_tokens_per_s"), []).append(got["decode_tokens_per_s"])
             samples.setdefault(("llama.cpp", "prefill_tokens_per_s"), []).append(len(long_prompt) / got["prefill_s"])
             samples.setdefault(("llama.cpp", "first_token_s"), []).append(got["first_token_s"])
             samples.setdefault(("llama.cpp", "rss_peak_mb"), []).append(got["peak_rss_mb"])
+            print(f"round {label}: llama.cpp done", flush=True)
+
+    # llama.cpp joins the rounds once its build exists; if it was still building, one more
+    # round of every variant runs after it, so it is always measured alternately with them
+    llama, llama_rounds = None, 0
+    for round_ in range(repeats):
+        if args.with_llama_cpp and llama is None and llama_cpp_built():
+            llama = LlamaCppVariant(gguf_of(args.model), build_llama_cpp(), args.threads)
+        one_round(round_, llama)
+        llama_rounds += llama is not None
+    extra_rows = []
+    if args.profile:
+        for variant in variants:
+            extra_rows.append({"table": "profile (batch-1 decode, torch.profiler)", "variant": variant.name,
+                               **profile_decode(variant, prompt, n_decode // 2)})
+    if args.agreement:
+        extra_rows += agreement_rows(variants, models, builder, args.agreement)
+    llama_missing = ""
+    if args.with_llama_cpp and llama_rounds == 0:
+        try:
+            llama = LlamaCppVariant(gguf_of(args.model), build_llama_cpp(args.llama_cpp_wait * 60), args.threads)
+        except TimeoutError as exc:
+            llama_missing = str(exc)
+        else:
+            one_round(repeats, llama)
+            llama_rounds = 1
 
     names = [v.name for v in variants] + (["llama.cpp"] if llama else [])
     rows = []
@@ -373,12 +452,7 @@ def main() -> None:
         if ceiling is not None:
             row["b1_ratio_to_llama_cpp"] = round(row["decode_b1_tokens_per_s"] / ceiling["decode_b1_tokens_per_s"], 3)
 
-    if args.profile:
-        for variant in variants:
-            rows.append({"table": "profile (batch-1 decode, torch.profiler)", "variant": variant.name,
-                         **profile_decode(variant, prompt, n_decode // 2)})
-    if args.agreement:
-        rows += agreement_rows(variants, models, builder, args.agreement)
+    rows += extra_rows
 
     load_after = os.getloadavg()
     notes = (f"{args.threads} thread(s) per variant; load average {load[0]:.1f} before the run and "
@@ -390,8 +464,11 @@ def main() -> None:
              "code comes later); rss_peak_mb: the process's peak while it decoded. compile_s: first calls of "
              "the compiled step's length buckets (paid once per model, batch and bucket; cached on disk "
              "under the dynaprag cache for later processes).")
-    if not args.with_llama_cpp:
-        notes += " llama.cpp not measured in this run (--with-llama-cpp)."
+    if not args.with_llama_cpp or llama_missing:
+        notes += f" llama.cpp not measured in this run ({llama_missing or '--with-llama-cpp'})."
+    else:
+        notes += (f" llama.cpp (llama-cpp-python {LLAMA_CPP_VERSION}, built from source, same GGUF, ids and "
+                  f"threads) was measured in {llama_rounds} of the rounds, alternating with the others.")
     write_results(result_name("generator", args.model), rows, model=args.model, group_by="table",
                   data={"prompt": "few-shot CoT prompt from dynaprag.lm.prompts (4 shots)", "prompt_tokens": len(prompt),
                         "prefill_tokens": len(long_prompt), "decode_tokens": n_decode, "repeats": repeats,

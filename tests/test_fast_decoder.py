@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dynaprag.lm.fast import CacheShape, FastDecoder, Int8Linear, StaticKVCache, buckets_for
+from dynaprag.lm.fast import CacheShape, FastDecoder, Int4Linear, Int8Linear, StaticKVCache, buckets_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
@@ -129,6 +129,22 @@ def test_int8_linear_is_its_dequantized_weight():
     assert (dequantized - linear.weight).abs().max() <= q.scales.max() / 2 + 1e-7
     x = torch.randn(3, 64)
     assert torch.allclose(q(x), x @ dequantized.T + linear.bias, atol=1e-5)
+
+
+def test_int4_linear_recovers_a_4bit_grid():
+    """Weights already on a 4-bit min/max grid per 32 inputs (as the bundled GGUF files store them)
+    come back up to the bf16 rounding of scale and offset; the product matches the dequantized weight."""
+    torch.manual_seed(0)
+    codes = torch.randint(0, 16, (48, 64)).float()
+    codes[:, ::32], codes[:, 1::32] = 0, 15  # every group spans its grid, as min/max quantization makes it
+    scale, low = torch.rand(48, 2, 1) * 0.01 + 1e-3, torch.randn(48, 2, 1) * 0.01
+    linear = torch.nn.Linear(64, 48, bias=False)
+    linear.weight.data = (codes.view(48, 2, 32) * scale + low).view(48, 64)
+    q = Int4Linear.from_linear(linear, torch.bfloat16)
+    step = float(scale.max())
+    assert (q.dequantized() - linear.weight).abs().max() <= step * 0.05 + float(low.abs().max()) * 2 ** -8
+    x = torch.randn(3, 64).bfloat16()
+    assert torch.allclose(q(x).float(), x.float() @ q.dequantized().T, atol=2e-2, rtol=1e-2)
 
 
 def test_unsupported_model_is_refused():

@@ -6,7 +6,7 @@ The same arithmetic as transformers' Llama/Qwen2 forward (checked in
 - :mod:`~dynaprag.lm.fast.cache`: keys/values preallocated per row; rollback = index move.
 - :mod:`~dynaprag.lm.fast.layers`: the hand-written pass (fused SDPA; the last layer's
   attention row computed explicitly only when a component reads it).
-- :mod:`~dynaprag.lm.fast.int8`: weight-only int8 linear layers.
+- :mod:`~dynaprag.lm.fast.quantize`: weight-only int8 / int4 linear layers.
 - :mod:`~dynaprag.lm.fast.compile`: ``torch.compile`` settings and the on-disk graph cache.
 - :mod:`~dynaprag.lm.fast.decoder`: :class:`FastDecoder`, prefill / decode / truncate per row,
   one compiled graph per length bucket; its docstring describes how ``Generator`` and
@@ -16,8 +16,8 @@ Where the time goes and what each piece buys: ``bench/results/generator.md``.
 """
 from dynaprag.lm.fast.cache import CacheShape, StaticKVCache
 from dynaprag.lm.fast.decoder import FastDecoder, FastStep, buckets_for
-from dynaprag.lm.fast.int8 import Int8Linear
+from dynaprag.lm.fast.quantize import Int4Linear, Int8Linear
 from dynaprag.lm.fast.layers import FastLM, unsupported_reason
 
-__all__ = ["CacheShape", "FastDecoder", "FastLM", "FastStep", "Int8Linear", "StaticKVCache", "buckets_for",
+__all__ = ["CacheShape", "FastDecoder", "FastLM", "FastStep", "Int4Linear", "Int8Linear", "StaticKVCache", "buckets_for",
            "unsupported_reason"]

@@ -90,11 +90,11 @@ class FastDecoder:
     """Prefill, step and roll back ``batch`` sequences on a static cache; see the module docstring.
 
     ``compile``: trace the decode step with ``torch.compile`` (one graph per bucket);
-    ``int8``: int8 weight-only linear layers (activations in the model's dtype);
+    ``quantize``: weight-only ``"int8"`` or ``"int4"`` linear layers (activations in the model's dtype);
     ``capacity``: positions per row (prompt + answer budget), at most the model's context.
     """
 
-    def __init__(self, model, batch: int = 1, capacity: int = 2048, int8: bool = False,
+    def __init__(self, model, batch: int = 1, capacity: int = 2048, quantize: str | None = None,
                  compile: bool = True, compile_options: dict | None = None):
         reason = unsupported_reason(model)
         if reason is not None:
@@ -103,17 +103,17 @@ class FastDecoder:
         if limit is not None and capacity > limit:
             raise ValueError(f"capacity {capacity} exceeds the model's context of {limit} positions")
         self.model = model
-        self.lm = FastLM(model, positions=capacity + 1, int8=int8).eval()
+        self.lm = FastLM(model, positions=capacity + 1, quantize=quantize).eval()
         self.cache = StaticKVCache(CacheShape.of(model), batch, capacity, device=self.lm.cos.device)
         self.buckets = buckets_for(capacity)
-        self.batch, self.capacity, self.int8, self.compiled = batch, capacity, int8, compile
+        self.batch, self.capacity, self.quantize, self.compiled = batch, capacity, quantize, compile
         self._step = compile_module(self.lm, options=compile_options) if compile else self.lm
         self.graphs: dict[tuple[int, bool], float] = {}  # (bucket, attention) -> seconds its first call took
 
     @property
     def path(self) -> str:
         """What ran, for ``config.json`` and summaries: e.g. ``fast-compiled-int8-bfloat16``."""
-        parts = ["fast", "compiled" if self.compiled else "eager"] + (["int8"] if self.int8 else [])
+        parts = ["fast", "compiled" if self.compiled else "eager"] + ([self.quantize] if self.quantize else [])
         return "-".join(parts + [str(self.lm.dtype).removeprefix("torch.")])
 
     def bucket(self, length: int) -> int:
