@@ -20,14 +20,35 @@ Prefill runs the same arithmetic uncompiled: it is bound by the matrix products 
 tokens at once), where Python's per-layer overhead does not show, and its token count changes
 with every prompt.
 
-The integration seam (for :class:`~dynaprag.lm.Generator` and
-:class:`~dynaprag.lm.batch.BatchStepper`): a ``DecodeState`` holds a row index of one shared
-decoder instead of a ``DynamicCache``; ``Generator._forward`` becomes ``prefill(row, pending)`` for
-a multi-token feed and ``decode`` for one token (its ``logits[row]``, ``attention[row, :, :n]``
-head-averaged, and ``hidden[layer, row]`` are what ``_forward`` stores in the state today);
-``Generator.truncate`` becomes :meth:`truncate`; a ``PrefixCache`` is :meth:`export_prefix`
-and ``start`` imports it. ``BatchStepper`` no longer stacks caches: the rows already sit in one
-batch, and a row not stepping this time is passed as inactive.
+The integration seam (how :class:`~dynaprag.lm.Generator` and
+:class:`~dynaprag.lm.batch.BatchStepper` use it; nothing else changes for a component):
+
+1. ``Generator.__init__`` builds one ``FastDecoder(lm.model, batch=B, capacity=C, quantize=…,
+   compile=…)`` when :func:`~dynaprag.lm.fast.layers.unsupported_reason` is ``None``, else keeps
+   today's path. ``C`` = the longest prompt + answer budget it serves (at most the context).
+2. A ``DecodeState`` holds a row index (from a free list of the ``B`` rows, released when the
+   state is done) instead of a ``DynamicCache``; ``state.fed`` stays the row's length.
+3. ``Generator._forward(state, ids, capture_attention, hidden_layers)``: more than one pending
+   token → ``step = dec.prefill(row, ids, want_attention=capture_attention)`` and ``r = 0``; one →
+   ``step = dec.decode(tokens, want_attention=…, active=[i == row for i in range(B)])`` and
+   ``r = row``. Then ``state.logits = step.logits[r]``, ``state.attention = step.attention_row(r)``
+   (the head-averaged row over positions ``0 .. n-1``, what ``_forward`` stores today) and
+   ``state.hidden = step.hidden_of(r, hidden_layers)``. Log-probs, entropy and top alternatives
+   stay :mod:`dynaprag.lm.signals` over ``state.logits``, unchanged.
+4. ``Generator.truncate`` → ``dec.truncate(row, keep)`` (an index move, no ``cache.crop``).
+   ``Generator.prefix`` prefills a scratch row and keeps ``dec.export_prefix(row)`` in the
+   ``PrefixCache``; ``Generator.start`` → ``dec.import_prefix(row, prefix.cache)``.
+5. ``BatchStepper.feed``: the states waiting for one token are one ``dec.decode(tokens,
+   active=…)`` call (``tokens[row] = state.ids[state.fed]``, other rows inactive): no
+   ``_stack``, no per-row cache slicing; states with a pending prompt are prefilled alone, as today.
+6. The ``interrupt`` check is a forward pre-hook on ``lm.model``, which this path never calls:
+   ``_forward`` must call ``self.interrupt()`` itself before each fast pass.
+7. Stays on transformers' forward: ``attention_of`` (fresh passes over texts), SeaKR's
+   ``sample_batch`` (or: ``cache.copy_row`` into ``k`` scratch rows and decode them), and any
+   model whose weights an injector changes: the fast pass holds the ``nn.Linear`` modules it was
+   built with (in-place weight edits are seen, uncompiled or compiled, as the graph takes the
+   weights as inputs; modules peft swaps in are not), and int8/int4 copies are snapshots, so a
+   parametric injector either rebuilds the decoder after injecting or runs the eager path.
 
 >>> dec = FastDecoder(lm.model, batch=1, capacity=1024)                 # doctest: +SKIP
 >>> step = dec.prefill(0, prompt_ids)                                   # doctest: +SKIP
