@@ -7,6 +7,12 @@ it still re-traces the Python (dynamo, a few seconds), but skips code generation
 compiler, which are most of the first compile (``bench/results/generator.md``: ``compile_s``).
 A ``TORCHINDUCTOR_CACHE_DIR`` the user set wins.
 
+Inductor's defaults are kept (no ``freezing``): freezing would fold the weights into the
+graph as constants (and pre-pack bf16 copies for oneDNN, doubling their memory), so an
+adapter merged into the weights in place would silently not be seen; a microbenchmark here put
+oneDNN's pre-packed bf16 product at ~1.5x plain ``mm`` for one row, less than int8/int4 give.
+Graph inputs are the weights themselves, so in-place edits are seen by the compiled step.
+
 On CUDA the same switch would add CUDA graphs (``mode="reduce-overhead"``): the static cache
 and fixed bucket shapes are exactly what graph capture needs (no allocation, no shape change
 between replays). This machine has no GPU, so that path is documented, not tested.
