@@ -26,7 +26,8 @@ Patches (run time only, nothing of FlashRAG is copied here):
 * LLM: ``generate(prompts)`` decodes each prompt greedily with dynaprag's ``Generator`` until
   end of turn, the loop's answer rule (``dynaprag.dynamic.loop.finished``: our prompt asks for
   "So the answer is X.", where FlashRAG's asks for a short answer within ``max_tokens`` 32) or
-  2000 tokens, and returns the decoded text.
+  128 tokens (our loop's per-answer budget, ``max_new_tokens``, which the test sets too), and
+  returns the decoded text.
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ import torch  # noqa: E402
 
 COMMIT = "1ee524901aa3daf009f97b7a31e7a1b58eee8206"
 FIXTURE = ROOT / "tests" / "comparison" / "fixtures" / "loop_iter_retgen.json"
-ITER_NUM, K, MAX_TOKENS = 3, 3, 2000
+ITER_NUM, K, MAX_TOKENS = 3, 3, 128
 MARKER = "\x00PROMPT\x00"
 
 

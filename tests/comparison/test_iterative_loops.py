@@ -40,7 +40,10 @@ from dynaprag.lm.prompts import extract_answer
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 BATCHES = [1, 3]
-PARITY_LOOP = {"max_new_tokens": 2000, "max_retrievals": 1000}
+PARITY_LOOP = {"ircot": {"max_new_tokens": 2000, "max_retrievals": 1000},
+               "iter-retgen": {"max_new_tokens": 128, "max_retrievals": 1000}}
+"""Budgets lifted so only the methods' own rules end an answer; an Iter-RetGen round ends at 128
+tokens on both sides (the harness's generator cuts there, as FlashRAG's ``max_tokens`` does)."""
 
 
 def fixture(preset: str) -> dict:
@@ -127,7 +130,7 @@ def answers(eager_lm):
 
     def get(preset: str, batch: int) -> list:
         if (preset, batch) not in cache:
-            pipe = Pipeline.from_config(PipelineConfig(method=preset, dtype="float32", **PARITY_LOOP),
+            pipe = Pipeline.from_config(PipelineConfig(method=preset, dtype="float32", **PARITY_LOOP[preset]),
                                         lm=eager_lm, retriever=retriever)
             questions = [q["question"] for q in fixture(preset)["questions"]]
             with torch.no_grad():
