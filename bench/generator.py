@@ -415,13 +415,6 @@ def main() -> None:
             llama = LlamaCppVariant(gguf_of(args.model), build_llama_cpp(), args.threads)
         one_round(round_, llama)
         llama_rounds += llama is not None
-    extra_rows = []
-    if args.profile:
-        for variant in variants:
-            extra_rows.append({"table": "profile (batch-1 decode, torch.profiler)", "variant": variant.name,
-                               **profile_decode(variant, prompt, n_decode // 2)})
-    if args.agreement:
-        extra_rows += agreement_rows(variants, models, builder, args.agreement)
     llama_missing = ""
     if args.with_llama_cpp and llama_rounds == 0:
         try:
@@ -432,7 +425,7 @@ def main() -> None:
             one_round(repeats, llama)
             llama_rounds = 1
 
-    names = [v.name for v in variants] + (["llama.cpp"] if llama else [])
+    names = [v.name for v in variants] + (["llama.cpp"] if llama_rounds else [])
     rows = []
     for name in names:
         row = {"table": "speed", "variant": name}
@@ -452,28 +445,38 @@ def main() -> None:
         if ceiling is not None:
             row["b1_ratio_to_llama_cpp"] = round(row["decode_b1_tokens_per_s"] / ceiling["decode_b1_tokens_per_s"], 3)
 
-    rows += extra_rows
+    def write(stage: str) -> None:
+        """Write what is measured so far (a run stopped later keeps it); the last stage is the full file."""
+        load_after = os.getloadavg()
+        notes = (f"{args.threads} thread(s) per variant; load average {load[0]:.1f} before the run and "
+                 f"{load_after[0]:.1f} when this was written (the machine's 2 cores are shared: compare ratios, "
+                 f"not absolute numbers). Decode: {n_decode} tokens after the {len(prompt)}-token few-shot prompt, "
+                 f"median of {repeats} alternating rounds; batch 8 = the same prompt in 8 rows. Prefill: "
+                 f"{len(long_prompt)} tokens. first_token_s: the few-shot prompt prefilled to its first token's "
+                 "signals. rss_added_mb: memory the variant added when set up (weight copies, static cache; "
+                 "compiled code comes later); rss_peak_mb: the process's peak while it decoded. compile_s: first "
+                 "calls of the compiled step's length buckets, batch 1 and 8 (paid once per model, batch and "
+                 f"bucket; cached on disk under the dynaprag cache for later processes). Stages written: {stage}.")
+        if not args.with_llama_cpp or llama_missing:
+            notes += f" llama.cpp not measured in this run ({llama_missing or '--with-llama-cpp'})."
+        else:
+            notes += (f" llama.cpp (llama-cpp-python {LLAMA_CPP_VERSION}, built from source, same GGUF, ids and "
+                      f"threads) was measured in {llama_rounds} of the rounds, alternating with the others.")
+        write_results(result_name("generator", args.model), rows, model=args.model, group_by="table",
+                      data={"prompt": "few-shot CoT prompt from dynaprag.lm.prompts (4 shots)",
+                            "prompt_tokens": len(prompt), "prefill_tokens": len(long_prompt),
+                            "decode_tokens": n_decode, "repeats": repeats, "agreement_questions": args.agreement},
+                      extra={"load_average": {"before": load, "after": load_after}}, notes=notes)
 
-    load_after = os.getloadavg()
-    notes = (f"{args.threads} thread(s) per variant; load average {load[0]:.1f} before the run and "
-             f"{load_after[0]:.1f} after it (the machine's 2 cores are shared: compare ratios, not absolute "
-             f"numbers). Decode: {n_decode} tokens after the {len(prompt)}-token few-shot prompt, median of "
-             f"{repeats} alternating rounds; batch 8 = the same prompt in 8 rows. Prefill: {len(long_prompt)} "
-             "tokens. first_token_s: the few-shot prompt prefilled to its first token's signals. "
-             "rss_added_mb: memory the variant added when set up (weight copies, static cache; compiled "
-             "code comes later); rss_peak_mb: the process's peak while it decoded. compile_s: first calls of "
-             "the compiled step's length buckets (paid once per model, batch and bucket; cached on disk "
-             "under the dynaprag cache for later processes).")
-    if not args.with_llama_cpp or llama_missing:
-        notes += f" llama.cpp not measured in this run ({llama_missing or '--with-llama-cpp'})."
-    else:
-        notes += (f" llama.cpp (llama-cpp-python {LLAMA_CPP_VERSION}, built from source, same GGUF, ids and "
-                  f"threads) was measured in {llama_rounds} of the rounds, alternating with the others.")
-    write_results(result_name("generator", args.model), rows, model=args.model, group_by="table",
-                  data={"prompt": "few-shot CoT prompt from dynaprag.lm.prompts (4 shots)", "prompt_tokens": len(prompt),
-                        "prefill_tokens": len(long_prompt), "decode_tokens": n_decode, "repeats": repeats,
-                        "agreement_questions": args.agreement},
-                  extra={"load_average": {"before": load, "after": load_after}}, notes=notes)
+    write("speed")
+    if args.profile:
+        for variant in variants:
+            rows.append({"table": "profile (batch-1 decode, torch.profiler)", "variant": variant.name,
+                         **profile_decode(variant, prompt, n_decode // 2)})
+        write("speed, profile")
+    if args.agreement:
+        rows += agreement_rows(variants, models, builder, args.agreement)
+        write("speed" + (", profile" if args.profile else "") + ", agreement")
     print(open(_common.RESULTS / f"{result_name('generator', args.model)}.md").read())
 
 
