@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
     def build(
         corpus: Optional[str] = typer.Option(None, "--corpus", help="passages: our .jsonl, DPR .tsv, FlashRAG or "
                                              "KILT .jsonl (default: demo corpus)"),
-        backend: str = typer.Option("bm25", "--backend", help="bm25 | dense | hybrid (both) | milvus"),
+        backend: str = typer.Option("bm25", "--backend", help="bm25 | dense | hybrid (both) | milvus | lucene"),
         index_dir: Optional[str] = typer.Option(None, "--index-dir", help="where to write the index"),
         skip_bad_lines: bool = typer.Option(False, "--skip-bad-lines", help="skip malformed records, report the count"),
         rebuild: bool = typer.Option(False, "--rebuild", help="rebuild even if the index exists"),
@@ -156,7 +156,8 @@ def register(app: typer.Typer) -> None:
     def search(
         query: str = typer.Argument(..., help="the search query"),
         k: int = typer.Option(5, "-k", "--k", help="number of hits"),
-        backend: str = typer.Option("bm25", "--backend", help="bm25 | dense | hybrid | milvus | elastic"),
+        backend: str = typer.Option("bm25", "--backend", help="bm25 | dense | hybrid | milvus | elastic | lucene "
+                                     "(an existing Lucene index: --index-dir)"),
         corpus: Optional[str] = typer.Option(None, "--corpus", help="passages file (default: demo corpus)"),
         index_dir: Optional[str] = typer.Option(None, "--index-dir", help="index folder"),
         set_: list[str] = typer.Option([], "--set", help="retriever config override key=value (repeatable)"),
