@@ -91,10 +91,13 @@ class RetrieverConfig:
         "help": "client (elasticsearch package, same major version as the server) | http (stdlib, "
                 "ES 7-9 and OpenSearch)"})
     lucene_stemmer: str = field(default="porter", metadata={
-        "help": "lucene: the index's stemmer in Anserini's English analyzer: porter | krovetz | none"})
+        "help": "lucene: the index's stemmer in Anserini's English analyzer: porter | krovetz | none",
+        "choices": ("porter", "krovetz", "none")})
     lucene_stopwords: str = field(default="lucene", metadata={
-        "help": "lucene: lucene (drop Lucene's 33 English stop words, pyserini's default) | none (keep them)"})
-    lucene_threads: int = field(default=1, metadata={"help": "lucene: threads searching a batch of queries"})
+        "help": "lucene: lucene (drop Lucene's 33 English stop words, pyserini's default) | none (keep them)",
+        "choices": ("lucene", "none")})
+    lucene_threads: int = field(default=1, metadata={"help": "lucene: threads searching a batch of queries",
+                                                     "min": 1, "max": 64})
     cache: bool = field(default=True, metadata={"help": "memoise (query, k) -> hits for this backend"})
     cache_size: int = field(default=10000, metadata={"help": "entries kept by the in-memory LRU cache"})
     cache_path: str | None = field(default=None, metadata={
