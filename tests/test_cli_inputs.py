@@ -1,9 +1,10 @@
 """Issue 27 item 7: bad CLI input gets one line naming the file, line or field, and exit code 2.
 
 ``encode --limit 0`` and ``--limit -1`` each encoded one passage; ``prompt.shots=-1`` (and
-``prompt.shots=1000``, or any count without an upper bound) was accepted; a lone surrogate (``\\ud800``) or a non-UTF-8 question printed a long traceback; a
-duplicate question id named no line; a TSV quote error was reported one line late; a JSON
-error read "at at column". None of these load the model: they fail before it.
+``prompt.shots=1000``, or any count without an upper bound) was accepted; a lone surrogate
+(``\\ud800``) or a non-UTF-8 question printed a long traceback; a duplicate question id named no
+line; a TSV quote error was reported one line late; a JSON error read "at at column". None of
+these load the model: they fail before it.
 """
 from __future__ import annotations
 
