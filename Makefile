@@ -13,7 +13,7 @@ TEST_WORKERS ?= 2
 LOCK   := constraints.txt
 PIP    := $(BIN)/pip install -q --disable-pip-version-check -c $(LOCK)
 
-.PHONY: setup demo test bench lock clean
+.PHONY: setup demo test bench lock lucene clean
 
 setup: $(STAMP)
 
@@ -30,7 +30,13 @@ lock:
 	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	$(PYTHON) -m venv "$$tmp/venv"; \
 	"$$tmp/venv/bin/python" scripts/lock_dependencies.py --out $(LOCK) --torch "$(TORCH)" \
-		--weights "$(WEIGHTS)" -e ".[all,test]"
+		--weights "$(WEIGHTS)" -e ".[all,test,lucene]"
+
+# Optional: the Lucene backend (a JDK from Debian, then pyserini's `lucene` extra). `make test` skips the
+# Lucene tests without it; `make lucene test` runs them too.
+lucene: setup
+	bash scripts/install-java.sh
+	$(PIP) -e ".[lucene]" "$(TORCH)"
 
 demo: setup
 	$(BIN)/dynaprag demo

@@ -20,7 +20,10 @@ estimate against the default budget, :mod:`dynaprag.serve.budget`) and, when the
 admits it, the peak RSS growth of answering it alone (the kernel's high-water mark, reset before
 each case through ``/proc/self/clear_refs`` after ``malloc_trim``, so memory an earlier case freed
 does not hide this one's), next to the estimate. Target: flat or bounded, never
-over the estimate (the budget admits by it).
+over the estimate (the budget admits by it). Each finished long case is appended to a checkpoint
+(``bench/checkpoints/serve*.long.checkpoint.jsonl``, with the commit and dtype it ran at) and the
+results are rewritten after it, so a killed run loses at most the case in progress and the same
+command resumes with the cases not yet measured.
 
     .venv/bin/python bench/serve.py --note "..."                  # both parts, every preset
     .venv/bin/python bench/serve.py --part long --presets dragin,sr-rag --lengths 1000,2000
@@ -40,8 +43,8 @@ from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    CHECKPOINTS, DEFAULT_MODEL, RESULTS, SHARED_DATA, load_questions, parse_args, resolved_dtype, result_name, rss_mb,
-    write_results,
+    CHECKPOINTS, DEFAULT_MODEL, RESULTS, SHARED_DATA, git_commit, load_questions, parse_args, resolved_dtype,
+    result_name, rss_mb, write_results,
 )
 
 #: presets the long-question part skips, and why (they cannot answer on the default model/setup)
@@ -201,8 +204,16 @@ def peak_mb() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
+def case_key(row: dict) -> tuple:
+    """What identifies a long case in the checkpoint: preset, length and answer budget."""
+    return row["preset"], row["length"], row.get("max_tokens")
+
+
 def run_long(pipeline, presets: list[str], lengths: list[int], question: str, paragraphs: list[str],
-             max_tokens: int, max_seconds: float = float("inf")) -> list:
+             max_tokens: int, max_seconds: float = float("inf"), done: dict | None = None,
+             record=lambda row: None) -> list:
+    """One row per preset and length; a case in ``done`` (by :func:`case_key`) is not run again but
+    its recorded row is returned, and ``record(row)`` is called after each case measured here."""
     from dynaprag.serve.app import Limits, Service
     from dynaprag.serve.errors import ApiError
     from dynaprag.serve.worker import Worker
@@ -216,6 +227,9 @@ def run_long(pipeline, presets: list[str], lengths: list[int], question: str, pa
     for tokens in lengths:  # every preset at one length before the next: a time budget cuts the longest
         text = long_question(pipeline.generator, paragraphs, question, tokens)
         for preset in (p for p in presets if p not in SKIPPED):
+            if (preset, tokens, max_tokens) in (done or {}):
+                rows.append(done[(preset, tokens, max_tokens)])
+                continue
             options = {"injector.on_missing": "context"} if preset.startswith("prag") else {}
             resolved = pipeline.method(preset, options)
             if time.monotonic() > deadline:
@@ -228,12 +242,13 @@ def run_long(pipeline, presets: list[str], lengths: list[int], question: str, pa
                 decision = "admitted"
             except ApiError as exc:
                 decision = f"{exc.status} {exc.code}"
-            row = {"part": "long", "preset": preset, "length": tokens,
+            row = {"part": "long", "preset": preset, "length": tokens, "max_tokens": max_tokens,
                    "question_tokens": len(pipeline.generator.encode(text)),
                    "estimate_mb": estimate / 2**20, "server": decision}
             if estimate > default.memory_budget_mb << 20:
                 rows.append({**row, "skipped": "over the default memory budget: refused before decoding"})
                 print(json.dumps(rows[-1]), flush=True)
+                record(rows[-1])
                 continue
             peak_reset()
             before = rss_mb()
@@ -250,6 +265,7 @@ def run_long(pipeline, presets: list[str], lengths: list[int], question: str, pa
             row["within_estimate"] = row["peak_growth_mb"] <= row["estimate_mb"]
             rows.append(row)
             print(json.dumps(row), flush=True)
+            record(row)
     return rows
 
 
@@ -282,12 +298,24 @@ def main() -> None:
     pipeline = Pipeline.from_config(PipelineConfig(model=args.model, dtype=args.dtype,
                                                    retrieval=RetrieverConfig(corpus=str(corpus))))
     pipeline.answer(questions[0], method="sr-rag", max_new_tokens=4)  # index pages, kernels: not measured
-    rows = []
+    name = result_name("serve", args.model)
+    results_dir = (CHECKPOINTS / "quick") if args.quick else None
+    rows: list[dict] = []
+    partial = args.part != "both" or bool(args.presets) or args.lengths != ap.get_default("lengths")
+
+    def write(rows: list[dict]) -> None:
+        table = merged(rows, (results_dir or RESULTS) / f"{name}.json", args.part) if partial else rows
+        write_results(name, table, model=args.model, dtype=resolved_dtype(args.dtype), notes=notes(args, partial),
+                      data={"hotpotqa": {"file": "questions/hotpotqa.jsonl", "questions": len(questions)}},
+                      group_by="part", results_dir=results_dir)
+
     if args.part in ("load", "both"):
         rows += run_load(pipeline, questions, args.dragin, args.sr_rag, args.max_tokens, args.attempts)
         for row in rows:
             print(json.dumps(row), flush=True)
     if args.part in ("long", "both"):
+        from dynaprag.jsonl_log import append_jsonl, read_jsonl
+
         paragraphs = []
         with corpus.open(encoding="utf-8") as f:
             for line in f:
@@ -295,37 +323,59 @@ def main() -> None:
                 if len(paragraphs) >= 400:
                     break
         presets = [p for p in (args.presets.split(",") if args.presets else method_names()) if p]
-        rows += run_long(pipeline, presets, [int(x) for x in args.lengths.split(",")], questions[0], paragraphs,
-                         args.long_max_tokens, args.max_seconds)
-    notes = (f"load: the server at dynaprag serve's defaults (batch 8, queue 32, default limits), warmed by 3 "
-             f"sequential requests, then {args.dragin} dragin + {args.sr_rag} sr-rag requests at once (distinct "
-             f"hotpotqa questions, max_tokens {args.max_tokens}); a refused client waits its Retry-After and tries "
-             f"again, at most {args.attempts} times. drain_s = from a 503 until the jobs then waiting and running had "
-             f"finished (/health polled every 0.2 s); ratio = Retry-After / drain_s. long: one request at a time "
-             f"through the pipeline (answer budget {args.long_max_tokens}); question = corpus paragraphs + a hotpotqa "
-             f"question, cut to the length; server = what dynaprag serve's defaults (4096 tokens per request, "
-             f"8192 MiB budget) answer; peak_growth_mb = the kernel's peak RSS (reset per case after malloc_trim) "
-             f"minus "
-             f"RSS before, peak_rss_mb the peak itself (model and index included); "
-             f"estimate_mb = dynaprag.serve.budget's estimate. BM25 over corpus/wiki_paragraphs.jsonl.")
-    name = result_name("serve", args.model)
-    results_dir = (CHECKPOINTS / "quick") if args.quick else None
-    if args.part != "both" or args.presets or args.lengths != ap.get_default("lengths"):
-        # a partial run replaces only its own rows (a part; long cases by preset and length), so
-        # partial runs may go in parallel processes and add up to the whole table
-        def key(row: dict):
-            return (row.get("part"), row.get("preset"), row.get("length")) if row.get("part") == "long" else (
-                "load" if row.get("part") in ("load", "retry-after") else row.get("part"))
-        old = (results_dir or RESULTS) / f"{name}.json"
-        kept = json.loads(old.read_text())["rows"] if old.is_file() else []
-        mine = {key(r) for r in rows} | ({"load"} if args.part in ("load", "both") else set())
-        rows = [r for r in kept if r.get("part") is not None and key(r) not in mine] + rows
-        notes += (" Rows come from partial runs (--part, --presets, --lengths); each run's command is in its "
-                  "log, and this file's header names the last one.")
-    write_results(name, rows, model=args.model, dtype=resolved_dtype(args.dtype),
-                  data={"hotpotqa": {"file": "questions/hotpotqa.jsonl", "questions": len(questions)}}, notes=notes,
-                  group_by="part", results_dir=results_dir)
+        lengths = [int(x) for x in args.lengths.split(",")]
+        ckpt = (results_dir or CHECKPOINTS) / f"{name}.long.checkpoint.jsonl"
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        # a torn last line is dropped; a smoke run (--quick) always measures afresh
+        done = {} if args.quick else {case_key(r): r for r in read_jsonl(ckpt, repair=True)}
+        stamp = {"git_commit": git_commit(), "dtype": resolved_dtype(args.dtype)}
+        measured = rows + [r for r in done.values() if r["preset"] in presets and r["length"] in lengths
+                           and r.get("max_tokens") == args.long_max_tokens]
+        with ckpt.open("ab") as out:
+            def record(row: dict) -> None:
+                row.update(stamp)
+                append_jsonl(out, row)
+                measured.append(row)
+                write(measured)  # the table so far: a kill keeps what finished
+
+            rows += run_long(pipeline, presets, lengths, questions[0], paragraphs, args.long_max_tokens,
+                             args.max_seconds, done=done, record=record)
+    write(rows)
+
+
+def notes(args, partial: bool) -> str:
+    return (f"load: the server at dynaprag serve's defaults (batch 8, queue 32, default limits), warmed by 3 "
+            f"sequential requests, then {args.dragin} dragin + {args.sr_rag} sr-rag requests at once (distinct "
+            f"hotpotqa questions, max_tokens {args.max_tokens}); a refused client waits its Retry-After and tries "
+            f"again, at most {args.attempts} times. drain_s = from a 503 until the jobs then waiting and running had "
+            f"finished (/health polled every 0.2 s); ratio = Retry-After / drain_s. long: one request at a time "
+            f"through the pipeline (answer budget {args.long_max_tokens}); question = corpus paragraphs + a hotpotqa "
+            f"question, cut to the length; server = what dynaprag serve's defaults (4096 tokens per request, "
+            f"8192 MiB budget) answer; peak_growth_mb = the kernel's peak RSS (reset per case after malloc_trim) "
+            f"minus RSS before, peak_rss_mb the peak itself (model and index included); "
+            f"estimate_mb = dynaprag.serve.budget's estimate; a long row's git_commit and dtype are those it ran at "
+            f"(cases resume from a checkpoint). BM25 over corpus/wiki_paragraphs.jsonl."
+            + (" Rows come from partial runs (--part, --presets, --lengths); each run's command is in its log, and "
+               "this file's header names the last one." if partial else ""))
+
+
+def merged(rows: list[dict], old: Path, part: str) -> list[dict]:
+    """``rows`` and the rows of the results file ``old`` that they do not replace: a partial run
+    replaces only its own rows (a part; long cases by preset and length), so partial runs (in
+    parallel processes, too) add up to the whole table."""
+
+    def key(row: dict):
+        return (row.get("part"), row.get("preset"), row.get("length")) if row.get("part") == "long" else (
+            "load" if row.get("part") in ("load", "retry-after") else row.get("part"))
+    kept = json.loads(old.read_text())["rows"] if old.is_file() else []
+    mine = {key(r) for r in rows} | ({"load"} if part in ("load", "both") else set())
+    return [r for r in kept if r.get("part") is not None and key(r) not in mine] + rows
 
 
 if __name__ == "__main__":
-    main()
+    from dynaprag.jsonl_log import CorruptLogError
+
+    try:
+        main()
+    except CorruptLogError as exc:  # a checkpoint line other than the last is bad: one line, exit code 2
+        raise SystemExit(print(f"error: {exc}", file=sys.stderr) or 2)

@@ -11,6 +11,7 @@ still passes). Every mutation here must be caught; a survivor is a gap in the su
     OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python scripts/mutations.py            # all, HEAD
     .venv/bin/python scripts/mutations.py --only M5,M7 --no-baseline              # a few
     .venv/bin/python scripts/mutations.py --list
+    .venv/bin/python scripts/mutations.py --only M4,M5 --no-baseline --hints-only  # only the hinted tests
 
 Each run stops at the first failing test (``-x``): the test files most likely to catch the
 mutation run first, then, if they pass, the whole folder; a survivor costs a full suite run. The
@@ -42,8 +43,13 @@ class Mutation:
     path: str
     old: str  # exactly one occurrence in the file
     new: str
-    hints: tuple[str, ...] = ()  # test files likely to catch it, run first
+    hints: tuple[str, ...] = ()  # test files (or file::node ids) likely to catch it, run first
 
+
+FLARE_LOOP = "test_preset_loops.py::test_steps_match_reference[flare-b1]"
+"""The whole-loop parity test of ``flare`` against FLARE's own loop (batch 1)."""
+SEAKR_STEP = "test_preset_loops.py::test_seakr_first_step_matches_reference[seakr-b1]"
+"""``seakr``'s first reasoning step against SeaKR's own reasoner (batch 1)."""
 
 MUTATIONS = (
     Mutation("M1", "DRAGIN: a RIND hit when v < θ instead of v > θ", "src/dynaprag/dynamic/methods/dragin/rind.py",
@@ -51,7 +57,7 @@ MUTATIONS = (
              "hits = [1 if v < threshold else 0 for v in item.values]", ("test_dragin.py",)),
     Mutation("M2", "SeaKR keeps the retriever's first document instead of the least uncertain one",
              "src/dynaprag/dynamic/methods/seakr/components.py", "return min(range(len(keys)), key=lambda i: (keys[i], i))",
-             "return 0", ("test_seakr_parity.py",)),
+             "return 0", ("test_seakr_parity.py", SEAKR_STEP)),
     Mutation("M3a", "token-rag's sentence solver default avg -> max", "src/dynaprag/dynamic/methods/confidence/components.py",
              'solver: str = field(default="avg", metadata={"help": "sentence solver over 1-p"',
              'solver: str = field(default="max", metadata={"help": "sentence solver over 1-p"',
@@ -63,15 +69,16 @@ MUTATIONS = (
              "src/dynaprag/dynamic/methods/confidence/__init__.py",
              '"masked-sentence", knobs={"trigger": {"theta": 0.8, "initial": True}',
              '"masked-sentence", knobs={"trigger": {"theta": 0.8, "initial": False}',
-             ("test_preset_settings.py", "test_trigger_parity.py")),
+             ("test_preset_settings.py", "test_trigger_parity.py", FLARE_LOOP)),
     Mutation("M5", "FLARE fires on p < θ instead of p <= θ", "src/dynaprag/dynamic/methods/confidence/components.py",
-             "inclusive: ClassVar[bool] = True", "inclusive: ClassVar[bool] = False", ("test_trigger_parity.py",)),
+             "inclusive: ClassVar[bool] = True", "inclusive: ClassVar[bool] = False",
+             ("test_trigger_parity.py", FLARE_LOOP)),
     Mutation("M6", "DRAGIN's θ back to 1.2 (the value before the audit)", "src/dynaprag/dynamic/methods/dragin/__init__.py",
              '"rind", "real-words", knobs={"trigger": {"theta": 0.8,',
              '"rind", "real-words", knobs={"trigger": {"theta": 1.2,',
              ("test_preset_settings.py",)),
     Mutation("M7", "SeaKR reads its embedding at the last sampled token instead of an appended EOS",
-             "src/dynaprag/lm/sampling.py", "feed[b] = eos", "feed[b] = feed[b]", ("test_seakr_parity.py",)),
+             "src/dynaprag/lm/sampling.py", "feed[b] = eos", "feed[b] = feed[b]", ("test_seakr_parity.py", SEAKR_STEP)),
     Mutation("M8", "DRAGIN cuts at the fired sentence's last word instead of where the sentence begins",
              "src/dynaprag/dynamic/methods/dragin/components.py",
              "keep = sentence_start_token(draft, start, [s.sentence for s in decision.sentences], "
@@ -108,6 +115,16 @@ MUTATIONS = (
              "src/dynaprag/dynamic/methods/selfrag/components.py",
              "w_use: float = field(default=1.0,", "w_use: float = field(default=0.5,",
              ("test_selfrag_parity.py",)),
+    Mutation("M18", "FLARE masks its query at FlashRAG's beta 0.2 instead of the released 0.4",
+             "src/dynaprag/dynamic/methods/confidence/__init__.py", '"formulator": {"beta": 0.4}}', '"formulator": {"beta": 0.2}}',
+             (FLARE_LOOP,)),
+    Mutation("M19", "FLARE fires at FlashRAG's theta 0.2 instead of the released 0.8", "src/dynaprag/dynamic/methods/confidence/__init__.py",
+             '"masked-sentence", knobs={"trigger": {"theta": 0.8, "initial": True}',
+             '"masked-sentence", knobs={"trigger": {"theta": 0.2, "initial": True}', (FLARE_LOOP,)),
+    Mutation("M20", "FLARE judges the sentence regenerated with the passages again (the reference appends it unchecked)",
+             "src/dynaprag/dynamic/triggers.py",
+             "after_retrieval: ClassVar[AfterRetrieval] = AfterRetrieval(recheck=False)",
+             "after_retrieval: ClassVar[AfterRetrieval] = AfterRetrieval(recheck=True)", (FLARE_LOOP,)),
 )
 
 
@@ -152,12 +169,14 @@ def check_import(repo: Path, python: str) -> None:
         raise SystemExit(f"the copy imports dynaprag from {out}, not from {repo}: cannot test mutations")
 
 
-def run_suite(repo: Path, python: str, hints: tuple[str, ...], extra: list[str]) -> tuple[int, str, float]:
+def run_suite(repo: Path, python: str, hints: tuple[str, ...], extra: list[str],
+              hints_only: bool = False) -> tuple[int, str, float]:
     """pytest on the hinted files first (pytest orders one run's files by the tree, not by the
-    arguments), then, if they pass, on the whole suite; ``(exit code, first failure, seconds)``."""
-    first = [f"{SUITE}/{h}" for h in hints if (repo / SUITE / h).is_file()]
+    arguments), then, if they pass and not ``hints_only``, on the whole suite; ``(exit code, first
+    failure, seconds)``."""
+    first = [f"{SUITE}/{h}" for h in hints if (repo / SUITE / h.split("::")[0]).is_file()]
     t0 = time.perf_counter()
-    for targets in ([first] if first else []) + [[SUITE]]:
+    for targets in ([first] if first else []) + ([] if hints_only else [[SUITE]]):
         cmd = [python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *extra, *targets]
         proc = subprocess.run(cmd, cwd=repo, env=environment(repo), capture_output=True, text=True)
         if proc.returncode != 0:
@@ -184,6 +203,9 @@ def main() -> int:
     ap.add_argument("--list", action="store_true", help="list the mutations and exit")
     ap.add_argument("--out", type=Path, help="also write the outcomes as JSON here")
     ap.add_argument("--pytest-args", default="", help="extra pytest arguments, e.g. '-m \"not slow\"'")
+    ap.add_argument("--hints-only", action="store_true", help=(
+        "run only each mutation's hinted tests (quick: a mutation they miss is reported 'missed by hints', "
+        "not run against the whole suite)"))
     args = ap.parse_args()
     chosen = [m for m in MUTATIONS if not args.only or m.id in args.only.split(",")]
     if args.list:
@@ -209,10 +231,11 @@ def main() -> int:
                 print(f"{m.id}: error: {exc}", flush=True)
                 continue
             try:
-                code, first, secs = run_suite(repo, python, m.hints, extra)
+                code, first, secs = run_suite(repo, python, m.hints, extra, args.hints_only)
             finally:
                 (repo / m.path).write_text(original, encoding="utf-8")
-            result = "caught" if code == 1 else "SURVIVED" if code == 0 else "error"
+            survived = "missed by hints" if args.hints_only else "SURVIVED"
+            result = "caught" if code == 1 else survived if code == 0 else "error"
             outcomes.append(Outcome(m.id, m.what, result, first, secs))
             print(f"{m.id}: {result} in {secs:.0f} s ({first})", flush=True)
     print("\n| id | mutation | result | first failing test |\n|---|---|---|---|")

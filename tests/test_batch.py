@@ -5,7 +5,8 @@ errors, weight-changing injectors run alone); (b) :class:`BatchStepper` against 
 on the real 135M model in float32 (same greedy tokens, signals equal to summation-order noise,
 through joins, a rollback and a re-prefill); (c) every dynamic preset's traces (tokens,
 retrieval positions, reasons, queries, hits) at batch 8 against batch 1 on ``QUESTIONS`` demo
-questions (more than the batch, so questions join as others finish; SeaKR on 2, its cost). Differences allowed by
+questions (more than the batch, so questions join as others finish; SeaKR on 2), on as few tokens and as
+small knobs as still cover what batching can break (``TOKENS``, ``OPTIONS``). Differences allowed by
 (c) are listed in ``KNOWN_DIFFERENCES`` with their explanation; there are none today.
 """
 from __future__ import annotations
@@ -172,12 +173,20 @@ BATCH = 8
 #: Tokens per answer for the check. Batching acts on every step alike, so the first tokens test the same
 #: code as long answers, at a fraction of the cost; 24 leave room for a retrieval after the first
 #: sentence (the question is rolled back and re-prefilled inside the batch) and for questions to
-#: finish at different steps (the later ones join). fl-rag retrieves every 32 tokens, so it gets 40.
-TOKENS = {"fl-rag": 40}
+#: finish at different steps (the later ones join).
+TOKENS: dict[str, int] = {}
 DEFAULT_TOKENS = 24
+#: Knobs made smaller for the check, where the preset's value only multiplies the same batched work:
+#: fl-rag retrieves every 12 tokens instead of 32 (a mid-answer retrieval within 24 tokens, not 40);
+#: SeaKR draws 4 samples of at most 24 tokens per estimate instead of 20 of 100 (each estimate is one
+#: batched sampling pass whatever its size), on 2 questions (the second retrieves): ~2.5x cheaper
+#: than the preset's sizes, which made this the suite's slowest test.
+OPTIONS = {"fl-rag": {"trigger.n": 12},
+           "seakr": {"trigger.samples": 4, "trigger.sample_tokens": 24, "selector.samples": 4,
+                     "selector.sample_tokens": 24}}
 #: Presets that must retrieve after decoding began on some question within their budget, so the check
 #: covers a mid-answer retrieval inside the batch (a shorter budget would silently lose it).
-MID_ANSWER = {"fl-rag", "fs-rag", "token-rag", "entity-rag", "flare", "flare-flashrag", "dragin"}
+MID_ANSWER = {"fl-rag", "fs-rag", "token-rag", "entity-rag", "flare", "flare-flashrag", "dragin", "seakr"}
 #: preset -> number of demo questions whose batch-8 trace may differ, and why (none so far)
 KNOWN_DIFFERENCES: dict[str, tuple[int, str]] = {}
 XDIST_PER_TEST = True  # no module state: under `pytest -n`, workers share out the tests (conftest.py)
@@ -187,11 +196,11 @@ XDIST_PER_TEST = True  # no module state: under `pytest -n`, workers share out t
 @pytest.mark.usefixtures("one_thread")  # float32 sums may depend on the thread count
 @pytest.mark.parametrize("preset", rec.PRESETS)
 def test_batch_8_traces_equal_batch_1(demo_pipeline, preset):
-    pipe, tokens = demo_pipeline(preset), TOKENS.get(preset, DEFAULT_TOKENS)
-    questions = [q["question"] for q in rec.demo_questions(QUESTIONS if preset != "seakr" else 2)]  # seakr: ~36x sr-rag
-    answers = [pipe.answer(q, max_new_tokens=tokens) for q in questions]
+    pipe, tokens, options = demo_pipeline(preset), TOKENS.get(preset, DEFAULT_TOKENS), OPTIONS.get(preset)
+    questions = [q["question"] for q in rec.demo_questions(QUESTIONS if preset != "seakr" else 2)]
+    answers = [pipe.answer(q, max_new_tokens=tokens, options=options) for q in questions]
     alone = [rec.summarise(a) for a in answers]
-    together = dict(pipe.answer_many(questions, batch_size=BATCH, max_new_tokens=tokens))
+    together = dict(pipe.answer_many(questions, batch_size=BATCH, max_new_tokens=tokens, options=options))
     differ = [i for i, q in enumerate(questions) if rec.summarise(together[i]) != alone[i]]
     allowed, why = KNOWN_DIFFERENCES.get(preset, (0, ""))
     assert len(differ) <= allowed, (preset, differ, [(alone[i], rec.summarise(together[i])) for i in differ])

@@ -33,3 +33,22 @@ def test_long_question_has_the_asked_length_and_ends_with_the_question(generator
     text = bench.long_question(generator, paragraphs, "Who directed Jaws?", 500)
     assert abs(len(generator.encode(text)) - 500) <= 3  # decode/encode may merge a token at the seams
     assert text.endswith("Who directed Jaws?")
+
+
+def test_long_cases_resume_from_their_checkpoint_rows(demo_pipeline):
+    """A measured case is handed to ``record`` (the checkpoint); given back as done, it is not
+    measured again but its row comes back in its place."""
+    paragraphs = ["Jaws is a 1975 American thriller film directed by Steven Spielberg."] * 50
+    recorded: list[dict] = []
+    first = bench.run_long(demo_pipeline("wo-rag"), ["wo-rag"], [120], "Who directed Jaws?", paragraphs, 2,
+                           record=recorded.append)
+    assert [bench.case_key(r) for r in recorded] == [("wo-rag", 120, 2)] and first == recorded
+    assert recorded[0]["peak_growth_mb"] >= 0 and "error" not in recorded[0]
+    again: list[dict] = []
+    done = {bench.case_key(r): {**r, "resumed": True} for r in recorded}
+    second = bench.run_long(demo_pipeline("wo-rag"), ["wo-rag"], [120], "Who directed Jaws?", paragraphs, 2,
+                            done=done, record=again.append)
+    assert again == [] and second == [{**recorded[0], "resumed": True}]
+    other_budget = bench.run_long(demo_pipeline("wo-rag"), ["wo-rag"], [120], "Who directed Jaws?", paragraphs, 3,
+                                  done=done, record=again.append)
+    assert [bench.case_key(r) for r in again] == [("wo-rag", 120, 3)] and other_budget == again

@@ -1,9 +1,10 @@
 """Issue 27 item 7: bad CLI input gets one line naming the file, line or field, and exit code 2.
 
-``encode --limit 0`` and ``--limit -1`` each encoded one passage; ``prompt.shots=-1`` was
-accepted; a lone surrogate (``\\ud800``) or a non-UTF-8 question printed a long traceback; a
-duplicate question id named no line; a TSV quote error was reported one line late; a JSON
-error read "at at column". None of these load the model: they fail before it.
+``encode --limit 0`` and ``--limit -1`` each encoded one passage; ``prompt.shots=-1`` (and
+``prompt.shots=1000``, or any count without an upper bound) was accepted; a lone surrogate
+(``\\ud800``) or a non-UTF-8 question printed a long traceback; a duplicate question id named no
+line; a TSV quote error was reported one line late; a JSON error read "at at column". None of
+these load the model: they fail before it.
 """
 from __future__ import annotations
 
@@ -62,6 +63,43 @@ def test_negative_counts_are_refused_naming_the_key(tmp_path):
     # a knob whose paper default is negative keeps its sign (SeaKR's eigen-score threshold)
     _, cfg = resolve("demo", questions=str(questions), method="seakr", overrides=["trigger.theta=-7"])
     assert cfg.trigger["theta"] == -7
+
+
+@pytest.mark.parametrize("override, said", [
+    ("prompt.shots=1000", "prompt.shots: must be <= 4 (the exemplar set 'default' has 4), got 1000"),
+    ("prompt.exemplars=nope", "prompt.exemplars: unknown exemplar set 'nope'"),
+    ("k=1000", "k: must be <= 100, got 1000"),
+    ("max_new_tokens=100000", "max_new_tokens: must be <= 32768, got 100000"),
+    ("max_retrievals=5000", "max_retrievals: must be <= 1024, got 5000"),
+    ("batch_size=100000", "batch_size: must be <= 256, got 100000"),
+])
+def test_knobs_that_multiply_work_have_upper_bounds(tmp_path, override, said):
+    """Issue 27: every knob has an upper bound on the command line, as in a request; one line, exit 2,
+    before anything is written."""
+    questions = write(tmp_path / "q.jsonl", GOOD)
+    assert said in one_line_error(eval_with(questions, tmp_path / "out", override))
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args, said", [
+    (["search", "jaws", "-k", "5000"], "-k: must be <= 1000, got 5000"),
+    (["report", "RUN", "--resamples", "100000000"], "--resamples: must be <= 1000000, got 100000000"),
+    (["serve", "--batch-size", "1000"], "--batch-size: must be <= 256, got 1000"),
+    (["serve", "--max-request-tokens", "1000000"], "--max-request-tokens: must be <= 32768, got 1000000"),
+    (["index", "build", "--workers", "1000", "--index-dir", "OUT"], "--workers: must be <= 64, got 1000"),
+    (["reproduce", "dragin-table2", "--out", "OUT", "--resamples", "10000000"], "--resamples: must be <= 1000000"),
+    (["encode", "--corpus", "CORPUS", "--store", "OUT", "--workers", "500"], "--workers: must be <= 64, got 500"),
+    (["encode", "--corpus", "CORPUS", "--store", "OUT", "--set", "rank=100000"], "rank: must be <= 1024"),
+    (["encode", "--corpus", "CORPUS", "--store", "OUT", "--set", "augment.batch_docs=1000"],
+     "augment.batch_docs: must be <= 256, got 1000"),
+])
+def test_command_line_numbers_have_upper_bounds(tmp_path, args, said):
+    corpus = write(tmp_path / "c.jsonl", '{"id": "p1", "title": "T", "text": "Some text."}\n')
+    (tmp_path / "RUN").mkdir()
+    args = [{"RUN": str(tmp_path / "RUN"), "OUT": str(tmp_path / "out"), "CORPUS": str(corpus)}.get(a, a)
+            for a in args]
+    assert said in one_line_error(CliRunner().invoke(app, args))
+    assert not (tmp_path / "out").exists()
 
 
 def test_config_dataclass_rule_is_explicit_about_signed_knobs():

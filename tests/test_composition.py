@@ -113,7 +113,7 @@ def test_every_selector_gets_a_probe_only_if_it_declares_one(selector):
     answer = loop.run(QUESTION)
     assert answer.trace.retrievals and len(seen) == len(answer.trace.retrievals)
     assert all((p is not None) == sel.needs_probe for p in seen)
-    retrieved = sorted(h.id for h in loop.retriever.search_one(QUESTION, 3))
+    retrieved = sorted(h.id for h in loop.retriever.search_one(QUESTION, getattr(sel, "search_k", 0) or 3))
     kept = answer.trace.retrievals[0].hit_ids
     if selector in ("seakr-uncertainty", "selfrag-critique"):  # each keeps its one best hit per retrieval
         assert len(kept) == 1 and kept[0] in retrieved

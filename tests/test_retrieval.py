@@ -124,7 +124,7 @@ def test_default_config_serves_the_demo_corpus(tmp_path, monkeypatch):
 
 
 def test_unknown_backend_lists_choices():
-    with pytest.raises(KeyError, match="choose one of: bm25, dense, elastic, hybrid, milvus"):
+    with pytest.raises(KeyError, match="choose one of: bm25, dense, elastic, hybrid, lucene, milvus"):
         build_retriever(RetrieverConfig(backend="bm26"))
 
 

@@ -39,6 +39,7 @@ class OurStep:
     query: str | None = None
     hit_ids: list[str] | None = None
     regenerated: str | None = None
+    prefix_ids: list[int] = field(default_factory=list)  # the answer's token ids before the look-ahead
 
 
 def _observed(decision) -> dict:
@@ -70,7 +71,7 @@ class RecordingTrigger:
         step = OurStep(start=start, text_before="".join(draft.pieces[:start]), look_ahead_ids=ids,
                        look_ahead="".join(draft.pieces[start:]), fired=bool(decision.retrieve),
                        token_scores={i - start: float(v) for i, v in decision.token_scores.items()},
-                       details=_observed(decision))
+                       details=_observed(decision), prefix_ids=[s.token_id for s in draft.steps[:start]])
         if decision.retrieve:
             step.keep = decision.keep - start
             step.kept_text = "".join(draft.pieces[start:decision.keep])

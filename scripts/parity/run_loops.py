@@ -35,6 +35,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
+import flare  # noqa: E402
 import ours  # noqa: E402
 from reference import (CASE, PromptBridge, Recorder, StopLoop, instrument, load_dragin_generate,  # noqa: E402
                        patch_dragin_generator)
@@ -59,6 +60,10 @@ LLAMA_TOKEN_TEXT = {"token-rag"}
 them (leading space dropped: patch TOKEN-TEXT), the behaviour our preset follows by a documented
 deviation (``confidence.token_rag_check(strip_token_spaces=True)``)."""
 REFERENCE_CLASS = {"dragin": "AttnWeightRAG", "token-rag": "TokenRAG", "entity-rag": "EntityRAG"}
+DATASET = {"flare": "2wikimultihopqa"}
+"""Presets run with a dataset's settings: FLARE released its config for 2WikiMultihopQA only, so
+the reference runs that config unmodified and our preset its 2Wiki settings (k 2)."""
+PRESETS = sorted([*REFERENCE_ARGS, "flare"])
 
 # Trace points: (function owner, name) -> {statement prefix: (label, locals to record)}.
 LOOP_POINTS = {
@@ -235,8 +240,9 @@ def run_reference(preset: str, module, lm, retriever, builder, questions: list[d
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("presets", nargs="*", help=f"any of {', '.join(sorted(REFERENCE_ARGS))}")
+    parser.add_argument("presets", nargs="*", help=f"any of {', '.join(PRESETS)}")
     parser.add_argument("--dragin", type=Path, help="root of a oneal2000/DRAGIN checkout at 4d71efc")
+    parser.add_argument("--flare", type=Path, help="root of a jzbjyb/FLARE checkout at ec4b06b")
     parser.add_argument("--questions", type=int, default=8, help="first N demo questions")
     parser.add_argument("--no-timing", action="store_true", help="write the fixtures only")
     parser.add_argument("--render-timing", action="store_true", help="rewrite the timing md from its JSON and exit")
@@ -247,11 +253,15 @@ def main(argv=None) -> int:
     if args.render_timing:
         _write_timing(_load_timing())
         return 0
-    if args.dragin is None or not args.presets:
-        parser.error("give --dragin (a DRAGIN checkout) and at least one preset")
-    unknown = [p for p in args.presets if p not in REFERENCE_ARGS]
+    if not args.presets:
+        parser.error("give at least one preset")
+    unknown = [p for p in args.presets if p not in PRESETS]
     if unknown:
-        parser.error(f"unknown preset {unknown[0]!r}; choose from {', '.join(sorted(REFERENCE_ARGS))}")
+        parser.error(f"unknown preset {unknown[0]!r}; choose from {', '.join(PRESETS)}")
+    if args.dragin is None and any(p in REFERENCE_ARGS for p in args.presets):
+        parser.error("give --dragin (a DRAGIN checkout) for dragin, token-rag and entity-rag")
+    if args.flare is None and "flare" in args.presets:
+        parser.error("give --flare (a FLARE checkout) for flare")
 
     torch.set_num_threads(1)
     from dynaprag.lm import load_model
@@ -261,14 +271,20 @@ def main(argv=None) -> int:
     retriever = build_retriever(RetrieverConfig(), progress=False)
     questions = [json.loads(line) for line in demo_questions_path().read_text().splitlines()][: args.questions]
     recorder = Recorder()
-    module = load_dragin_generate(args.dragin)
-    instrument_dragin(module, recorder)
+    module = None
+    if args.dragin is not None:
+        module = load_dragin_generate(args.dragin)
+        instrument_dragin(module, recorder)
     FIXTURES.mkdir(parents=True, exist_ok=True)
     with ours.eager(lm.model):
         for preset in args.presets:
-            pipe = ours.pipeline(lm, retriever, preset)
-            ref = run_reference(preset, module, lm, retriever, pipe.builder(), questions, recorder,
-                                stop_at_end_of_turn=not args.whole_loop)
+            pipe = ours.pipeline(lm, retriever, preset, dataset=DATASET.get(preset))
+            if preset == "flare":
+                ref = flare.run_reference(flare.load_flare(args.flare), args.flare, lm, retriever, pipe.builder(),
+                                          questions, recorder)
+            else:
+                ref = run_reference(preset, module, lm, retriever, pipe.builder(), questions, recorder,
+                                    stop_at_end_of_turn=not args.whole_loop)
             path = FIXTURES / f"loop_{preset.replace('-', '_')}.json"
             write_fixture(path, meta(preset, args, lm), ref)
             print(f"wrote {path.relative_to(ROOT)}", flush=True)
@@ -279,7 +295,9 @@ def main(argv=None) -> int:
             ref_eos = [q["seconds_until_end_of_turn"] for q in ref]
             our_s = [mine[q["question"]]["seconds"] for q in questions]
             entry = {
-                "reference": f"oneal2000/DRAGIN@{DRAGIN_COMMIT[:7]} src/generate.py {REFERENCE_CLASS[preset]}.inference",
+                "reference": (f"jzbjyb/FLARE@{flare.FLARE_COMMIT[:7]} src/openai_api.py QueryAgent.ret_prompt"
+                              if preset == "flare" else
+                              f"oneal2000/DRAGIN@{DRAGIN_COMMIT[:7]} src/generate.py {REFERENCE_CLASS[preset]}.inference"),
                 "questions": [q["id"] for q in questions],
                 "reference_seconds": ref_s, "ours_seconds": our_s,
                 "reference_mean_s": sum(ref_s) / len(ref_s), "ours_mean_s": sum(our_s) / len(our_s),
@@ -300,7 +318,7 @@ def write_fixture(path: Path, meta_: dict, questions: list[dict]) -> None:
     """The fixture, one step per line (small, diffable, byte-identical across reruns: no timings)."""
     lines = ['{"meta": ' + json.dumps(meta_, ensure_ascii=False) + ',', ' "questions": [']
     for qi, q in enumerate(questions):
-        head = {k: q[k] for k in ("id", "question", "answer")}
+        head = {k: q[k] for k in ("id", "question", "answer", "pre_retrieval") if k in q}
         lines.append("  " + json.dumps(head, ensure_ascii=False)[:-1] + ', "steps": [')
         for si, step in enumerate(q["steps"]):
             lines.append("   " + json.dumps(step, ensure_ascii=False) + ("," if si + 1 < len(q["steps"]) else ""))
@@ -312,6 +330,8 @@ def write_fixture(path: Path, meta_: dict, questions: list[dict]) -> None:
 
 
 def meta(preset: str, args, lm) -> dict:
+    if preset == "flare":
+        return flare_meta(args, lm)
     return {
         "preset": preset,
         "reference": {"repo": "oneal2000/DRAGIN", "commit": DRAGIN_COMMIT, "file": "src/generate.py",
@@ -332,6 +352,28 @@ def meta(preset: str, args, lm) -> dict:
     }
 
 
+def flare_meta(args, lm) -> dict:
+    return {
+        "preset": "flare", "dataset": DATASET["flare"],
+        "reference": {"repo": "jzbjyb/FLARE", "commit": flare.FLARE_COMMIT, "file": "src/openai_api.py",
+                      "function": "QueryAgent.ret_prompt", "config": flare.CONFIG,
+                      "args": flare.reference_args(args.flare), "max_generation_len": flare.MAX_GENERATION_LEN,
+                      "model": flare.MODEL, "final_stop_sym": "\n\n", "batch_size": 1},
+        "model": "smollm2-135m (dynaprag.lm.load_model, float32, eager attention, 1 torch thread) behind the "
+                 "reference's openai_api_call: greedy model.generate, log_softmax log-probs (patch FLARE-API)",
+        "retriever": "dynaprag BM25 (RetrieverConfig defaults) over src/dynaprag/data/demo_corpus.jsonl, top 2",
+        "prompt": "dynaprag PromptBuilder (default exemplars, chat template) with the reference's case text "
+                  "(its continuations as they are) in the answer slot (scripts/parity/README.md, patch FLARE-PROMPT)",
+        "sentences": f"NLTK {__import__('nltk').__version__} PunktSentenceTokenizer (the reference's own)",
+        "questions": f"first {args.questions} of src/dynaprag/data/demo_questions.jsonl",
+        "loop_end": "the reference's own: finish_reason stop (end of sequence or \\n\\n) or max_generation_len",
+        "token_text": "incremental decode; a final <|im_end|> ends the completion and is left out (patch FLARE-EOS)",
+        "command": "PYTHONPATH=<dir with nltk> scripts/parity/run_loops.py --flare <FLARE checkout> flare",
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "transformers": __import__("transformers").__version__},
+    }
+
+
 def _load_timing() -> dict:
     path = RESULTS / "preset_parity_timing.json"
     if path.is_file():
@@ -342,7 +384,7 @@ def _load_timing() -> dict:
 def _write_timing(timing: dict) -> None:
     timing.setdefault("machine", f"{os.cpu_count()} CPU cores shared with other jobs (load average "
                                  f"{os.getloadavg()[0]:.1f} when first written)")
-    timing["command"] = "scripts/parity/run_loops.py --dragin <DRAGIN checkout> <presets>"
+    timing["command"] = "scripts/parity/run_loops.py --dragin <DRAGIN checkout> --flare <FLARE checkout> <presets>"
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "preset_parity_timing.json").write_text(json.dumps(timing, indent=1) + "\n", encoding="utf-8")
     rows = ["| preset | reference | questions | reference s/question | ours s/question | reference / ours |",

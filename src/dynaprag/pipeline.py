@@ -32,7 +32,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from dynaprag.config import Choice, ConfigError, check_ranges
 from dynaprag.dynamic.methods import AXES, METHODS, Method, resolve_method
-from dynaprag.lm.prompts import PromptBuilder, PromptConfig
+from dynaprag.lm.prompts import PromptBuilder, PromptConfig, exemplar_sets
 from dynaprag.retrieval import RetrieverConfig
 from dynaprag.trace import Answer
 
@@ -50,12 +50,15 @@ class PipelineConfig:
     dataset: str | None = field(default=None, metadata={
         "help": "the questions' dataset: selects a preset's per-dataset reference settings (set by `eval`)"})
     k: int = field(default=3, metadata={
-        "help": "passages per retrieval (DRAGIN, TokenRAG, FL-RAG: 3; flare keeps 2 on 2Wiki, selector.k)", "min": 1})
-    max_new_tokens: int = field(default=128, metadata={"help": "answer length budget in tokens", "min": 1})
-    max_retrievals: int = field(default=5, metadata={"help": "retrieval budget per question", "min": 0})
+        "help": "passages per retrieval (DRAGIN, TokenRAG, FL-RAG: 3; flare keeps 2 on 2Wiki, selector.k)", "min": 1,
+        "max": 100})
+    max_new_tokens: int = field(default=128, metadata={"help": "answer length budget in tokens", "min": 1,
+                                                       "max": 32768})
+    max_retrievals: int = field(default=5, metadata={"help": "retrieval budget per question", "min": 0,
+                                                     "max": 1024})
     max_decoded_factor: float = field(default=4.0, metadata={
         "help": "decoding budget: stop after decoding this many times max_new_tokens (kept + discarded tokens; "
-                "bounds methods that roll back)", "min": 1.0})
+                "bounds methods that roll back)", "min": 1.0, "max": 64.0})
     seed: int = field(default=0, metadata={"help": "seed for methods that sample (SeaKR)"})
     retrieval: RetrieverConfig = field(default_factory=RetrieverConfig, metadata={"help": "retriever settings"})
     prompt: PromptConfig = field(default_factory=PromptConfig, metadata={"help": "exemplar set, shots, style"})
@@ -111,8 +114,22 @@ def resolve_config(config: PipelineConfig) -> PipelineConfig:
     run records it, and resolving it again gives the same method.
     """
     check_ranges(config)
+    check_shots(config.prompt)
     settings = resolve_method_of(config).settings()
     return dataclasses.replace(config, options={}, **{axis: Choice(settings[axis]) for axis in AXES})
+
+
+def check_shots(prompt: PromptConfig) -> None:
+    """``prompt.shots`` is at most the size of its exemplar set (more would silently show them all),
+    and the set exists; a :class:`~dynaprag.config.ConfigError` names the key otherwise."""
+    sets = exemplar_sets()
+    if prompt.exemplars not in sets:
+        raise ConfigError(f"prompt.exemplars: unknown exemplar set {prompt.exemplars!r}; choose one of: "
+                          f"{', '.join(sorted(sets))}")
+    available = len(sets[prompt.exemplars]["exemplars"])
+    if prompt.shots > available:
+        raise ConfigError(f"prompt.shots: must be <= {available} (the exemplar set {prompt.exemplars!r} has "
+                          f"{available}), got {prompt.shots}")
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] | Mapping[str, Any] = (),

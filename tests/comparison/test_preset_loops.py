@@ -2,7 +2,8 @@
 
 ``tests/comparison/fixtures/loop_<preset>.json`` hold, per demo question, every iteration of
 the reference repository's own decoding loop (DRAGIN @4d71efc ``AttnWeightRAG.inference``,
-``TokenRAG.inference``, ``EntityRAG.inference``) run on our prompt, our BM25 over the demo
+``TokenRAG.inference``, ``EntityRAG.inference``; FLARE @ec4b06b ``QueryAgent.ret_prompt``, see
+:func:`compare_flare`) run on our prompt, our BM25 over the demo
 corpus and SmolLM2-135M in float32 with eager attention (``scripts/parity/run_loops.py``; the
 run-time patches are listed in ``scripts/parity/README.md``). Here the same questions go
 through ``Pipeline.loop`` with the preset, at batch 1 and batch 8, and each step is compared:
@@ -59,7 +60,8 @@ EOS_TEXT = "<|im_end|>"
 ABS = 1e-4
 """Scores agree within 1e-4 relative or absolute: 1 - p of a near-certain token differs in float32
 by a few 1e-5 between our cached decoding and the reference's fresh prefill of the same prompt."""
-PRESETS = ["dragin", "token-rag", "entity-rag"]
+PRESETS = ["dragin", "token-rag", "entity-rag", "flare"]
+DATASET = {"flare": "2wikimultihopqa"}  # FLARE released its config for 2Wiki only (k 2): the fixture runs it
 BATCHES = [1, 8]
 WHOLE_CONTINUATION = {"token-rag", "entity-rag"}  # keep all they regenerate, so no *sentence end*
 
@@ -152,7 +154,8 @@ def loops(eager_lm):
     def get(preset: str, batch: int) -> dict:
         if (preset, batch) not in cache:
             questions = [q["question"] for q in fixture(preset)["questions"]]
-            cache[preset, batch] = ours.run(ours.pipeline(eager_lm, retriever, preset), questions, batch)
+            pipe = ours.pipeline(eager_lm, retriever, preset, dataset=DATASET.get(preset))
+            cache[preset, batch] = ours.run(pipe, questions, batch)
         return cache[preset, batch]
 
     yield get
@@ -168,6 +171,80 @@ def test_steps_match_reference(loops, eager_lm, preset, batch):
     """Every compared step and the final answer equal the reference's, up to the named deviations."""
     runs, tokenizer = loops(preset, batch), eager_lm.tokenizer
     met = {}
-    for ref in fixture(preset)["questions"]:
-        met[ref["id"]] = compare(preset, ref, runs[ref["question"]], tokenizer)
-    assert {d for ds in met.values() for d in ds} <= {"end of turn", "sentence end", "whitespace", "query spaces"}, met
+    data = fixture(preset)
+    for ref in data["questions"]:
+        if preset == "flare":
+            met[ref["id"]] = compare_flare(data["meta"], ref, runs[ref["question"]], tokenizer)
+        else:
+            met[ref["id"]] = compare(preset, ref, runs[ref["question"]], tokenizer)
+    assert {d for ds in met.values() for d in ds} <= {"end of turn", "sentence end", "whitespace", "query spaces",
+                                                       "re-tokenization"}, met
+
+
+def compare_flare(meta: dict, ref: dict, got: dict, tokenizer) -> list[str]:
+    """FLARE (jzbjyb/FLARE ``QueryAgent.ret_prompt``): the retrieval with the question first, then per
+    iteration the look-ahead truncated at its first sentence (NLTK Punkt) against the sentence our
+    trigger judged (our regex sentence end): the answer's token ids before it, its token ids, each
+    token's ``1 - p``, the decision (any ``p <= θ``), the masked query (tokens of ``p <= β`` blanked)
+    and the hit ids exactly; the text regenerated with the passages and the final answer exactly
+    (FLARE appends its continuations as they are, so no whitespace is forgiven).
+
+    Named deviations: *sentence end* (ours judges a sentence at our regex sentence end, the
+    reference its look-ahead cut at NLTK Punkt's first sentence: where they cut the same tokens at
+    different places, the comparison ends there); *re-tokenization* (the reference re-encodes its accumulated text for each
+    prompt, ours keeps the generated tokens: where the two id sequences differ the prompts differ,
+    and the comparison ends there); *end of turn* (a last reference look-ahead that is nothing but
+    the end-of-sequence token: ours ends the answer at that token without a judgement).
+    """
+    args = meta["reference"]["args"]
+    theta, beta = args["look_ahead_filter_prob"], args["look_ahead_mask_prob"]
+    met: list[str] = []
+    steps = list(got["steps"])
+    first = steps.pop(0)
+    where = f"{ref['id']} first retrieval"
+    assert first.fired and first.start == 0 and not first.look_ahead_ids, f"{where}: ours did not retrieve first"
+    assert first.query == ref["pre_retrieval"]["query"], f"{where}: query"
+    assert first.hit_ids == ref["pre_retrieval"]["hit_ids"], f"{where}: hit ids"
+    expected = ref["steps"]
+    if expected and not expected[-1]["look_ahead_ids"]:
+        assert expected[-1]["finish_reason"] == "stop", f"{ref['id']}: an empty look-ahead that did not end the loop"
+        expected = expected[:-1]
+        met.append("end of turn")
+    for i, (r, o) in enumerate(zip(expected, steps)):
+        where = f"{ref['id']} step {i}"
+        assert o.text_before == r["text_before"], f"{where}: text before the look-ahead"
+        if o.prefix_ids != r["prompt_answer_ids"]:
+            met.append("re-tokenization")
+            return met
+        if o.look_ahead_ids != r["look_ahead_ids"]:
+            # ours judges up to our regex sentence end (a newline ends a sentence), the reference's
+            # look-ahead is cut at NLTK Punkt's first sentence of 5+ characters: where the two rules
+            # cut the same tokens at different places, the rest of the answer is conditioned differently
+            a, b = o.look_ahead_ids, r["look_ahead_ids"]
+            shorter = a if len(a) < len(b) else b
+            assert (a[: len(shorter)] == b[: len(shorter)]) and shorter, (
+                f"{where}: look-ahead {tokenizer.decode(a)!r} vs {r['look_ahead']!r}")
+            met.append("sentence end")
+            return met
+        ref_scores = {int(k): v for k, v in r["token_scores"].items()}
+        assert set(o.token_scores) == set(ref_scores), f"{where}: scored tokens"
+        for t, v in o.token_scores.items():
+            assert v == pytest.approx(ref_scores[t], rel=REL, abs=ABS), f"{where}: score of token {t}"
+        triggered = any(p <= theta for p in r["probs"])
+        assert o.fired == triggered, f"{where}: decision"
+        assert o.keep in (None, 0), f"{where}: ours cut inside the look-ahead at {o.keep}"
+        # an empty masked query retrieves nothing in the reference (its loop sends only non-empty ones)
+        assert o.query == r.get("query"), f"{where}: query {o.query!r} vs {r.get('query')!r}"
+        assert r["masked_query"] == ("" if not triggered else
+                                     "".join(t if p > beta else " " for t, p in zip(r["tokens"], r["probs"])).strip())
+        if r.get("query") is None:
+            assert r["appended"] == r["look_ahead"], f"{where}: the reference kept another sentence"
+            continue
+        # the reference's BM25 keeps a query's last 64 GPT-2 tokens (retriever.py:80-96), ours all of it
+        assert len(tokenizer.encode(r["query"], add_special_tokens=False)) <= 64, f"{where}: query over 64 tokens"
+        assert o.hit_ids == r["hit_ids"], f"{where}: hit ids"
+        assert o.regenerated == r["regenerated"], f"{where}: regenerated {o.regenerated!r} vs {r['regenerated']!r}"
+    assert len(steps) == len(expected), f"{ref['id']}: {len(steps)} judged sentences, reference {len(expected)}"
+    ours_text = "".join(t.text for t in got["answer"].trace.tokens)
+    assert ours_text == ref["answer"], f"{ref['id']}: final answer {ours_text!r} vs {ref['answer']!r}"
+    return met

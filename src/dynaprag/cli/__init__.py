@@ -43,6 +43,28 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+#: upper bounds of command-line numbers (see :func:`at_most`); config keys carry theirs as ``max`` metadata
+MAX_BATCH = 256  # questions decoded together (as RunConfig.batch_size)
+MAX_HITS = 1000  # hits printed by a search
+MAX_QUEUE = 10_000  # requests waiting on a server
+MAX_RESAMPLES = 1_000_000  # bootstrap resamples and sign flips (100x the default)
+MAX_TOKENS = 32768  # tokens per request or answer (as PipelineConfig.max_new_tokens)
+MAX_WORKERS = 64  # processes or Ray actors, each with its own memory (a model, a chunk)
+
+
+def at_most(flag: str, value: float | None, bound: float) -> None:
+    """Refuse a command-line number above ``bound`` with a ConfigError naming ``flag``.
+
+    Why: as no request knob may multiply a server's work without limit, no flag may multiply a
+    command's memory or time without limit (``--resamples 10**9``, ``-k 10**8``, a thousand Ray
+    actors each loading the model); ``None`` (the flag's default) passes.
+    """
+    from dynaprag.config import ConfigError
+
+    if value is not None and value > bound:
+        raise ConfigError(f"{flag}: must be <= {bound}, got {value}")
+
+
 @app.command()
 def models() -> None:
     """List model aliases: whether installed, size, license, and how to install."""

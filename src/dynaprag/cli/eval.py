@@ -86,12 +86,13 @@ def register(app: typer.Typer) -> None:
                                       help="bootstrap resamples and sign flips per interval and test"),
     ) -> None:
         """Print a markdown table of methods x datasets with 95 % intervals and paired tests; write plots."""
-        from dynaprag.cli import fail
+        from dynaprag.cli import MAX_RESAMPLES, at_most, fail
         from dynaprag.eval.report import write_report
         from dynaprag.eval.run_folder import RunError
 
         target = out or runs[0].resolve().parent / "report"
         try:
+            at_most("--resamples", resamples, MAX_RESAMPLES)
             table, files = write_report(runs, target, plots=plots, baseline=baseline, seed=seed,
                                         resamples=resamples)
         except (RunError, ImportError, ValueError) as exc:

@@ -184,7 +184,7 @@ def register(app: typer.Typer) -> None:
                                                             "adapters (no model, no encoding), then exit"),
     ) -> None:
         """PRAG offline phase: augment each passage and train its LoRA (resumable: finished docs skip)."""
-        from dynaprag.cli import console, fail
+        from dynaprag.cli import MAX_WORKERS, at_most, console, fail
         from dynaprag.cluster import RayStartError
         from dynaprag.config import ConfigError
 
@@ -199,6 +199,7 @@ def register(app: typer.Typer) -> None:
         if corpus is None:
             fail("--corpus is required: the passages to encode (or pass --repair to rebuild a store's manifest)")
         try:
+            at_most("--workers", workers, MAX_WORKERS)
             st, report = run_encode(corpus, ids, limit, store, model, dtype, ray, workers, set_,
                                     ray_address=ray_address, ray_timeout=ray_timeout)
         except (ConfigError, ValueError, FileNotFoundError, RayStartError) as exc:

@@ -74,7 +74,7 @@ def register(app: typer.Typer) -> None:
         shard_size: Optional[int] = SHARD_SIZE, ray_timeout: Optional[int] = RAY_TIMEOUT,
     ) -> None:
         """Run a published table's methods x datasets on your model and write ours vs published side by side."""
-        from dynaprag.cli import err, fail
+        from dynaprag.cli import MAX_BATCH, MAX_RESAMPLES, at_most, err, fail
         from dynaprag.cluster import RayStartError
         from dynaprag.config import ConfigError
         from dynaprag.eval.datasets import DatasetError
@@ -93,6 +93,8 @@ def register(app: typer.Typer) -> None:
             fail("--out is required: the folder that holds the runs (resumable) and reproduce.md")
             return
         try:
+            at_most("--resamples", resamples, MAX_RESAMPLES)
+            at_most("--batch-size", batch_size, MAX_BATCH)
             on_ray = ray_config(ray, ray_address, workers, threads_per_worker, gpus_per_worker, shard_size,
                                 ray_timeout)
             result = reproduce(table, model=model, data_dir=data_dir, out=out, limit=limit, datasets=dataset or None,

@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
     def build(
         corpus: Optional[str] = typer.Option(None, "--corpus", help="passages: our .jsonl, DPR .tsv, FlashRAG or "
                                              "KILT .jsonl (default: demo corpus)"),
-        backend: str = typer.Option("bm25", "--backend", help="bm25 | dense | hybrid (both) | milvus"),
+        backend: str = typer.Option("bm25", "--backend", help="bm25 | dense | hybrid (both) | milvus | lucene"),
         index_dir: Optional[str] = typer.Option(None, "--index-dir", help="where to write the index"),
         skip_bad_lines: bool = typer.Option(False, "--skip-bad-lines", help="skip malformed records, report the count"),
         rebuild: bool = typer.Option(False, "--rebuild", help="rebuild even if the index exists"),
@@ -60,12 +60,13 @@ def register(app: typer.Typer) -> None:
         Corpus formats: our JSONL, DPR TSV (psgs_w100.tsv), FlashRAG JSONL, KILT JSONL (auto-detected).
         A killed disk-layout build continues where it stopped when run again.
         """
-        from dynaprag.cli import console, fail
+        from dynaprag.cli import MAX_WORKERS, at_most, console, fail
         from dynaprag.config import ConfigError
         from dynaprag.registry import UnknownNameError
         from dynaprag.retrieval.config import BACKENDS, build_retriever, load_backends
 
         try:
+            at_most("--workers", workers, MAX_WORKERS)
             config = _config(backend, corpus, index_dir, set_, skip_bad_lines, preset)
             load_backends()
             BACKENDS.get(config.backend)
@@ -128,7 +129,7 @@ def register(app: typer.Typer) -> None:
         k: int = typer.Option(5, "-k", "--k", help="number of hits"),
     ) -> None:
         """Search a built BM25 index folder directly (memory-mapped; no corpus needed)."""
-        from dynaprag.cli import fail
+        from dynaprag.cli import MAX_HITS, at_most, fail
 
         try:
             from dynaprag.retrieval.base import check_k
@@ -136,6 +137,7 @@ def register(app: typer.Typer) -> None:
             from dynaprag.retrieval.index_dir import read_meta
 
             check_k(k)
+            at_most("-k", k, MAX_HITS)
             if read_meta(index_dir).get("backend") != "bm25":
                 fail(f"{index_dir} is not a BM25 index; use dynaprag search --backend ... --index-dir")
                 return
@@ -154,7 +156,8 @@ def register(app: typer.Typer) -> None:
     def search(
         query: str = typer.Argument(..., help="the search query"),
         k: int = typer.Option(5, "-k", "--k", help="number of hits"),
-        backend: str = typer.Option("bm25", "--backend", help="bm25 | dense | hybrid | milvus | elastic"),
+        backend: str = typer.Option("bm25", "--backend", help="bm25 | dense | hybrid | milvus | elastic | lucene "
+                                     "(an existing Lucene index: --index-dir)"),
         corpus: Optional[str] = typer.Option(None, "--corpus", help="passages file (default: demo corpus)"),
         index_dir: Optional[str] = typer.Option(None, "--index-dir", help="index folder"),
         set_: list[str] = typer.Option([], "--set", help="retriever config override key=value (repeatable)"),
@@ -166,9 +169,11 @@ def register(app: typer.Typer) -> None:
         from dynaprag.retrieval.config import build_retriever
 
         try:
+            from dynaprag.cli import MAX_HITS, at_most
             from dynaprag.retrieval.base import check_k
 
             check_k(k)  # before an index is built for nothing
+            at_most("-k", k, MAX_HITS)
             retriever = build_retriever(_config(backend, corpus, index_dir, set_), progress=True)
             start = time.perf_counter()
             hits = retriever.search_one(query, k)

@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Serve an OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/models,
         /v1/retrieve, /health) and the trace viewer at /."""
-        from dynaprag.cli import console, fail
+        from dynaprag.cli import MAX_BATCH, MAX_QUEUE, MAX_TOKENS, at_most, console, fail
         from dynaprag.config import ConfigError
         from dynaprag.registry import UnknownNameError
 
@@ -56,6 +56,10 @@ def register(app: typer.Typer) -> None:
         try:
             from dynaprag.pipeline import Pipeline, load_config
 
+            at_most("--batch-size", batch_size, MAX_BATCH)
+            at_most("--max-queue", max_queue, MAX_QUEUE)
+            at_most("--max-tokens-limit", max_tokens, MAX_TOKENS)
+            at_most("--max-request-tokens", max_request_tokens, MAX_TOKENS)
             pipeline_config = load_config(config, overrides or [], method=method)
 
             console.print(f"loading {pipeline_config.model} with method {pipeline_config.method}…")

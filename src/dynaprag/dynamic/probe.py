@@ -52,6 +52,10 @@ class Probe(Protocol):
         most probable tokens (``top_ids``/``top_logprobs``), as vLLM's ``logprobs=N`` reports them.
         """
 
+    def answer_with(self, passages: Sequence[Passage], max_tokens: int, stop: tuple[str, ...] = ()) -> Generation:
+        """A fresh greedy answer to the question with ``passages`` in the knowledge slot (IRCoT's
+        reader), to end of turn, a ``stop`` string (cut off) or ``max_tokens``."""
+
     def token_id(self, token: str) -> int | None:
         """The id of a vocabulary token, or None when the tokenizer has no such token."""
 
@@ -130,6 +134,23 @@ class LoopProbe:
                 return Generation(steps=steps, text=gen.decode([s.token_id for s in steps[:-1]]), stopped_by="eos")
         stopped_by = "context" if room is not None and room < max_tokens else "max_tokens"
         return Generation(steps=steps, text=gen.decode([s.token_id for s in steps]), stopped_by=stopped_by)
+
+    def answer_with(self, passages, max_tokens, stop=()):
+        loop = self._loop
+        gen = loop.gen
+        state = loop.start(loop.builder.build(self._question, passages, ()))
+        cfg = GenerationConfig(max_new_tokens=1)
+        room = gen.room(state)
+        steps, text = [], ""
+        for _ in range(max_tokens if room is None else min(max_tokens, room)):
+            steps.append(gen.step(state, cfg))
+            if steps[-1].token_id in gen.eos_ids:
+                return Generation(steps=steps, text=text, stopped_by="eos")
+            text = gen.decode([s.token_id for s in steps])
+            hit = next((s for s in stop if s in text), None)
+            if hit is not None:
+                return Generation(steps=steps, text=text[: text.index(hit)], stopped_by=f"stop:{hit}")
+        return Generation(steps=steps, text=text, stopped_by="max_tokens")
 
     def token_id(self, token):
         return vocabulary_id(self._loop.gen.tokenizer, token)

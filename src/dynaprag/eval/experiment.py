@@ -48,7 +48,7 @@ class RunConfig:
         "help": "questions decoded together (Pipeline.answer_many; 1 = one at a time). Float32 answers equal "
                 "batch 1's; bfloat16 ones may differ at near-ties. May change when a run resumes. At > 1 a "
                 "record's seconds include other questions' work: compare questions_per_hour instead",
-        "min": 1})
+        "min": 1, "max": 256})
 
 
 def check_run_config(run_cfg: RunConfig) -> RunConfig:

@@ -69,18 +69,23 @@ class AugmentConfig:
 
     prompts: str = field(default="prag", metadata={
         "help": "prag: the reference's prompts and JSON QA with full answers; lenient: ours, for small models"})
-    rewrites: int = field(default=1, metadata={"help": "rewrites per passage (PRAG: 1)"})
-    qa_pairs: int = field(default=3, metadata={"help": "question-answer pairs per passage (PRAG: 3)"})
+    rewrites: int = field(default=1, metadata={"help": "rewrites per passage (PRAG: 1)", "max": 64})
+    qa_pairs: int = field(default=3, metadata={"help": "question-answer pairs per passage (PRAG: 3)",
+                                               "max": 64})
     max_new_tokens_rewrite: int = field(default=512, metadata={
-        "help": "token budget of a rewrite, also capped at 1.3x the passage's tokens + 16 (PRAG: 512)"})
-    max_new_tokens_qa: int = field(default=256, metadata={"help": "token budget of the QA list (PRAG: 512)"})
-    max_retries: int = field(default=2, metadata={"help": "extra attempts after an unparsable QA list (PRAG: 100)"})
+        "help": "token budget of a rewrite, also capped at 1.3x the passage's tokens + 16 (PRAG: 512)",
+        "max": 8192})
+    max_new_tokens_qa: int = field(default=256, metadata={"help": "token budget of the QA list (PRAG: 512)",
+                                                          "max": 8192})
+    max_retries: int = field(default=2, metadata={"help": "extra attempts after an unparsable QA list (PRAG: 100)",
+                                                  "max": 1000})
     temperature: float = field(default=0.7, metadata={"help": "sampling temperature (PRAG: 0.7)"})
     top_k: int = field(default=50, metadata={"help": "sampling top-k (PRAG: 50)"})
     greedy_first: bool = field(default=False, metadata={
         "help": "decode the first attempt greedily, sample only retries (PRAG samples every attempt)"})
     max_answer_words: int = field(default=20, metadata={"help": "longer 'answers' are rejected as malformed"})
-    batch_docs: int = field(default=4, metadata={"help": "documents whose prompts decode as one batch"})
+    batch_docs: int = field(default=4, metadata={"help": "documents whose prompts decode as one batch",
+                                                 "max": 256})
 
     def __post_init__(self) -> None:
         if self.prompts not in ("prag", "lenient"):

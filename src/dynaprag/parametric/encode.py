@@ -175,14 +175,16 @@ class PragPromptBuilder:
 class EncodeConfig:
     """LoRA, training and sample settings of PRAG's offline encoding (they key the adapter store)."""
 
-    rank: int = field(default=2, metadata={"help": "LoRA rank r (PRAG: 2)"})
+    rank: int = field(default=2, metadata={"help": "LoRA rank r (PRAG: 2)", "max": 1024})
     alpha: float = field(default=32.0, metadata={"help": "LoRA alpha; scaling = alpha / r (PRAG: 32)"})
     dropout: float = field(default=0.0, metadata={"help": "LoRA dropout (PRAG: 0)"})
     targets: tuple[str, ...] = field(default=DEFAULT_TARGETS, metadata={"help": "projections that get a LoRA (PRAG: FFN gate/up/down)"})
     learning_rate: float = field(default=3e-4, metadata={"help": "AdamW learning rate (PRAG: 3e-4)"})
     epochs: int = field(default=1, metadata={
-        "help": "passes over the document's samples (PRAG configs: 1; 2 for PopQA and HotpotQA-Qwen2.5-1.5B)"})
-    max_length: int = field(default=3000, metadata={"help": "tokens per training sample, cut beyond (PRAG: 3000)"})
+        "help": "passes over the document's samples (PRAG configs: 1; 2 for PopQA and HotpotQA-Qwen2.5-1.5B)",
+        "max": 1000})
+    max_length: int = field(default=3000, metadata={"help": "tokens per training sample, cut beyond (PRAG: 3000)",
+                                                    "max": 32768})
     init_seed: int = field(default=42, metadata={"help": "seed of the shared LoRA initialisation"})
     with_cot: bool = field(default=True, metadata={
         "help": "PRAG's --with_cot template: few-shot block, 'Answer: <full answer>' (PRAG's HotpotQA/2Wiki configs)"})

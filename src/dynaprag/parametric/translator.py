@@ -151,26 +151,31 @@ def average_adapters(adapters: Sequence[Adapter]) -> dict[str, torch.Tensor]:
 class TranslatorConfig:
     """DyPRAG translator training knobs (reference-code defaults; see the module docstring)."""
 
-    hidden: int = field(default=32, metadata={"help": "hypernetwork hidden width p (DyPRAG: 32)"})
+    hidden: int = field(default=32, metadata={"help": "hypernetwork hidden width p (DyPRAG: 32)",
+                                              "max": 4096})
     learning_rate: float = field(default=1e-5, metadata={"help": "AdamW learning rate (DyPRAG: 1e-5)"})
-    epochs: int = field(default=1, metadata={"help": "passes over the (document, adapter) pairs"})
+    epochs: int = field(default=1, metadata={"help": "passes over the (document, adapter) pairs",
+                                             "max": 1000})
     kl_weight: float = field(default=0.01, metadata={"help": "λ_kl on KL(PRAG adapter ‖ generated) (DyPRAG: 0.01)"})
     mse_weight: float = field(default=100.0, metadata={"help": "λ_mse on the parameter MSE (DyPRAG: 100)"})
     kl_reduction: str = field(default="padded-sum", metadata={
         "help": "padded-sum: summed over the sample padded to kl_pad_to positions (DyPRAG); sum: over real "
                 "tokens; mean: averaged over real tokens"})
-    kl_pad_to: int = field(default=3000, metadata={"help": "positions of the padded sample (DyPRAG: 3000)"})
+    kl_pad_to: int = field(default=3000, metadata={"help": "positions of the padded sample (DyPRAG: 3000)",
+                                                   "max": 32768})
     delta_scale: str = field(default="reference", metadata={
         "help": "reference: generated delta = B @ A (DyPRAG); alpha-over-r: scaled like the PRAG adapters"})
     samples: str = field(default="first", metadata={
         "help": "first: each document's first augmented sample (DyPRAG); cycle: a different one each epoch"})
-    sample_tokens: int = field(default=3000, metadata={"help": "tokens per training sample (DyPRAG: 3000)"})
-    max_tokens: int = field(default=512, metadata={"help": "passage tokens embedded (DyPRAG: 3000)"})
+    sample_tokens: int = field(default=3000, metadata={"help": "tokens per training sample (DyPRAG: 3000)",
+                                                       "max": 32768})
+    max_tokens: int = field(default=512, metadata={"help": "passage tokens embedded (DyPRAG: 3000)",
+                                                   "max": 32768})
     loss_chunk: int = field(default=256, metadata={
         "help": "positions per chunk of the output head and losses, with the decoder's activations recomputed "
                 "in the backward pass (parametric/chunked_loss.py: the same losses in a fraction of the memory, "
                 "needed for padded-sum); 0: the whole sample's logits at once, every activation kept (faster for "
-                "short unpadded samples: bench/translator.py)"})
+                "short unpadded samples: bench/translator.py)", "max": 32768})
     seed: int = field(default=0, metadata={"help": "shuffling and initialisation seed"})
 
     def __post_init__(self) -> None:

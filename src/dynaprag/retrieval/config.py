@@ -25,7 +25,7 @@ from dynaprag.retrieval.base import Retriever
 
 #: backend name -> ``builder(config, progress) -> Retriever``; each backend module registers itself.
 BACKENDS: Registry[Callable[["RetrieverConfig", bool], Retriever]] = Registry("retrieval backend")
-_BACKEND_MODULES = ("bm25", "dense", "hybrid", "milvus", "elastic")
+_BACKEND_MODULES = ("bm25", "dense", "hybrid", "milvus", "elastic", "lucene")
 
 
 def demo_corpus_path() -> Path:
@@ -42,7 +42,7 @@ def demo_questions_path() -> Path:
 class RetrieverConfig:
     """Every retrieval knob, with the published defaults (Lucene BM25 k1=1.2, b=0.75; RRF k=60)."""
 
-    backend: str = field(default="bm25", metadata={"help": "bm25 | dense | hybrid | milvus | elastic"})
+    backend: str = field(default="bm25", metadata={"help": "bm25 | dense | hybrid | milvus | elastic | lucene"})
     corpus: str | None = field(default=None, metadata={
         "help": "passages file (.jsonl id/title/text or DPR .tsv); None = the packaged demo corpus"})
     index_dir: str | None = field(default=None, metadata={
@@ -83,6 +83,14 @@ class RetrieverConfig:
     es_transport: str = field(default="client", metadata={
         "help": "client (elasticsearch package, same major version as the server) | http (stdlib, "
                 "ES 7-9 and OpenSearch)"})
+    lucene_stemmer: str = field(default="porter", metadata={
+        "help": "lucene: the index's stemmer in Anserini's English analyzer: porter | krovetz | none",
+        "choices": ("porter", "krovetz", "none")})
+    lucene_stopwords: str = field(default="lucene", metadata={
+        "help": "lucene: lucene (drop Lucene's 33 English stop words, pyserini's default) | none (keep them)",
+        "choices": ("lucene", "none")})
+    lucene_threads: int = field(default=1, metadata={"help": "lucene: threads searching a batch of queries",
+                                                     "min": 1, "max": 64})
     cache: bool = field(default=True, metadata={"help": "memoise (query, k) -> hits for this backend"})
     cache_size: int = field(default=10000, metadata={"help": "entries kept by the in-memory LRU cache"})
     cache_path: str | None = field(default=None, metadata={
@@ -103,6 +111,8 @@ class RetrieverConfig:
                     "stemmer": self.stemmer, "stopwords": self.stopwords}
         if backend == "dense":
             return {"model": self.dense_model}
+        if backend == "lucene":
+            return {"stemmer": self.lucene_stemmer, "stopwords": self.lucene_stopwords}
         if backend == "milvus":
             return {"model": self.dense_model, "k1": self.k1, "b": self.b, "dense_index": self.milvus_dense_index}
         return {}

@@ -129,7 +129,15 @@ class FlareTrigger(TokenProbTrigger):
     budget is the run's ``max_new_tokens`` (128 in the bench, one budget for every method;
     FLARE's run used ``max_generation_len`` 256, ``openai.sh``: set ``max_new_tokens=256`` to
     match); our prompt has 3 exemplars without retrieved context (FLARE: 8 with it,
-    ``use_ctx_for_examplars: ret``); the shared retrieval cap.
+    ``use_ctx_for_examplars: ret``); the shared retrieval cap. Found by the loop-level parity test
+    (``tests/comparison/test_preset_loops.py``, FLARE's own ``QueryAgent.ret_prompt``): a sentence
+    ends at our regex sentence end (``text.is_sentence_end``: ``.``, ``!``, ``?`` not after a
+    capital, or a newline), where FLARE cuts its look-ahead at NLTK Punkt's first sentence of 5+
+    characters (``templates.py`` ``truncate_at_boundary``), which a newline does not end (demo q05:
+    ``"[1] Christopher Nolan\\n"`` is judged here, ``"…Nolan\\n[2] Christopher Nolan"`` there); the
+    end-of-sequence token's probability is not judged (the completions API of the time could list
+    ``<|endoftext|>`` among the tokens); a text is kept as the token ids generated, where FLARE
+    re-encodes its accumulated text for every prompt.
     """
 
     theta: float = field(default=0.8, metadata={"help": "retrieve if any look-ahead token has p <= theta",

@@ -1,0 +1,233 @@
+"""The fast decoder: prefill and one-token steps over a static KV cache, compiled per length bucket.
+
+:class:`FastDecoder` owns a :class:`~dynaprag.lm.fast.cache.StaticKVCache` of ``batch`` rows and a
+:class:`~dynaprag.lm.fast.layers.FastLM` over a loaded transformers model. A row is one
+sequence: :meth:`FastDecoder.prefill` feeds its prompt (or the passages appended after a
+retrieval), :meth:`FastDecoder.decode` feeds one token to every row at once, and
+:meth:`FastDecoder.truncate` rolls a row back by moving its length. Each call returns a
+:class:`FastStep`: the next-token logits of each row and the signals the methods read from
+the same pass (last-layer attention row when asked, every layer's hidden state of the last
+position).
+
+Why length buckets: a compiled graph has fixed shapes, and attention over the whole
+preallocated cache would read ``capacity`` keys per layer at every step. So the step attends
+over the first ``span`` positions, ``span`` the smallest bucket (128, 256, 512, … up to the
+capacity) covering every row; each (bucket, attention read or not) is one graph, compiled the
+first time it is needed and then reused for every step in it. A 300-token answer after a
+600-token prompt touches two buckets.
+
+Prefill runs the same arithmetic uncompiled: it is bound by the matrix products (hundreds of
+tokens at once), where Python's per-layer overhead does not show, and its token count changes
+with every prompt.
+
+The integration seam (how :class:`~dynaprag.lm.Generator` and
+:class:`~dynaprag.lm.batch.BatchStepper` use it; nothing else changes for a component):
+
+1. ``Generator.__init__`` builds one ``FastDecoder(lm.model, batch=B, capacity=C, quantize=…,
+   compile=…)`` when :func:`~dynaprag.lm.fast.layers.unsupported_reason` is ``None``, else keeps
+   today's path. ``C`` = the longest prompt + answer budget it serves (at most the context).
+2. A ``DecodeState`` holds a row index (from a free list of the ``B`` rows, released when the
+   state is done) instead of a ``DynamicCache``; ``state.fed`` stays the row's length.
+3. ``Generator._forward(state, ids, wanted)`` (``wanted``: the signals the components read,
+   :mod:`dynaprag.lm.signals`) replaces ``signals.forward`` + ``signals.read_row`` with the fast
+   pass: more than one pending token → ``step = dec.prefill(row, ids, want_attention=ATTENTION in
+   wanted)`` and ``r = 0``; one → ``step = dec.decode(tokens, want_attention=…, active=[i == row
+   for i in range(B)])`` and ``r = row``. Then ``state.advance(row, step.logits[r], values,
+   len(ids))`` with ``values`` keyed like ``read_row``'s: ``"attention"`` → ``step.attention_row(r)``
+   (the head-averaged row over positions ``0 .. n-1``, what ``Attention.read`` returns today),
+   ``"hidden:L"`` → ``step.hidden_of(r, (L,))[L]``; a signal the fast pass cannot give (one a
+   user adds with its own hook) keeps the eager path. Log-probs, entropy and top alternatives
+   stay :mod:`dynaprag.lm.signals` over ``state.logits``, unchanged.
+4. ``Generator.truncate`` → ``dec.truncate(row, keep)`` (an index move, no ``cache.crop``).
+   ``Generator.prefix`` prefills a scratch row and keeps ``dec.export_prefix(row)`` in the
+   ``PrefixCache``; ``Generator.start`` → ``dec.import_prefix(row, prefix.cache)``.
+5. ``BatchStepper.feed``: the states waiting for one token are one ``dec.decode(tokens,
+   active=…)`` call (``tokens[row] = state.ids[state.fed]``, other rows inactive), each state
+   then ``advance``-d with its row as in 3: no ``_stack``, no per-row cache slicing; states with a
+   pending prompt are prefilled alone, as today.
+6. The ``interrupt`` check is a forward pre-hook on ``lm.model``, which this path never calls:
+   ``_forward`` must call ``self.interrupt()`` itself before each fast pass.
+7. Stays on transformers' forward: ``attention_of`` (fresh passes over texts), SeaKR's
+   ``sample_steps`` (its ``forward_rows`` over a batched copy of the cache; or: ``cache.copy_row``
+   into ``k`` scratch rows and decode them), and any model whose weights an injector changes:
+   the fast pass holds the ``nn.Linear`` modules it was built with (in-place weight edits are seen, uncompiled or compiled, as the graph takes the
+   weights as inputs; modules peft swaps in are not), and int8/int4 copies are snapshots, so a
+   parametric injector either rebuilds the decoder after injecting or runs the eager path.
+
+>>> dec = FastDecoder(lm.model, batch=1, capacity=1024)                 # doctest: +SKIP
+>>> step = dec.prefill(0, prompt_ids)                                   # doctest: +SKIP
+>>> token = int(step.logits[0].argmax())                                # doctest: +SKIP
+>>> step = dec.decode([token], want_attention=True)                     # doctest: +SKIP
+>>> step.attention_row(0).shape                 # [prompt + 1] positions  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from dynaprag.lm.fast.cache import CacheShape, StaticKVCache
+from dynaprag.lm.fast.compile import compile_module
+from dynaprag.lm.fast.layers import FastLM, unsupported_reason
+
+#: the smallest length bucket; each next one doubles, the last is the capacity itself
+SMALLEST_BUCKET = 128
+
+
+def buckets_for(capacity: int, smallest: int = SMALLEST_BUCKET) -> list[int]:
+    """Length buckets up to ``capacity``: 128, 256, … and ``capacity`` itself (all ≤ capacity)."""
+    out, size = [], smallest
+    while size < capacity:
+        out.append(size)
+        size *= 2
+    return out + [capacity]
+
+
+@dataclass
+class FastStep:
+    """What one pass returns for each fed row: next-token logits and the signals of that pass.
+
+    ``logits`` [B, V] float32; ``hidden`` [layers+1, B, d] in transformers' ``hidden_states``
+    numbering; ``attention`` [B, heads, span] float32 (the last layer's weights of the row's
+    last position over positions ``0 .. span-1``, zero past the row's length) or ``None``.
+    """
+
+    logits: torch.Tensor
+    hidden: torch.Tensor
+    attention: torch.Tensor | None
+    lengths: list[int] = field(default_factory=list)
+
+    def attention_row(self, row: int, mean_heads: bool = True) -> torch.Tensor:
+        """Row ``row``'s attention over its own positions (``[n]`` head-averaged, or ``[heads, n]``)."""
+        if self.attention is None:
+            raise ValueError("this pass did not read attention (want_attention=False)")
+        weights = self.attention[row, :, : self.lengths[row]]
+        return weights.mean(0) if mean_heads else weights
+
+    def hidden_of(self, row: int, layers: Sequence[int]) -> dict[int, torch.Tensor]:
+        """The hidden states of ``layers`` for ``row`` in float32, as ``Generator`` stores them."""
+        return {layer: self.hidden[layer, row].float() for layer in layers}
+
+
+class FastDecoder:
+    """Prefill, step and roll back ``batch`` sequences on a static cache; see the module docstring.
+
+    ``compile``: trace the decode step with ``torch.compile`` (one graph per bucket);
+    ``quantize``: weight-only ``"int8"`` or ``"int4"`` linear layers (activations in the model's dtype);
+    ``capacity``: positions per row (prompt + answer budget), at most the model's context.
+    """
+
+    def __init__(self, model, batch: int = 1, capacity: int = 2048, quantize: str | None = None,
+                 compile: bool = True, compile_options: dict | None = None):
+        reason = unsupported_reason(model)
+        if reason is not None:
+            raise ValueError(f"no fast decoder for this model: {reason}")
+        limit = getattr(model.config, "max_position_embeddings", None)
+        if limit is not None and capacity > limit:
+            raise ValueError(f"capacity {capacity} exceeds the model's context of {limit} positions")
+        self.model = model
+        self.lm = FastLM(model, positions=capacity + 1, quantize=quantize).eval()
+        self.cache = StaticKVCache(CacheShape.of(model), batch, capacity, device=self.lm.cos.device)
+        self.buckets = buckets_for(capacity)
+        self.batch, self.capacity, self.quantize, self.compiled = batch, capacity, quantize, compile
+        self._step = compile_module(self.lm, options=compile_options) if compile else self.lm
+        self.graphs: dict[tuple[int, bool], float] = {}  # (bucket, attention) -> seconds its first call took
+
+    @property
+    def path(self) -> str:
+        """What ran, for ``config.json`` and summaries: e.g. ``fast-compiled-int8-bfloat16``."""
+        parts = ["fast", "compiled" if self.compiled else "eager"] + ([self.quantize] if self.quantize else [])
+        return "-".join(parts + [str(self.lm.dtype).removeprefix("torch.")])
+
+    def bucket(self, length: int) -> int:
+        """The smallest bucket holding ``length`` positions."""
+        for size in self.buckets:
+            if length <= size:
+                return size
+        raise ValueError(f"{length} positions exceed the cache's capacity of {self.capacity}")
+
+    # -- rows ---------------------------------------------------------------------------
+    @property
+    def lengths(self) -> list[int]:
+        return list(self.cache.lengths)
+
+    def truncate(self, row: int, length: int) -> None:
+        """Roll ``row`` back to its first ``length`` positions (an index move)."""
+        self.cache.truncate(row, length)
+
+    def export_prefix(self, row: int, length: int | None = None):
+        """A copy of ``row``'s first ``length`` keys/values, to start other rows from (a few-shot prefix)."""
+        return self.cache.export_row(row, length)
+
+    def import_prefix(self, row: int, prefix) -> None:
+        self.cache.import_row(row, *prefix)
+
+    # -- passes -------------------------------------------------------------------------
+    @torch.inference_mode()
+    def prefill(self, row: int, ids: Sequence[int], want_attention: bool = False) -> FastStep:
+        """Feed ``ids`` after ``row``'s current length (uncompiled); the step predicts the token after them."""
+        ids = list(ids)
+        start = self.cache.lengths[row]
+        if not ids:
+            raise ValueError("prefill needs at least one token")
+        if start + len(ids) > self.capacity:
+            raise ValueError(f"row {row}: {start} + {len(ids)} tokens exceed the cache's capacity {self.capacity}")
+        tokens = torch.tensor([ids], dtype=torch.long, device=self.cache.positions.device)
+        keys = [k[row:row + 1] for k in self.cache.keys]
+        values = [v[row:row + 1] for v in self.cache.values]
+        logits, hidden, attention = self.lm(tokens, self.cache.positions[row:row + 1].clone(), keys, values,
+                                            span=start + len(ids), want_attention=want_attention)
+        self.cache.set_length(row, start + len(ids))
+        return FastStep(logits.float(), hidden, None if attention is None else attention.float(),
+                        [self.cache.lengths[row]])
+
+    @torch.inference_mode()
+    def decode(self, tokens: Sequence[int] | torch.Tensor, want_attention: bool = False,
+               active: Sequence[bool] | None = None) -> FastStep:
+        """Feed one token per row (``tokens`` [batch]); rows with ``active[r]`` False are left as they were.
+
+        An inactive row still flows through the batch (the shapes are fixed) but its length does
+        not move, so the key it wrote past its end is never read.
+        """
+        active = [True] * self.batch if active is None else list(active)
+        if len(active) != self.batch or len(tokens) != self.batch:
+            raise ValueError(f"decode needs one token and one active flag per row ({self.batch} rows)")
+        lengths = self.cache.lengths
+        for r, on in enumerate(active):
+            if on and lengths[r] >= self.capacity:
+                raise ValueError(f"row {r} is full ({self.capacity} positions)")
+        need = max((lengths[r] + 1 for r in range(self.batch) if active[r]), default=1)
+        span = self.bucket(need)
+        logits, hidden, attention = self._pass(tokens, span, want_attention)
+        for r, on in enumerate(active):
+            if on:
+                self.cache.set_length(r, lengths[r] + 1)
+        return FastStep(logits.float(), hidden, None if attention is None else attention.float(),
+                        list(self.cache.lengths))
+
+    def _pass(self, tokens, span: int, want_attention: bool):
+        """One compiled step at every row's current length; records a new graph's first-call time."""
+        tokens = torch.as_tensor(tokens, dtype=torch.long, device=self.cache.positions.device).view(self.batch, 1)
+        key = (span, bool(want_attention))
+        first = key not in self.graphs
+        began = time.perf_counter()
+        out = self._step(tokens, self.cache.positions, self.cache.keys, self.cache.values, span, bool(want_attention))
+        if first:
+            self.graphs[key] = time.perf_counter() - began
+        return out
+
+    def warm(self, spans: Sequence[int] | None = None, attention: Sequence[bool] = (False,)) -> float:
+        """Compile the graphs of ``spans`` (default: every bucket) ahead of use; returns the seconds it took.
+
+        Each graph runs once with every row inactive: the keys it writes land past the rows'
+        ends, where nothing reads them, and no length moves.
+        """
+        began = time.perf_counter()
+        with torch.inference_mode():
+            for span in spans or self.buckets:
+                for want in attention:
+                    if (span, want) not in self.graphs:
+                        self._pass([0] * self.batch, span, want)
+        return time.perf_counter() - began
