@@ -2,7 +2,9 @@
 
 Runs a reference repository's own loop (DRAGIN @4d71efc ``src/generate.py``:
 ``AttnWeightRAG.inference`` for ``dragin``, ``TokenRAG.inference`` for ``token-rag``,
-``EntityRAG.inference`` for ``entity-rag``) on dynaprag's demo questions with dynaprag's
+``EntityRAG.inference`` for ``entity-rag``; FLARE @ec4b06b ``QueryAgent.ret_prompt`` for
+``flare``, :mod:`flare`; SeaKR @d75fe70 ``MultiHopReasoner.solve``'s first reasoning step for
+``seakr``, :mod:`seakr`) on dynaprag's demo questions with dynaprag's
 prompt, retriever (BM25 over the demo corpus) and default model (SmolLM2-135M, float32, eager
 attention, one thread), patched at run time as listed in ``scripts/parity/README.md``. Each
 iteration of the reference loop is one step of the fixture; see
@@ -13,6 +15,8 @@ loop at batch 1 and writes the per-question seconds of both to
 ``bench/results/preset_parity_timing.{json,md}``.
 
     .venv/bin/python scripts/parity/run_loops.py --dragin /work/ref/DRAGIN dragin token-rag
+    PYTHONPATH=<dir with nltk> .venv/bin/python scripts/parity/run_loops.py --flare /work/ref/FLARE flare
+    .venv/bin/python scripts/parity/run_loops.py --seakr /work/ref/SeaKR --questions 4 --no-timing seakr
 
 The reference code is read from the checkout given; nothing of it is copied into dynaprag.
 """
@@ -37,6 +41,7 @@ import torch  # noqa: E402
 
 import flare  # noqa: E402
 import ours  # noqa: E402
+import seakr  # noqa: E402
 from reference import (CASE, PromptBridge, Recorder, StopLoop, instrument, load_dragin_generate,  # noqa: E402
                        patch_dragin_generator)
 
@@ -63,7 +68,7 @@ REFERENCE_CLASS = {"dragin": "AttnWeightRAG", "token-rag": "TokenRAG", "entity-r
 DATASET = {"flare": "2wikimultihopqa"}
 """Presets run with a dataset's settings: FLARE released its config for 2WikiMultihopQA only, so
 the reference runs that config unmodified and our preset its 2Wiki settings (k 2)."""
-PRESETS = sorted([*REFERENCE_ARGS, "flare"])
+PRESETS = sorted([*REFERENCE_ARGS, "flare", "seakr"])
 
 # Trace points: (function owner, name) -> {statement prefix: (label, locals to record)}.
 LOOP_POINTS = {
@@ -243,6 +248,7 @@ def main(argv=None) -> int:
     parser.add_argument("presets", nargs="*", help=f"any of {', '.join(PRESETS)}")
     parser.add_argument("--dragin", type=Path, help="root of a oneal2000/DRAGIN checkout at 4d71efc")
     parser.add_argument("--flare", type=Path, help="root of a jzbjyb/FLARE checkout at ec4b06b")
+    parser.add_argument("--seakr", type=Path, help="root of a THU-KEG/SeaKR checkout at d75fe70")
     parser.add_argument("--questions", type=int, default=8, help="first N demo questions")
     parser.add_argument("--no-timing", action="store_true", help="write the fixtures only")
     parser.add_argument("--render-timing", action="store_true", help="rewrite the timing md from its JSON and exit")
@@ -262,6 +268,8 @@ def main(argv=None) -> int:
         parser.error("give --dragin (a DRAGIN checkout) for dragin, token-rag and entity-rag")
     if args.flare is None and "flare" in args.presets:
         parser.error("give --flare (a FLARE checkout) for flare")
+    if args.seakr is None and "seakr" in args.presets:
+        parser.error("give --seakr (a SeaKR checkout) for seakr")
 
     torch.set_num_threads(1)
     from dynaprag.lm import load_model
@@ -279,6 +287,13 @@ def main(argv=None) -> int:
     with ours.eager(lm.model):
         for preset in args.presets:
             pipe = ours.pipeline(lm, retriever, preset, dataset=DATASET.get(preset))
+            if preset == "seakr":  # the first reasoning step only (scripts/parity/seakr.py); no timing
+                ref = seakr.run_reference(seakr.load_seakr(args.seakr), args.seakr, lm, pipe.loop().gen, retriever,
+                                          pipe.builder(), questions, recorder, seed=pipe.loop().config.seed)
+                path = FIXTURES / "loop_seakr.json"
+                write_seakr_fixture(path, seakr_meta(args), ref)
+                print(f"wrote {path.relative_to(ROOT)}", flush=True)
+                continue
             if preset == "flare":
                 ref = flare.run_reference(flare.load_flare(args.flare), args.flare, lm, retriever, pipe.builder(),
                                           questions, recorder)
@@ -347,6 +362,33 @@ def meta(preset: str, args, lm) -> dict:
                       + ("; final <|im_end|> left out of the look-ahead (patch EOS-TEXT)" if preset != "dragin" else ""),
         "command": f"scripts/parity/run_loops.py --dragin <DRAGIN checkout> {preset}"
                    + (" --whole-loop" if args.whole_loop else ""),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "transformers": __import__("transformers").__version__},
+    }
+
+
+def write_seakr_fixture(path: Path, meta_: dict, questions: list[dict]) -> None:
+    """The SeaKR fixture, one question per line (no timings)."""
+    rows = [json.dumps({k: v for k, v in q.items() if k != "seconds"}, ensure_ascii=False) for q in questions]
+    text = '{"meta": ' + json.dumps(meta_, ensure_ascii=False) + ',\n "questions": [\n  ' + ",\n  ".join(rows) + "\n ]}\n"
+    json.loads(text)
+    path.write_text(text, encoding="utf-8")
+
+
+def seakr_meta(args) -> dict:
+    return {
+        "preset": "seakr",
+        "reference": {"repo": "THU-KEG/SeaKR", "commit": seakr.SEAKR_COMMIT, "file": "SEAKR/reasoner.py",
+                      "function": "MultiHopReasoner.solve (first reasoning step and its retrieval)",
+                      "args": seakr.ARGS},
+        "model": "smollm2-135m (dynaprag.lm.load_model, float32, eager attention, 1 torch thread) behind the "
+                 "reference's vLLM engine (patch SEAKR-ENGINE): greedy model.generate; samples drawn by "
+                 "dynaprag.lm.sampling with the loop's seed; embeddings recomputed at the EOS overwriting each "
+                 "sample's last token, MLP output of layer num_layers // 2 - 1; the reference's eigen score",
+        "retriever": "dynaprag BM25 (RetrieverConfig defaults) over src/dynaprag/data/demo_corpus.jsonl, top 3",
+        "prompt": "dynaprag PromptBuilder (default exemplars, chat template), the chosen documents in the knowledge slot",
+        "questions": f"first {args.questions} of src/dynaprag/data/demo_questions.jsonl",
+        "command": "scripts/parity/run_loops.py --seakr <SeaKR checkout> seakr",
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": __import__("transformers").__version__},
     }
