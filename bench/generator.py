@@ -285,7 +285,8 @@ def gguf_of(model: str) -> Path:
 
 # -- the profile -------------------------------------------------------------------------------
 PHASES = {
-    "matmul": ("aten::mm", "aten::addmm", "aten::bmm", "aten::_weight_int8pack_mm", "mkldnn::", "onednn::"),
+    "matmul": ("aten::mm", "aten::addmm", "aten::bmm", "aten::_weight_int8pack_mm", "aten::_weight_int4pack_mm",
+               "mkldnn::", "onednn::"),
     "attention": ("scaled_dot_product_flash", "scaled_dot_product_efficient", "_scaled_dot_product_attention_math",
                   "aten::_softmax", "aten::_safe_softmax"),
     "cache_moves": ("aten::cat", "aten::index_put", "aten::index_copy", "aten::clone", "aten::stack"),

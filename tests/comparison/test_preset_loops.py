@@ -250,10 +250,11 @@ def compare_flare(meta: dict, ref: dict, got: dict, tokenizer) -> list[str]:
     return met
 
 
-SEAKR_SCORE_ABS = 1e-3
-"""Eigen scores agree within 1e-3 absolute: ``(1/k)·logdet(Z J Zᵀ + αI)`` with α = 1e-3 amplifies the
+SEAKR_SCORE_ABS = 5e-3
+"""Eigen scores agree within 5e-3 absolute: ``(1/k)·logdet(Z J Zᵀ + αI)`` with α = 1e-3 amplifies the
 float32 differences between the embeddings our batched sampler reads and the reference's fresh forward
-pass over each sample (a wrong embedding position moves it by whole units)."""
+pass over each sample (measured: up to 1.0e-3 on the fixture's questions; a wrong embedding position
+moves it by whole units)."""
 
 
 def seakr_fixture() -> dict:
@@ -264,8 +265,11 @@ def compare_seakr_first_step(ref: dict, got: dict) -> list[str]:
     """SeaKR (THU-KEG/SeaKR ``MultiHopReasoner.solve``), its first reasoning step: the greedy step's
     text, its samples' eigen score, the decision, and, after a retrieval, the query, the document
     chosen among the new hits (lowest eigen score of its step's samples) and the step generated with
-    it. Named deviation *step period*: the reference's greedy step stops at ``". "`` and loses its
-    final period; ours is the loop's sentence, period included (``seakr.py`` deviations)."""
+    it. Named deviations: *step period*, the reference's greedy step stops at ``". "`` and loses its
+    final period, ours is the loop's sentence, period included (``seakr.py`` deviations); *answer step
+    period*, hence a first step stating the answer with more text after it ("The answer is Paris. The
+    …") is judged (and retrieves) in the reference, whose answer pattern needs the lost period, and
+    accepted unjudged by ours (demo q04)."""
     met: list[str] = []
     steps = [s for s in got["steps"] if s.start == 0]
     where = ref["id"]
@@ -281,6 +285,11 @@ def compare_seakr_first_step(ref: dict, got: dict) -> list[str]:
     if ref["states_answer"]:
         # the reference accepts a step stating the answer unjudged (solve: check_final_step); so does ours
         assert not steps, f"{where}: ours judged a first step that states the answer"
+        return met
+    if not steps and "the answer is" in ref["step"].lower():
+        # the reference's step stopped at ". " and lost its period, so _check_final_answer's "[,.]"
+        # misses the answer it states and the step is judged; ours keeps the period and accepts it
+        met.append("answer step period")
         return met
     assert steps, f"{where}: ours did not judge the first step"
     o = steps[0]
@@ -307,4 +316,4 @@ def test_seakr_first_step_matches_reference(loops, batch):
     data = seakr_fixture()
     runs = loops("seakr", batch, [q["question"] for q in data["questions"]])
     met = {ref["id"]: compare_seakr_first_step(ref, runs[ref["question"]]) for ref in data["questions"]}
-    assert {d for ds in met.values() for d in ds} <= {"step period"}, met
+    assert {d for ds in met.values() for d in ds} <= {"step period", "answer step period"}, met

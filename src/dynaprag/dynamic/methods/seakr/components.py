@@ -33,6 +33,10 @@ Remaining deviations, and why:
   their period; the reference stops the greedy step at the stop strings above, so ``"L. Cahn"``
   ends a step there and not here. A bare newline after a sentence is not a step (the
   reference's ``"\\n"`` stop ends the previous one). The samples use the reference's stop strings.
+  So a step stating the answer with more text after it (``"The answer is Paris. The …"``) is
+  accepted unjudged here, while the reference's step loses its period to the ``". "`` stop,
+  ``_check_final_answer``'s ``[,.]`` misses the answer, and the step is judged and may retrieve
+  (found by the first-step parity test, demo q04).
 - **The greedy step with the chosen document is decoded twice**: once in the selector's batch
   (to rank an empty step last) and once by the loop, which then continues from it with its KV
   cache. Same tokens up to float summation order (a batch row vs. batch 1).
