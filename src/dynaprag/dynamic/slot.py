@@ -15,6 +15,7 @@ so a question that ends or fails never leaves them on the model.
 from __future__ import annotations
 
 import contextlib
+import weakref
 from typing import Callable, Sequence
 
 from dynaprag.corpus import Passage
@@ -31,10 +32,19 @@ class KnowledgeSlot:
     """
 
     def __init__(self, generator, builder, question: str, start: Callable[[list[int]], DecodeState]):
-        self.gen, self.builder, self.question, self.start = generator, builder, question, start
+        self.gen, self.builder, self.question = generator, builder, question
+        # the run owns this slot: a bound method held strongly would make a cycle that keeps every
+        # finished question's cache alive until a rare gen-2 collection (tests/test_memory.py)
+        self._start = weakref.WeakMethod(start) if hasattr(start, "__self__") else (lambda: start)
         self.passages: list[Passage] = []
         self.weighted = False
         self._weights = contextlib.ExitStack()
+
+
+    @property
+    def start(self) -> Callable[[list[int]], DecodeState]:
+        """The run's state maker (held weakly: see ``__init__``)."""
+        return self._start()
 
     def fill(self, state: DecodeState, injection: Injection, answer: Sequence[int]) -> DecodeState:
         """Put ``injection``'s passages (and weights) in the slot, with ``answer`` after the question."""
