@@ -40,7 +40,6 @@ class KnowledgeSlot:
         self.weighted = False
         self._weights = contextlib.ExitStack()
 
-
     @property
     def start(self) -> Callable[[list[int]], DecodeState]:
         """The run's state maker (held weakly: see ``__init__``)."""
