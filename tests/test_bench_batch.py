@@ -10,15 +10,20 @@ bench = load_bench("batch")
 
 
 def test_rss_peak_sees_memory_taken_and_freed_inside_the_block():
+    import mmap
+
     import numpy as np
 
     from _common import RssPeak
 
     before = np.ones(40 * 2**20 // 8)  # held across the block: not growth
     with RssPeak(interval=0.005) as memory:
-        block = np.ones(200 * 2**20 // 8)  # 200 MB touched, then freed before the block ends
+        # Fresh anonymous pages, not malloc: a worker that earlier freed a large block keeps it in
+        # malloc's free lists, and reusing it would add nothing to the RSS (the CI flake this fixes).
+        pages = mmap.mmap(-1, 200 * 2**20)
+        np.frombuffer(pages, dtype=np.uint8)[:] = 1  # 200 MB touched, then freed before the block ends
         time.sleep(0.2)  # the sampler needs the GIL to look (the fill above holds it)
-        del block
+        pages.close()
     assert memory.growth_mb > 150
     assert memory.before_mb > before.nbytes / 2**20
 
