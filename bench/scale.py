@@ -21,13 +21,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SHARED_DATA, git_commit, parse_args, peak_rss_mb, rss_mb, write_results  # noqa: E402
+from _scale_common import checkpointed, label, parse_size, percentile, run_child  # noqa: E402
+from _scale_common import work_dir as _work_dir  # noqa: E402
+
 
 CORPUS = SHARED_DATA / "corpus" / "wiki_paragraphs.jsonl"
 QUESTIONS = {"hotpotqa": SHARED_DATA / "questions" / "hotpotqa.jsonl",
@@ -40,20 +42,8 @@ ANCHORS = {"elasticsearch_dpr_index": "an 11 GB Elasticsearch/Lucene index of th
 TARGETS = {"build_h": 2, "build_peak_rss_gb": 16, "open_s": 30, "open_rss_gb": 2, "p50_ms": 150}
 
 
-def parse_size(text: str) -> int:
-    text = text.strip().lower()
-    scale = {"k": 1_000, "m": 1_000_000}.get(text[-1], 1)
-    return int(float(text[:-1] if scale > 1 else text) * scale)
-
-
-def label(n: int) -> str:
-    return f"{n // 1_000_000}M" if n % 1_000_000 == 0 else f"{n // 1000}k" if n % 1000 == 0 else str(n)
-
-
 def work_dir() -> Path:
-    folder = Path(os.environ["DYNAPRAG_CACHE"]) / "bench" / "scale"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    return _work_dir("scale")
 
 
 def corpus_path(n: int, seed: int) -> Path:
@@ -108,12 +98,6 @@ def _children_peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
-def _percentile(values: list[float], q: float) -> float:
-    import numpy as np
-
-    return float(np.percentile(values, q))
-
-
 def case_search(n: int) -> dict:
     """Open the index in this fresh process and search: open time, RSS, latency, throughput."""
     rss_start = rss_mb()
@@ -149,15 +133,15 @@ def case_search(n: int) -> dict:
     return {"import_s": round(import_s, 3), "open_s": round(open_s, 3), "rss_before_open_mb": round(rss_start, 1),
             "rss_after_open_mb": round(rss_open, 1), "rss_after_queries_mb": round(rss_mb(), 1), "queries": len(texts),
             "single_queries_per_s": round(len(single) / sum(single), 2),
-            "single_p50_ms": round(1000 * _percentile(single, 50), 1),
-            "single_p95_ms": round(1000 * _percentile(single, 95), 1),
-            "single_cpu_p50_ms": round(1000 * _percentile(single_cpu, 50), 1),
-            "single_cpu_p95_ms": round(1000 * _percentile(single_cpu, 95), 1),
+            "single_p50_ms": round(1000 * percentile(single, 50), 1),
+            "single_p95_ms": round(1000 * percentile(single, 95), 1),
+            "single_cpu_p50_ms": round(1000 * percentile(single_cpu, 50), 1),
+            "single_cpu_p95_ms": round(1000 * percentile(single_cpu, 95), 1),
             "batch8_queries_per_s": round(BATCH * len(batches) / sum(batches), 2),
-            "batch8_p50_ms": round(1000 * _percentile(batches, 50), 1),
-            "batch8_p95_ms": round(1000 * _percentile(batches, 95), 1),
-            "dense_cpu_p50_ms": round(1000 * _percentile(dense_cpu, 50), 1),
-            "dense_cpu_p95_ms": round(1000 * _percentile(dense_cpu, 95), 1)}
+            "batch8_p50_ms": round(1000 * percentile(batches, 50), 1),
+            "batch8_p95_ms": round(1000 * percentile(batches, 95), 1),
+            "dense_cpu_p50_ms": round(1000 * percentile(dense_cpu, 50), 1),
+            "dense_cpu_p95_ms": round(1000 * percentile(dense_cpu, 95), 1)}
 
 
 def case_recall() -> dict:
@@ -186,27 +170,6 @@ def case_recall() -> dict:
     return rows
 
 
-def run_child(case: str, *args: str) -> dict:
-    cmd = [sys.executable, __file__, "--case", case, *args]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
-    if proc.returncode != 0:
-        sys.exit(f"{case} {' '.join(args)} failed (exit {proc.returncode})")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def checkpointed(name: str, force: bool, compute) -> dict:
-    path = work_dir() / f"{name}.json"
-    if path.is_file() and not force:
-        print(f"{name}: checkpointed ({path})", flush=True)
-        return json.loads(path.read_text())
-    print(f"{name}: running", flush=True)
-    result = compute()
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, path)
-    return result
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="100k,1M", help="comma-separated passage counts, e.g. 100k,1M,4M,21M")
@@ -229,12 +192,14 @@ def main() -> None:
     for text in args.sizes.split(","):
         n = parse_size(text)
         name = f"{label(n)}-seed{args.seed}"
-        checkpointed(f"corpus-{name}", False, lambda: run_child("corpus", "--size", text, "--seed", str(args.seed)))
-        checkpointed(f"build-{label(n)}", False, lambda: run_child(
-            "build", "--size", text, "--seed", str(args.seed), "--chunk-size", str(args.chunk_size),
+        checkpointed(work_dir(), f"corpus-{name}", False,
+                     lambda: run_child(__file__, "corpus", "--size", text, "--seed", str(args.seed)))
+        checkpointed(work_dir(), f"build-{label(n)}", False, lambda: run_child(
+            __file__, "build", "--size", text, "--seed", str(args.seed), "--chunk-size", str(args.chunk_size),
             "--workers", str(args.workers)))
-        checkpointed(f"search-{label(n)}", args.force, lambda: run_child("search", "--size", text))
-    recall = checkpointed("recall", args.force, lambda: run_child("recall"))
+        checkpointed(work_dir(), f"search-{label(n)}", args.force,
+                     lambda: run_child(__file__, "search", "--size", text))
+    recall = checkpointed(work_dir(), "recall", args.force, lambda: run_child(__file__, "recall"))
     write_report(recall)
 
 

@@ -26,13 +26,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SHARED_DATA, git_commit, parse_args, peak_rss_mb, rss_mb, write_results  # noqa: E402
+from _scale_common import checkpointed, label, parse_size, percentile, run_child  # noqa: E402
+from _scale_common import work_dir as _work_dir  # noqa: E402
+
 
 REAL = SHARED_DATA / "corpus" / "wiki_paragraphs.jsonl"
 DPR_PASSAGES = 21_015_324
@@ -42,19 +44,7 @@ REFINES = (100, 1_000)  # IVF-PQ candidates re-scored on the float16 vectors
 
 
 def work_dir() -> Path:
-    folder = Path(os.environ["DYNAPRAG_CACHE"]) / "bench" / "scale_dense"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def parse_size(text: str) -> int:
-    text = text.strip().lower()
-    scale = {"k": 1_000, "m": 1_000_000}.get(text[-1], 1)
-    return int(float(text[:-1] if scale > 1 else text) * scale)
-
-
-def label(n: int) -> str:
-    return f"{n // 1_000_000}M" if n % 1_000_000 == 0 else f"{n // 1000}k" if n % 1000 == 0 else str(n)
+    return _work_dir("scale_dense")
 
 
 def case_encode(threads: int, sample: int) -> dict:
@@ -142,12 +132,6 @@ def case_exact(n: int) -> dict:
     return {"exact_pass_s": round(time.perf_counter() - start, 1)}
 
 
-def _percentile(values, q):
-    import numpy as np
-
-    return float(np.percentile(values, q))
-
-
 def case_search(n: int) -> dict:
     import faiss
     import numpy as np
@@ -184,33 +168,14 @@ def case_search(n: int) -> dict:
             index.search(queries[i:i + BATCH], K)
             batches.append(time.perf_counter() - t)
         out["by_nprobe"][str(nprobe)] = {
-            **row, "single_p50_ms": round(1000 * _percentile(single, 50), 2),
-            "single_p95_ms": round(1000 * _percentile(single, 95), 2),
-            f"refined{max(REFINES)}_single_p50_ms": round(1000 * _percentile(refined, 50), 2),
-            f"refined{max(REFINES)}_single_p95_ms": round(1000 * _percentile(refined, 95), 2),
-            "batch8_p50_ms": round(1000 * _percentile(batches, 50), 2),
+            **row, "single_p50_ms": round(1000 * percentile(single, 50), 2),
+            "single_p95_ms": round(1000 * percentile(single, 95), 2),
+            f"refined{max(REFINES)}_single_p50_ms": round(1000 * percentile(refined, 50), 2),
+            f"refined{max(REFINES)}_single_p95_ms": round(1000 * percentile(refined, 95), 2),
+            "batch8_p50_ms": round(1000 * percentile(batches, 50), 2),
             "batch8_queries_per_s": round(BATCH * len(batches) / sum(batches), 1)}
     out["rss_after_queries_mb"] = round(rss_mb(), 1)
     return out
-
-
-def run_child(case: str, *args: str) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--case", case, *args], stdout=subprocess.PIPE, text=True)
-    if proc.returncode != 0:
-        sys.exit(f"{case} {' '.join(args)} failed (exit {proc.returncode})")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def checkpointed(name: str, force: bool, compute) -> dict:
-    path = work_dir() / f"{name}.json"
-    if path.is_file() and not force:
-        return json.loads(path.read_text())
-    print(f"{name}: running", flush=True)
-    result = compute()
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, path)
-    return result
 
 
 def main() -> None:
@@ -231,15 +196,15 @@ def main() -> None:
         result.update(git_commit=git_commit(), load_avg_1m=round(os.getloadavg()[0], 1))
         print(json.dumps(result))
         return
-    encode = checkpointed("encode", False, lambda: run_child("encode", "--encode-threads", str(args.encode_threads),
-                                                             "--encode-sample", str(args.encode_sample)))
-    fit = checkpointed("fit", False, lambda: run_child("fit"))
+    folder = work_dir()
+    encode = checkpointed(folder, "encode", False, lambda: run_child(
+        __file__, "encode", "--encode-threads", str(args.encode_threads), "--encode-sample", str(args.encode_sample)))
+    fit = checkpointed(folder, "fit", False, lambda: run_child(__file__, "fit"))
     for text in args.sizes.split(","):
         n = parse_size(text)
-        checkpointed(f"build-{label(n)}", False, lambda: run_child("build", "--size", text))
-        checkpointed(f"exact-{label(n)}", False, lambda: run_child("exact", "--size", text))
-        checkpointed(f"vectors-{label(n)}", False, lambda: run_child("vectors", "--size", text))
-        checkpointed(f"search-{label(n)}", args.force, lambda: run_child("search", "--size", text))
+        for case in ("build", "exact", "vectors", "search"):
+            checkpointed(folder, f"{case}-{label(n)}", args.force and case == "search",
+                         lambda: run_child(__file__, case, "--size", text))
         write_report(encode, fit)  # after every size: a long run stopped later keeps the finished rows
 
 

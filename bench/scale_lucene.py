@@ -34,6 +34,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SHARED_DATA, git_commit, parse_args, rss_mb, write_results  # noqa: E402
+from _scale_common import checkpointed, parse_size, percentile, run_child  # noqa: E402
+from _scale_common import work_dir as _work_dir  # noqa: E402
+
 
 REAL = SHARED_DATA / "corpus" / "wiki_paragraphs.jsonl"
 QUESTIONS = {"hotpotqa": SHARED_DATA / "questions" / "hotpotqa.jsonl",
@@ -43,9 +46,7 @@ DEPTH, K, TIMED = 10, 3, 200
 
 
 def work_dir() -> Path:
-    folder = Path(os.environ["DYNAPRAG_CACHE"]) / "bench" / "scale_lucene"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    return _work_dir("scale_lucene")
 
 
 def corpus_file(corpus: str) -> Path:
@@ -90,12 +91,6 @@ def case_build(corpus: str, engine: str) -> dict:
             "passages": meta.get("num_passages") or getattr(retriever, "num_docs", 0)}
 
 
-def _percentile(values: list[float], q: float) -> float:
-    import numpy as np
-
-    return float(np.percentile(values, q))
-
-
 def case_search(corpus: str, engine: str) -> dict:
     """In a fresh process: open, time k=3 queries, and rank every dev question to depth 10."""
     rss_start = rss_mb()
@@ -115,29 +110,9 @@ def case_search(corpus: str, engine: str) -> dict:
               for name, rows in qs.items()}
     return {"open_s": round(open_s, 3), "rss_before_open_mb": round(rss_start, 1),
             "rss_after_open_mb": round(rss_open, 1), "rss_after_queries_mb": round(rss_mb(), 1),
-            "single_p50_ms": round(1000 * _percentile(single, 50), 2),
-            "single_p95_ms": round(1000 * _percentile(single, 95), 2),
+            "single_p50_ms": round(1000 * percentile(single, 50), 2),
+            "single_p95_ms": round(1000 * percentile(single, 95), 2),
             "single_queries_per_s": round(len(single) / sum(single), 1), "ranked": ranked}
-
-
-def run_child(case: str, corpus: str, engine: str) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--case", case, "--corpus", corpus, "--engine", engine],
-                          stdout=subprocess.PIPE, text=True)
-    if proc.returncode != 0:
-        sys.exit(f"{case} {corpus} {engine} failed (exit {proc.returncode})")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def checkpointed(name: str, force: bool, compute) -> dict:
-    path = work_dir() / f"{name}.json"
-    if path.is_file() and not force:
-        return json.loads(path.read_text())
-    print(f"{name}: running", flush=True)
-    result = compute()
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result))
-    os.replace(tmp, path)
-    return result
 
 
 def agreement(ours: list[list[str]], lucene: list[list[str]]) -> dict:
@@ -169,13 +144,16 @@ def main() -> None:
     rows = []
     for corpus in args.corpora.split(","):
         if corpus != "real" and not corpus_file(corpus).is_file():
-            from scale import case_corpus, parse_size  # bench/scale.py's deterministic generator
+            from scale import case_corpus  # bench/scale.py's deterministic generator
 
             case_corpus(parse_size(corpus), 0)
         results = {}
         for engine in ENGINES:
-            build = checkpointed(f"build-{engine}-{corpus}", False, lambda: run_child("build", corpus, engine))
-            search = checkpointed(f"search-{engine}-{corpus}", args.force, lambda: run_child("search", corpus, engine))
+            where = ("--corpus", corpus, "--engine", engine)
+            build = checkpointed(work_dir(), f"build-{engine}-{corpus}", False,
+                                 lambda: run_child(__file__, "build", *where))
+            search = checkpointed(work_dir(), f"search-{engine}-{corpus}", args.force,
+                                  lambda: run_child(__file__, "search", *where))
             results[engine] = search
             rows.append({"case": "cost", "corpus": corpus, "engine": engine, "passages": build["passages"],
                          "build_s": build["build_s"],
