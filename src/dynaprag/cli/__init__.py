@@ -25,6 +25,7 @@ _COMMAND_MODULES: list[str] = [
     "dynaprag.cli.parametric",
     "dynaprag.cli.calibrate",
     "dynaprag.cli.reproduce",
+    "dynaprag.cli.adaptive_rag",
 ]
 
 
