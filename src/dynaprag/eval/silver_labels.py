@@ -99,13 +99,14 @@ def _answer_routes(pipeline, examples: Sequence[Any], log: Path, *, batch_size: 
 def build(datasets: str | Sequence[str], model: str | None = None, *, data_dir: str | None = None,
           questions: str | None = None, start: int = DEFAULT_START, n: int = DEFAULT_N, name: str = "minilm",
           work: str | Path | None = None, batch_size: int = 8, overrides: Sequence[str] = (),
-          settings: HeadSettings | None = None, train: bool = True, progress: bool = True,
-          lm: Any = None, retriever: Any = None) -> SilverRun:
+          settings: HeadSettings | None = None, train: bool = True, out: str | Path | None = None,
+          progress: bool = True, lm: Any = None, retriever: Any = None) -> SilverRun:
     """Silver-label questions ``start .. start+n-1`` of each dataset and train the classifier ``name``.
 
     Writes ``<work>/<dataset>/answers.jsonl`` (the checkpoint), ``<work>/labels.json`` and, with
-    ``train``, the classifier to ``$DYNAPRAG_CACHE/adaptive-rag/<name>/`` (``work`` defaults to
-    ``$DYNAPRAG_CACHE/adaptive-rag/<name>.silver``). ``lm``/``retriever`` reuse loaded ones.
+    ``train``, the classifier to ``out`` (default ``$DYNAPRAG_CACHE/adaptive-rag/<name>/``, where
+    ``trigger.classifier=<name>`` finds it); ``work`` defaults to ``$DYNAPRAG_CACHE/adaptive-rag/<name>.silver``.
+    ``lm``/``retriever`` reuse loaded ones.
     """
     from tqdm.auto import tqdm
 
@@ -157,7 +158,7 @@ def build(datasets: str | Sequence[str], model: str | None = None, *, data_dir: 
     atomic_write_json(labels_file, {**meta, "label_counts": label_counts(records), "records": records})
     folder = None
     if train:
-        folder = train_classifier(records, classifier_root() / name, split=split, settings=settings,
+        folder = train_classifier(records, Path(out) if out else classifier_root() / name, split=split, settings=settings,
                                   meta={"model": meta["model"], "held_out_from": start,
                                         "question_files": meta["question_files"], "labels_file": str(labels_file)})
     return SilverRun(records=records, split=split, labels_file=labels_file, classifier=folder,
