@@ -21,12 +21,12 @@ from typing import Any, Mapping
 
 from dynaprag.dynamic import presets
 from dynaprag.dynamic.method import AXES, Method, MethodSpec, build_method, check_tunable, lookup
-from dynaprag.dynamic.methods import confidence, dragin, ircot, iter_retgen, seakr, selfrag
+from dynaprag.dynamic.methods import adaptive_rag, confidence, dragin, ircot, iter_retgen, seakr, search_r1, selfrag
 from dynaprag.registry import Registry
 
 __all__ = ["AXES", "FAMILIES", "METHODS", "Method", "MethodSpec", "check_tunable", "resolve_method"]
 
-FAMILIES = (confidence, dragin, seakr, selfrag, ircot, iter_retgen)
+FAMILIES = (confidence, dragin, seakr, selfrag, ircot, iter_retgen, search_r1, adaptive_rag)
 """The method families, each a package with a ``PRESETS`` mapping; nothing else is loaded."""
 
 METHODS: Registry[MethodSpec] = Registry("method")
