@@ -167,3 +167,28 @@ def test_the_router_composes_with_another_axis(scripted):
     loop = scripted_loop("adaptive-rag", SCRIPT, retriever=InMemoryRetriever(PASSAGES),
                          choices={"trigger": {"classifier": "scripted"}, "selector": {"name": "top-k", "k": 2}})
     assert summary(loop.run("Where is Ulm?"))[0][2] == 2
+
+
+# -- the command line ----------------------------------------------------------------------------
+def _cli(*args):
+    from typer.testing import CliRunner
+
+    from dynaprag.cli import app
+
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "80", "NO_COLOR": "1"})
+
+
+def test_dynaprag_methods_lists_both_presets():
+    out = _cli("methods").output.splitlines()
+    assert any(line.startswith("adaptive-rag  adaptive-rag") for line in out)
+    assert any(line.startswith("adaptive-rag-minilm  ") for line in out)
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--dataset", "demo"), "'demo' has no inductive-bias label"),
+    (("--dataset", "hotpotqa", "--start", "0"), "start 0 leaves no question to evaluate on"),
+    (("--dataset", "hotpotqa", "--name", "../x"), "name: a plain folder name"),
+])
+def test_train_refuses_bad_settings_before_loading_anything(args, message):
+    result = _cli("adaptive-rag", "train", *args)
+    assert result.exit_code == 2 and message in result.output and result.output.count("\n") == 1
