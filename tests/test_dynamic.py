@@ -40,8 +40,10 @@ def pipe(lm, retriever):
 
 
 #: Every in-context preset that runs on an instruct model (the parametric ones need an adapter store or a
-#: trained translator: tests/test_parametric_*.py; self-rag needs reflection tokens).
-RUNNABLE = [m for m in METHODS.names() if m != "self-rag" and METHODS.get(m).injector == "in-context"]
+#: trained translator: tests/test_parametric_*.py; self-rag needs reflection tokens; adaptive-rag* a trained
+#: classifier: tests/test_adaptive_rag_real.py).
+RUNNABLE = [m for m in METHODS.names() if m != "self-rag" and METHODS.get(m).injector == "in-context"
+            and not m.startswith("adaptive-rag")]
 
 
 @pytest.mark.slow
