@@ -163,6 +163,13 @@ def test_a_forced_route_needs_no_classifier():
     assert summary(loop.run("Who directed Jaws?")) == [(0, "Who directed Jaws?", 15)]
 
 
+def test_the_routers_query_and_selector_compose_with_another_trigger():
+    loop = scripted_loop("adaptive-rag", SCRIPT, retriever=InMemoryRetriever(PASSAGES),
+                         choices={"trigger": {"name": "every-sentence"}})
+    got = summary(loop.run("Where is Ulm?"))
+    assert got[0] == (0, "Where is Ulm?", 15) and len(got) >= 2  # no route: the single-step query and K
+
+
 def test_the_router_composes_with_another_axis(scripted):
     loop = scripted_loop("adaptive-rag", SCRIPT, retriever=InMemoryRetriever(PASSAGES),
                          choices={"trigger": {"classifier": "scripted"}, "selector": {"name": "top-k", "k": 2}})

@@ -31,7 +31,8 @@ SCRIPT = [ScriptedStep(piece, logprob=math.log(p), entropy=2.0, attend={0: 0.6, 
 FIRING = {"token-prob": {"theta": 0.1}, "rind-inline": {"theta": 0.1}, "rind": {"theta": 0.1, "look_ahead": 5},
           "token-confidence": {"theta": 0.05, "look_ahead": 7}, "entity": {"theta": 0.3, "look_ahead": 7},
           "seakr": {"theta": -1e9, "samples": 3},
-          "every-n-tokens": {"n": 4}, "self-rag": {"theta": 0.1}, "self-rag-prompted": {"theta": 0.1}}
+          "every-n-tokens": {"n": 4}, "self-rag": {"theta": 0.1}, "self-rag-prompted": {"theta": 0.1},
+          "adaptive-rag": {"route": "C"}}
 #: dynaprag's own triggers (a test may register its own, e.g. tests/test_extending.py; FIRING does not script them)
 OWN_TRIGGERS = [name for name in TRIGGERS.names() if TRIGGERS.get(name).__module__.startswith("dynaprag.")]
 SPECIAL = (RETRIEVE, NO_RETRIEVE) + RELEVANCE + SUPPORT + UTILITY

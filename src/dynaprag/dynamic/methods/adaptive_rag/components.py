@@ -27,7 +27,8 @@ The IRCoT components are looked up by their registered names, so this family imp
 The route is the trigger's observation of the draft; the formulator and selector read it from
 :data:`ROUTES` (the draft is the engine's and read-only for components; the route is kept beside
 it, keyed by the draft, and dropped with it). Components stay free of per-question state, so
-questions routed differently decode in one batch.
+questions routed differently decode in one batch. Composed with another trigger (no route), the
+formulator and selector act as the single-step route's: the question, the top ``single_k`` hits.
 
 Deviations: (a) the prompt is ours for every route (chain-of-thought exemplars and the chat
 template; the reference's Flan-T5 systems answer directly with ``Answer the following
@@ -66,12 +67,9 @@ class RouteBook:
             weakref.finalize(draft, self._routes.pop, key, None)
         self._routes[key] = label
 
-    def of(self, draft: Draft) -> str:
-        try:
-            return self._routes[id(draft)]
-        except KeyError:
-            raise RuntimeError("adaptive-rag: the query formulator and selector need the adaptive-rag trigger, "
-                               "which routes the question first") from None
+    def of(self, draft: Draft) -> str | None:
+        """The draft's route, or ``None`` when no ``adaptive-rag`` trigger routed it (another trigger)."""
+        return self._routes.get(id(draft))
 
     def __len__(self) -> int:
         return len(self._routes)
