@@ -199,3 +199,35 @@ def test_dynaprag_methods_lists_both_presets():
 def test_train_refuses_bad_settings_before_loading_anything(args, message):
     result = _cli("adaptive-rag", "train", *args)
     assert result.exit_code == 2 and message in result.output and result.output.count("\n") == 1
+
+
+def test_a_local_seq2seq_classifier_decodes_as_the_references_generate(tmp_path):
+    """A tiny random T5 saved locally (safetensors) stands in for the released classifier: our one
+    forward pass must pick what ``run_classifier.py:695-714`` picks from ``generate``'s first scores."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
+
+    words = ["<pad>", "</s>", "<unk>", "A", "B", "C", "who", "directed", "jaws", "where", "is", "ulm", "?"]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>",
+                                        unk_token="<unk>")
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(T5Config(vocab_size=len(words), d_model=16, d_ff=32, d_kv=8, num_layers=1,
+                                                num_heads=2, decoder_start_token_id=0, pad_token_id=0,
+                                                eos_token_id=1)).eval()
+    model.save_pretrained(tmp_path / "t5", safe_serialization=True)
+    tokenizer.save_pretrained(tmp_path / "t5")
+    load_classifier.cache_clear()
+    classifier = load_classifier(str(tmp_path / "t5"))
+    questions = ["who directed jaws ?", "where is ulm ?"]
+    enc = tokenizer(questions, padding=True, return_tensors="pt")
+    first = model.generate(**enc, max_length=2, do_sample=False, return_dict_in_generate=True,
+                           output_scores=True).scores[0]
+    probs = torch.softmax(torch.stack([first[:, tokenizer("A").input_ids[0]], first[:, tokenizer("B").input_ids[0]],
+                                       first[:, tokenizer("C").input_ids[0]]]), dim=0)
+    assert classifier.classify(questions) == ["ABC"[int(i)] for i in probs.argmax(dim=0)]
+    assert np.allclose(classifier.scores(questions), torch.stack([first[:, i] for i in (3, 4, 5)], 1).tolist(),
+                       atol=1e-5)
+    load_classifier.cache_clear()
