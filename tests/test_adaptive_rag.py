@@ -231,3 +231,20 @@ def test_a_local_seq2seq_classifier_decodes_as_the_references_generate(tmp_path)
     assert np.allclose(classifier.scores(questions), torch.stack([first[:, i] for i in (3, 4, 5)], 1).tolist(),
                        atol=1e-5)
     load_classifier.cache_clear()
+
+
+def test_train_again_from_a_labels_file_keeps_its_split(tmp_path):
+    from dynaprag.eval.silver_labels import retrain
+
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({"split": "questions 100..101 (0-based) of x", "held_out_from": 100, "records": [
+        {"id": "1", "question": "Who directed Jaws?", "label": "B", "source": "silver"},
+        {"id": "2", "question": "Who was born first, the director of Jaws or of Alien?", "label": "C",
+         "source": "inductive"}]}))
+    run = retrain(labels, out=tmp_path / "head")
+    config = HeadClassifier(run.classifier).config
+    assert (config["split"], config["held_out_from"], config["sources"]) == (
+        "questions 100..101 (0-based) of x", 100, {"silver": 1, "inductive": 1})
+    labels.write_text("{}")
+    with pytest.raises(ConfigError, match="labels.json: not a labels file"):
+        retrain(labels, out=tmp_path / "head")

@@ -42,7 +42,8 @@ FIXTURE = ROOT / "tests" / "comparison" / "fixtures" / "adaptive_rag_labels.json
 
 # (id, dataset, question, golds, predictions of A / B / C): every label pattern, normalisation cases
 QUESTIONS = [
-    ("h1", "hotpotqa", "Who directed Jaws?", ["Steven Spielberg"], ["Steven Spielberg.", "Spielberg", "Steven Spielberg"]),
+    ("h1", "hotpotqa", "Who directed Jaws?", ["Steven Spielberg"],
+     ["Steven Spielberg.", "Spielberg", "Steven Spielberg"]),
     ("h2", "hotpotqa", "Which river flows through Ulm?", ["Danube", "the Danube"], ["Rhine", "The Danube", "Danube"]),
     ("h3", "hotpotqa", "In what year was the director of Jaws born?", ["1946"], ["1950", "1947", "1946"]),
     ("h4", "hotpotqa", "Where was Marie Curie born?", ["Warsaw"], ["Paris", "Krakow", "Poland"]),

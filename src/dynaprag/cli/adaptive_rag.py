@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
     def train(
         overrides: Optional[list[str]] = typer.Argument(
             None, help="key=value pipeline overrides, as for dynaprag eval (max_new_tokens=64, prompt.shots=4)"),
-        dataset: list[str] = typer.Option(..., "--dataset", help="dataset(s) to label (repeat: --dataset hotpotqa "
+        dataset: Optional[list[str]] = typer.Option(None, "--dataset", help="dataset(s) to label (repeat: --dataset hotpotqa "
                                                                  "--dataset 2wikimultihopqa)"),
         model: Optional[str] = typer.Option(None, "--model", help="model alias, Hugging Face id or local folder"),
         data_dir: Optional[str] = typer.Option(None, "--data-dir", help="folder with questions/ and corpus/"),
@@ -33,12 +33,15 @@ def register(app: typer.Typer) -> None:
         start: int = typer.Option(DEFAULT_START, "--start", help="first training question (0-based) = held_out_from; "
                                                                  "evaluate only on the questions before it"),
         n: int = typer.Option(DEFAULT_N, "--n", help="training questions per dataset"),
-        name: str = typer.Option("minilm", "--name", help="the classifier's name under $DYNAPRAG_CACHE/adaptive-rag "
-                                                          "(trigger.classifier=NAME; adaptive-rag-minilm reads 'minilm')"),
+        name: str = typer.Option("minilm", "--name",
+                                 help="the classifier's name under $DYNAPRAG_CACHE/adaptive-rag "
+                                      "(trigger.classifier=NAME; adaptive-rag-minilm reads 'minilm')"),
         work: Optional[Path] = typer.Option(None, "--work", help="checkpoint folder (default: the cache's "
                                                                  "NAME.silver); rerun to resume"),
         batch_size: int = typer.Option(8, "--batch-size", help="questions decoded together"),
         epochs: int = typer.Option(300, "--epochs", help="head training steps (full batch)"),
+        labels: Optional[Path] = typer.Option(None, "--labels", help="train again from this labels.json (a run's "
+                                                                     "output) instead of answering questions"),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
     ) -> None:
         """Run no / single-step / multi-step retrieval on training questions, label each by the simplest
@@ -47,14 +50,19 @@ def register(app: typer.Typer) -> None:
         from dynaprag.config import ConfigError
         from dynaprag.dynamic.methods.adaptive_rag.train import HeadSettings
         from dynaprag.eval.datasets import DatasetError
-        from dynaprag.eval.silver_labels import build
+        from dynaprag.eval.silver_labels import build, retrain
         from dynaprag.registry import UnknownNameError
 
         try:
             at_most("--batch-size", batch_size, MAX_BATCH)
-            run = build(dataset, model, data_dir=data_dir, questions=questions, start=start, n=n, name=name,
-                        work=work, batch_size=batch_size, overrides=overrides or [],
-                        settings=HeadSettings(epochs=epochs), progress=progress)
+            if labels is not None:
+                run = retrain(labels, name, settings=HeadSettings(epochs=epochs))
+            elif not dataset:
+                raise ConfigError("give --dataset (one or more) to label, or --labels FILE to train again")
+            else:
+                run = build(dataset, model, data_dir=data_dir, questions=questions, start=start, n=n, name=name,
+                            work=work, batch_size=batch_size, overrides=overrides or [],
+                            settings=HeadSettings(epochs=epochs), progress=progress)
         except (ConfigError, DatasetError, UnknownNameError, ValueError, FileNotFoundError, ImportError) as exc:
             fail(str(exc))
             return
@@ -62,5 +70,5 @@ def register(app: typer.Typer) -> None:
         silver = sum(r["source"] == "silver" for r in run.records)
         typer.echo(f"labelled {len(run.records)} questions ({silver} silver, {len(run.records) - silver} by their "
                    f"dataset): {counts}; split: {run.split}")
-        typer.echo(f"wrote {run.labels_file} and the classifier {run.classifier}; answer with: "
-                   f"dynaprag eval --method adaptive-rag trigger.classifier={name} --limit {start} ...")
+        typer.echo(f"wrote {run.labels_file} and the classifier {run.classifier}; evaluate on the held-out questions "
+                   f"only, e.g. dynaprag eval --method adaptive-rag trigger.classifier={name} --limit N ...")

@@ -37,7 +37,7 @@ from dynaprag.eval.metrics import exact_match
 from dynaprag.files import atomic_write_json
 from dynaprag.jsonl_log import append_jsonl, read_jsonl
 
-__all__ = ["DEFAULT_N", "DEFAULT_START", "SilverRun", "build", "label_records", "split_words"]
+__all__ = ["DEFAULT_N", "DEFAULT_START", "SilverRun", "build", "label_records", "retrain", "split_words"]
 
 DEFAULT_N = 200
 METHOD = "adaptive-rag"
@@ -158,17 +158,24 @@ def build(datasets: str | Sequence[str], model: str | None = None, *, data_dir: 
     atomic_write_json(labels_file, {**meta, "label_counts": label_counts(records), "records": records})
     folder = None
     if train:
-        folder = train_classifier(records, Path(out) if out else classifier_root() / name, split=split, settings=settings,
+        folder = train_classifier(records, Path(out) if out else classifier_root() / name, split=split,
+                                  settings=settings,
                                   meta={"model": meta["model"], "held_out_from": start,
                                         "question_files": meta["question_files"], "labels_file": str(labels_file)})
     return SilverRun(records=records, split=split, labels_file=labels_file, classifier=folder,
                      counts=label_counts(records))
 
 
-def read_labels(path: str | Path) -> list[dict]:
-    """The records of a ``labels.json`` (to retrain a head without answering again)."""
-    path = Path(path)
+def retrain(labels_file: str | Path, name: str = "minilm", *, out: str | Path | None = None,
+            settings: HeadSettings | None = None) -> SilverRun:
+    """Train the head again from a ``labels.json`` a run wrote (other settings; nothing is answered)."""
+    path = Path(labels_file)
     try:
-        return list(json.loads(path.read_text(encoding="utf-8"))["records"])
-    except (OSError, ValueError, KeyError) as exc:
-        raise ConfigError(f"{path}: not a labels file ({exc})") from None
+        data = json.loads(path.read_text(encoding="utf-8"))
+        records, split = list(data["records"]), str(data["split"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path}: not a labels file written by `dynaprag adaptive-rag train` ({exc})") from None
+    folder = train_classifier(records, Path(out) if out else classifier_root() / name, split=split, settings=settings,
+                              meta={"model": data.get("model"), "held_out_from": data.get("held_out_from"),
+                                    "question_files": data.get("question_files"), "labels_file": str(path)})
+    return SilverRun(records=records, split=split, labels_file=path, classifier=folder, counts=label_counts(records))
