@@ -25,8 +25,8 @@ def register(app: typer.Typer) -> None:
     def train(
         overrides: Optional[list[str]] = typer.Argument(
             None, help="key=value pipeline overrides, as for dynaprag eval (max_new_tokens=64, prompt.shots=4)"),
-        dataset: Optional[list[str]] = typer.Option(None, "--dataset", help="dataset(s) to label (repeat: --dataset hotpotqa "
-                                                                 "--dataset 2wikimultihopqa)"),
+        dataset: Optional[list[str]] = typer.Option(
+            None, "--dataset", help="dataset(s) to label (repeat: --dataset hotpotqa --dataset 2wikimultihopqa)"),
         model: Optional[str] = typer.Option(None, "--model", help="model alias, Hugging Face id or local folder"),
         data_dir: Optional[str] = typer.Option(None, "--data-dir", help="folder with questions/ and corpus/"),
         questions: Optional[str] = typer.Option(None, "--questions", help="question file (one dataset)"),
@@ -70,5 +70,9 @@ def register(app: typer.Typer) -> None:
         silver = sum(r["source"] == "silver" for r in run.records)
         typer.echo(f"labelled {len(run.records)} questions ({silver} silver, {len(run.records) - silver} by their "
                    f"dataset): {counts}; split: {run.split}")
+        missing = [label for label, count in run.counts.items() if not count]
+        if missing:
+            typer.echo(f"note: no training question is labelled {' or '.join(missing)}, so the classifier never routes "
+                       f"there; label more questions (--n, more --dataset) for a classifier that can", err=True)
         typer.echo(f"wrote {run.labels_file} and the classifier {run.classifier}; evaluate on the held-out questions "
                    f"only, e.g. dynaprag eval --method adaptive-rag trigger.classifier={name} --limit N ...")
