@@ -106,7 +106,8 @@ def answers(eager_lm):
             pipe = Pipeline.from_config(PipelineConfig(method="search-r1-prompted", dtype="float32", **loop_settings()),
                                         lm=eager_lm, retriever=retriever)
             with torch.no_grad():
-                cache[batch] = BatchLoop(pipe.loop(), batch_size=batch).run([q["question"] for q in fixture()["questions"]])
+                questions = [q["question"] for q in fixture()["questions"]]
+                cache[batch] = BatchLoop(pipe.loop(), batch_size=batch).run(questions)
         return cache[batch]
 
     yield get

@@ -40,9 +40,10 @@ Deviations (each also in the component that holds it):
     ``</answer>`` (:61-66); its action is then still the first tag pair, the answer, so only a
     second answer tag between the two would change the score;
 (b) the short answer is the last answer tag of the model's turns; the reference's regex runs over
-    the prompt too and needs two matches (its prompt's example ``<answer> Beijing </answer>`` is the
-    first), which is the same answer for its prompt; with the ``-prompted`` demonstration the
-    reference's rule would read the demonstration's answer when the model gives none, ours gives "";
+    the whole sequence and needs two matches (its prompt's example ``<answer> Beijing </answer>`` is
+    the first), which is the same answer when the model gave one; when it gave none, the reference
+    returns the prompt's example, or ``and`` from the retry message's ``<answer> and </answer>``
+    (``qa_em.py:60-78``; this scores 0 against any gold answer but "and"), ours "";
 (c) a turn that ends with end of turn right after an observation (an empty turn) ends the answer;
     the reference appends another invalid-action message;
 (d) the sequence is cut at the model's context (``PromptTooLong``) rather than left-truncated to
@@ -55,9 +56,9 @@ Deviations (each also in the component that holds it):
 
 ``search-r1-prompted`` (variant) runs the same protocol on any instruct model with one worked
 trajectory (ours, :data:`~.builder.DEMONSTRATION_TURNS`) shown as an earlier exchange: untrained
-models follow the protocol poorly (SmolLM2-135M issues searches but often answers with its own
-invented ``<information>`` text cut short by the loop, or never closes a tag), so its numbers
-measure the protocol on an untrained model, not Search-R1.
+models follow the protocol poorly (SmolLM2-135M writes no tag without the demonstration; with it,
+it searches, then often repeats the search or answers without a tag), so its numbers measure the
+protocol on an untrained model, not Search-R1.
 
 ``r1-searcher`` and ``research`` run their checkpoints' protocols (:data:`~.protocol.PROTOCOLS`,
 with their deviations there); they have no parity fixture (their reference loops call vLLM and

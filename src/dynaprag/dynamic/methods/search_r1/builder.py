@@ -2,7 +2,7 @@
 
 The engine's prompt puts the knowledge slot before the question; a search protocol writes each
 turn's passages *into the answer*, right after the turn's closing tag. The loop's knowledge slot
-holds :class:`Observation` records (one per finished turn, with the answer index it follows),
+holds :class:`TurnPassage` records (each passage filed with the answer index its turn ended at),
 and :class:`ProtocolPromptBuilder`, the ``prompt_builder`` of the protocol's injector, lays them
 out: the prompt, then for each turn its text as the reference keeps it (cut at the closing tag,
 decoded and re-tokenised, as ``generation.py`` re-tokenises its responses) and its observation's
@@ -11,7 +11,8 @@ So the engine never changes: a retrieval rebuilds the sequence from the cached p
 any method.
 
 The reusable prefix is the longest run of leading tokens two prompts with different questions
-share, less one token (as :class:`~dynaprag.parametric.encode.PragPromptBuilder` finds it): the
+share, less one token (as :class:`~dynaprag.parametric.encode.PragPromptBuilder` finds it; the
+probes are real questions, so the boundary tokenises as a question would): the
 prompt is tokenised in one piece, as the reference does.
 """
 from __future__ import annotations
@@ -26,14 +27,39 @@ from dynaprag.dynamic.methods.search_r1.protocol import (
 
 
 @dataclass(frozen=True)
-class Observation(Passage):
-    """One finished turn's observation in the knowledge slot: where it goes (after answer token
-    ``at``), what the turn did (``kind``, ``query``) and the passages found for it."""
+class TurnPassage(Passage):
+    """A passage of the knowledge slot filed with the turn it answers: the answer index the turn
+    ended at (its observation goes right after it), what the turn did (``kind``, ``query``).
+    A turn that found no passage (an invalid action, an empty search) is one ``marker``."""
 
     at: int = 0
     kind: str = SEARCH
     query: str = ""
-    passages: tuple[Passage, ...] = ()
+    marker: bool = False
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One finished turn's observation: where it goes, the action it answers, its passages."""
+
+    at: int
+    kind: str
+    query: str
+    passages: tuple[Passage, ...]
+
+
+def observations(passages: Sequence[Passage]) -> list[Observation]:
+    """The slot's passages as observations in answer order; plain passages (another selector's, a
+    probe's) are one search block before the first turn."""
+    turns: dict[int, list[Passage]] = {}
+    heads: dict[int, TurnPassage] = {}
+    for p in passages:
+        at = p.at if isinstance(p, TurnPassage) else 0
+        heads.setdefault(at, p if isinstance(p, TurnPassage) else TurnPassage(p.id, p.title, p.text))
+        bucket = turns.setdefault(at, [])
+        if not (isinstance(p, TurnPassage) and p.marker):
+            bucket.append(p)
+    return [Observation(at, heads[at].kind, heads[at].query, tuple(turns[at])) for at in sorted(turns)]
 
 
 #: the ``-prompted`` variant's demonstration (ours, not the reference's): one worked trajectory
@@ -65,7 +91,7 @@ class ProtocolPromptBuilder:
     def __init__(self, tokenizer, chat: bool, protocol: SearchProtocol, demonstrate: bool = False):
         self.tokenizer, self.protocol, self.demonstrate = tokenizer, protocol, demonstrate
         self.chat = bool(chat and protocol.chat != "none" and getattr(tokenizer, "chat_template", None))
-        probes = [self.encode(self.prompt_text(q)) for q in ("\x00A\x00", "\x00B\x00")]
+        probes = [self.encode(self.prompt_text(q)) for q in ("Who was Alpha?", "What is Beta?")]
         n = 0
         while n < min(map(len, probes)) and probes[0][n] == probes[1][n]:
             n += 1
@@ -95,15 +121,6 @@ class ProtocolPromptBuilder:
         """The prompt's tokens after the cached prefix."""
         return self.encode(self.prompt_text(question))[len(self.prefix_ids):]
 
-    def observations(self, passages: Sequence[Passage]) -> list[Observation]:
-        """The slot's observations in answer order; plain passages (another selector's, a probe's)
-        are one search block before the first turn."""
-        obs = [p for p in passages if isinstance(p, Observation)]
-        plain = tuple(p for p in passages if not isinstance(p, Observation))
-        if plain:
-            obs.append(Observation(id="passages", title="", text="", at=0, kind=SEARCH, passages=plain))
-        return sorted(obs, key=lambda o: o.at)
-
     def observation_ids(self, obs: Observation) -> list[int]:
         """The tokens appended after ``obs``'s turn, cut to the protocol's ``observation_tokens``."""
         ids = self.encode(observation(self.protocol, Action(obs.kind, obs.query), obs.passages))
@@ -114,7 +131,7 @@ class ProtocolPromptBuilder:
         """The sequence for ``question`` with the finished turns, their observations and the turn in progress."""
         ids = self.encode(self.prompt_text(question))
         answer, start = list(answer_ids), 0
-        for obs in self.observations(passages):
+        for obs in observations(passages):
             turn = self.decode(answer[start:obs.at])
             ids += self.encode(cut_response(self.protocol, turn)) if obs.kind != ANSWER else self.encode(turn)
             ids += self.observation_ids(obs)

@@ -14,8 +14,9 @@ protocol (:mod:`.protocol`) as follows:
   (its :class:`~.protocol.Action` travels in ``Decision.observation``); under another trigger,
   the question.
 * **which** -- :class:`TurnSelector` (``search-turns``): the protocol's top-k for the new turn,
-  filed as an :class:`~.builder.Observation` after the turn's last token, with the earlier
-  turns' observations (``accumulates``: the whole slot is the observations so far).
+  each filed as a :class:`~.builder.TurnPassage` with the answer index the turn ended at, after
+  the earlier turns' (``accumulates``: the slot is every turn's passages so far; with a plain
+  injector they are ordinary passages in the knowledge slot).
 * **how** -- :class:`InformationBlockInjector` (``information-block``): in context, inline:
   its ``prompt_builder`` (:class:`~.builder.ProtocolPromptBuilder`) writes the protocol's prompt
   and puts each observation after its turn. ``checkpoint`` names the trained model the preset
@@ -32,7 +33,7 @@ from typing import ClassVar, Sequence
 from dynaprag.corpus import Passage
 from dynaprag.dynamic.component import CapabilityError
 from dynaprag.dynamic.draft import Decision, Draft, FinalAnswer
-from dynaprag.dynamic.methods.search_r1.builder import Observation, ProtocolPromptBuilder
+from dynaprag.dynamic.methods.search_r1.builder import ProtocolPromptBuilder, TurnPassage
 from dynaprag.dynamic.methods.search_r1.protocol import (
     ANSWER, INVALID, PROTOCOLS, SEARCH, Action, SearchProtocol, cut_response, final_answer, parse_action, turn_end,
 )
@@ -130,7 +131,7 @@ class ModelSearchTrigger(Trigger):
     def integrate(self, draft: Draft, probe=None) -> FinalAnswer:
         """The turns as the reference keeps them; the short answer by the protocol's rule
         (empty when there is none: the reference scores that answer wrong)."""
-        ends = sorted({o.at for o in draft.passages if isinstance(o, Observation)})
+        ends = sorted({p.at for p in draft.passages if isinstance(p, TurnPassage)})
         text = "".join(turns_of(draft.pieces, ends, self.spec))
         short = final_answer(self.spec, text)
         note = "no answer tag: the short answer is empty" if short is None else f"answer tag: {short!r}"
@@ -171,10 +172,13 @@ class TurnSelector(Selector):
         action = parse_action(spec, cut_response(spec, "".join(draft.pieces[start:at])))
         if action.kind == ANSWER or not draft.pieces[start:at]:
             action = Action(SEARCH, draft.question)  # another trigger's retrieval: a block of passages
-        kept = [Hit(o, 0.0) for o in draft.passages if isinstance(o, Observation)]
-        new = Observation(id=f"observation-{len(kept) + 1}", title="", text="", at=at, kind=action.kind,
-                          query=action.content, passages=tuple(h.passage for h in hits[: self.search_k]))
-        return [*kept, Hit(new, 0.0)]
+        kept = [Hit(p, 0.0) for p in draft.passages if isinstance(p, TurnPassage)]
+        new = [TurnPassage(h.passage.id, h.passage.title, h.passage.text, at=at, kind=action.kind,
+                           query=action.content) for h in hits[: self.search_k]]
+        if not new:  # nothing to show: the turn is still filed, so its observation is written
+            new = [TurnPassage(f"turn-{len({p.at for p in draft.passages}) + 1}", "", "", at=at, kind=action.kind,
+                               query=action.content, marker=True)]
+        return [*kept, *(Hit(p, 0.0) for p in new)]
 
 
 @dataclass
@@ -192,27 +196,26 @@ class InformationBlockInjector(Injector):
         """Refuse a model other than ``checkpoint`` before any question (one line, no download)."""
         if self.checkpoint and not _is_checkpoint(generator, self.checkpoint):
             raise CapabilityError(
-                f"method needs the {self.protocol} checkpoint {self.checkpoint!r} (model={self.checkpoint} or its local "
-                f"folder; a GPU is advised), not {getattr(generator.lm, 'name', '?')!r}; for another model set "
+                f"method needs the {self.protocol} checkpoint {self.checkpoint!r} (model={self.checkpoint} or its "
+                f"local folder; a GPU is advised), not {getattr(generator.lm, 'name', '?')!r}; for another model set "
                 f"injector.checkpoint='' or use 'search-r1-prompted'")
 
     def prompt_builder(self, tokenizer, chat: bool) -> ProtocolPromptBuilder:
         return ProtocolPromptBuilder(tokenizer, chat, PROTOCOLS.get(self.protocol), self.demonstrate)
 
     def inject(self, passages: Sequence[Passage], question: str, *, use: int | None = None) -> Injection:
-        obs = [p for p in passages if isinstance(p, Observation)]
-        plain = [p for p in passages if not isinstance(p, Observation)][:use]
-        if plain:  # another selector's hits: one block before the first turn
-            obs.append(Observation(id="passages", title="", text="", at=0, passages=tuple(plain)))
-        newest = max(obs, key=lambda o: o.at) if obs else None
-        if newest is None or newest.passages:
-            used = list(newest.passages) if newest is not None else []
-        else:  # nothing found, or no search: the trace shows what was appended instead of passages
+        filed = [p for p in passages if isinstance(p, TurnPassage)]
+        plain = [p for p in passages if not isinstance(p, TurnPassage)][:use]  # another selector's: at 0
+        context = [*filed, *(TurnPassage(p.id, p.title, p.text) for p in plain)]
+        last = max((p.at for p in context), default=0)
+        turn = [p for p in context if p.at == last]
+        used: list[Passage] = [p for p in turn if not p.marker]
+        if turn and not used:  # nothing found, or no search: the trace shows what was appended
             spec = PROTOCOLS.get(self.protocol)
-            shown = ("(no search: the invalid-action message)", spec.invalid or "") if newest.kind == INVALID \
+            shown = ("(no search: the invalid-action message)", spec.invalid or "") if turn[0].kind == INVALID \
                 else ("(nothing found)", spec.no_documents)
-            used = [Passage(newest.id, *shown)]
-        return Injection(context=obs, kind="in-context", used=used)
+            used = [Passage(turn[0].id, *shown)]
+        return Injection(context=context, kind="in-context", used=used)
 
 
 def _is_checkpoint(generator, checkpoint: str) -> bool:

@@ -235,8 +235,8 @@ PROTOCOLS.register("research", SearchProtocol(
         "<answer> </answer> tags respectively, and the search query and result are enclosed within <search> </search> "
         "and <result> </result> tags respectively. For example, <think> This is the reasoning process. </think> "
         "<search> search query here </search> <result> search result here </result> <think> This is the reasoning "
-        "process. </think> <answer> The final answer is \\[ \\boxed{answer here} \\] </answer>. In the last part of the "
-        "answer, the final exact answer is enclosed within \\boxed{} with latex format."),
+        "process. </think> <answer> The final answer is \\[ \\boxed{answer here} \\] </answer>. In the last part of "
+        "the answer, the final exact answer is enclosed within \\boxed{} with latex format."),
     chat="system",
     search_tags=("<search>", "</search>"), answer_tags=("<answer>", "</answer>"), stop_at_answer=False,
     query_from="last",
