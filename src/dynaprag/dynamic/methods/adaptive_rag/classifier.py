@@ -117,10 +117,11 @@ class HeadClassifier:
     def logits(self, questions: Sequence[str]):
         import torch
 
-        from dynaprag.retrieval.dense import encode, load_encoder
+        from dynaprag.retrieval.dense import encode, load_encoder, torch_threads
 
-        vectors = torch.from_numpy(encode(load_encoder(self.config["encoder"]), [q.strip() for q in questions]))
-        return vectors @ self.weight.T + self.bias
+        with torch_threads(1):  # one short question: extra OpenMP threads only spin (dense.torch_threads)
+            vectors = encode(load_encoder(self.config["encoder"]), [q.strip() for q in questions])
+        return torch.from_numpy(vectors) @ self.weight.T + self.bias
 
     def classify(self, questions: Sequence[str]) -> list[str]:
         return [LABELS[int(i)] for i in self.logits(questions).argmax(dim=1)]
