@@ -123,7 +123,8 @@ class AdaptiveTrigger(Trigger):
             if label == "A":
                 return Decision.hold(notes=(f"{note}: no retrieval",))
             if label == "B":
-                return Decision.fire(f"{note}: single retrieval with the question", keep=0, observation=Route("B"))
+                return Decision.fire(f"{note}: single retrieval with the question", keep=0, observation=Route("B"),
+                                     notes=(f"{note}: single-step",))
             notes = (f"{note}: multi-step (IRCoT)",)
         if ROUTES.of(draft) != "C":
             return None
