@@ -13,6 +13,34 @@ The functions below are the protocol's pure text rules (unit-tested in ``tests/t
 the reference keeps it, :func:`parse_action` reads the action, :func:`observation` renders what
 is appended, :func:`final_answer` reads the answer.
 
+The three prompts are the references' own text, verbatim (checked against each file). Search-R1's
+protocol is reproduced by parity (``tests/comparison/test_search_r1_loop.py``; its deviations are in
+:mod:`dynaprag.dynamic.methods.search_r1`). The other two have no parity fixture; their facts and
+deviations:
+
+* ``r1-searcher`` (``evaluation/eval_search_loacl.py`` @631167c; the README's ``gen_search.sh``
+  runs ``--prompt_type v0 --temp 0.0``): the raw ``base_prompt_v0`` ending in ``Assistant: <think>``
+  (:58-62, no chat template); greedy, 512 tokens a turn, stops at ``<|end_of_query|>``,
+  ``</answer>`` or end of turn (:172-173); the answer is the text after the last ``<answer>``
+  (:215-224); the query is the text after the last opening tag, quotes and ``...`` removed, tabs
+  as spaces (:226-228); the turn is stripped and the block appended with the top-5 as
+  ``({i}){doc}\n``, ``None`` when none (:230, :235, :276-285); anything else ends with "I don't
+  know." (:253-260); the tenth generation is discarded (:203-213), so 8 searches can be read.
+  Deviations: documents are ``Title: t Text: x``, the format of its corpus samples
+  (``wiki_corpus_index_bulid/samples/train_np_title_abs_sample_100.tsv``; its server returns the
+  corpus lines); an empty query searches nothing and the block says ``None`` (the reference ends
+  with "I don't know.", :242-251); the prompt is tokenised without special tokens (vLLM adds a
+  Llama checkpoint's BOS).
+* ``research`` (``src/flashrag/pipeline/active_pipeline.py`` @3b2fd14, ``ReSearchPipeline``
+  :16-105, before ReCall replaced it; ``scripts/evaluation/run_eval.py:95`` applies the chat
+  template): the system prompt ``re_search_template_sys`` and the question as the user's message;
+  each call stops at ``</search>`` or end of turn (:58, :77); the query is the text after the last
+  ``<search>``, stripped (:33-42); the block is `` <result>\n{contents joined by blank lines}\n</result>``,
+  ``nothing to search`` for an empty query (:68-76); the answer is the last ``\\boxed{}`` of the first
+  ``<answer>`` (:97-100, ``re_search.py:48``). Deviations: no turn limit but the context there
+  (8192 tokens, :55-86), here ``max_turns`` 64; ``contents`` is ``title\ntext`` (FlashRAG's
+  corpora quote the title); ``nothing to search`` also when a search finds nothing.
+
 >>> p = PROTOCOLS.get("search-r1")
 >>> parse_action(p, cut_response(p, "<think> x </think>\\n<search> Jaws director </search>\\n"))
 Action(kind='search', content='Jaws director')
