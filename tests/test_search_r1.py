@@ -178,8 +178,9 @@ class WeightsDouble(Injector):
 
     name = "weights-double"
 
-    def __init__(self):
+    def __init__(self, context: bool = True):
         self.entered = self.exited = 0
+        self.context = context
 
     def inject(self, passages, question, *, use=None) -> Injection:
         @contextmanager
@@ -189,14 +190,17 @@ class WeightsDouble(Injector):
                 yield
             finally:
                 self.exited += 1
-        return Injection(context=list(passages)[:use], weights=applied(), kind="parametric")
+        return Injection(context=list(passages)[:use] if self.context else (), weights=applied(), kind="parametric",
+                         used=list(passages)[:use])
 
 
-@pytest.mark.parametrize("injector", ["information-block", "weights"])
+@pytest.mark.parametrize("injector", ["information-block", "weights", "weights-only"])
 def test_model_search_composes_with_another_injector(injector):
+    """The turn protocol under PRAG's shape of injector: weights and context, or weights alone
+    (then the slot keeps no passages and the turns are told apart by the last retrieval)."""
     script = [ScriptedStep(p) for p in ("<search>", " Jaws", " director", " </search>", " <answer>", " 1946",
                                         " </answer>", " tail")]
-    double = WeightsDouble() if injector == "weights" else None
+    double = None if injector == "information-block" else WeightsDouble(context=injector == "weights")
     loop = scripted_loop("search-r1-prompted", script, injector=double)
     answer = loop.run("Who directed Jaws?")
     (event,) = answer.trace.retrievals

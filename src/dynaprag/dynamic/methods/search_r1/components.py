@@ -131,7 +131,8 @@ class ModelSearchTrigger(Trigger):
     def integrate(self, draft: Draft, probe=None) -> FinalAnswer:
         """The turns as the reference keeps them; the short answer by the protocol's rule
         (empty when there is none: the reference scores that answer wrong)."""
-        ends = sorted({p.at for p in draft.passages if isinstance(p, TurnPassage)})
+        ends = {p.at for p in draft.passages if isinstance(p, TurnPassage)}  # none under e.g. a parametric injector
+        ends = sorted(ends | ({draft.last_retrieval_at} if draft.retrievals else set()))
         text = "".join(turns_of(draft.pieces, ends, self.spec))
         short = final_answer(self.spec, text)
         note = "no answer tag: the short answer is empty" if short is None else f"answer tag: {short!r}"
