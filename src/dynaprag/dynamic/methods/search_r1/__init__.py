@@ -16,7 +16,7 @@ block and passage format, top-k, turn and token limits) is a setting, :mod:`.pro
 ``search-r1`` reproduces the loop that produced the paper's tables (``search_r1/llm_agent/
 generation.py`` ``LLMGenerationManager.run_llm_loop``, run by ``scripts/nq_hotpotqa/evaluate.sh``:
 ``max_turns=4``, ``retriever.topk=3``, ``max_response_length=500``, ``max_obs_length=500``,
-greedy validation, ``ray_trainer.py:474-478``), file:line of ``generation.py`` at
+greedy validation, ``verl/trainer/ppo/ray_trainer.py:504-519``), file:line of ``generation.py`` at
 PeterGriffinJin/Search-R1 @a14dc3a unless named:
 
 1. the prompt is ``make_prefix`` (``scripts/data_process/qa_search_test_merge.py:26-39``) of the
