@@ -64,16 +64,17 @@ def run_case(pipe, method: str, dataset: str, questions: list[dict], batch: int,
     texts: list[str] = [""] * len(questions)
     traces = []
     with RssPeak() as memory:
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         for index, answer in loop.answers([q["question"] for q in questions]):
             if isinstance(answer, Exception):
                 raise answer
             texts[index] = answer.text
             traces.append(answer.trace)
-        seconds = time.perf_counter() - t0
+        seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
     stepper = loop.stepper
     return {"method": method, "dataset": dataset, "batch_size": batch, "restack": restack,
             "effective_batch_size": loop.batch_size, "n": len(questions), "seconds": seconds,
+            "cpu_seconds": cpu_seconds, "load_avg_1m": os.getloadavg()[0],
             "generated_tokens": sum(t.generated_tokens for t in traces),
             "prompt_tokens": sum(t.prompt_tokens for t in traces),
             "retrievals": sum(len(t.retrievals) for t in traces),
@@ -138,6 +139,15 @@ def _joined(cases: list[dict], key: str) -> str:
     return "+".join(sorted({str(c.get(key, "unknown")) for c in cases}))
 
 
+def _cpu_ratio(paired: list[tuple[dict, dict]]) -> float:
+    """Batch 1's CPU seconds per question over this size's: with one torch thread, the process's CPU
+    time is the work itself, which other jobs on the machine stretch far less than the wall time."""
+    paired = [(c, b1) for c, b1 in paired if "cpu_seconds" in c and "cpu_seconds" in b1]
+    if not paired:
+        return float("nan")  # cases from before CPU time was recorded
+    return sum(b1["cpu_seconds"] / b1["n"] for _, b1 in paired) / sum(c["cpu_seconds"] / c["n"] for c, _ in paired)
+
+
 def rows_of(cases: list[dict]) -> list[dict]:
     """One row per (method, restack, batch size) over both datasets, ratios against batch 1 of the
     same process and dataset (a case without its batch-1 partner has no ratio)."""
@@ -162,6 +172,8 @@ def rows_of(cases: list[dict]) -> list[dict]:
                                            / max(1, sum(c["batched_passes"] for c in group))),
             "ratio_to_batch_1": (sum(b1["seconds"] / b1["n"] for _, b1 in paired)
                                  / sum(c["seconds"] / c["n"] for c, _ in paired)) if paired else float("nan"),
+            "cpu_ratio_to_batch_1": _cpu_ratio(paired),
+            "load_avg_1m": _largest(group, "load_avg_1m"),
             "same_answer_as_batch_1": sum(same) / len(same) if same else float("nan"),
             "failed_batched_feeds": sum(c.get("feed_failures", 0) for c in group),
             "peak_rss_mb": _largest(group, "peak_rss_mb"),
@@ -276,7 +288,10 @@ def _write(table, cases, args, config, to_dict, questions) -> None:
              f"{resolved_dtype(args.dtype)} (each row's dtype and git_commit: those of the processes that measured "
              f"it). questions_per_hour = questions over the case's wall time (retrieval, re-prefill and the "
              f"tail included). ratio_to_batch_1 = batch 1's s/question over this size's, same method, dataset and "
-             f"process. same_answer_as_batch_1 = share of answer texts equal to batch 1's. Methods whose injector "
+             f"process; cpu_ratio_to_batch_1 = the same with the process's CPU seconds (one torch thread: the "
+             f"work itself, which other load stretches far less than wall time; blank for cases measured before it "
+             f"was recorded); load_avg_1m = the highest 1-minute load average at a case's end. "
+             f"same_answer_as_batch_1 = share of answer texts equal to batch 1's. Methods whose injector "
              f"changes weights run one question at a time (effective_batch_size 1); they are measured at batch 1 and "
              f"8 on the first {args.grouped_n} questions per dataset, after an untimed pass that encodes their "
              f"adapters. peak_rss_mb = highest resident memory during the case (weights included); "

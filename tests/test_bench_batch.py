@@ -57,3 +57,12 @@ def test_a_case_without_memory_does_not_hide_the_peak_of_one_with_it():
     del old["peak_rss_mb"], old["peak_rss_growth_mb"]
     rows = bench.rows_of([old, _case("fs-rag", 8, 3.0, 1500, 120)])
     assert rows[0]["peak_rss_mb"] == 1500 and rows[0]["peak_rss_growth_mb"] == 120
+
+
+def test_cpu_ratio_pairs_cpu_seconds_and_is_blank_for_cases_without_them():
+    timed = [{**_case("sr-rag", 1, 10.0, 1000, 50), "cpu_seconds": 8.0},
+             {**_case("sr-rag", 8, 9.0, 1400, 400), "cpu_seconds": 2.0},  # wall time stretched by other load
+             _case("dragin", 1, 10.0, 1000, 50), _case("dragin", 8, 5.0, 1000, 50)]
+    rows = {(r["method"], r["batch_size"]): r for r in bench.rows_of(timed)}
+    assert rows[("sr-rag", 8)]["cpu_ratio_to_batch_1"] == 4.0
+    assert math.isnan(rows[("dragin", 8)]["cpu_ratio_to_batch_1"])
