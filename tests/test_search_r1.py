@@ -210,6 +210,19 @@ def test_model_search_composes_with_another_injector(injector):
         assert double.entered == double.exited == 1 and event.injection == "parametric"
 
 
+def test_the_answer_tag_is_scored_as_given(lm):
+    """The one extraction keeps the protocol's answer: forcing "So the answer is" onto a text whose
+    answer is in a tag would score a continuation of the real model instead of the tag."""
+    from dynaprag.pipeline import Pipeline, PipelineConfig
+
+    script = [ScriptedStep(p) for p in (" <answer>", " 1946", " </answer>")]
+    answer = scripted_loop("search-r1-prompted", script).run("Who directed Jaws?")
+    pipe = Pipeline(PipelineConfig(method="search-r1-prompted"), lm, retriever=None)
+    scored = pipe.extract("Who directed Jaws?", answer)
+    assert scored.short == "1946" and scored.trace.extraction["by_protocol"]
+    assert not scored.trace.extraction["forced"] and scored.trace.generated_tokens == answer.trace.generated_tokens
+
+
 def test_the_family_is_listed_with_its_variants():
     for name in ("search-r1", "search-r1-prompted", "r1-searcher", "research"):
         assert METHODS.get(name).trigger == "model-search"

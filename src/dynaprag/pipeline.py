@@ -313,10 +313,13 @@ class Pipeline:
         An answer without "So the answer is" gets a short forced continuation from the exemplar
         prompt without passages or adapters (:func:`dynaprag.lm.extraction.force_answer`, as the
         DRAGIN repository scores); its tokens and seconds are added to the trace's costs and the
-        trace's ``extraction`` keeps the raw short answer.
+        trace's ``extraction`` keeps the raw short answer. A method whose protocol defines its
+        answer (Search-R1's answer tag, :class:`~dynaprag.dynamic.draft.FinalAnswer`) keeps it.
         """
         from dynaprag.lm.extraction import force_answer, has_marker
 
+        if answer.trace.extraction.get("by_protocol"):
+            return answer  # the method's protocol gave its answer (FinalAnswer.by_protocol): scored as is
         builder = self.builder()
         forced = force_answer(self.generator, builder, question, answer.text,
                               prefix=None if has_marker(answer.text) else self.prefix_of(builder))

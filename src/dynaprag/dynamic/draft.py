@@ -83,11 +83,17 @@ class AfterRetrieval:
 @dataclass(frozen=True)
 class FinalAnswer:
     """A trigger's own final answer, replacing the one read from the draft (SeaKR's reasoning
-    integration): the answer text (ending in "So the answer is X."), X, and notes for the trace."""
+    integration): the answer text (ending in "So the answer is X."), X, and notes for the trace.
+
+    ``by_protocol``: X is what the method's protocol defines as its answer (Search-R1's answer tag),
+    so it is scored as given: the one extraction (:meth:`dynaprag.pipeline.Pipeline.extract`)
+    must not force "So the answer is" onto a text that has its answer in another form.
+    """
 
     text: str
     short: str
     notes: tuple[str, ...] = ()
+    by_protocol: bool = False
 
 
 @dataclass

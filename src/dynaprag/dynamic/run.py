@@ -381,5 +381,8 @@ class QuestionRun:
         trace.seconds = time.perf_counter() - t0
         if final is not None:
             trace.notes.extend(final.notes)
+            if final.by_protocol:  # scored as given (FinalAnswer.by_protocol)
+                trace.extraction = {"short": final.short, "raw_short": final.short, "text": text,
+                                    "forced": False, "by_protocol": True}
         self.done = True
         return Answer(text=text, short=extract_answer(text) if final is None else final.short, trace=trace)

@@ -136,7 +136,7 @@ class ModelSearchTrigger(Trigger):
         text = "".join(turns_of(draft.pieces, ends, self.spec))
         short = final_answer(self.spec, text)
         note = "no answer tag: the short answer is empty" if short is None else f"answer tag: {short!r}"
-        return FinalAnswer(text=text.strip(), short=short or "", notes=(note,))
+        return FinalAnswer(text=text.strip(), short=short or "", notes=(note,), by_protocol=True)
 
 
 @dataclass
