@@ -107,8 +107,15 @@ def pipe(lm):
                                                trigger={"name": "final-norm", "theta": 1e9}), lm=lm)
 
 
-def test_a_new_signal_reaches_its_trigger_through_the_real_loop(pipe):
-    calm = pipe.answer(QUESTIONS[0])
+@pytest.fixture(scope="module")
+def alone(pipe):
+    """Each question answered at batch 1 with θ = 1e9 (never fires): the calm answer the first test
+    reads the signal from and the batch-1 side of the second, decoded once for both."""
+    return [pipe.answer(q) for q in QUESTIONS]
+
+
+def test_a_new_signal_reaches_its_trigger_through_the_real_loop(pipe, alone):
+    calm = alone[0]
     norms = [t.score for t in calm.trace.tokens]
     judged = [v for v in norms if v is not None]  # every token of a finished sentence
     assert judged and all(isinstance(v, float) and v > 0 for v in judged)
@@ -120,8 +127,7 @@ def test_a_new_signal_reaches_its_trigger_through_the_real_loop(pipe):
     assert [t.score for t in fired.trace.tokens[:kept]] == norms[:kept]  # the same values before the cut
 
 
-def test_a_new_signal_is_read_the_same_at_batch_1_and_batch_2(pipe):
-    alone = [pipe.answer(q) for q in QUESTIONS]
+def test_a_new_signal_is_read_the_same_at_batch_1_and_batch_2(pipe, alone):
     together = dict(pipe.answer_many(QUESTIONS, batch_size=2))
     for i, a in enumerate(alone):
         b = together[i]
