@@ -4,10 +4,10 @@ Two kinds of files load into the same :class:`Example`:
 
 * **JSONL** (``id, question, answers`` plus optional fields), the schema of
   ``../shared/data/questions/*.jsonl`` and of any user file (the generic loader);
-* the **official release formats** of HotpotQA (Yang et al., 2018), 2WikiMultihopQA (Ho et al.,
-  2020), StrategyQA (Geva et al., 2021), IIRC (Ferguson et al., 2020), PopQA (Mallen et al.,
-  2023) and ComplexWebQuestions (Talmor and Berant, 2018), so a user holding those files can
-  run them without converting anything.
+* the **official release formats** of HotpotQA, 2WikiMultihopQA, StrategyQA, IIRC, PopQA,
+  ComplexWebQuestions, NQ-open, TriviaQA and WebQuestions (and DPR's QA CSV), read by
+  :mod:`dynaprag.eval.release_formats`, so a user holding those files can run them without
+  converting anything. FlashRAG's JSONL (``golden_answers`` for ``answers``) is the generic one.
 
 Oracle fields (gold facts, decompositions, supporting ids and titles, context paragraphs) are
 kept on the example for scoring only: the runner passes a method nothing but
@@ -25,9 +25,7 @@ left open (named at the line where the row starts).
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,12 +66,12 @@ class Example:
     @classmethod
     def from_record(cls, record: Mapping[str, Any], dataset: str = "") -> "Example":
         """Build from a JSONL record: ``id``, ``question``, ``answers`` (list or string; ``answer``
-        is accepted too), optional ``dataset``, ``type``, ``supporting_doc_ids``,
+        and FlashRAG's ``golden_answers`` are accepted too), optional ``dataset``, ``type``, ``supporting_doc_ids``,
         ``supporting_titles``; every other field goes to ``oracle``."""
         missing = [k for k in ("id", "question") if k not in record]
         if missing:
             raise KeyError(f"missing field {missing[0]!r} (a question needs id, question, answers)")
-        answers = record.get("answers", record.get("answer"))
+        answers = record.get("answers", record.get("answer", record.get("golden_answers")))  # FlashRAG's key
         if answers is None:
             raise KeyError("missing field 'answers'")
         if isinstance(answers, _SCALARS):
@@ -102,7 +100,7 @@ class Example:
         gold_titles = _string_list(record, "supporting_titles", (str,))
         if not isinstance(record.get("type"), (str, type(None))):
             raise TypeError(f"'type': expected a string, got {type(record['type']).__name__}")
-        known = {"id", "question", "answers", "answer", "dataset", "type", "supporting_doc_ids",
+        known = {"id", "question", "answers", "answer", "golden_answers", "dataset", "type", "supporting_doc_ids",
                  "supporting_titles"}
         return cls(id=str(qid), question=question.strip(), answers=tuple(answers),
                    dataset=str(record.get("dataset") or dataset), type=record.get("type"),
@@ -153,6 +151,7 @@ class DatasetSpec:
     official_format: str  # loader in FORMATS for the official release file
     yes_no: bool = False
     gold_passages: bool = True  # whether recall of gold passages can be computed
+    release: str = ""  # where to get the questions when `dynaprag data download` has no release of it
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
@@ -242,138 +241,34 @@ def _unique(items) -> tuple:
     return tuple(dict.fromkeys(items))
 
 
-def load_hotpot_style(path: Path, dataset: str = "hotpotqa") -> Iterator[Example]:
-    """HotpotQA and 2WikiMultihopQA official JSON: ``_id, question, answer, type,
-    supporting_facts [[title, sent]], context [[title, [sentences]]]`` (2Wiki adds ``evidences``).
-
-    Gold passages are the supporting-fact titles; the context paragraphs stay in ``oracle``.
-    """
-    for i, rec in enumerate(_read_json_list(path)):
-        facts = _field(path, i, rec, "supporting_facts")
-        yield Example(id=str(_field(path, i, rec, "_id")), question=_text(path, i, rec, "question"),
-                      answers=(_answer_text(_field(path, i, rec, "answer")),), dataset=dataset,
-                      type=rec.get("type"), gold_titles=_unique(f[0] for f in facts), where=f"record {i}",
-                      oracle={k: v for k, v in rec.items() if k not in ("_id", "question", "answer", "type")})
-
-
-def load_strategyqa(path: Path, dataset: str = "strategyqa") -> Iterator[Example]:
-    """StrategyQA official JSON: ``qid, question, answer (bool), facts, decomposition, evidence``."""
-    for i, rec in enumerate(_read_json_list(path)):
-        answer = _field(path, i, rec, "answer")
-        if not isinstance(answer, bool):
-            raise DatasetError(f"{path}: record {i}: 'answer' must be true or false, got {answer!r}")
-        oracle = {k: v for k, v in rec.items() if k not in ("qid", "question", "answer")}
-        if "facts" in oracle:
-            oracle["gold_facts"] = oracle.pop("facts")
-        yield Example(id=str(_field(path, i, rec, "qid")), question=_text(path, i, rec, "question"),
-                      answers=(_answer_text(answer),), dataset=dataset, type="implicit_yes_no", oracle=oracle,
-                      where=f"record {i}")
-
-
-def load_iirc(path: Path, dataset: str = "iirc") -> Iterator[Example]:
-    """IIRC official JSON: a list of passages, each with ``title, text, links, questions``.
-
-    Answers follow the answer type: ``span`` (several spans joined with ", ", as the IIRC
-    baseline's DROP-style conversion orders them), ``value`` (number with its unit, and the bare
-    number as an alias), ``binary`` (yes/no). ``none`` (unanswerable) and ``bad`` questions are
-    skipped: the methods here always answer, so they would only measure refusal. Gold passages
-    are the titles of the question's context passages (``main`` is the passage's own title).
-    """
-    for i, passage in enumerate(_read_json_list(path)):
-        title = _field(path, i, passage, "title")
-        for q in _field(path, i, passage, "questions"):
-            info = q.get("answer") or {}
-            kind = info.get("type")
-            if kind == "span":
-                answers = [", ".join(s["text"].strip() for s in info.get("answer_spans", []))]
-            elif kind == "value":
-                value = str(info.get("answer_value", "")).strip()
-                unit = str(info.get("answer_unit") or "").strip()
-                answers = [f"{value} {unit}".strip(), value] if unit else [value]
-            elif kind == "binary":
-                answers = [str(info.get("answer_value", "")).strip().lower()]
-            else:
-                continue
-            if not answers[0]:
-                continue
-            titles = _unique(title if c.get("passage") == "main" else c.get("passage")
-                             for c in q.get("context", []))
-            yield Example(id=str(q.get("qid")), question=_text(path, i, q, "question"), answers=tuple(answers),
-                          dataset=dataset, type=kind, gold_titles=tuple(t for t in titles if t), where=f"record {i}",
-                          oracle={"context": q.get("context", []), "main_title": title})
-
-
-def load_popqa(path: Path, dataset: str = "popqa") -> Iterator[Example]:
-    """PopQA's ``popQA.tsv``: ``id, subj, prop, obj, ..., question, possible_answers`` (a JSON list).
-
-    The subject's Wikipedia title (``s_wiki_title``) is the gold passage title.
-    """
-    with io.StringIO(_read_text(path), newline="") as handle:
-        reader = csv.DictReader(handle, delimiter="\t")
-        if reader.fieldnames is None:  # reads the header line
-            return
-        rows = iter(reader)
-        while True:
-            line_no = reader.line_num + 1  # where the next row starts (a quoted field may span lines)
-            try:
-                row = next(rows)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                raise DatasetError(f"{path}:{line_no}: bad TSV row ({exc})") from None
-            try:
-                if None in row.values() or None in row:
-                    raise ValueError(f"expected {len(reader.fieldnames or [])} tab-separated fields, got "
-                                     f"{len([v for v in row.values() if v is not None]) + len(row.get(None) or [])}"
-                                     + (f" (a quote opened here is closed on line {reader.line_num})"
-                                        if reader.line_num > line_no else ""))
-                answers = json.loads(row["possible_answers"])
-                if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
-                    raise ValueError("'possible_answers': expected a JSON list of strings")
-                question, qid = check_unicode("question", row["question"]), row["id"]
-                for answer in answers:
-                    check_unicode("possible_answers", answer)
-            except (KeyError, TypeError, ValueError) as exc:
-                message = f"missing column {exc.args[0]!r}" if isinstance(exc, KeyError) else str(exc)
-                raise DatasetError(f"{path}:{line_no}: bad PopQA row: {message}") from None
-            title = row.get("s_wiki_title") or ""
-            yield Example(id=str(qid), question=question.strip(), answers=tuple(answers), dataset=dataset,
-                          type=row.get("prop"), gold_titles=(title,) if title else (), where=f"line {line_no}",
-                          oracle={k: v for k, v in row.items() if k not in ("id", "question", "possible_answers")})
-
-
-def load_cwq(path: Path, dataset: str = "cwq") -> Iterator[Example]:
-    """ComplexWebQuestions official JSON: ``ID, question, answers [{answer, aliases}], sparql, ...``.
-
-    Every answer and alias is a gold answer (scores take the maximum). CWQ has no gold passages.
-    """
-    for i, rec in enumerate(_read_json_list(path)):
-        answers: list[str] = []
-        for a in _field(path, i, rec, "answers"):
-            answers += [a.get("answer") or ""] + list(a.get("aliases") or [])
-        answers = [a for a in _unique(answers) if a]
-        if not answers:
-            continue
-        yield Example(id=str(_field(path, i, rec, "ID")), question=_text(path, i, rec, "question"),
-                      answers=tuple(answers), dataset=dataset, type=rec.get("compositionality_type"),
-                      where=f"record {i}",
-                      oracle={k: v for k, v in rec.items() if k not in ("ID", "question", "answers")})
+def _is_nq_open(path: Path) -> bool:
+    """Whether a JSONL file's first line is an NQ-open record: ``question`` and an ``answer`` list, no ``id``."""
+    with open(path, "rb") as handle:
+        first = next((line for line in handle if line.strip()), b"")
+    try:
+        record = json.loads(first)
+    except ValueError:  # not JSON or not UTF-8: the JSONL loader names the line
+        return False
+    return isinstance(record, dict) and "id" not in record and isinstance(record.get("answer"), list)
 
 
 def detect_format(path: str | Path) -> str:
     """Guess a file's format from its suffix and, for ``.json``, the keys of its first record."""
     path = Path(path)
     if path.suffix in (".jsonl", ".ndjson"):
-        return "jsonl"
+        return "nq-open" if _is_nq_open(path) else "jsonl"
     if path.suffix == ".tsv":
         return "popqa"
+    if path.suffix == ".csv":
+        return "dpr-qa"
     records = _read_json_list(path)
     if not records:
         raise DatasetError(f"{path}: no questions in the file (an empty JSON list)")
     keys = set(records[0])
     for fmt, needed in (("2wikimultihopqa", {"_id", "evidences"}), ("hotpotqa", {"_id", "supporting_facts"}),
                         ("strategyqa", {"qid", "answer"}), ("iirc", {"questions", "links"}),
-                        ("cwq", {"ID", "answers"})):
+                        ("cwq", {"ID", "answers"}), ("triviaqa", {"QuestionId", "Answer"}),
+                        ("webquestions", {"utterance", "targetValue"})):
         if needed <= keys:
             return fmt
     raise DatasetError(f"{path}: cannot tell the dataset format; pass format= (one of {', '.join(FORMATS)})")
@@ -426,12 +321,6 @@ def link_gold_facts(examples: list[Example], passages: Mapping[str, str]) -> lis
 
 
 FORMATS.register("jsonl", load_jsonl)
-FORMATS.register("hotpotqa", load_hotpot_style)
-FORMATS.register("2wikimultihopqa", load_hotpot_style)
-FORMATS.register("strategyqa", load_strategyqa)
-FORMATS.register("iirc", load_iirc)
-FORMATS.register("popqa", load_popqa)
-FORMATS.register("cwq", load_cwq)
 
 DATASETS.register("hotpotqa", DatasetSpec("hotpotqa", "HotpotQA", "wiki_paragraphs.jsonl", "hotpotqa", "hotpotqa"))
 DATASETS.register("2wikimultihopqa", DatasetSpec("2wikimultihopqa", "2WikiMultihopQA", "wiki_paragraphs.jsonl",
@@ -441,4 +330,20 @@ DATASETS.register("strategyqa", DatasetSpec("strategyqa", "StrategyQA", "strateg
 DATASETS.register("iirc", DatasetSpec("iirc", "IIRC", None, "iirc", "iirc"))
 DATASETS.register("popqa", DatasetSpec("popqa", "PopQA", None, "popqa", "popqa"))
 DATASETS.register("cwq", DatasetSpec("cwq", "ComplexWebQuestions", None, "cwq", "cwq", gold_passages=False))
+_FLASHRAG = "or FlashRAG's {0} JSONL (huggingface.co/datasets/RUC-NLPIR/FlashRAG_datasets, {0}/test.jsonl)"
+DATASETS.register("nq", DatasetSpec(
+    "nq", "Natural Questions (open)", None, "default", "nq-open",
+    release="NQ-open.efficientqa.test.1.1.jsonl (google-research-datasets/natural-questions, nq_open/), DPR's "
+            "nq-test.qa.csv, " + _FLASHRAG.format("nq")))
+DATASETS.register("triviaqa", DatasetSpec(
+    "triviaqa", "TriviaQA", None, "default", "triviaqa",
+    release="the TriviaQA release's unfiltered-web-dev.json (nlp.cs.washington.edu/triviaqa), DPR's "
+            "trivia-test.qa.csv, " + _FLASHRAG.format("triviaqa")))
+DATASETS.register("webquestions", DatasetSpec(
+    "webquestions", "WebQuestions", None, "default", "webquestions",
+    release="webquestions.examples.test.json (worksheets.codalab.org, Berant et al. 2013), DPR's "
+            "webquestions-test.qa.csv, " + _FLASHRAG.format("web_questions")))
 DATASETS.register("demo", DatasetSpec("demo", "dynaprag demo", None, "default", "jsonl"))
+
+# the official release readers register themselves in FORMATS; they build on the helpers above
+from dynaprag.eval import release_formats  # noqa: E402,F401

@@ -55,7 +55,8 @@ class PublishedTable:
     @property
     def citation(self) -> str:
         s = self.source
-        return f"{s['paper']}, {s['venue']}, {s['table']} ({s['url']})"
+        at = f" @{s['commit'][:7]} {s['file_lines']}" if s.get("commit") else ""
+        return f"{s['paper']}, {s['venue']}, {s['table']} ({s['url']}{at})"
 
     def paper_name(self, method: str) -> str:
         return next(m.paper for m in self.methods if m.ours == method)
@@ -115,6 +116,12 @@ def _parse(path: str, name: str, data: Mapping[str, Any]) -> PublishedTable:
                                data.get("unavailable"), tuple(data.get("other_versions") or ()))
     except (KeyError, TypeError) as exc:
         raise _fail(path, name, f"malformed table ({exc}); see the key list at the top of the file") from None
+    commit = source.get("commit")
+    if commit is not None and not (isinstance(commit, str) and len(commit) == 40
+                                   and all(c in "0123456789abcdef" for c in commit)):
+        raise _fail(path, f"{name}.source.commit", f"must be a full 40-hex commit id, got {commit!r}")
+    if commit is not None and not source.get("file_lines"):
+        raise _fail(path, f"{name}.source.file_lines", "a table read at a commit names the file:line it was read from")
     if BASELINE not in {m.ours for m in methods}:
         raise _fail(path, f"{name}.methods", f"must include {BASELINE} (the paired baseline)")
     if unknown := [d for d in table.datasets if d not in metrics]:

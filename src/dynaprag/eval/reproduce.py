@@ -22,8 +22,8 @@ structure, shows "unavailable" and says why: no number is ever filled in by this
 Before anything runs, every dataset must be present (``DATA_DIR/questions/NAME.jsonl`` or a
 ``questions`` file, and its corpus); otherwise :class:`ReproduceError` names what to download.
 
->>> sorted(table_names())[:2]
-['dragin-table2', 'prag-paper']
+>>> sorted(table_names())[:3]
+['dragin-table2', 'dynamic-toolkit', 'flashrag-benchmark']
 >>> result = reproduce("dragin-table2", model="qwen2.5-coder-0.5b", data_dir="../shared/data",
 ...                    limit=100, out="runs/dragin")          # doctest: +SKIP
 """
@@ -69,6 +69,7 @@ def missing_data(datasets: Sequence[str], data_dir: str | Path | None, questions
                  overrides: Sequence[str] = ()) -> list[str]:
     """One line per dataset that cannot run: which file is missing and how to get it."""
     from dynaprag.eval.datasets import DATASETS, corpus_path, questions_path
+    from dynaprag.eval.download import RELEASES
 
     questions = questions or {}
     has_corpus_override = any(o.startswith("retrieval.corpus=") for o in overrides)
@@ -77,9 +78,11 @@ def missing_data(datasets: Sequence[str], data_dir: str | Path | None, questions
         spec = DATASETS.get(name)
         qfile = Path(questions[name]) if name in questions else (questions_path(data_dir, name) if data_dir else None)
         if qfile is None or not qfile.is_file():
+            get = (f"get {spec.release}" if spec.release and name not in RELEASES else
+                   f"download the official release with `dynaprag data download {name}`")
             lines.append(f"{name}: question file {qfile or 'DATA_DIR/questions/' + name + '.jsonl'} not found; "
-                         f"download the official release with `dynaprag data download {name}` and pass it as "
-                         f"--questions {name}=FILE (or put it at DATA_DIR/questions/{name}.jsonl)")
+                         f"{get} and pass it as --questions {name}=FILE (or put it at "
+                         f"DATA_DIR/questions/{name}.jsonl)")
             continue
         corpus = corpus_path(data_dir, name) if data_dir else None
         if has_corpus_override:
