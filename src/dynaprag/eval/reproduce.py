@@ -254,7 +254,8 @@ def reproduce(table: str | PublishedTable, *, model: str, data_dir: str | Path |
                              f"{', '.join(spec.backbones)}")
     questions = dict(questions or {})
     if missing := missing_data(datasets, data_dir, questions, overrides):
-        raise ReproduceError(f"table {spec.name} needs datasets that are not present: " + "; ".join(missing))
+        raise ReproduceError(f"table {spec.name} needs datasets that are not present (one line each):\n  "
+                             + "\n  ".join(missing))
     chosen = [m.ours for m in spec.methods]
     if methods:
         if unknown := [m for m in methods if m not in chosen]:
