@@ -1,7 +1,8 @@
 """Published tables: a paper's methods x datasets x metrics with its numbers, schema-checked.
 
 The tables live in ``dynaprag/data/published_tables.yaml``. Why a schema: a number shown beside
-ours must be traceable to its paper, table and the place it was read, so a number without a
+ours must be traceable to its paper, table and the place it was read (a repository's at a full
+commit id with the file:line, ``source.commit`` and ``source.file_lines``), so a number without a
 source, under an unknown method, dataset, metric or backbone, or outside [0, 1] is refused when
 the file loads (:class:`TableError`, naming the file and the key), and a table whose numbers
 could not be read says why instead of holding guesses. :mod:`dynaprag.eval.reproduce` runs them.
