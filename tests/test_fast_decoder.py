@@ -58,6 +58,16 @@ def run_steps(dec: FastDecoder, step, model, ids: list[int], n: int) -> list[int
 
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
 def test_steps_and_rollback_match_transformers(lm, compiled):
+    """Steps, a rollback and a pending prefill against transformers, eager and compiled.
+
+    The compiled case compiles one graph, the one that reads attention: all its layers but the
+    last run the SDPA code of the no-attention graph and the last one the explicit softmax, so
+    both attention paths are compiled and compared with transformers (logits, every hidden state,
+    the attention row) on every step. The no-attention graph is the same code with the last layer
+    on SDPA too; compiling it as well costs a second inductor compile (~45 of ~95 CPU-seconds on a
+    fresh cache, which CI always has) and would only check that it returns no attention, which
+    the eager case checks on the same ``FastLM.forward``.
+    """
     ids = lm.tokenizer.encode(PROMPT, add_special_tokens=False)
     dec = FastDecoder(lm.model, batch=1, capacity=128, compile=compiled)
     step = dec.prefill(0, ids, want_attention=True)
@@ -74,10 +84,11 @@ def test_steps_and_rollback_match_transformers(lm, compiled):
     extra = lm.tokenizer.encode(" Warsaw is in Poland.", add_special_tokens=False)
     step = dec.prefill(0, extra, want_attention=True)
     check(step, 0, lm.model, grown[:keep] + [other] + extra)
+    if compiled:  # one graph: its SDPA layers are the no-attention graph's code (see the docstring)
+        assert set(dec.graphs) == {(128, True)}
+        return
     step = dec.decode([int(step.logits[0].argmax())])
     assert step.attention is None
-    if compiled:
-        assert set(dec.graphs) == {(128, True), (128, False)}
 
 
 def test_batch_rows_are_independent(lm):
