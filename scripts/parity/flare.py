@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reference import CASE, DOC, PromptBridge, Recorder, _stub_module, instrument
+import harness
+from reference import CASE, PromptBridge, Recorder, _stub_module, instrument
 
 FLARE_COMMIT = "ec4b06b502b5ab54f3f9236b0112a5d28482e7bb"
 CONFIG = "configs/2wikihop_flare_config.json"
@@ -53,10 +54,6 @@ def load_flare(checkout: Path) -> types.ModuleType:
     API return has no tokens; ours always has) if they are not installed. ``spacy.load`` serves
     dynaprag's ``en_core_web_sm`` (``ApiReturn.spacy_nlp``; unused with the ``nltk`` sentencizer).
     """
-    import spacy
-
-    from dynaprag import nlp
-
     src = Path(checkout) / "src"
     if not (src / "openai_api.py").is_file():
         raise SystemExit(f"{src / 'openai_api.py'}: not found (pass the root of a FLARE checkout at ec4b06b)")
@@ -90,12 +87,10 @@ def load_flare(checkout: Path) -> types.ModuleType:
     saved_openai = sys.modules.get("openai")
     sys.modules.update(stubs)
     sys.modules["openai"] = _stub_module("openai", error=errors)
-    real_load = spacy.load
-    spacy.load = lambda name, *a, **k: nlp.load() if name == "en_core_web_sm" else real_load(name, *a, **k)
     try:
-        module = importlib.import_module(f"{PACKAGE}.openai_api")
+        with harness.our_spacy():
+            module = importlib.import_module(f"{PACKAGE}.openai_api")
     finally:
-        spacy.load = real_load
         if saved_openai is None:
             sys.modules.pop("openai", None)
         else:

@@ -31,22 +31,15 @@ Patches (run time only; the checkout is not modified, nothing of it is copied he
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import re
 import sys
 import types
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-os.environ.setdefault("DYNAPRAG_CACHE", str(ROOT / ".cache" / "dynaprag"))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-import torch  # noqa: E402
+import harness  # first: it sets the environment (model cache, offline hub)
+import torch
 
 COMMIT = "3c1820f698eea5eeddb4fba3c56b64c961e063e4"
-FIXTURE = ROOT / "tests" / "comparison" / "fixtures" / "loop_ircot.json"
+FIXTURE = harness.FIXTURES / "loop_ircot.json"
 MARKER = "\x00PROMPT\x00"
 REGEX = ".* answer is:? (.*)\\.?"
 K, CAP, MAX_TOKENS = 6, 15, 300
@@ -88,10 +81,7 @@ def stub_imports() -> None:
         def memoize(self, *a, **k):
             return lambda f: f
 
-    for name, attrs in {"openai": {}, "diskcache": {"Cache": Cache}, "ftfy": {"fix_text": lambda t: t}}.items():
-        module = types.ModuleType(name)
-        module.__dict__.update(attrs)
-        sys.modules.setdefault(name, module)
+    harness.stub_modules({"openai": {}, "diskcache": {"Cache": Cache}, "ftfy": {"fix_text": lambda t: t}}, replace=False)
 
 
 class Bridge:
@@ -116,19 +106,8 @@ class Bridge:
         return self.builder.build(question, paragraphs, self.builder.encode(chain.strip()))
 
     def generate(self, prompt: str) -> str:
-        from dynaprag.lm.generator import GenerationConfig
-
-        state = self.gen.start(self.ids(prompt.rstrip()))
-        cfg, ids, text = GenerationConfig(max_new_tokens=1), [], ""
-        for _ in range(MAX_TOKENS):
-            step = self.gen.step(state, cfg)
-            if step.token_id in self.gen.eos_ids:
-                break
-            ids.append(step.token_id)
-            text = self.gen.decode(ids)
-            if "\n" in text:
-                text = text[: text.index("\n")]
-                break
+        text = harness.greedy(self.gen, self.ids(prompt.rstrip()), MAX_TOKENS,
+                              stop=lambda t: t[: t.index("\n")] if "\n" in t else None)
         self.log.append({"kind": "generate", "output": text})
         return text
 
@@ -213,43 +192,26 @@ def main() -> None:
         raise SystemExit(f"{args.ircot}: not an ircot checkout (commaqa/inference/ircot.py missing)")
     stub_imports()
     sys.path.insert(0, str(args.ircot))
-    import spacy
-
-    from dynaprag import nlp
-    real_load = spacy.load
-    spacy.load = lambda name, *a, **k: nlp.load() if name == "en_core_web_sm" else real_load(name, *a, **k)
-    from commaqa.inference import constants, data_instances, ircot, model_search  # noqa: E402
-    from commaqa.models import gpt3generator  # noqa: E402
-
-    from dynaprag.lm import load_model
-    from dynaprag.lm.generator import Generator
-    from dynaprag.lm.prompts import PromptBuilder
-    from dynaprag.retrieval import RetrieverConfig, build_retriever
-
-    torch.set_num_threads(1)
-    lm = load_model("smollm2-135m", dtype="float32")
-    lm.model.set_attn_implementation("eager")
-    gen = Generator(lm)
-    builder = PromptBuilder(lm.tokenizer, chat=lm.chat_template)
-    bridge = Bridge(gen, builder, build_retriever(RetrieverConfig(), progress=False))
-    patch(ircot, gpt3generator, bridge)
-    rows = [json.loads(line) for line in (ROOT / "src/dynaprag/data/demo_questions.jsonl").open()][: args.questions]
+    inputs = harness.load()
+    rows = harness.demo_questions(args.questions)
     out = []
-    with torch.no_grad():
+    with harness.our_spacy(), torch.no_grad():  # the participants load en_core_web_sm as they are built
+        from commaqa.inference import constants, data_instances, ircot, model_search
+        from commaqa.models import gpt3generator
+
+        bridge = Bridge(inputs.gen, inputs.builder, inputs.retriever)
+        patch(ircot, gpt3generator, bridge)
         for row in rows:
             out.append(run_question((constants, model_search, data_instances), bridge, row["id"], row["question"]))
             print(row["id"], len(out[-1]["steps"]), "steps ->", repr(out[-1].get("answer")), flush=True)
-    import transformers
     meta = {"preset": "ircot", "reference": {"repo": "StonyBrookNLP/ircot", "commit": COMMIT,
                                              "config": "base_configs/ircot_qa_codex_hotpotqa.jsonnet",
                                              "loop": "commaqa/inference/model_search.py BestFirstDecomposer"},
             "settings": {"bm25_retrieval_count": K, "global_max_num_paras": CAP, "max_tokens": MAX_TOKENS},
             "model": "smollm2-135m float32 eager, greedy", "retriever": "dynaprag BM25 (RetrieverConfig defaults), demo corpus",
             "command": "scripts/parity/ircot_reference.py --ircot <checkout>",
-            "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                         "python": platform.python_version(), "spacy": spacy.__version__}}
-    args.out.write_text(json.dumps({"meta": meta, "questions": out}, indent=1, ensure_ascii=False) + "\n",
-                        encoding="utf-8")
+            "versions": harness.versions("torch", "transformers", "python", "spacy")}
+    harness.write_json(args.out, meta, out)
     print("wrote", args.out)
 
 

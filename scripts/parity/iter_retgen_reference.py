@@ -34,20 +34,14 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
-import platform
-import sys
 import types
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-os.environ.setdefault("DYNAPRAG_CACHE", str(ROOT / ".cache" / "dynaprag"))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-import torch  # noqa: E402
+import harness  # first: it sets the environment (model cache, offline hub)
+import torch
 
 COMMIT = "1ee524901aa3daf009f97b7a31e7a1b58eee8206"
-FIXTURE = ROOT / "tests" / "comparison" / "fixtures" / "loop_iter_retgen.json"
+FIXTURE = harness.FIXTURES / "loop_iter_retgen.json"
 ITER_NUM, K, MAX_TOKENS = 3, 3, 128
 MARKER = "\x00PROMPT\x00"
 
@@ -72,10 +66,7 @@ def load_pipeline_module(checkout: Path) -> types.ModuleType:
         "flashrag.dataset": {}, "flashrag.dataset.utils": {"get_batch_dataset": None, "merge_batch_dataset": None},
         "flashrag.prompt": {"PromptTemplate": None},
     }
-    for name, attrs in stand_ins.items():
-        module = types.ModuleType(name)
-        module.__dict__.update(attrs)
-        sys.modules[name] = module
+    harness.stub_modules(stand_ins)
     spec = importlib.util.spec_from_file_location("flashrag_reference_active_pipeline", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -117,22 +108,12 @@ class Bridge:
     # generator
     def generate(self, prompts):
         from dynaprag.dynamic.loop import finished
-        from dynaprag.lm.generator import GenerationConfig
 
         texts = []
         for prompt in prompts:
             spec = json.loads(prompt.split(MARKER, 1)[1])
-            state = self.gen.start(self.builder.build(spec["question"], [self.passages[i] for i in spec["ids"]]))
-            cfg, ids, text = GenerationConfig(max_new_tokens=1), [], ""
-            for _ in range(MAX_TOKENS):
-                step = self.gen.step(state, cfg)
-                if step.token_id in self.gen.eos_ids:
-                    break
-                ids.append(step.token_id)
-                text = self.gen.decode(ids)
-                if finished(text):
-                    break
-            texts.append(text)
+            ids = self.builder.build(spec["question"], [self.passages[i] for i in spec["ids"]])
+            texts.append(harness.greedy(self.gen, ids, MAX_TOKENS, stop=lambda t: t if finished(t) else None))
         return texts
 
 
@@ -144,17 +125,9 @@ def main() -> None:
     args = parser.parse_args()
     module = load_pipeline_module(args.flashrag)
 
-    from dynaprag.lm import load_model
-    from dynaprag.lm.generator import Generator
-    from dynaprag.lm.prompts import PromptBuilder
-    from dynaprag.retrieval import RetrieverConfig, build_retriever
-
-    torch.set_num_threads(1)
-    lm = load_model("smollm2-135m", dtype="float32")
-    lm.model.set_attn_implementation("eager")
-    bridge = Bridge(Generator(lm), PromptBuilder(lm.tokenizer, chat=lm.chat_template),
-                    build_retriever(RetrieverConfig(), progress=False))
-    rows = [json.loads(line) for line in (ROOT / "src/dynaprag/data/demo_questions.jsonl").open()][: args.questions]
+    inputs = harness.load()
+    bridge = Bridge(inputs.gen, inputs.builder, inputs.retriever)
+    rows = harness.demo_questions(args.questions)
     dataset = Dataset([r["question"] for r in rows])
     pipeline = module.IterativePipeline({}, prompt_template=bridge, iter_num=ITER_NUM, retriever=bridge,
                                         generator=bridge)
@@ -168,17 +141,14 @@ def main() -> None:
                            "generation": dataset.outputs[f"pred_iter_{t}"][n]})
         out.append({"id": row["id"], "question": row["question"], "rounds": rounds, "answer": dataset.outputs["pred"][n]})
         print(row["id"], [r["hit_ids"] for r in rounds], repr(out[-1]["answer"]), flush=True)
-    import transformers
     meta = {"preset": "iter-retgen",
             "reference": {"repo": "RUC-NLPIR/FlashRAG", "commit": COMMIT, "file": "flashrag/pipeline/active_pipeline.py",
                           "class": "IterativePipeline", "run": "examples/methods/run_exp.py iterretgen"},
             "settings": {"iter_num": ITER_NUM, "retrieval_topk": K, "max_tokens": MAX_TOKENS},
             "model": "smollm2-135m float32 eager, greedy", "retriever": "dynaprag BM25 (RetrieverConfig defaults), demo corpus",
             "command": "scripts/parity/iter_retgen_reference.py --flashrag <checkout>",
-            "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                         "python": platform.python_version()}}
-    args.out.write_text(json.dumps({"meta": meta, "questions": out}, indent=1, ensure_ascii=False) + "\n",
-                        encoding="utf-8")
+            "versions": harness.versions("torch", "transformers", "python")}
+    harness.write_json(args.out, meta, out)
     print("wrote", args.out)
 
 

@@ -29,6 +29,8 @@ from typing import Any, Callable, Iterable
 
 import torch
 
+import harness
+
 CASE = "\x00CASE\x00"
 """The reference's test-question block (``case``); the bridge puts dynaprag's question slot there."""
 DOC = "\x00DOC:{}\x00"
@@ -201,22 +203,14 @@ def load_dragin_generate(checkout: Path) -> types.ModuleType:
     """DRAGIN's ``src/generate.py`` imported from ``checkout``: the ``retriever`` module (BM25 over
     Elasticsearch, SGPT) stubbed, never constructed; ``spacy.load("en_core_web_sm")`` served by
     dynaprag's pipeline (the same ``en_core_web_sm`` 3.8.0, see ``dynaprag.nlp``)."""
-    import spacy
-
-    from dynaprag import nlp
-
     path = Path(checkout) / "src" / "generate.py"
     if not path.is_file():
         raise SystemExit(f"{path}: not found (pass the root of a DRAGIN checkout at 4d71efc)")
     sys.modules.setdefault("retriever", _stub_module("retriever", BM25=None, SGPT=None))
-    real_load = spacy.load
-    spacy.load = lambda name, *a, **k: nlp.load() if name == "en_core_web_sm" else real_load(name, *a, **k)
-    try:
+    with harness.our_spacy():
         spec = importlib.util.spec_from_file_location("dragin_reference_generate", path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-    finally:
-        spacy.load = real_load
     return module
 
 

@@ -25,27 +25,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from argparse import Namespace
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts" / "parity"))
-os.environ.setdefault("DYNAPRAG_CACHE", str(ROOT / ".cache" / "dynaprag"))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import harness  # first: it sets the environment (model cache, offline hub)
+import torch
 
-import torch  # noqa: E402
-
-import flare  # noqa: E402
-import ours  # noqa: E402
-import seakr  # noqa: E402
-from reference import (CASE, PromptBridge, Recorder, StopLoop, instrument, load_dragin_generate,  # noqa: E402
+import flare
+import ours
+import seakr
+from harness import FIXTURES, ROOT
+from reference import (CASE, PromptBridge, Recorder, StopLoop, instrument, load_dragin_generate,
                        patch_dragin_generator)
 
-FIXTURES = ROOT / "tests" / "comparison" / "fixtures"
 RESULTS = ROOT / "bench" / "results"
 DRAGIN_COMMIT = "4d71efcf6712bf82c4a5c7c81455af4efee20dcc"
 
@@ -273,11 +267,11 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     from dynaprag.lm import load_model
-    from dynaprag.retrieval import RetrieverConfig, build_retriever, demo_questions_path
+    from dynaprag.retrieval import RetrieverConfig, build_retriever
 
     lm = load_model("smollm2-135m", dtype="float32")
     retriever = build_retriever(RetrieverConfig(), progress=False)
-    questions = [json.loads(line) for line in demo_questions_path().read_text().splitlines()][: args.questions]
+    questions = harness.demo_questions(args.questions)
     recorder = Recorder()
     module = None
     if args.dragin is not None:
@@ -362,8 +356,7 @@ def meta(preset: str, args, lm) -> dict:
                       + ("; final <|im_end|> left out of the look-ahead (patch EOS-TEXT)" if preset != "dragin" else ""),
         "command": f"scripts/parity/run_loops.py --dragin <DRAGIN checkout> {preset}"
                    + (" --whole-loop" if args.whole_loop else ""),
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "transformers": __import__("transformers").__version__},
+        "versions": harness.versions("python", "torch", "transformers"),
     }
 
 
@@ -389,8 +382,7 @@ def seakr_meta(args) -> dict:
         "prompt": "dynaprag PromptBuilder (default exemplars, chat template), the chosen documents in the knowledge slot",
         "questions": f"first {args.questions} of src/dynaprag/data/demo_questions.jsonl",
         "command": "scripts/parity/run_loops.py --seakr <SeaKR checkout> seakr",
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "transformers": __import__("transformers").__version__},
+        "versions": harness.versions("python", "torch", "transformers"),
     }
 
 
@@ -411,8 +403,7 @@ def flare_meta(args, lm) -> dict:
         "loop_end": "the reference's own: finish_reason stop (end of sequence or \\n\\n) or max_generation_len",
         "token_text": "incremental decode; a final <|im_end|> ends the completion and is left out (patch FLARE-EOS)",
         "command": "PYTHONPATH=<dir with nltk> scripts/parity/run_loops.py --flare <FLARE checkout> flare",
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "transformers": __import__("transformers").__version__},
+        "versions": harness.versions("python", "torch", "transformers"),
     }
 
 

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import torch
 
+import harness
 from reference import CASE, PromptBridge, Recorder, StopLoop, _stub_module, instrument
 
 SEAKR_COMMIT = "d75fe707d22df4798794a8a8ae0040764e32b0d7"
@@ -77,10 +78,6 @@ def load_seakr(checkout: Path) -> types.ModuleType:
     """``SEAKR/reasoner.py`` imported from ``checkout`` with ``vllm`` stubbed (the classes it names),
     ``.retriever`` (FAISS/BEIR/Elasticsearch) and ``.dataset`` stubbed (both are passed in), and
     ``spacy.load("en_core_web_sm")`` served by dynaprag's pipeline (the same model)."""
-    import spacy
-
-    from dynaprag import nlp
-
     root = Path(checkout)
     if not (root / "SEAKR" / "reasoner.py").is_file():
         raise SystemExit(f"{root / 'SEAKR' / 'reasoner.py'}: not found (pass the root of a SeaKR checkout at d75fe70)")
@@ -96,12 +93,10 @@ def load_seakr(checkout: Path) -> types.ModuleType:
     saved = {name: sys.modules.get(name) for name in stubs}
     sys.modules[PACKAGE] = package
     sys.modules.update(stubs)
-    real_load = spacy.load
-    spacy.load = lambda name, *a, **k: nlp.load() if name == "en_core_web_sm" else real_load(name, *a, **k)
     try:
-        module = importlib.import_module(f"{PACKAGE}.reasoner")
+        with harness.our_spacy():
+            module = importlib.import_module(f"{PACKAGE}.reasoner")
     finally:
-        spacy.load = real_load
         for name, old in saved.items():
             if name.startswith("vllm"):
                 if old is None:
