@@ -16,7 +16,7 @@ import dataclasses
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -50,15 +50,34 @@ def _observed(decision) -> dict:
     return {k: v for k, v in seen.items() if isinstance(v, (str, list, int, float))}
 
 
-class RecordingTrigger:
-    """A look-ahead trigger that records each decision it returns (per question) and delegates the rest."""
+Until = Callable[[Any, list[OurStep]], bool]
+"""``until(draft, steps)``: whether a question's answer may end here (``steps``: its steps recorded so far)."""
 
-    def __init__(self, inner, log: dict[str, list[OurStep]]):
+
+class RecordingTrigger:
+    """A trigger that records each decision it returns (per question) and delegates the rest.
+
+    With ``until``, the answer ends at the first point the method lets the loop stop (a sentence
+    end, everything judged) where ``until`` holds, and the method's final integration is skipped:
+    a test that compares only an answer's first steps decodes no more than those steps.
+    """
+
+    def __init__(self, inner, log: dict[str, list[OurStep]], until: Until | None = None):
         object.__setattr__(self, "_inner", inner)
         object.__setattr__(self, "_log", log)
+        object.__setattr__(self, "_until", until)
 
     def __getattr__(self, name):
         return getattr(self._inner, name)
+
+    def finished(self, draft) -> bool | None:
+        own = self._inner.finished(draft)
+        if self._until is not None and not own and self._until(draft, self._log.get(draft.question, [])):
+            return True
+        return own
+
+    def integrate(self, draft, probe=None):
+        return None if self._until is not None else self._inner.integrate(draft, probe)
 
     def __call__(self, draft, probe=None):
         decision = self._inner(draft, probe)
@@ -97,18 +116,18 @@ def pipeline(lm, retriever, method: str, dataset: str | None = None):
     return Pipeline.from_config(cfg, lm=lm, retriever=retriever)
 
 
-def run(pipe, questions: Sequence[str], batch_size: int = 1) -> dict[str, dict[str, Any]]:
+def run(pipe, questions: Sequence[str], batch_size: int = 1, until: Until | None = None) -> dict[str, dict[str, Any]]:
     """Answer ``questions`` with the pipeline's preset; per question its steps, answer and seconds.
 
     ``batch_size`` 1 runs :meth:`DynamicLoop.run` per question; more runs them through
     :class:`~dynaprag.dynamic.batch.BatchLoop` together (seconds are then the batch's wall time
-    divided by the number of questions).
+    divided by the number of questions). ``until``: end each answer early (:class:`RecordingTrigger`).
     """
     from dynaprag.dynamic.batch import BatchLoop
 
     loop = pipe.loop()
     log: dict[str, list[OurStep]] = {}
-    object.__setattr__(loop.method, "trigger", RecordingTrigger(loop.method.trigger, log))
+    object.__setattr__(loop.method, "trigger", RecordingTrigger(loop.method.trigger, log, until))
     events: dict[str, list[dict]] = {q: [] for q in questions}
     out: dict[str, dict[str, Any]] = {}
     with torch.no_grad():

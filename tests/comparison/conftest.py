@@ -1,4 +1,5 @@
-"""Fixtures of the parity tests: the default model switched to eager attention; CI fails on a missing fixture.
+"""Fixtures of the parity tests: the default model switched to eager attention, the demo BM25 retriever;
+CI fails on a missing fixture.
 
 The DRAGIN fixture was produced with ``attn_implementation="eager"`` (the only implementation
 that returns attention weights); the shared session model is restored to its own
@@ -36,3 +37,12 @@ def eager_lm(lm):
         yield lm
     finally:
         model.set_attn_implementation(before)
+
+
+@pytest.fixture(scope="session")
+def demo_retriever():
+    """BM25 over the packaged demo corpus (``RetrieverConfig`` defaults), built once per session: the
+    retriever every whole-loop fixture ran with."""
+    from dynaprag.retrieval import RetrieverConfig, build_retriever
+
+    return build_retriever(RetrieverConfig(), progress=False)

@@ -1,4 +1,5 @@
-"""Access to the golden fixtures in ``../shared/parity/`` (produced by the reference code itself).
+"""Access to the golden fixtures: ``../shared/parity/`` and the whole-loop ``fixtures/loop_<preset>.json``
+(both produced by the reference code itself).
 
 Tests are parametrised over the fixture's cases at collection time; when the directory is
 absent (a checkout without the shared folder) each test collects as one skipped case that
@@ -16,6 +17,8 @@ from typing import Any, Callable, Sequence
 import pytest
 
 PARITY = Path(__file__).resolve().parents[2].parent / "shared" / "parity"
+LOOP_FIXTURES = Path(__file__).resolve().parent / "fixtures"
+"""``loop_<preset>.json``: a reference loop's own steps on the demo questions (``scripts/parity``)."""
 MISSING = "parity fixture not found"
 """How every skip for an absent fixture begins; under ``CI`` such a skip fails (``conftest.py``)."""
 REL = 1e-4
@@ -50,3 +53,28 @@ def assert_close(actual: Sequence[float], expected: Sequence[float], rel: float 
             assert a is None or math.isnan(a), f"{what}[{i}]: {a} != NaN"
             continue
         assert abs(a - e) <= rel * abs(e), f"{what}[{i}]: {a} != {e} (rel {rel})"
+
+
+def loop_fixture(preset: str) -> dict:
+    """The whole-loop fixture of ``preset`` (``"iter-retgen"`` reads ``loop_iter_retgen.json``)."""
+    return json.loads((LOOP_FIXTURES / f"loop_{preset.replace('-', '_')}.json").read_text(encoding="utf-8"))
+
+
+def collapse(text: str | None) -> str:
+    """``text`` with its whitespace collapsed to single spaces (the reference loops re-join their pieces)."""
+    return " ".join((text or "").split())
+
+
+def questions_at(refs: Sequence[dict], batch: int, at_batch_1: Sequence[str] | None = None) -> list[dict]:
+    """The fixture questions answered at ``batch``: all at a batch size above 1, ``at_batch_1`` (ids;
+    ``None``: all) at batch 1. The batched path then sees every question in a real mixed batch, the
+    unbatched one a few chosen to meet the preset's kinds of steps and named deviations."""
+    return [r for r in refs if batch > 1 or at_batch_1 is None or r["id"] in at_batch_1]
+
+
+def assert_loops_match(refs: Sequence[dict], compare: Callable[[dict], list[str]], allowed: set[str]) -> dict:
+    """Compare our answer to each reference question: ``compare(ref)`` asserts every compared step
+    and returns the named deviations it met; only ``allowed`` ones may be met. Returns them per id."""
+    met = {ref["id"]: compare(ref) for ref in refs}
+    assert {d for ds in met.values() for d in ds} <= allowed, met
+    return met

@@ -10,8 +10,9 @@ Iter-RetGen, which has no official code; ``scripts/parity/iter_retgen_reference.
 hits, generation, and the final answer. Both ran on our prompt, our BM25 over the demo corpus
 and SmolLM2-135M in float32 with eager attention, greedy.
 
-Here the same questions go through ``Pipeline.loop`` with the preset at batch 1 and batch 3
-(``BatchLoop``), the run budgets lifted so only the methods' own rules end an answer, and each
+Here the same questions go through ``Pipeline.loop`` with the preset at batch 3 (``BatchLoop``,
+all questions, so questions join the batch as others finish) and at batch 1 (the questions of
+:data:`B1_QUESTIONS`), the run budgets lifted so only the methods' own rules end an answer, and each
 step is compared: queries, hit and collected-paragraph ids exactly; sentences, generations and
 answers exactly up to whitespace.
 
@@ -29,29 +30,24 @@ Named deviations, each checked to be the only difference where it applies:
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
 
 from dynaprag.dynamic.text import is_sentence_end
 from dynaprag.lm.prompts import extract_answer
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+from .parity import assert_loops_match, collapse as norm, loop_fixture, questions_at
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # the fixtures ran on one torch thread
+XDIST_PER_TEST = True  # each test runs its own loops on session fixtures: under `pytest -n`, workers share them out
+
 BATCHES = [1, 3]
+B1_QUESTIONS = {"ircot": ["q02", "q07"], "iter-retgen": ["q01", "q02"]}
+"""The questions answered at batch 1 (:func:`~.parity.questions_at`); batch 3 answers all of them."""
 PARITY_LOOP = {"ircot": {"max_new_tokens": 2000, "max_retrievals": 1000},
                "iter-retgen": {"max_new_tokens": 128, "max_retrievals": 1000}}
 """Budgets lifted so only the methods' own rules end an answer; an Iter-RetGen round ends at 128
 tokens on both sides (the harness's generator cuts there, as FlashRAG's ``max_tokens`` does)."""
-
-
-def fixture(preset: str) -> dict:
-    return json.loads((FIXTURES / f"loop_{preset.replace('-', '_')}.json").read_text(encoding="utf-8"))
-
-
-def norm(text: str | None) -> str:
-    return " ".join((text or "").split())
 
 
 def chain_sentences(tokens) -> list[str]:
@@ -116,39 +112,24 @@ COMPARE = {"ircot": compare_ircot, "iter-retgen": compare_iter_retgen}
 ALLOWED = {"ircot": {"sentence end", "answer extraction"}, "iter-retgen": {"repeated round"}}
 
 
-@pytest.fixture(scope="module")
-def answers(eager_lm):
-    """Our answers per (preset, batch size), computed once per module on one torch thread."""
+def our_answers(lm, retriever, preset: str, refs: list[dict], batch: int) -> list:
+    """Our preset's answers to the questions of ``refs`` at ``batch``, in order."""
     from dynaprag.dynamic.batch import BatchLoop
     from dynaprag.pipeline import Pipeline, PipelineConfig
-    from dynaprag.retrieval import RetrieverConfig, build_retriever
 
-    retriever = build_retriever(RetrieverConfig(), progress=False)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    cache: dict = {}
-
-    def get(preset: str, batch: int) -> list:
-        if (preset, batch) not in cache:
-            pipe = Pipeline.from_config(PipelineConfig(method=preset, dtype="float32", **PARITY_LOOP[preset]),
-                                        lm=eager_lm, retriever=retriever)
-            questions = [q["question"] for q in fixture(preset)["questions"]]
-            with torch.no_grad():
-                cache[preset, batch] = BatchLoop(pipe.loop(), batch_size=batch).run(questions)
-        return cache[preset, batch]
-
-    yield get
-    torch.set_num_threads(threads)
+    pipe = Pipeline.from_config(PipelineConfig(method=preset, dtype="float32", **PARITY_LOOP[preset]),
+                                lm=lm, retriever=retriever)
+    with torch.no_grad():
+        return BatchLoop(pipe.loop(), batch_size=batch).run([r["question"] for r in refs])
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("batch", BATCHES, ids=lambda b: f"b{b}")
 @pytest.mark.parametrize("preset", list(COMPARE))
-def test_steps_match_reference(answers, preset, batch):
+def test_steps_match_reference(eager_lm, demo_retriever, preset, batch):
     """Every compared step and the final answer equal the reference's, up to the named deviations."""
-    met = {}
-    for ref, answer in zip(fixture(preset)["questions"], answers(preset, batch)):
-        met[ref["id"]] = COMPARE[preset](ref, answer)
-    assert {d for ds in met.values() for d in ds} <= ALLOWED[preset], met
+    refs = questions_at(loop_fixture(preset)["questions"], batch, B1_QUESTIONS[preset])
+    answers = dict(zip((r["id"] for r in refs), our_answers(eager_lm, demo_retriever, preset, refs, batch)))
+    met = assert_loops_match(refs, lambda ref: COMPARE[preset](ref, answers[ref["id"]]), ALLOWED[preset])
     compared = [q for q, ds in met.items() if "sentence end" not in ds]
     assert len(compared) >= len(met) // 2, f"most questions must be compared to the end: {met}"

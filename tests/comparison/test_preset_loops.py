@@ -6,7 +6,8 @@ the reference repository's own decoding loop (DRAGIN @4d71efc ``AttnWeightRAG.in
 :func:`compare_flare`) run on our prompt, our BM25 over the demo
 corpus and SmolLM2-135M in float32 with eager attention (``scripts/parity/run_loops.py``; the
 run-time patches are listed in ``scripts/parity/README.md``). Here the same questions go
-through ``Pipeline.loop`` with the preset, at batch 1 and batch 8, and each step is compared:
+through ``Pipeline.loop`` with the preset, at batch 8 (``BatchLoop``, all questions in one mixed
+batch) and at batch 1 (the questions of :data:`B1_QUESTIONS`), and each step is compared:
 the look-ahead's token ids, the decision, where it cuts and the kept text, the query and the
 hit ids exactly; the trigger's per-token scores within 1e-4 (relative or absolute); the regenerated text
 and the final answer exactly up to whitespace.
@@ -42,19 +43,19 @@ Named deviations, each checked to be the only difference where it applies:
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-from .parity import REL
+from .parity import REL, assert_loops_match, collapse, loop_fixture, questions_at
 
 ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 sys.path.insert(0, str(ROOT / "scripts" / "parity"))
 import ours  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # the fixtures ran on one torch thread
+XDIST_PER_TEST = True  # each test runs its own loops on session fixtures: under `pytest -n`, workers share them out
 
 EOS_TEXT = "<|im_end|>"
 ABS = 1e-4
@@ -63,17 +64,22 @@ by a few 1e-5 between our cached decoding and the reference's fresh prefill of t
 PRESETS = ["dragin", "token-rag", "entity-rag", "flare"]
 DATASET = {"flare": "2wikimultihopqa"}  # FLARE released its config for 2Wiki only (k 2): the fixture runs it
 BATCHES = [1, 8]
+B1_QUESTIONS = {"dragin": ["q01", "q05"], "token-rag": ["q01", "q02"], "entity-rag": ["q01", "q03"],
+                "flare": ["q04", "q05"], "seakr": ["q01", "q02"]}
+"""The questions answered at batch 1 (:func:`~.parity.questions_at`); batch 8 answers all of them in one batch."""
+ALLOWED = {"end of turn", "sentence end", "whitespace", "query spaces", "re-tokenization"}
 WHOLE_CONTINUATION = {"token-rag", "entity-rag"}  # keep all they regenerate, so no *sentence end*
 
 
-def fixture(preset: str) -> dict:
-    path = FIXTURES / f"loop_{preset.replace('-', '_')}.json"
-    return json.loads(path.read_text(encoding="utf-8"))
+def our_runs(lm, retriever, preset: str, refs: list[dict], batch: int, until: ours.Until | None = None) -> dict:
+    """Our preset's loop on the questions of ``refs`` at ``batch``: per question its steps and answer."""
+    pipe = ours.pipeline(lm, retriever, preset, dataset=DATASET.get(preset))
+    return ours.run(pipe, [r["question"] for r in refs], batch, until=until)
 
 
 def norm(text: str | None) -> str:
     """Whitespace collapsed, the end-of-sequence text removed (deviations *whitespace*, *EOS text*)."""
-    return " ".join((text or "").replace(EOS_TEXT, " ").split())
+    return collapse((text or "").replace(EOS_TEXT, " "))
 
 
 def before_end_of_turn(steps: list[dict], eos_id: int) -> list[dict]:
@@ -141,44 +147,21 @@ def compare(preset: str, ref: dict, got: dict, tokenizer) -> list[str]:
     return met
 
 
-@pytest.fixture(scope="module")
-def loops(eager_lm):
-    """Our runs per (preset, batch size), computed once per module on one torch thread."""
-    from dynaprag.retrieval import RetrieverConfig, build_retriever
-
-    retriever = build_retriever(RetrieverConfig(), progress=False)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    cache: dict = {}
-
-    def get(preset: str, batch: int, questions: list[str] | None = None) -> dict:
-        if (preset, batch) not in cache:
-            questions = questions or [q["question"] for q in fixture(preset)["questions"]]
-            pipe = ours.pipeline(eager_lm, retriever, preset, dataset=DATASET.get(preset))
-            cache[preset, batch] = ours.run(pipe, questions, batch)
-        return cache[preset, batch]
-
-    yield get
-    torch.set_num_threads(threads)
-
-
 CASES = [pytest.param(p, b, id=f"{p}-b{b}") for p in PRESETS for b in BATCHES]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("preset, batch", CASES)
-def test_steps_match_reference(loops, eager_lm, preset, batch):
+def test_steps_match_reference(eager_lm, demo_retriever, preset, batch):
     """Every compared step and the final answer equal the reference's, up to the named deviations."""
-    runs, tokenizer = loops(preset, batch), eager_lm.tokenizer
-    met = {}
-    data = fixture(preset)
-    for ref in data["questions"]:
-        if preset == "flare":
-            met[ref["id"]] = compare_flare(data["meta"], ref, runs[ref["question"]], tokenizer)
-        else:
-            met[ref["id"]] = compare(preset, ref, runs[ref["question"]], tokenizer)
-    assert {d for ds in met.values() for d in ds} <= {"end of turn", "sentence end", "whitespace", "query spaces",
-                                                       "re-tokenization"}, met
+    data, tokenizer = loop_fixture(preset), eager_lm.tokenizer
+    refs = questions_at(data["questions"], batch, B1_QUESTIONS[preset])
+    runs = our_runs(eager_lm, demo_retriever, preset, refs, batch)
+    if preset == "flare":
+        assert_loops_match(refs, lambda ref: compare_flare(data["meta"], ref, runs[ref["question"]], tokenizer),
+                           ALLOWED)
+    else:
+        assert_loops_match(refs, lambda ref: compare(preset, ref, runs[ref["question"]], tokenizer), ALLOWED)
 
 
 def compare_flare(meta: dict, ref: dict, got: dict, tokenizer) -> list[str]:
@@ -257,10 +240,6 @@ pass over each sample (measured: up to 1.0e-3 on the fixture's questions; a wron
 moves it by whole units)."""
 
 
-def seakr_fixture() -> dict:
-    return json.loads((FIXTURES / "loop_seakr.json").read_text(encoding="utf-8"))
-
-
 def compare_seakr_first_step(ref: dict, got: dict) -> list[str]:
     """SeaKR (THU-KEG/SeaKR ``MultiHopReasoner.solve``), its first reasoning step: the greedy step's
     text, its samples' eigen score, the decision, and, after a retrieval, the query, the document
@@ -306,14 +285,18 @@ def compare_seakr_first_step(ref: dict, got: dict) -> list[str]:
     return met
 
 
+def first_step_done(draft, steps: list) -> bool:
+    """A SeaKR answer may end once its first step was judged and, after a retrieval, the step generated
+    with the chosen document is complete: nothing after it is compared, nor the reasoning integration."""
+    return bool(steps) and draft.sentence_end
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("batch", BATCHES, ids=[f"seakr-b{b}" for b in BATCHES])
-def test_seakr_first_step_matches_reference(loops, batch):
-    """The first reasoning step of every fixture question equals the reference's, up to *step period*."""
-    if not (FIXTURES / "loop_seakr.json").is_file():
-        pytest.skip("loop_seakr.json not produced yet: scripts/parity/run_loops.py --seakr <SeaKR checkout> "
-                    "--questions 4 --no-timing seakr")
-    data = seakr_fixture()
-    runs = loops("seakr", batch, [q["question"] for q in data["questions"]])
-    met = {ref["id"]: compare_seakr_first_step(ref, runs[ref["question"]]) for ref in data["questions"]}
-    assert {d for ds in met.values() for d in ds} <= {"step period", "answer step period"}, met
+def test_seakr_first_step_matches_reference(eager_lm, demo_retriever, batch):
+    """The first reasoning step of each question (at batch 1 those of :data:`B1_QUESTIONS`) equals the
+    reference's, up to *step period*."""
+    refs = questions_at(loop_fixture("seakr")["questions"], batch, B1_QUESTIONS["seakr"])
+    runs = our_runs(eager_lm, demo_retriever, "seakr", refs, batch, until=first_step_done)
+    assert_loops_match(refs, lambda ref: compare_seakr_first_step(ref, runs[ref["question"]]),
+                       {"step period", "answer step period"})
