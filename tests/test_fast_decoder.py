@@ -77,7 +77,7 @@ def test_steps_and_rollback_match_transformers(lm, compiled):
     step = dec.decode([int(step.logits[0].argmax())])
     assert step.attention is None
     if compiled:
-        assert set(dec.graphs) == {(128, True), (128, False)}
+        assert set(dec.graphs) == {(1, 128, True), (1, 128, False)}
 
 
 def test_batch_rows_are_independent(lm):

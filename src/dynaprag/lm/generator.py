@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import logging
 import weakref
 from typing import Callable, Iterator, Sequence
 
@@ -38,11 +39,40 @@ from dynaprag.lm import signals
 from dynaprag.lm.attention import AttentionRowsTap
 from dynaprag.lm.decoding import (DecodeCounters, DecodeState, Generation, GenerationConfig, PrefixCache,
                                   PromptTooLong, StepOutput, context_length)
+from dynaprag.lm.fast.rows import FastRow, dynamic_cache, layers_of
 from dynaprag.lm.models import LoadedModel
 
+log = logging.getLogger(__name__)
+
 # the decoding data types live in dynaprag.lm.decoding; they are imported from here too
-__all__ = ["DecodeCounters", "DecodeState", "Generation", "GenerationConfig", "Generator", "PrefixCache",
-           "PromptTooLong", "StepOutput", "context_length"]
+__all__ = ["DECODERS", "DecodeCounters", "DecodeState", "Generation", "GenerationConfig", "Generator", "PrefixCache",
+           "PromptTooLong", "StepOutput", "choose_decoder", "context_length"]
+
+
+def choose_decoder(lm: LoadedModel, decoder: str, compile: bool = False, quantize: str | None = None) -> str:
+    """``"eager"`` or ``"fast"``: the path ``decoder`` (one of :data:`DECODERS`) means for ``lm``.
+
+    ``"fast"`` raises ``ValueError`` (naming why) for a model the fast pass cannot run.
+    ``"auto"`` stays ``"eager"`` for now: on this machine's shared 2 cores the bench has not
+    shown the fast path faster end to end (``bench/results/generator.md``: the uncompiled fast
+    pass decodes at 0.6-1.0x eager, compiled int8/int4 at 1.3-1.9x but with other answers),
+    so it takes no path a measurement has not shown to be faster.
+    """
+    from dynaprag.lm.fast.layers import unsupported_reason
+    from dynaprag.lm.fast.quantize import SCHEMES
+
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+    if quantize is not None and quantize not in SCHEMES:
+        raise ValueError(f"quantize must be one of {SCHEMES} or None, got {quantize!r}")
+    if decoder == "eager":
+        return "eager"
+    reason = unsupported_reason(lm.model)
+    if decoder == "fast":
+        if reason is not None:
+            raise ValueError(f"decoder=fast: no fast decoder for model {lm.name}: {reason}")
+        return "fast"
+    return "eager"
 
 
 def _check_before_every_pass(gen: "Generator") -> None:
@@ -63,16 +93,37 @@ def _check_before_every_pass(gen: "Generator") -> None:
     gen.model.register_forward_pre_hook(before_pass)
 
 
-class Generator:
-    """Step-wise decoder over a loaded model. One instance per model; not thread-safe."""
+#: ``decoder=`` choices: transformers' forward with a ``DynamicCache``, the fast decoder
+#: (:mod:`dynaprag.lm.fast`), or the faster of the two where the model supports both
+DECODERS = ("eager", "fast", "auto")
 
-    def __init__(self, lm: LoadedModel):
+
+class Generator:
+    """Step-wise decoder over a loaded model. One instance per model; not thread-safe.
+
+    ``decoder``: ``"eager"`` runs transformers' forward pass with a ``DynamicCache`` per state;
+    ``"fast"`` runs :mod:`dynaprag.lm.fast` (a static cache whose rows the states hold, the
+    hand-written Llama/Qwen2 pass, ``compile``-d per length bucket and with ``quantize``-d
+    weights when asked; :mod:`dynaprag.lm.fast.rows`), and refuses a model it cannot run;
+    ``"auto"`` picks the fast path only where it is supported and measured faster
+    (:func:`choose_decoder`). On the fast path in float32, uncompiled, greedy decoding gives
+    the eager path's tokens, and the same signals within float32 summation noise
+    (``tests/test_fast_generator.py``). :attr:`path` says which path runs.
+    """
+
+    def __init__(self, lm: LoadedModel, decoder: str = "eager", compile: bool = False, quantize: str | None = None):
         from transformers import DynamicCache
 
         self.lm = lm
         self.model = lm.model
         self.tokenizer = lm.tokenizer
         self._new_cache = lambda: DynamicCache(config=self.model.config)
+        self.fast = None  # the RowPool of the fast path, when it runs
+        self.fallbacks: dict[str, int] = {}  # why passes left the fast path, and how often
+        if choose_decoder(lm, decoder, compile, quantize) == "fast":
+            from dynaprag.lm.fast.rows import RowPool
+
+            self.fast = RowPool(self.model, compile=compile, quantize=quantize)
         self._rows = AttentionRowsTap(self.model)
         self.interrupt: Callable[[], None] | None = None
         _check_before_every_pass(self)
@@ -80,6 +131,11 @@ class Generator:
         params = inspect.signature(self.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self.context_length = context_length(self.model.config)
+
+    @property
+    def path(self) -> str:
+        """Which decoding path runs, for ``config.json`` and summaries: ``eager`` or e.g. ``fast-eager-float32``."""
+        return "eager" if self.fast is None else self.fast.path
 
     # -- what components may ask for (checked when a method is built) -------------------
     @property
@@ -156,7 +212,8 @@ class Generator:
         """Compute the KV cache of a fixed prefix once (instructions + few-shot exemplars)."""
         state = self.start(ids)
         self._feed(state, ())
-        return PrefixCache(ids=list(ids), cache=state.cache, logits=state.logits)
+        cache = state.cache.export() if isinstance(state.cache, FastRow) else state.cache
+        return PrefixCache(ids=list(ids), cache=cache, logits=state.logits)
 
     def start(self, ids: list[int], prefix: PrefixCache | None = None) -> DecodeState:
         """A new state for ``ids``; reuses ``prefix``'s KV cache when ``ids`` starts with it.
@@ -164,9 +221,15 @@ class Generator:
         Raises :class:`PromptTooLong` when ``ids`` does not fit the model's context.
         """
         self._check_fits(len(ids), "prompt")
-        state = DecodeState(ids=list(ids), generated=[False] * len(ids), cache=self._new_cache())
+        fast = self.fast is not None and self.fast.refuses(()) is None
+        state = DecodeState(ids=list(ids), generated=[False] * len(ids),
+                            cache=self.fast.acquire() if fast else self._new_cache())
         if prefix is not None and len(prefix.ids) <= len(ids) and ids[: len(prefix.ids)] == prefix.ids:
-            state.cache = copy.deepcopy(prefix.cache)
+            exported = isinstance(prefix.cache, tuple)  # keys and values of a fast row
+            if fast:
+                self.fast.load(state.cache, prefix.cache if exported else layers_of(prefix.cache))
+            else:
+                state.cache = dynamic_cache(*prefix.cache, self.model.config) if exported else copy.deepcopy(prefix.cache)
             state.fed = len(prefix.ids)
             state.logits = prefix.logits if state.fed == len(ids) else None
         return state
@@ -191,7 +254,10 @@ class Generator:
         del state.generated[length:]
         keep = max(0, min(state.fed, length - 1))
         if state.fed > keep:
-            state.cache.crop(-(state.fed - keep))
+            if isinstance(state.cache, FastRow):
+                state.cache.truncate(keep)  # an index move
+            else:
+                state.cache.crop(-(state.fed - keep))
             state.fed = keep
         state.logits, state.signals = None, {}
 
@@ -202,11 +268,36 @@ class Generator:
 
     @torch.inference_mode()
     def _forward(self, state: DecodeState, ids: list[int], wanted: Sequence[signals.Signal]) -> None:
+        if isinstance(state.cache, FastRow) and self._stays_fast(state, wanted):
+            if self.interrupt is not None:  # the model's pre-hook does not see the fast pass
+                self.interrupt()
+            logits, values = self.fast.feed(state.cache, ids, wanted)
+            state.advance(state.cache, logits, values, len(ids))
+            return
         input_ids = torch.tensor([ids], dtype=torch.long, device=self.lm.device)
         out, hooked = signals.forward(self, wanted, input_ids=input_ids, **{self._cache_kw: state.cache},
                                       use_cache=True, logits_to_keep=1)
         state.advance(self._returned_cache(out), out.logits[0, -1].float(),
                       signals.read_row(wanted, out, hooked, 0), len(ids))
+
+    def _stays_fast(self, state: DecodeState, wanted: Sequence[signals.Signal]) -> bool:
+        """Whether ``state``'s row can take this pass; if not, its keys/values move to a ``DynamicCache``
+        and the state decodes on transformers' path from now on (the reason is counted and logged once)."""
+        reason = self.fast.refuses(wanted)
+        if reason is None:
+            return True
+        if reason not in self.fallbacks:
+            log.warning("%s: decoding on transformers' path instead of the fast decoder: %s", self.lm.name, reason)
+        self.fallbacks[reason] = self.fallbacks.get(reason, 0) + 1
+        row, state.cache = state.cache, state.cache.to_dynamic(self.model.config)
+        row.release()
+        return False
+
+    def eager_cache(self, state: DecodeState):
+        """A ``DynamicCache`` copy of ``state``'s keys and values (SeaKR's batched sampling runs on transformers' path)."""
+        if isinstance(state.cache, FastRow):
+            return state.cache.to_dynamic(self.model.config)
+        return copy.deepcopy(state.cache)
 
     def _feed(self, state: DecodeState, wanted: Sequence[signals.Signal]) -> None:
         """Bring the cache up to the end of ``state.ids`` so ``state.logits`` predicts the next token.

@@ -128,12 +128,15 @@ class FastDecoder:
         if limit is not None and capacity > limit:
             raise ValueError(f"capacity {capacity} exceeds the model's context of {limit} positions")
         self.model = model
-        self.lm = FastLM(model, positions=capacity + 1, quantize=quantize).eval()
+        self.limit = limit
+        # RoPE tables for the whole context (a few MB), so the cache can grow without rebuilding the pass
+        self.lm = FastLM(model, positions=max(capacity, limit or 0) + 1, quantize=quantize).eval()
         self.cache = StaticKVCache(CacheShape.of(model), batch, capacity, device=self.lm.cos.device)
         self.buckets = buckets_for(capacity)
         self.batch, self.capacity, self.quantize, self.compiled = batch, capacity, quantize, compile
         self._step = compile_module(self.lm, options=compile_options) if compile else self.lm
-        self.graphs: dict[tuple[int, bool], float] = {}  # (bucket, attention) -> seconds its first call took
+        # (rows, bucket, attention) -> seconds its first call took
+        self.graphs: dict[tuple[int, int, bool], float] = {}
 
     @property
     def path(self) -> str:
@@ -152,6 +155,27 @@ class FastDecoder:
     @property
     def lengths(self) -> list[int]:
         return list(self.cache.lengths)
+
+    def resize(self, batch: int | None = None, capacity: int | None = None) -> None:
+        """Grow to ``batch`` rows of ``capacity`` positions, keeping every row's keys and values.
+
+        A copy of the whole cache, so callers grow by doubling (rarely); a compiled step traces
+        new graphs for the new shapes on first use.
+        """
+        batch, capacity = batch or self.batch, capacity or self.capacity
+        if self.limit is not None and capacity > self.limit:
+            raise ValueError(f"capacity {capacity} exceeds the model's context of {self.limit} positions")
+        if batch < self.batch or capacity < self.capacity:
+            raise ValueError("a fast decoder's cache only grows")
+        if (batch, capacity) == (self.batch, self.capacity):
+            return
+        old = self.cache
+        self.cache = StaticKVCache(old.shape, batch, capacity, device=old.positions.device)
+        for new, before in zip(self.cache.keys + self.cache.values, old.keys + old.values):
+            new[: old.batch, :, : old.capacity].copy_(before[:, :, : old.capacity])
+        for row, length in enumerate(old.lengths):
+            self.cache.set_length(row, length)
+        self.batch, self.capacity, self.buckets = batch, capacity, buckets_for(capacity)
 
     def truncate(self, row: int, length: int) -> None:
         """Roll ``row`` back to its first ``length`` positions (an index move)."""
@@ -185,36 +209,48 @@ class FastDecoder:
 
     @torch.inference_mode()
     def decode(self, tokens: Sequence[int] | torch.Tensor, want_attention: bool = False,
-               active: Sequence[bool] | None = None) -> FastStep:
-        """Feed one token per row (``tokens`` [batch]); rows with ``active[r]`` False are left as they were.
+               active: Sequence[bool] | None = None, first: int = 0) -> FastStep:
+        """Feed one token to each of the rows ``first .. first + len(tokens) - 1``; rows with
+        ``active[i]`` False are left as they were.
 
         An inactive row still flows through the batch (the shapes are fixed) but its length does
-        not move, so the key it wrote past its end is never read.
+        not move, so the key it wrote past its end is never read. Row ``first + i`` of the cache
+        is row ``i`` of the returned step. Passing a block of rows rather than all of them keeps
+        a step over a few live rows from paying for the idle ones (each block size is its own
+        compiled graph).
         """
-        active = [True] * self.batch if active is None else list(active)
-        if len(active) != self.batch or len(tokens) != self.batch:
-            raise ValueError(f"decode needs one token and one active flag per row ({self.batch} rows)")
-        lengths = self.cache.lengths
+        n = len(tokens)
+        active = [True] * n if active is None else list(active)
+        if len(active) != n or not 0 < n <= self.batch - first or first < 0:
+            raise ValueError(f"decode needs one token and one active flag per row of a block within the "
+                             f"{self.batch} rows, got {n} tokens and {len(active)} flags from row {first}")
+        lengths = self.cache.lengths[first:first + n]
         for r, on in enumerate(active):
             if on and lengths[r] >= self.capacity:
-                raise ValueError(f"row {r} is full ({self.capacity} positions)")
-        need = max((lengths[r] + 1 for r in range(self.batch) if active[r]), default=1)
+                raise ValueError(f"row {first + r} is full ({self.capacity} positions)")
+        need = max((lengths[r] + 1 for r in range(n) if active[r]), default=1)
         span = self.bucket(need)
-        logits, hidden, attention = self._pass(tokens, span, want_attention)
+        logits, hidden, attention = self._pass(tokens, span, want_attention, first)
         for r, on in enumerate(active):
             if on:
-                self.cache.set_length(r, lengths[r] + 1)
+                self.cache.set_length(first + r, lengths[r] + 1)
         return FastStep(logits.float(), hidden, None if attention is None else attention.float(),
-                        list(self.cache.lengths))
+                        self.cache.lengths[first:first + n])
 
-    def _pass(self, tokens, span: int, want_attention: bool):
-        """One compiled step at every row's current length; records a new graph's first-call time."""
-        tokens = torch.as_tensor(tokens, dtype=torch.long, device=self.cache.positions.device).view(self.batch, 1)
-        key = (span, bool(want_attention))
-        first = key not in self.graphs
+    def _pass(self, tokens, span: int, want_attention: bool, first: int = 0):
+        """One compiled step over a block of rows at their current lengths; records a new graph's first-call time."""
+        device = self.cache.positions.device
+        n = len(tokens)
+        tokens = torch.as_tensor(tokens, dtype=torch.long, device=device).view(n, 1)
+        whole = first == 0 and n == self.batch
+        keys = self.cache.keys if whole else [k[first:first + n] for k in self.cache.keys]
+        values = self.cache.values if whole else [v[first:first + n] for v in self.cache.values]
+        positions = self.cache.positions if whole else self.cache.positions[first:first + n]
+        key = (n, span, bool(want_attention))
+        fresh = key not in self.graphs
         began = time.perf_counter()
-        out = self._step(tokens, self.cache.positions, self.cache.keys, self.cache.values, span, bool(want_attention))
-        if first:
+        out = self._step(tokens, positions, keys, values, span, bool(want_attention))
+        if fresh:
             self.graphs[key] = time.perf_counter() - began
         return out
 
@@ -228,6 +264,6 @@ class FastDecoder:
         with torch.inference_mode():
             for span in spans or self.buckets:
                 for want in attention:
-                    if (span, want) not in self.graphs:
+                    if (self.batch, span, want) not in self.graphs:
                         self._pass([0] * self.batch, span, want)
         return time.perf_counter() - began
