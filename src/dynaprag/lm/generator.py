@@ -221,7 +221,7 @@ class Generator:
         Raises :class:`PromptTooLong` when ``ids`` does not fit the model's context.
         """
         self._check_fits(len(ids), "prompt")
-        fast = self.fast is not None and self.fast.refuses(()) is None
+        fast = self.fast is not None and self._fast_serves(())
         state = DecodeState(ids=list(ids), generated=[False] * len(ids),
                             cache=self.fast.acquire() if fast else self._new_cache())
         if prefix is not None and len(prefix.ids) <= len(ids) and ids[: len(prefix.ids)] == prefix.ids:
@@ -283,14 +283,21 @@ class Generator:
     def _stays_fast(self, state: DecodeState, wanted: Sequence[signals.Signal]) -> bool:
         """Whether ``state``'s row can take this pass; if not, its keys/values move to a ``DynamicCache``
         and the state decodes on transformers' path from now on (the reason is counted and logged once)."""
+        if self._fast_serves(wanted):
+            return True
+        row, state.cache = state.cache, state.cache.to_dynamic(self.model.config)
+        row.release()
+        return False
+
+    def _fast_serves(self, wanted: Sequence[signals.Signal]) -> bool:
+        """Whether the fast pass can serve a pass reading ``wanted``; a refusal is counted in
+        :attr:`fallbacks` and logged the first time."""
         reason = self.fast.refuses(wanted)
         if reason is None:
             return True
         if reason not in self.fallbacks:
             log.warning("%s: decoding on transformers' path instead of the fast decoder: %s", self.lm.name, reason)
         self.fallbacks[reason] = self.fallbacks.get(reason, 0) + 1
-        row, state.cache = state.cache, state.cache.to_dynamic(self.model.config)
-        row.release()
         return False
 
     def eager_cache(self, state: DecodeState):
