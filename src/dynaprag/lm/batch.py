@@ -16,6 +16,10 @@ sampling from a copy of the cache) stays the batch-1 code, so a signal means the
 batch size. The cost is one copy of the caches whenever membership changes, which
 ``bench/batch.py`` measures against the reused cache.
 
+On the fast decoder (``Generator(decoder="fast")``) the states' rows already sit in one static
+cache: the states waiting for one token are one pass over the block of rows they span, with
+nothing stacked or sliced (:meth:`BatchStepper._decode_rows`).
+
 Rows that are not a plain one-token decode are fed alone: a pending prompt (after a retrieval)
 is prefilled at batch 1, since prefill gains nothing from batching (MODELS.md), and a model
 whose cache has sliding-window layers (Gemma 3) steps its sequences one by one. In float32 the

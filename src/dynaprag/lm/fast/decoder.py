@@ -20,39 +20,34 @@ Prefill runs the same arithmetic uncompiled: it is bound by the matrix products 
 tokens at once), where Python's per-layer overhead does not show, and its token count changes
 with every prompt.
 
-The integration seam (how :class:`~dynaprag.lm.Generator` and
-:class:`~dynaprag.lm.batch.BatchStepper` use it; nothing else changes for a component):
+How :class:`~dynaprag.lm.Generator` and :class:`~dynaprag.lm.batch.BatchStepper` use it
+(``Generator(lm, decoder="fast")``; :mod:`dynaprag.lm.fast.rows`; nothing changes for a component):
 
-1. ``Generator.__init__`` builds one ``FastDecoder(lm.model, batch=B, capacity=C, quantize=…,
-   compile=…)`` when :func:`~dynaprag.lm.fast.layers.unsupported_reason` is ``None``, else keeps
-   today's path. ``C`` = the longest prompt + answer budget it serves (at most the context).
-2. A ``DecodeState`` holds a row index (from a free list of the ``B`` rows, released when the
-   state is done) instead of a ``DynamicCache``; ``state.fed`` stays the row's length.
-3. ``Generator._forward(state, ids, wanted)`` (``wanted``: the signals the components read,
-   :mod:`dynaprag.lm.signals`) replaces ``signals.forward`` + ``signals.read_row`` with the fast
-   pass: more than one pending token → ``step = dec.prefill(row, ids, want_attention=ATTENTION in
-   wanted)`` and ``r = 0``; one → ``step = dec.decode(tokens, want_attention=…, active=[i == row
-   for i in range(B)])`` and ``r = row``. Then ``state.advance(row, step.logits[r], values,
-   len(ids))`` with ``values`` keyed like ``read_row``'s: ``"attention"`` → ``step.attention_row(r)``
-   (the head-averaged row over positions ``0 .. n-1``, what ``Attention.read`` returns today),
-   ``"hidden:L"`` → ``step.hidden_of(r, (L,))[L]``; a signal the fast pass cannot give (one a
-   user adds with its own hook) keeps the eager path. Log-probs, entropy and top alternatives
-   stay :mod:`dynaprag.lm.signals` over ``state.logits``, unchanged.
-4. ``Generator.truncate`` → ``dec.truncate(row, keep)`` (an index move, no ``cache.crop``).
-   ``Generator.prefix`` prefills a scratch row and keeps ``dec.export_prefix(row)`` in the
-   ``PrefixCache``; ``Generator.start`` → ``dec.import_prefix(row, prefix.cache)``.
-5. ``BatchStepper.feed``: the states waiting for one token are one ``dec.decode(tokens,
-   active=…)`` call (``tokens[row] = state.ids[state.fed]``, other rows inactive), each state
-   then ``advance``-d with its row as in 3: no ``_stack``, no per-row cache slicing; states with a
-   pending prompt are prefilled alone, as today.
-6. The ``interrupt`` check is a forward pre-hook on ``lm.model``, which this path never calls:
-   ``_forward`` must call ``self.interrupt()`` itself before each fast pass.
-7. Stays on transformers' forward: ``attention_of`` (fresh passes over texts), SeaKR's
-   ``sample_steps`` (its ``forward_rows`` over a batched copy of the cache; or: ``cache.copy_row``
-   into ``k`` scratch rows and decode them), and any model whose weights an injector changes:
-   the fast pass holds the ``nn.Linear`` modules it was built with (in-place weight edits are seen, uncompiled or compiled, as the graph takes the
-   weights as inputs; modules peft swaps in are not), and int8/int4 copies are snapshots, so a
-   parametric injector either rebuilds the decoder after injecting or runs the eager path.
+1. The generator owns one :class:`~dynaprag.lm.fast.rows.RowPool` around one decoder; the pool
+   starts with one row of ``min(1024, context)`` positions and doubles rows or capacity when a
+   state needs more (a copy of the cache, rare), so no batch size or prompt length is fixed up front.
+2. A ``DecodeState`` holds a :class:`~dynaprag.lm.fast.rows.FastRow` (a row index from a free
+   list, lowest first, given back when the state is dropped) instead of a ``DynamicCache``;
+   ``state.fed`` is the row's length.
+3. ``Generator._forward`` feeds the row: several tokens → :meth:`FastDecoder.prefill`, one →
+   :meth:`FastDecoder.decode` over that row alone (``first=row``); the values are keyed as
+   ``signals.read_row`` keys them (``attention``: :meth:`FastStep.attention_row`; ``hidden:L``:
+   ``hidden[L]``). ``Generator._feed`` is unchanged: a prefill that reads attention still feeds
+   its last token alone, so counters and traces are those of the eager path.
+4. ``Generator.truncate`` moves the row's length; ``Generator.prefix`` keeps
+   :meth:`export_prefix`'s copy and ``Generator.start`` imports it into a fresh row.
+5. ``BatchStepper.feed``: the states waiting for one token are one :meth:`decode` over the block
+   of rows they span (idle rows inside the block are inactive): no stacking, no slicing.
+6. The ``interrupt`` check (a forward pre-hook on the model, which this path does not call) is
+   called before each fast pass.
+7. On transformers' forward: ``attention_of`` (fresh passes over texts), SeaKR's
+   ``sample_steps`` (from a ``DynamicCache`` copy of the row), a signal other than attention
+   or hidden states, and weight changes the pass cannot see. LoRA forward hooks (PRAG,
+   DyPRAG) fire in the uncompiled float pass, which calls the model's own ``nn.Linear``
+   modules; a compiled graph or int8/int4 copies would miss them, so those passes fall back
+   (``Generator.fallbacks`` counts why). In-place weight edits are seen uncompiled or compiled
+   (the graph takes the weights as inputs), not by quantized snapshots; modules peft swaps in
+   are detected and fall back.
 
 >>> dec = FastDecoder(lm.model, batch=1, capacity=1024)                 # doctest: +SKIP
 >>> step = dec.prefill(0, prompt_ids)                                   # doctest: +SKIP

@@ -26,18 +26,43 @@ and the state stays on transformers' path from then on; the generator counts eac
 from __future__ import annotations
 
 import heapq
-import logging
 from typing import Sequence
 
 import torch
 
 from dynaprag.lm.fast.decoder import FastDecoder, FastStep
+from dynaprag.lm.fast.layers import unsupported_reason
+from dynaprag.lm.fast.quantize import SCHEMES
 from dynaprag.lm.signals import Attention, HiddenState, Signal
 
-log = logging.getLogger(__name__)
+#: ``decoder=`` choices: transformers' forward with a ``DynamicCache``, the fast decoder
+#: (:mod:`dynaprag.lm.fast`), or the faster of the two where the model supports both
+DECODERS = ("eager", "fast", "auto")
 
 #: positions per row a pool starts with (it doubles when a sequence needs more, up to the context)
 START_CAPACITY = 1024
+
+
+def choose_decoder(model, name: str, decoder: str, quantize: str | None = None) -> str:
+    """``"eager"`` or ``"fast"``: the path ``decoder`` (one of :data:`DECODERS`) means for ``model`` (called ``name``).
+
+    ``"fast"`` raises ``ValueError`` (naming why) for a model the fast pass cannot run.
+    ``"auto"`` stays ``"eager"`` for now: the bench has not shown the fast path faster at equal
+    answers (``bench/results/generator.md``, batch-1 decode against eager bfloat16 in the same
+    run: the uncompiled fast pass 0.83x, compiled 0.95x; compiled int8 weights 1.7x and int4
+    2.5x, but they change answers), so it takes no path a measurement has not shown faster.
+    ``bench/decoders.py`` measures whole methods side by side.
+    """
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+    if quantize is not None and quantize not in SCHEMES:
+        raise ValueError(f"quantize must be one of {SCHEMES} or None, got {quantize!r}")
+    if decoder != "fast":
+        return "eager"
+    reason = unsupported_reason(model)
+    if reason is not None:
+        raise ValueError(f"decoder=fast: no fast decoder for model {name}: {reason}")
+    return "fast"
 
 
 class FastRow:
@@ -174,19 +199,23 @@ class RowPool:
     # -- passes ---------------------------------------------------------------------------
     def feed(self, row: FastRow, ids: Sequence[int], wanted: Sequence[Signal]) -> tuple[torch.Tensor, dict]:
         """Feed ``ids`` after ``row``'s length: ``(logits [V] float32, signal values)`` of the last one."""
-        self._room_for(row.length + len(ids))
-        want = any(isinstance(s, Attention) for s in wanted)
         if len(ids) == 1:
-            step = self.decoder.decode(list(ids), want_attention=want, first=row.index)
-        else:
-            step = self.decoder.prefill(row.index, ids, want_attention=want)
+            return self.decode([row], ids, wanted)[0]
+        self._room_for(row.length + len(ids))
+        step = self.decoder.prefill(row.index, ids, want_attention=any(isinstance(s, Attention) for s in wanted))
         return step.logits[0], values_of(step, 0, wanted)
 
     def decode(self, rows: Sequence[FastRow], tokens: Sequence[int],
                wanted: Sequence[Signal]) -> list[tuple[torch.Tensor, dict]]:
-        """One token for each of ``rows`` in one pass over the block of rows they span."""
+        """One token for each of ``rows`` in one pass over the block of rows they span.
+
+        Compiled, the block starts at row 0 and spans a power of two rows (each block size is a
+        graph to compile; rows are handed out lowest first, so the live ones sit at the top).
+        """
         self._room_for(max(r.length for r in rows) + 1)
         first, last = min(r.index for r in rows), max(r.index for r in rows)
+        if self.decoder.compiled:  # blocks from row 0 in powers of two: few graphs to compile
+            first, last = 0, min(self.decoder.batch, 1 << last.bit_length()) - 1
         feed, active = [0] * (last - first + 1), [False] * (last - first + 1)
         for row, token in zip(rows, tokens):
             feed[row.index - first], active[row.index - first] = int(token), True
