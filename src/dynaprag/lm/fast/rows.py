@@ -7,6 +7,9 @@ the cache and a batched step runs over that block only; a row returns to the lis
 state that held it is dropped (its ``FastRow`` is freed with it) or leaves the fast path.
 When every row is taken the pool doubles its rows, and a row that needs more positions than
 the cache holds doubles the capacity (up to the model's context): both copy the cache once.
+Memory is rows × capacity whatever the sequences' lengths: a row of 1024 positions holds
+47 MB for SmolLM2-135M in float32 (30 layers × keys and values × 3 heads × 64), 13 MB for
+Qwen2.5-0.5B in bfloat16; a question keeps its states (and rows) until it is answered.
 
 The pass gives what :mod:`dynaprag.lm.signals` reads from transformers' forward pass, from
 the same arithmetic (``tests/test_fast_decoder.py`` and the integration tests in
@@ -25,7 +28,6 @@ and the state stays on transformers' path from then on; the generator counts eac
 """
 from __future__ import annotations
 
-import heapq
 from typing import Sequence
 
 import torch
@@ -148,12 +150,13 @@ class RowPool:
             old = self.decoder.batch
             self.decoder.resize(batch=2 * old)
             self._free = list(range(old, 2 * old))
-        index = heapq.heappop(self._free)
+        index = min(self._free)
+        self._free.remove(index)
         self.decoder.cache.reset(index)
         return FastRow(self, index)
 
     def release(self, index: int) -> None:
-        heapq.heappush(self._free, index)
+        self._free.append(index)  # no module globals here: a row may be freed at interpreter exit
 
     @property
     def rows_in_use(self) -> int:
