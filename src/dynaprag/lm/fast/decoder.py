@@ -18,7 +18,11 @@ first time it is needed and then reused for every step in it. A 300-token answer
 
 Prefill runs the same arithmetic uncompiled: it is bound by the matrix products (hundreds of
 tokens at once), where Python's per-layer overhead does not show, and its token count changes
-with every prompt.
+with every prompt. It also keeps the model's float weights when the decode step's are
+quantized: weight bytes do not bound it, and the int8 kernel multiplies many rows ~2.8x slower
+than bf16 ``mm`` here (``bench/results/generator.md``: prefill 88 against 247 tok/s). The keys
+and values of a prompt are then those of the float model, and only decoded tokens carry the
+quantization error.
 
 How :class:`~dynaprag.lm.Generator` and :class:`~dynaprag.lm.batch.BatchStepper` use it
 (``Generator(lm, decoder="fast")``; :mod:`dynaprag.lm.fast.rows`; nothing changes for a component):
@@ -197,7 +201,7 @@ class FastDecoder:
         keys = [k[row:row + 1] for k in self.cache.keys]
         values = [v[row:row + 1] for v in self.cache.values]
         logits, hidden, attention = self.lm(tokens, self.cache.positions[row:row + 1].clone(), keys, values,
-                                            span=start + len(ids), want_attention=want_attention)
+                                            span=start + len(ids), want_attention=want_attention, float_weights=True)
         self.cache.set_length(row, start + len(ids))
         return FastStep(logits.float(), hidden, None if attention is None else attention.float(),
                         [self.cache.lengths[row]])
