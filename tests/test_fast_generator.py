@@ -199,8 +199,36 @@ def test_decoder_choice_is_checked(lm):
     assert Generator(lm, decoder="auto").path == "eager"  # until the bench shows the fast path faster
     with pytest.raises(ValueError, match="decoder must be one of"):
         Generator(lm, decoder="turbo")
+    with pytest.raises(ValueError, match="knobs of the fast decoder"):
+        Generator(lm, quantize="int8")
+    from dynaprag.config import ConfigError, to_dict
+    from dynaprag.pipeline import load_config
+
+    with pytest.raises(ConfigError, match="quantize: a knob of the fast decoder"):
+        load_config(overrides=["quantize=int8"])
+    recorded = to_dict(load_config(overrides=["decoder=fast", "quantize=int4", "compile=true"]))  # config.json's
+    assert (recorded["decoder"], recorded["quantize"], recorded["compile"]) == ("fast", "int4", True)
     tiny = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=8, vocab_size=16, n_positions=8))
     other = LoadedModel(model=tiny, tokenizer=lm.tokenizer, name="tiny-gpt2", fingerprint="-", dtype=torch.float32,
                         chat_template=False)
     with pytest.raises(ValueError, match="no fast decoder for model tiny-gpt2"):
         Generator(other, decoder="fast")
+
+
+def test_interrupt_is_checked_before_every_fast_pass(fast):
+    """The eager path checks ``interrupt`` in a pre-hook on the model, which the fast pass never calls."""
+    calls = []
+
+    def gone():
+        calls.append(1)
+        if len(calls) == 3:
+            raise TimeoutError("client gone")
+
+    state = fast.start(fast.encode("The capital of France is"))
+    fast.interrupt = gone
+    try:
+        with pytest.raises(TimeoutError):
+            fast.generate(state, GenerationConfig(max_new_tokens=8, stop_at_eos=False))
+    finally:
+        fast.interrupt = None
+    assert len(calls) == 3 and len(state.ids) - state.fed == 1  # stopped before the third pass

@@ -122,6 +122,9 @@ def resolve_config(config: PipelineConfig) -> PipelineConfig:
     """
     check_ranges(config)
     check_shots(config.prompt)
+    if config.decoder == "eager" and (config.compile or config.quantize != "none"):
+        key = "compile" if config.compile else "quantize"
+        raise ConfigError(f"{key}: a knob of the fast decoder; set decoder=fast (or auto) to use it")
     settings = resolve_method_of(config).settings()
     return dataclasses.replace(config, options={}, **{axis: Choice(settings[axis]) for axis in AXES})
 

@@ -44,7 +44,7 @@ from dynaprag.lm import signals
 from dynaprag.lm.attention import AttentionRowsTap
 from dynaprag.lm.decoding import (DecodeCounters, DecodeState, Generation, GenerationConfig, PrefixCache,
                                   PromptTooLong, StepOutput, context_length)
-from dynaprag.lm.fast.rows import DECODERS, FastRow, choose_decoder, dynamic_cache, layers_of
+from dynaprag.lm.fast.rows import DECODERS, FastRow, RowPool, choose_decoder, dynamic_cache, layers_of
 from dynaprag.lm.models import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -103,9 +103,7 @@ class Generator:
         self._new_cache = lambda: DynamicCache(config=self.model.config)
         self.fast = None  # the RowPool of the fast path, when it runs
         self.fallbacks: dict[str, int] = {}  # why passes left the fast path, and how often
-        if choose_decoder(lm.model, lm.name, decoder, quantize) == "fast":
-            from dynaprag.lm.fast.rows import RowPool
-
+        if choose_decoder(lm.model, lm.name, decoder, compile, quantize) == "fast":
             self.fast = RowPool(self.model, compile=compile, quantize=quantize)
         self._rows = AttentionRowsTap(self.model)
         self.interrupt: Callable[[], None] | None = None

@@ -45,10 +45,11 @@ DECODERS = ("eager", "fast", "auto")
 START_CAPACITY = 1024
 
 
-def choose_decoder(model, name: str, decoder: str, quantize: str | None = None) -> str:
+def choose_decoder(model, name: str, decoder: str, compile: bool = False, quantize: str | None = None) -> str:
     """``"eager"`` or ``"fast"``: the path ``decoder`` (one of :data:`DECODERS`) means for ``model`` (called ``name``).
 
-    ``"fast"`` raises ``ValueError`` (naming why) for a model the fast pass cannot run.
+    ``"fast"`` raises ``ValueError`` (naming why) for a model the fast pass cannot run, and
+    ``"eager"`` with ``compile`` or ``quantize`` (knobs of the fast decoder only) is refused.
     ``"auto"`` stays ``"eager"`` for now: the bench has not shown the fast path faster at equal
     answers (``bench/results/generator.md``, batch-1 decode against eager bfloat16 in the same
     run: the uncompiled fast pass 0.83x, compiled 0.95x; compiled int8 weights 1.7x and int4
@@ -59,6 +60,8 @@ def choose_decoder(model, name: str, decoder: str, quantize: str | None = None) 
         raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
     if quantize is not None and quantize not in SCHEMES:
         raise ValueError(f"quantize must be one of {SCHEMES} or None, got {quantize!r}")
+    if decoder == "eager" and (compile or quantize):
+        raise ValueError("compile and quantize are knobs of the fast decoder: set decoder=fast (or auto)")
     if decoder != "fast":
         return "eager"
     reason = unsupported_reason(model)
