@@ -3,7 +3,7 @@
 :class:`FastDecoder` owns a :class:`~dynaprag.lm.fast.cache.StaticKVCache` of ``batch`` rows and a
 :class:`~dynaprag.lm.fast.layers.FastLM` over a loaded transformers model. A row is one
 sequence: :meth:`FastDecoder.prefill` feeds its prompt (or the passages appended after a
-retrieval), :meth:`FastDecoder.decode` feeds one token to every row at once, and
+retrieval), :meth:`FastDecoder.decode` feeds one token to each row of a block of rows at once, and
 :meth:`FastDecoder.truncate` rolls a row back by moving its length. Each call returns a
 :class:`FastStep`: the next-token logits of each row and the signals the methods read from
 the same pass (last-layer attention row when asked, every layer's hidden state of the last
@@ -12,8 +12,8 @@ position).
 Why length buckets: a compiled graph has fixed shapes, and attention over the whole
 preallocated cache would read ``capacity`` keys per layer at every step. So the step attends
 over the first ``span`` positions, ``span`` the smallest bucket (128, 256, 512, … up to the
-capacity) covering every row; each (bucket, attention read or not) is one graph, compiled the
-first time it is needed and then reused for every step in it. A 300-token answer after a
+capacity) covering every row; each (rows in the block, bucket, attention read or not) is one
+graph, compiled the first time it is needed and then reused for every step in it. A 300-token answer after a
 600-token prompt touches two buckets.
 
 Prefill runs the same arithmetic uncompiled: it is bound by the matrix products (hundreds of
