@@ -91,7 +91,8 @@ class Generator:
     (max 0.11), top-1 agreement 1.0, as eager bfloat16 does (0.022, 0.025 nats, 0.990);
     compiled int8 weights by 0.048 and 0.052 nats (max 0.37), top-1 0.941, the same answer on
     1 of 6 questions; int4 weights by 0.023 and 0.031 nats (max 0.22), top-1 0.971, 3 of 6.
-    How far attention rows and hidden states move under bf16/int8/int4 is not measured yet.
+    ``bench/decoders.py --signals N`` measures the same along with attention rows and hidden
+    states for each decoder variant, and whole methods' s/question side by side.
     """
 
     def __init__(self, lm: LoadedModel, decoder: str = "eager", compile: bool = False, quantize: str | None = None):
