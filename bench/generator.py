@@ -146,7 +146,7 @@ class FastVariant:
         for row in range(1, batch):
             dec.cache.copy_row(0, row)
         span = dec.bucket(len(ids) + n + 1)
-        if self.compile and (span, False) not in dec.graphs:  # compile outside the timing, once per bucket
+        if self.compile and (batch, span, False) not in dec.graphs:  # compile outside the timing, once per bucket
             self.compile_s += dec.warm(spans=[s for s in dec.buckets if len(ids) < s <= span])
         tokens = _signals(step.logits)[2].repeat(batch)
         began = time.perf_counter()

@@ -85,7 +85,7 @@ def test_steps_and_rollback_match_transformers(lm, compiled):
     step = dec.prefill(0, extra, want_attention=True)
     check(step, 0, lm.model, grown[:keep] + [other] + extra)
     if compiled:  # one graph: its SDPA layers are the no-attention graph's code (see the docstring)
-        assert set(dec.graphs) == {(128, True)}
+        assert set(dec.graphs) == {(1, 128, True)}  # (rows, bucket, attention read)
         return
     step = dec.decode([int(step.logits[0].argmax())])
     assert step.attention is None

@@ -46,6 +46,13 @@ class PipelineConfig:
     model: str = field(default="smollm2-135m", metadata={"help": "model alias, Hugging Face id or local folder"})
     dtype: str = field(default="auto", metadata={"help": "auto | float32 | bfloat16 | float16",
                                                  "choices": ("auto", "float32", "bfloat16", "float16")})
+    decoder: str = field(default="eager", metadata={
+        "help": "eager (transformers' forward) | fast (static cache, hand-written pass: dynaprag.lm.fast) | auto "
+                "(fast only where supported and measured faster; eager for now)", "choices": ("eager", "fast", "auto")})
+    compile: bool = field(default=False, metadata={"help": "fast decoder: torch.compile the decode step"})
+    quantize: str = field(default="none", metadata={
+        "help": "fast decoder: none | int8 | int4 weight-only linear layers (use with dtype=bfloat16; signals "
+                "change, see dynaprag.lm.fast.quantize)", "choices": ("none", "int8", "int4")})
     method: str = field(default="dragin", metadata={"help": "a registered method (see `dynaprag methods`)"})
     dataset: str | None = field(default=None, metadata={
         "help": "the questions' dataset: selects a preset's per-dataset reference settings (set by `eval`)"})
@@ -115,6 +122,9 @@ def resolve_config(config: PipelineConfig) -> PipelineConfig:
     """
     check_ranges(config)
     check_shots(config.prompt)
+    if config.decoder == "eager" and (config.compile or config.quantize != "none"):
+        key = "compile" if config.compile else "quantize"
+        raise ConfigError(f"{key}: a knob of the fast decoder; set decoder=fast (or auto) to use it")
     settings = resolve_method_of(config).settings()
     return dataclasses.replace(config, options={}, **{axis: Choice(settings[axis]) for axis in AXES})
 
@@ -164,7 +174,8 @@ class Pipeline:
         self.config = config
         self.lm = lm
         self.retriever = retriever
-        self.generator = Generator(lm)
+        self.generator = Generator(lm, decoder=config.decoder, compile=config.compile,
+                                   quantize=None if config.quantize == "none" else config.quantize)
         self._builders: dict[tuple, PromptBuilder] = {}
         self._prefixes: dict[tuple, Any] = {}
         self._methods: OrderedDict[str, Method] = OrderedDict()

@@ -6,7 +6,8 @@ decoder's log-softmax) and :meth:`Generator.attention_of` over the look-ahead. H
 reference run's prompt (``dragin.json``: ``generate_attn`` on SmolLM2-135M, float32, eager): the
 greedy continuation must be the reference's token for token, its entropies the reference's
 ``-Σ p log(p + 1e-10)`` in nats (``generate.py:135-141``), and the attention the reference's per-token
-``max`` over query rows then head mean (``generate.py:94-97``).
+``max`` over query rows then head mean (``generate.py:94-97``). The greedy check also runs on
+the fast decoder (``Generator(decoder="fast")``) for one question.
 """
 from __future__ import annotations
 
@@ -33,8 +34,28 @@ def generator(eager_lm):
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="module")
+def fast_generator(eager_lm):
+    """The same model on the fast decoder (:mod:`dynaprag.lm.fast`: static cache, hand-written pass), float32, uncompiled."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield Generator(eager_lm, decoder="fast")
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("q", FIRST_PER_DATASET)
 def test_greedy_steps_carry_the_reference_tokens_and_entropies(q, generator):
+    check_greedy_steps(q, generator)
+
+
+@pytest.mark.parametrize("q", FIRST_PER_DATASET[-1:])
+def test_fast_decoder_steps_carry_the_reference_tokens_and_entropies(q, fast_generator):
+    """The same check on the fast decoder, for one question (the shorter continuation)."""
+    check_greedy_steps(q, fast_generator)
+    assert fast_generator.path == "fast-eager-float32" and not fast_generator.fallbacks
+
+
+def check_greedy_steps(q, generator) -> None:
     state = generator.start(q["prompt_ids"])
     config = GenerationConfig(max_new_tokens=1, stop_at_eos=False)
     steps = [generator.step(state, config) for _ in q["continuation_ids"]]

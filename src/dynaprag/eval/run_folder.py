@@ -55,8 +55,10 @@ RUN_MARKER = ".dynaprag-run"
 RESUMABLE_KEYS = ("limit", "batch_size", "ray")
 #: config keys (dotted for nested ones) that run folders written before them lack, with the value
 #: those runs implicitly used (None: not known, any value is taken): added when such a run
-#: resumes with that value. The loop's decoding budget was fixed at 4 before it became a setting.
-RECORDED_SINCE: dict[str, Any] = {"resolved_dtype": None, "pipeline.max_decoded_factor": 4.0}
+#: resumes with that value. The loop's decoding budget was fixed at 4 before it became a setting;
+#: every run decoded on transformers' forward before the fast decoder became a choice.
+RECORDED_SINCE: dict[str, Any] = {"resolved_dtype": None, "pipeline.max_decoded_factor": 4.0,
+                                  "pipeline.decoder": "eager", "pipeline.compile": False, "pipeline.quantize": "none"}
 
 
 class RunError(RuntimeError):

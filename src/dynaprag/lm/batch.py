@@ -16,6 +16,10 @@ sampling from a copy of the cache) stays the batch-1 code, so a signal means the
 batch size. The cost is one copy of the caches whenever membership changes, which
 ``bench/batch.py`` measures against the reused cache.
 
+On the fast decoder (``Generator(decoder="fast")``) the states' rows already sit in one static
+cache: the states waiting for one token are one pass over the block of rows they span, with
+nothing stacked or sliced (:meth:`BatchStepper._decode_rows`).
+
 Rows that are not a plain one-token decode are fed alone: a pending prompt (after a retrieval)
 is prefilled at batch 1, since prefill gains nothing from batching (MODELS.md), and a model
 whose cache has sliding-window layers (Gemma 3) steps its sequences one by one. In float32 the
@@ -30,6 +34,7 @@ import torch
 
 from dynaprag.lm import signals
 from dynaprag.lm.decoding import DecodeState, GenerationConfig, StepOutput
+from dynaprag.lm.fast.rows import FastRow
 
 
 class BatchStepper:
@@ -73,17 +78,33 @@ class BatchStepper:
         gen = self.gen
         if len(states) < 2 or not self.batchable:
             return
-        decode = []
+        pool = getattr(gen, "fast", None)
+        if pool is not None and pool.refuses(config.signals) is not None:
+            pool = None  # each state leaves the fast path in its own pass (Generator._forward)
+        decode, rows = [], []
         for s in states:
             pending = len(s.ids) - s.fed
-            if pending == 1 and s.fed > 0 and self._plain(s.cache):
+            if pending == 1 and s.fed > 0 and pool is not None and isinstance(s.cache, FastRow):
+                rows.append(s)
+            elif pending == 1 and s.fed > 0 and self._plain(s.cache):
                 decode.append(s)
             elif pending > 0:
                 gen._feed(s, config.signals)  # alone, as at batch 1
-        if len(decode) == 1:
-            gen._feed(decode[0], config.signals)
-        elif decode:
-            self._decode(decode, config)
+        for group, batched in ((decode, self._decode), (rows, self._decode_rows)):
+            if len(group) == 1:
+                gen._feed(group[0], config.signals)
+            elif group:
+                batched(group, config)
+
+    def _decode_rows(self, states: list[DecodeState], config: GenerationConfig) -> None:
+        """One fast pass over the static cache's rows of ``states`` (no stacking: each state's row is in place)."""
+        if self.gen.interrupt is not None:
+            self.gen.interrupt()
+        results = self.gen.fast.decode([s.cache for s in states], [s.ids[s.fed] for s in states], config.signals)
+        for s, (logits, values) in zip(states, results):
+            s.advance(s.cache, logits, values, 1)
+        self.batched_passes += 1
+        self.rows_stepped += len(states)
 
     @staticmethod
     def _plain(cache) -> bool:

@@ -112,7 +112,7 @@ def sample_steps(gen, state: DecodeState, k: int, spec: StepSampling) -> Sampled
     _, mlp = decoder_mlp(gen.model, spec.mlp_layer)
     eos = gen.tokenizer.eos_token_id
     rng = torch.Generator().manual_seed(spec.seed) if spec.seed is not None else None
-    cache = copy.deepcopy(state.cache)
+    cache = gen.eager_cache(state)  # transformers' batched cache, whatever path decoded the state
     cache.batch_repeat_interleave(rows)
     logits = state.logits.unsqueeze(0).repeat(rows, 1)
     room = gen.room(state)

@@ -10,7 +10,9 @@ The same arithmetic as transformers' Llama/Qwen2 forward (checked in
 - :mod:`~dynaprag.lm.fast.compile`: ``torch.compile`` settings and the on-disk graph cache.
 - :mod:`~dynaprag.lm.fast.decoder`: :class:`FastDecoder`, prefill / decode / truncate per row,
   one compiled graph per length bucket; its docstring describes how ``Generator`` and
-  ``BatchStepper`` plug in (the integration seam).
+  ``BatchStepper`` plug in.
+- :mod:`~dynaprag.lm.fast.rows`: the rows decode states hold (``Generator(decoder="fast")``), and
+  which passes fall back to transformers' forward.
 
 Where the time goes and what each piece buys: ``bench/results/generator.md``.
 """

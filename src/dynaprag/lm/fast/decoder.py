@@ -3,7 +3,7 @@
 :class:`FastDecoder` owns a :class:`~dynaprag.lm.fast.cache.StaticKVCache` of ``batch`` rows and a
 :class:`~dynaprag.lm.fast.layers.FastLM` over a loaded transformers model. A row is one
 sequence: :meth:`FastDecoder.prefill` feeds its prompt (or the passages appended after a
-retrieval), :meth:`FastDecoder.decode` feeds one token to every row at once, and
+retrieval), :meth:`FastDecoder.decode` feeds one token to each row of a block of rows at once, and
 :meth:`FastDecoder.truncate` rolls a row back by moving its length. Each call returns a
 :class:`FastStep`: the next-token logits of each row and the signals the methods read from
 the same pass (last-layer attention row when asked, every layer's hidden state of the last
@@ -12,47 +12,46 @@ position).
 Why length buckets: a compiled graph has fixed shapes, and attention over the whole
 preallocated cache would read ``capacity`` keys per layer at every step. So the step attends
 over the first ``span`` positions, ``span`` the smallest bucket (128, 256, 512, … up to the
-capacity) covering every row; each (bucket, attention read or not) is one graph, compiled the
-first time it is needed and then reused for every step in it. A 300-token answer after a
+capacity) covering every row; each (rows in the block, bucket, attention read or not) is one
+graph, compiled the first time it is needed and then reused for every step in it. A 300-token answer after a
 600-token prompt touches two buckets.
 
 Prefill runs the same arithmetic uncompiled: it is bound by the matrix products (hundreds of
 tokens at once), where Python's per-layer overhead does not show, and its token count changes
-with every prompt.
+with every prompt. It also keeps the model's float weights when the decode step's are
+quantized: weight bytes do not bound it, and the int8 kernel multiplies many rows ~2.8x slower
+than bf16 ``mm`` here (``bench/results/generator.md``: prefill 88 against 247 tok/s). The keys
+and values of a prompt are then those of the float model, and only decoded tokens carry the
+quantization error.
 
-The integration seam (how :class:`~dynaprag.lm.Generator` and
-:class:`~dynaprag.lm.batch.BatchStepper` use it; nothing else changes for a component):
+How :class:`~dynaprag.lm.Generator` and :class:`~dynaprag.lm.batch.BatchStepper` use it
+(``Generator(lm, decoder="fast")``; :mod:`dynaprag.lm.fast.rows`; nothing changes for a component):
 
-1. ``Generator.__init__`` builds one ``FastDecoder(lm.model, batch=B, capacity=C, quantize=…,
-   compile=…)`` when :func:`~dynaprag.lm.fast.layers.unsupported_reason` is ``None``, else keeps
-   today's path. ``C`` = the longest prompt + answer budget it serves (at most the context).
-2. A ``DecodeState`` holds a row index (from a free list of the ``B`` rows, released when the
-   state is done) instead of a ``DynamicCache``; ``state.fed`` stays the row's length.
-3. ``Generator._forward(state, ids, wanted)`` (``wanted``: the signals the components read,
-   :mod:`dynaprag.lm.signals`) replaces ``signals.forward`` + ``signals.read_row`` with the fast
-   pass: more than one pending token → ``step = dec.prefill(row, ids, want_attention=ATTENTION in
-   wanted)`` and ``r = 0``; one → ``step = dec.decode(tokens, want_attention=…, active=[i == row
-   for i in range(B)])`` and ``r = row``. Then ``state.advance(row, step.logits[r], values,
-   len(ids))`` with ``values`` keyed like ``read_row``'s: ``"attention"`` → ``step.attention_row(r)``
-   (the head-averaged row over positions ``0 .. n-1``, what ``Attention.read`` returns today),
-   ``"hidden:L"`` → ``step.hidden_of(r, (L,))[L]``; a signal the fast pass cannot give (one a
-   user adds with its own hook) keeps the eager path. Log-probs, entropy and top alternatives
-   stay :mod:`dynaprag.lm.signals` over ``state.logits``, unchanged.
-4. ``Generator.truncate`` → ``dec.truncate(row, keep)`` (an index move, no ``cache.crop``).
-   ``Generator.prefix`` prefills a scratch row and keeps ``dec.export_prefix(row)`` in the
-   ``PrefixCache``; ``Generator.start`` → ``dec.import_prefix(row, prefix.cache)``.
-5. ``BatchStepper.feed``: the states waiting for one token are one ``dec.decode(tokens,
-   active=…)`` call (``tokens[row] = state.ids[state.fed]``, other rows inactive), each state
-   then ``advance``-d with its row as in 3: no ``_stack``, no per-row cache slicing; states with a
-   pending prompt are prefilled alone, as today.
-6. The ``interrupt`` check is a forward pre-hook on ``lm.model``, which this path never calls:
-   ``_forward`` must call ``self.interrupt()`` itself before each fast pass.
-7. Stays on transformers' forward: ``attention_of`` (fresh passes over texts), SeaKR's
-   ``sample_steps`` (its ``forward_rows`` over a batched copy of the cache; or: ``cache.copy_row``
-   into ``k`` scratch rows and decode them), and any model whose weights an injector changes:
-   the fast pass holds the ``nn.Linear`` modules it was built with (in-place weight edits are seen, uncompiled or compiled, as the graph takes the
-   weights as inputs; modules peft swaps in are not), and int8/int4 copies are snapshots, so a
-   parametric injector either rebuilds the decoder after injecting or runs the eager path.
+1. The generator owns one :class:`~dynaprag.lm.fast.rows.RowPool` around one decoder; the pool
+   starts with one row of ``min(1024, context)`` positions and doubles rows or capacity when a
+   state needs more (a copy of the cache, rare), so no batch size or prompt length is fixed up front.
+2. A ``DecodeState`` holds a :class:`~dynaprag.lm.fast.rows.FastRow` (a row index from a free
+   list, lowest first, given back when the state is dropped) instead of a ``DynamicCache``;
+   ``state.fed`` is the row's length.
+3. ``Generator._forward`` feeds the row: several tokens → :meth:`FastDecoder.prefill`, one →
+   :meth:`FastDecoder.decode` over that row alone (``first=row``); the values are keyed as
+   ``signals.read_row`` keys them (``attention``: :meth:`FastStep.attention_row`; ``hidden:L``:
+   ``hidden[L]``). ``Generator._feed`` is unchanged: a prefill that reads attention still feeds
+   its last token alone, so counters and traces are those of the eager path.
+4. ``Generator.truncate`` moves the row's length; ``Generator.prefix`` keeps
+   :meth:`export_prefix`'s copy and ``Generator.start`` imports it into a fresh row.
+5. ``BatchStepper.feed``: the states waiting for one token are one :meth:`decode` over the block
+   of rows they span (idle rows inside the block are inactive): no stacking, no slicing.
+6. The ``interrupt`` check (a forward pre-hook on the model, which this path does not call) is
+   called before each fast pass.
+7. On transformers' forward: ``attention_of`` (fresh passes over texts), SeaKR's
+   ``sample_steps`` (from a ``DynamicCache`` copy of the row), a signal other than attention
+   or hidden states, and weight changes the pass cannot see. LoRA forward hooks (PRAG,
+   DyPRAG) fire in the uncompiled float pass, which calls the model's own ``nn.Linear``
+   modules; a compiled graph or int8/int4 copies would miss them, so those passes fall back
+   (``Generator.fallbacks`` counts why). In-place weight edits are seen uncompiled or compiled
+   (the graph takes the weights as inputs), not by quantized snapshots; modules peft swaps in
+   are detected and fall back.
 
 >>> dec = FastDecoder(lm.model, batch=1, capacity=1024)                 # doctest: +SKIP
 >>> step = dec.prefill(0, prompt_ids)                                   # doctest: +SKIP
@@ -128,12 +127,15 @@ class FastDecoder:
         if limit is not None and capacity > limit:
             raise ValueError(f"capacity {capacity} exceeds the model's context of {limit} positions")
         self.model = model
-        self.lm = FastLM(model, positions=capacity + 1, quantize=quantize).eval()
+        self.limit = limit
+        # RoPE tables for the whole context (a few MB), so the cache can grow without rebuilding the pass
+        self.lm = FastLM(model, positions=max(capacity, limit or 0) + 1, quantize=quantize).eval()
         self.cache = StaticKVCache(CacheShape.of(model), batch, capacity, device=self.lm.cos.device)
         self.buckets = buckets_for(capacity)
         self.batch, self.capacity, self.quantize, self.compiled = batch, capacity, quantize, compile
         self._step = compile_module(self.lm, options=compile_options) if compile else self.lm
-        self.graphs: dict[tuple[int, bool], float] = {}  # (bucket, attention) -> seconds its first call took
+        # (rows, bucket, attention) -> seconds its first call took
+        self.graphs: dict[tuple[int, int, bool], float] = {}
 
     @property
     def path(self) -> str:
@@ -152,6 +154,27 @@ class FastDecoder:
     @property
     def lengths(self) -> list[int]:
         return list(self.cache.lengths)
+
+    def resize(self, batch: int | None = None, capacity: int | None = None) -> None:
+        """Grow to ``batch`` rows of ``capacity`` positions, keeping every row's keys and values.
+
+        A copy of the whole cache, so callers grow by doubling (rarely); a compiled step traces
+        new graphs for the new shapes on first use.
+        """
+        batch, capacity = batch or self.batch, capacity or self.capacity
+        if self.limit is not None and capacity > self.limit:
+            raise ValueError(f"capacity {capacity} exceeds the model's context of {self.limit} positions")
+        if batch < self.batch or capacity < self.capacity:
+            raise ValueError("a fast decoder's cache only grows")
+        if (batch, capacity) == (self.batch, self.capacity):
+            return
+        old = self.cache
+        self.cache = StaticKVCache(old.shape, batch, capacity, device=old.positions.device)
+        for new, before in zip(self.cache.keys + self.cache.values, old.keys + old.values):
+            new[: old.batch, :, : old.capacity].copy_(before[:, :, : old.capacity])
+        for row, length in enumerate(old.lengths):
+            self.cache.set_length(row, length)
+        self.batch, self.capacity, self.buckets = batch, capacity, buckets_for(capacity)
 
     def truncate(self, row: int, length: int) -> None:
         """Roll ``row`` back to its first ``length`` positions (an index move)."""
@@ -178,43 +201,55 @@ class FastDecoder:
         keys = [k[row:row + 1] for k in self.cache.keys]
         values = [v[row:row + 1] for v in self.cache.values]
         logits, hidden, attention = self.lm(tokens, self.cache.positions[row:row + 1].clone(), keys, values,
-                                            span=start + len(ids), want_attention=want_attention)
+                                            span=start + len(ids), want_attention=want_attention, float_weights=True)
         self.cache.set_length(row, start + len(ids))
         return FastStep(logits.float(), hidden, None if attention is None else attention.float(),
                         [self.cache.lengths[row]])
 
     @torch.inference_mode()
     def decode(self, tokens: Sequence[int] | torch.Tensor, want_attention: bool = False,
-               active: Sequence[bool] | None = None) -> FastStep:
-        """Feed one token per row (``tokens`` [batch]); rows with ``active[r]`` False are left as they were.
+               active: Sequence[bool] | None = None, first: int = 0) -> FastStep:
+        """Feed one token to each of the rows ``first .. first + len(tokens) - 1``; rows with
+        ``active[i]`` False are left as they were.
 
         An inactive row still flows through the batch (the shapes are fixed) but its length does
-        not move, so the key it wrote past its end is never read.
+        not move, so the key it wrote past its end is never read. Row ``first + i`` of the cache
+        is row ``i`` of the returned step. Passing a block of rows rather than all of them keeps
+        a step over a few live rows from paying for the idle ones (each block size is its own
+        compiled graph).
         """
-        active = [True] * self.batch if active is None else list(active)
-        if len(active) != self.batch or len(tokens) != self.batch:
-            raise ValueError(f"decode needs one token and one active flag per row ({self.batch} rows)")
-        lengths = self.cache.lengths
+        n = len(tokens)
+        active = [True] * n if active is None else list(active)
+        if len(active) != n or not 0 < n <= self.batch - first or first < 0:
+            raise ValueError(f"decode needs one token and one active flag per row of a block within the "
+                             f"{self.batch} rows, got {n} tokens and {len(active)} flags from row {first}")
+        lengths = self.cache.lengths[first:first + n]
         for r, on in enumerate(active):
             if on and lengths[r] >= self.capacity:
-                raise ValueError(f"row {r} is full ({self.capacity} positions)")
-        need = max((lengths[r] + 1 for r in range(self.batch) if active[r]), default=1)
+                raise ValueError(f"row {first + r} is full ({self.capacity} positions)")
+        need = max((lengths[r] + 1 for r in range(n) if active[r]), default=1)
         span = self.bucket(need)
-        logits, hidden, attention = self._pass(tokens, span, want_attention)
+        logits, hidden, attention = self._pass(tokens, span, want_attention, first)
         for r, on in enumerate(active):
             if on:
-                self.cache.set_length(r, lengths[r] + 1)
+                self.cache.set_length(first + r, lengths[r] + 1)
         return FastStep(logits.float(), hidden, None if attention is None else attention.float(),
-                        list(self.cache.lengths))
+                        self.cache.lengths[first:first + n])
 
-    def _pass(self, tokens, span: int, want_attention: bool):
-        """One compiled step at every row's current length; records a new graph's first-call time."""
-        tokens = torch.as_tensor(tokens, dtype=torch.long, device=self.cache.positions.device).view(self.batch, 1)
-        key = (span, bool(want_attention))
-        first = key not in self.graphs
+    def _pass(self, tokens, span: int, want_attention: bool, first: int = 0):
+        """One compiled step over a block of rows at their current lengths; records a new graph's first-call time."""
+        device = self.cache.positions.device
+        n = len(tokens)
+        tokens = torch.as_tensor(tokens, dtype=torch.long, device=device).view(n, 1)
+        whole = first == 0 and n == self.batch
+        keys = self.cache.keys if whole else [k[first:first + n] for k in self.cache.keys]
+        values = self.cache.values if whole else [v[first:first + n] for v in self.cache.values]
+        positions = self.cache.positions if whole else self.cache.positions[first:first + n]
+        key = (n, span, bool(want_attention))
+        fresh = key not in self.graphs
         began = time.perf_counter()
-        out = self._step(tokens, self.cache.positions, self.cache.keys, self.cache.values, span, bool(want_attention))
-        if first:
+        out = self._step(tokens, positions, keys, values, span, bool(want_attention))
+        if fresh:
             self.graphs[key] = time.perf_counter() - began
         return out
 
@@ -228,6 +263,6 @@ class FastDecoder:
         with torch.inference_mode():
             for span in spans or self.buckets:
                 for want in attention:
-                    if (span, want) not in self.graphs:
+                    if (self.batch, span, want) not in self.graphs:
                         self._pass([0] * self.batch, span, want)
         return time.perf_counter() - began

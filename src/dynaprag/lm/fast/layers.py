@@ -80,7 +80,8 @@ class FastLM(nn.Module):
     Computes in the model's dtype. ``quantize`` (``"int8"`` or ``"int4"``) replaces every linear
     layer, the head included, by a quantized copy (activations stay in the model's dtype: use a
     bf16 model, fp32 activations have no fast int8 kernel); ``None`` uses the model's own layers
-    as they are (nothing is copied). ``positions`` is how many RoPE positions to tabulate.
+    as they are (nothing is copied); ``float_weights=True`` in :meth:`forward` runs the model's own
+    layers even then (prefill). ``positions`` is how many RoPE positions to tabulate.
     """
 
     def __init__(self, model, positions: int, quantize: str | None = None):
@@ -92,12 +93,17 @@ class FastLM(nn.Module):
         base = model.model
         self.dtype = next(model.parameters()).dtype
         self.layers = nn.ModuleList(FastLayer(layer, self.dtype, quantize) for layer in base.layers)
+        # the model's own layers (nothing copied), for a prefill of many tokens under quantized weights:
+        # it is bound by compute, where the int8/int4 kernels are slower than the float product
+        self.float_layers = (nn.ModuleList(FastLayer(layer, self.dtype, None) for layer in base.layers)
+                             if quantize else self.layers)
         self.embed = base.embed_tokens
         self.norm = base.norm
         # the head stays int8 under int4: the GGUF files keep the (tied) embedding at 8 bits or more,
         # so 4 bits would be a real loss there (max weight error 0.09 against int8's 0.008 on SmolLM2)
         head_scheme = "int8" if quantize == "int4" else quantize
         self.head = quantize_linear(model.lm_head, self.dtype, head_scheme) if quantize else model.lm_head
+        self.float_head = model.lm_head
         self.eps = float(base.norm.variance_epsilon)
         self.heads = int(config.num_attention_heads)
         self.kv_heads = int(config.num_key_value_heads)
@@ -109,7 +115,7 @@ class FastLM(nn.Module):
         self.register_buffer("sin", sin[0].to(self.dtype), persistent=False)
 
     def forward(self, tokens: torch.Tensor, start: torch.Tensor, keys: list[torch.Tensor],
-                values: list[torch.Tensor], span: int, want_attention: bool = False):
+                values: list[torch.Tensor], span: int, want_attention: bool = False, float_weights: bool = False):
         """Feed ``tokens`` [B, T] at positions ``start[b] .. start[b]+T-1`` of each row; write their keys.
 
         Attention reads positions ``< span`` (which must exceed every ``start[b] + T - 1`` that
@@ -127,8 +133,9 @@ class FastLM(nn.Module):
         x = self.embed(tokens)
         hidden = [x[:, -1]]
         attention = None
-        last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers):
+        layers, head = (self.float_layers, self.float_head) if float_weights else (self.layers, self.head)
+        last = len(layers) - 1
+        for i, layer in enumerate(layers):
             h = _rms_norm(x, layer.ln1.weight, self.eps)
             q = layer.q(h).view(batch, width, self.heads, self.head_dim).transpose(1, 2)
             k = layer.k(h).view(batch, width, self.kv_heads, self.head_dim).transpose(1, 2)
@@ -155,5 +162,5 @@ class FastLM(nn.Module):
             hidden.append(x[:, -1])
         final = _rms_norm(x[:, -1], self.norm.weight, self.eps)
         hidden[-1] = final
-        logits = self.head(final)
+        logits = head(final)
         return logits, torch.stack(hidden), attention
