@@ -142,8 +142,13 @@ def build(datasets: str | Sequence[str], model: str | None = None, *, data_dir: 
                desc="adaptive-rag silver labels")
     try:
         for dataset, pipe_cfg, examples, _ in plans:
-            with library_progress(progress):
-                pipeline = Pipeline.from_config(pipe_cfg, lm=lm, retriever=retriever)
+            with library_progress(progress):  # --no-progress: no library bars either (weights, BM25)
+                index = retriever
+                if index is None:  # each dataset its own corpus's index, built here so its bar obeys progress
+                    from dynaprag.retrieval import build_retriever
+
+                    index = build_retriever(pipe_cfg.retrieval, progress=progress)
+                pipeline = Pipeline.from_config(pipe_cfg, lm=lm, retriever=index)
             lm = pipeline.lm
             (work / dataset).mkdir(parents=True, exist_ok=True)
             answers = _answer_routes(pipeline, examples, work / dataset / "answers.jsonl", batch_size=batch_size,
@@ -158,10 +163,12 @@ def build(datasets: str | Sequence[str], model: str | None = None, *, data_dir: 
     atomic_write_json(labels_file, {**meta, "label_counts": label_counts(records), "records": records})
     folder = None
     if train:
-        folder = train_classifier(records, Path(out) if out else classifier_root() / name, split=split,
-                                  settings=settings,
-                                  meta={"model": meta["model"], "held_out_from": start,
-                                        "question_files": meta["question_files"], "labels_file": str(labels_file)})
+        with library_progress(progress):  # the encoder's weight-loading bar too
+            folder = train_classifier(records, Path(out) if out else classifier_root() / name, split=split,
+                                      settings=settings,
+                                      meta={"model": meta["model"], "held_out_from": start,
+                                            "question_files": meta["question_files"],
+                                            "labels_file": str(labels_file)})
     return SilverRun(records=records, split=split, labels_file=labels_file, classifier=folder,
                      counts=label_counts(records))
 
