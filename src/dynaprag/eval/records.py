@@ -104,7 +104,8 @@ def summarize(records: Sequence[dict], config: Mapping | None = None, *, beyond_
     """
     config = config or {}
     pipeline = config.get("pipeline", {})
-    knobs = (["compile"] if pipeline.get("compile") else []) + [q for q in [pipeline.get("quantize", "none")] if q != "none"]
+    quantize = pipeline.get("quantize", "none")
+    knobs = (["compile"] if pipeline.get("compile") else []) + ([quantize] if quantize != "none" else [])
     out: dict[str, Any] = {
         "method": pipeline.get("method"), "model": pipeline.get("model"), "dataset": config.get("dataset"),
         "decoder": "+".join([pipeline.get("decoder", "eager")] + knobs),  # e.g. eager, fast, fast+compile+int8
