@@ -104,19 +104,19 @@ def test_cli_reproduce_without_data_exits_2_naming_the_datasets(tmp_path):
 
 
 def test_a_question_file_present_but_no_corpus_is_named(tmp_path):
-    questions = {"nq": str(FIXTURES / "nq.flashrag.jsonl")}
+    questions = {"nq": str(FIXTURES / "handwritten-nq-flashrag-format.jsonl")}
     (line,) = missing_data(["nq"], tmp_path, questions)
     assert line.startswith("nq: no retrieval corpus") and "retrieval.corpus=FILE" in line
     assert missing_data(["nq"], tmp_path, questions, ["retrieval.corpus=wiki.tsv"]) == []
 
 
 @pytest.mark.parametrize("file, fmt, ids, answers", [
-    ("NQ-open.test.jsonl", "nq-open", ["0", "1", "2"], ("11", "eleven")),
-    ("nq.flashrag.jsonl", "jsonl", ["test_0", "test_1"], ("Canberra",)),
-    ("nq-test.qa.csv", "dpr-qa", ["0", "1"], ("Mars", "the planet Mars")),
-    ("triviaqa.unfiltered-web-dev.json", "triviaqa", ["tc_1", "tc_2"], ("Japan", "Nippon")),
-    ("webquestions.examples.test.json", "webquestions", ["0", "1"], ("Japan",)),
-    ("popqa.flashrag.jsonl", "jsonl", ["test_0"], ("mathematician", "writer")),
+    ("handwritten-nq-open-format.jsonl", "nq-open", ["0", "1", "2"], ("11", "eleven")),
+    ("handwritten-nq-flashrag-format.jsonl", "jsonl", ["test_0", "test_1"], ("Canberra",)),
+    ("handwritten-dpr-qa-format.csv", "dpr-qa", ["0", "1"], ("Mars", "the planet Mars")),
+    ("handwritten-triviaqa-format.json", "triviaqa", ["tc_1", "tc_2"], ("Japan", "Nippon")),
+    ("handwritten-webquestions-format.json", "webquestions", ["0", "1"], ("Japan",)),
+    ("handwritten-popqa-flashrag-format.jsonl", "jsonl", ["test_0"], ("mathematician", "writer")),
 ])
 def test_release_formats_load_from_the_fixtures(file, fmt, ids, answers):
     path = FIXTURES / file
@@ -128,7 +128,7 @@ def test_release_formats_load_from_the_fixtures(file, fmt, ids, answers):
 
 
 def test_triviaqa_value_comes_first_and_aliases_are_deduplicated():
-    (first, _) = load_examples(FIXTURES / "triviaqa.unfiltered-web-dev.json")
+    (first, _) = load_examples(FIXTURES / "handwritten-triviaqa-format.json")
     assert first.answers == ("Iron", "Fe", "Ferrum") and first.question == "Which metal has the chemical symbol Fe?"
 
 
