@@ -186,26 +186,31 @@ def _read_text(path: Path) -> str:
         raise _not_utf8(path, data, exc) from None
 
 
-def load_jsonl(path: Path, dataset: str = "") -> Iterator[Example]:
-    """The generic loader: one JSON object per line with ``id, question, answers``."""
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of every non-blank line; a non-UTF-8 byte is an error naming its line."""
     with open(path, "rb") as handle:
         for line_no, data in enumerate(handle, 1):
             try:
                 line = data.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise _not_utf8(path, data, exc, line_no) from None
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                if not isinstance(record, dict):
-                    raise ValueError("a line must hold a JSON object")
-                yield dataclasses.replace(Example.from_record(record, dataset), where=f"line {line_no}")
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"{path}:{line_no}: not valid JSON ({json_problem(exc)})") from None
-            except (KeyError, ValueError, TypeError) as exc:
-                message = exc.args[0] if isinstance(exc, KeyError) else str(exc)
-                raise DatasetError(f"{path}:{line_no}: {message}") from None
+            if line.strip():
+                yield line_no, line
+
+
+def load_jsonl(path: Path, dataset: str = "") -> Iterator[Example]:
+    """The generic loader: one JSON object per line with ``id, question, answers``."""
+    for line_no, line in _lines(path):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("a line must hold a JSON object")
+            yield dataclasses.replace(Example.from_record(record, dataset), where=f"line {line_no}")
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{path}:{line_no}: not valid JSON ({json_problem(exc)})") from None
+        except (KeyError, ValueError, TypeError) as exc:
+            message = exc.args[0] if isinstance(exc, KeyError) else str(exc)
+            raise DatasetError(f"{path}:{line_no}: {message}") from None
 
 
 def _read_json_list(path: Path) -> list[dict]:

@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from dynaprag.corpora import json_problem
-from dynaprag.eval.datasets import (FORMATS, DatasetError, Example, _answer_text, _field, _not_utf8, _read_json_list,
-                                    _read_text, _text, _unique, check_unicode)
+from dynaprag.eval.datasets import (FORMATS, DatasetError, Example, _answer_text, _field, _lines, _not_utf8,
+                                    _read_json_list, _read_text, _text, _unique, check_unicode)
 
 __all__ = ["load_cwq", "load_dpr_qa", "load_hotpot_style", "load_iirc", "load_nq_open", "load_popqa",
            "load_strategyqa", "load_triviaqa", "load_webquestions", "parse_target_value"]
@@ -187,18 +187,6 @@ def _question(where: str, key: str, value: Any) -> str:
         return check_unicode(key, value).strip()
     except ValueError as exc:
         raise DatasetError(f"{where}: {exc}") from None
-
-
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """``(line number, text)`` of every non-blank line; a non-UTF-8 byte is an error naming its line."""
-    with open(path, "rb") as handle:
-        for line_no, data in enumerate(handle, 1):
-            try:
-                line = data.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise _not_utf8(path, data, exc, line_no) from None
-            if line.strip():
-                yield line_no, line
 
 
 def load_nq_open(path: Path, dataset: str = "nq") -> Iterator[Example]:
